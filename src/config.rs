@@ -1,0 +1,503 @@
+//! One typed configuration: `swarm.toml`, overridden by `SWARM_*` environment variables.
+//! Reads files and the environment; validation is pure.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::{Deserialize, Deserializer};
+
+use crate::spec::Label;
+
+/// The name of the built-in agent profile used by `swarm up --demo`.
+pub const DEMO_AGENT: &str = "demo";
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}")]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{origin}: {message}")]
+    Invalid { origin: String, message: String },
+}
+
+impl ConfigError {
+    fn invalid(origin: impl Into<String>, message: impl Into<String>) -> Self {
+        Self::Invalid {
+            origin: origin.into(),
+            message: message.into(),
+        }
+    }
+}
+
+/// The whole configuration, after defaults, environment overrides and validation.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Where the engine keeps repository caches, run directories and the SQLite database.
+    #[serde(default = "default_data_dir")]
+    pub data_dir: PathBuf,
+    /// `postgres://...` for production; when absent, an SQLite file in `data_dir`.
+    #[serde(default)]
+    pub database_url: Option<DatabaseUrl>,
+    /// Where jobs run: `local` (default).
+    #[serde(default)]
+    pub runtime: RuntimeKind,
+    /// The agent profile for tasks that name none.
+    #[serde(default = "default_agent")]
+    pub default_agent: String,
+    /// Time limit of a run when the task names none.
+    #[serde(default = "default_timeout", deserialize_with = "de_duration")]
+    pub default_timeout: Duration,
+    /// How often a project's remote is asked for its head, unless the project says otherwise.
+    #[serde(default = "default_poll", deserialize_with = "de_duration")]
+    pub poll_interval: Duration,
+    /// How many times a run that failed for infrastructure reasons (crash, lost, git) is retried.
+    #[serde(default = "default_infra_retries")]
+    pub max_infra_retries: u32,
+    /// Wait before the first retry of a failed run; doubles with each further retry.
+    #[serde(default = "default_retry_backoff", deserialize_with = "de_duration")]
+    pub retry_backoff: Duration,
+    #[serde(default)]
+    pub limits: Limits,
+    #[serde(default)]
+    pub git: GitIdentity,
+    #[serde(default)]
+    pub agents: BTreeMap<String, AgentProfile>,
+    #[serde(default)]
+    pub projects: Vec<ProjectConfig>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Limits {
+    /// Runs at once, over all projects.
+    #[serde(default = "default_max_running")]
+    pub max_running: u32,
+    /// Runs at once per project, unless the project says otherwise.
+    #[serde(default = "default_max_running_per_project")]
+    pub max_running_per_project: u32,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_running: default_max_running(),
+            max_running_per_project: default_max_running_per_project(),
+        }
+    }
+}
+
+/// The identity of commits the engine and its workers make.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GitIdentity {
+    #[serde(default = "default_git_name")]
+    pub name: String,
+    #[serde(default = "default_git_email")]
+    pub email: String,
+}
+
+impl Default for GitIdentity {
+    fn default() -> Self {
+        Self {
+            name: default_git_name(),
+            email: default_git_email(),
+        }
+    }
+}
+
+/// How to run one kind of agent: a command template. Placeholders: `{prompt}` (the full
+/// prompt), `{prompt_file}` (a file holding it), `{key}`, `{kind}`, `{workdir}` and `{swarm}`
+/// (this binary).
+#[derive(Debug, Clone, Deserialize, serde::Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct AgentProfile {
+    pub command: Vec<String>,
+    /// Extra environment for the agent. Values may name a variable of the engine's
+    /// environment as `${NAME}`; they are never written to logs.
+    #[serde(default)]
+    pub env: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProjectConfig {
+    pub name: String,
+    /// A git URL (`https://`, `ssh://`, `git@host:...`, `file://`) or a local path.
+    pub repo: String,
+    #[serde(default = "default_branch")]
+    pub default_branch: String,
+    #[serde(default, deserialize_with = "de_opt_duration")]
+    pub poll_interval: Option<Duration>,
+    #[serde(default)]
+    pub max_running: Option<u32>,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RuntimeKind {
+    #[default]
+    Local,
+}
+
+/// A database URL; its password never prints.
+#[derive(Clone, Deserialize, PartialEq, Eq)]
+#[serde(transparent)]
+pub struct DatabaseUrl(pub String);
+
+impl fmt::Debug for DatabaseUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&redact_url(&self.0))
+    }
+}
+
+impl fmt::Display for DatabaseUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&redact_url(&self.0))
+    }
+}
+
+/// `scheme://user:secret@host` -> `scheme://user:***@host`.
+pub fn redact_url(url: &str) -> String {
+    if let Some((scheme, rest)) = url.split_once("://") {
+        if let Some((cred, host)) = rest.split_once('@') {
+            if let Some((user, _)) = cred.split_once(':') {
+                return format!("{scheme}://{user}:***@{host}");
+            }
+        }
+    }
+    url.to_string()
+}
+
+fn default_data_dir() -> PathBuf {
+    PathBuf::from(".swarm")
+}
+fn default_agent() -> String {
+    "claude".into()
+}
+fn default_timeout() -> Duration {
+    Duration::from_secs(45 * 60)
+}
+fn default_poll() -> Duration {
+    Duration::from_secs(60)
+}
+fn default_infra_retries() -> u32 {
+    3
+}
+fn default_retry_backoff() -> Duration {
+    Duration::from_secs(10)
+}
+fn default_max_running() -> u32 {
+    8
+}
+fn default_max_running_per_project() -> u32 {
+    4
+}
+fn default_git_name() -> String {
+    "coding-swarm".into()
+}
+fn default_git_email() -> String {
+    "coding-swarm@localhost".into()
+}
+fn default_branch() -> String {
+    "main".into()
+}
+
+fn de_duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+    let s = String::deserialize(d)?;
+    humantime::parse_duration(s.trim()).map_err(|e| {
+        serde::de::Error::custom(format!("{s:?} is not a duration like 30s, 5m or 1h: {e}"))
+    })
+}
+
+fn de_opt_duration<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+    de_duration(d).map(Some)
+}
+
+/// Top-level keys that `SWARM_<KEY>` (and `SWARM_<TABLE>__<KEY>`) may override. Other `SWARM_*`
+/// variables belong to workers and are not configuration.
+const ENV_KEYS: &[&str] = &[
+    "data_dir",
+    "database_url",
+    "runtime",
+    "default_agent",
+    "default_timeout",
+    "poll_interval",
+    "max_infra_retries",
+    "retry_backoff",
+    "limits",
+    "git",
+];
+
+impl Config {
+    /// Loads `path` (when given) and applies `SWARM_*` overrides from `env`. Relative paths in
+    /// the file are relative to the file's directory.
+    pub fn load(
+        path: Option<&Path>,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Self, ConfigError> {
+        let (text, origin, base) = match path {
+            Some(p) => {
+                let text = std::fs::read_to_string(p).map_err(|source| ConfigError::Read {
+                    path: p.into(),
+                    source,
+                })?;
+                let base = p.parent().map(Path::to_path_buf).unwrap_or_default();
+                (text, p.display().to_string(), base)
+            }
+            None => (String::new(), "defaults".to_string(), PathBuf::from(".")),
+        };
+        Self::parse(&text, &origin, &base, env)
+    }
+
+    /// Parses config text; see [`Config::load`].
+    pub fn parse(
+        text: &str,
+        origin: &str,
+        base: &Path,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Self, ConfigError> {
+        let mut table: toml::Table = toml::from_str(text)
+            .map_err(|e| ConfigError::invalid(origin, toml_message(&e, text)))?;
+        let mut overridden = Vec::new();
+        for (name, value) in env {
+            let Some(rest) = name.strip_prefix("SWARM_") else {
+                continue;
+            };
+            let path: Vec<String> = rest.split("__").map(str::to_ascii_lowercase).collect();
+            if !ENV_KEYS.contains(&path[0].as_str()) {
+                continue;
+            }
+            set_path(&mut table, &path, &value)
+                .map_err(|m| ConfigError::invalid(format!("environment variable {name}"), m))?;
+            overridden.push(name);
+        }
+        let mut config: Config = Config::deserialize(toml::Value::Table(table)).map_err(|e| {
+            let origin = if overridden.is_empty() {
+                origin.to_string()
+            } else {
+                format!("{origin} (with {})", overridden.join(", "))
+            };
+            ConfigError::invalid(origin, e.message().to_string())
+        })?;
+        if config.data_dir.is_relative() {
+            config.data_dir = base.join(&config.data_dir);
+        }
+        for p in &mut config.projects {
+            if !looks_like_url(&p.repo) && Path::new(&p.repo).is_relative() {
+                p.repo = base.join(&p.repo).display().to_string();
+            }
+        }
+        config
+            .validate()
+            .map_err(|m| ConfigError::invalid(origin, m))?;
+        Ok(config)
+    }
+
+    fn validate(&self) -> Result<(), String> {
+        let mut names = std::collections::HashSet::new();
+        for (i, p) in self.projects.iter().enumerate() {
+            Label::new(&p.name).map_err(|e| format!("projects[{i}].name: {e}"))?;
+            if !names.insert(&p.name) {
+                return Err(format!(
+                    "projects[{i}].name: project {:?} is configured twice",
+                    p.name
+                ));
+            }
+            if p.repo.trim().is_empty() {
+                return Err(format!("projects[{i}].repo: must not be empty"));
+            }
+            crate::spec::BranchName::new(&p.default_branch)
+                .map_err(|e| format!("projects[{i}].default_branch: {e}"))?;
+            if p.max_running == Some(0) {
+                return Err(format!("projects[{i}].max_running: must be at least 1"));
+            }
+        }
+        for (name, profile) in &self.agents {
+            Label::new(name).map_err(|e| format!("agents.{name}: {e}"))?;
+            if profile.command.is_empty() || profile.command[0].trim().is_empty() {
+                return Err(format!("agents.{name}.command: must name a program"));
+            }
+        }
+        if self.default_agent != DEMO_AGENT
+            && !self.agents.contains_key(&self.default_agent)
+            && self.default_agent != "claude"
+        {
+            return Err(format!(
+                "default_agent: no agent profile named {:?} in [agents]",
+                self.default_agent
+            ));
+        }
+        if self.limits.max_running == 0 {
+            return Err("limits.max_running: must be at least 1".into());
+        }
+        if self.limits.max_running_per_project == 0 {
+            return Err("limits.max_running_per_project: must be at least 1".into());
+        }
+        if let Some(url) = &self.database_url {
+            if !(url.0.starts_with("postgres://")
+                || url.0.starts_with("postgresql://")
+                || url.0.starts_with("sqlite:"))
+            {
+                return Err(format!(
+                    "database_url: {url} is neither postgres://... nor sqlite:..."
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// The database to use: the configured URL, or an SQLite file in the data directory.
+    pub fn database_url(&self) -> String {
+        match &self.database_url {
+            Some(url) => url.0.clone(),
+            None => format!(
+                "sqlite://{}?mode=rwc",
+                self.data_dir.join("swarm.db").display()
+            ),
+        }
+    }
+
+    pub fn project(&self, name: &str) -> Option<&ProjectConfig> {
+        self.projects.iter().find(|p| p.name == name)
+    }
+
+    pub fn max_running_for(&self, project: &ProjectConfig) -> u32 {
+        project
+            .max_running
+            .unwrap_or(self.limits.max_running_per_project)
+    }
+
+    pub fn poll_interval_for(&self, project: &ProjectConfig) -> Duration {
+        project.poll_interval.unwrap_or(self.poll_interval)
+    }
+}
+
+fn looks_like_url(repo: &str) -> bool {
+    repo.contains("://") || (repo.contains('@') && repo.contains(':'))
+}
+
+fn toml_message(e: &toml::de::Error, text: &str) -> String {
+    match e.span() {
+        Some(span) => {
+            let before = &text[..span.start.min(text.len())];
+            let line = before.matches('\n').count() + 1;
+            let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+            format!("{line}:{column}: {}", e.message())
+        }
+        None => e.message().to_string(),
+    }
+}
+
+/// Sets `path` in `table` to `value`, typed as TOML when it parses as a TOML value, else a string.
+fn set_path(table: &mut toml::Table, path: &[String], value: &str) -> Result<(), String> {
+    let (last, parents) = path.split_last().ok_or("empty key")?;
+    let mut cur = table;
+    for (i, key) in parents.iter().enumerate() {
+        let entry = cur
+            .entry(key.clone())
+            .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+        cur = entry
+            .as_table_mut()
+            .ok_or_else(|| format!("{} is not a table", path[..=i].join(".")))?;
+    }
+    let parsed = format!("v = {value}")
+        .parse::<toml::Table>()
+        .ok()
+        .and_then(|mut t| t.remove("v"))
+        .unwrap_or_else(|| toml::Value::String(value.to_string()));
+    cur.insert(last.clone(), parsed);
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str, env: &[(&str, &str)]) -> Result<Config, ConfigError> {
+        Config::parse(
+            text,
+            "swarm.toml",
+            Path::new("/cfg"),
+            env.iter().map(|(k, v)| (k.to_string(), v.to_string())),
+        )
+    }
+
+    #[test]
+    fn defaults_are_embedded() {
+        let c = parse("", &[]).unwrap();
+        assert_eq!(c.data_dir, PathBuf::from("/cfg/.swarm"));
+        assert!(c
+            .database_url()
+            .starts_with("sqlite:///cfg/.swarm/swarm.db"));
+        assert_eq!(c.limits.max_running, 8);
+    }
+
+    #[test]
+    fn a_full_file_parses_and_env_overrides_it() {
+        let text = r#"
+            data_dir = "/var/lib/swarm"
+            poll_interval = "30s"
+            [limits]
+            max_running = 3
+            [agents.claude]
+            command = ["claude", "-p", "{prompt}"]
+            [[projects]]
+            name = "web"
+            repo = "../web"
+            default_branch = "trunk"
+            max_running = 2
+        "#;
+        let c = parse(
+            text,
+            &[
+                ("SWARM_LIMITS__MAX_RUNNING", "5"),
+                ("SWARM_DATABASE_URL", "postgres://u:pw@h/db"),
+                ("SWARM_TASK_KEY", "x"),
+            ],
+        )
+        .unwrap();
+        assert_eq!(c.limits.max_running, 5);
+        assert_eq!(c.projects[0].repo, "/cfg/../web");
+        assert_eq!(c.max_running_for(&c.projects[0]), 2);
+        assert_eq!(
+            format!("{:?}", c.database_url),
+            "Some(postgres://u:***@h/db)"
+        );
+    }
+
+    #[test]
+    fn wrong_keys_are_named() {
+        let err = parse("[limits]\nmax_runing = 3\n", &[])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("max_runing"), "{err}");
+        let err = parse("poll_interval = \"often\"\n", &[])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("often"), "{err}");
+        let err = parse("", &[("SWARM_LIMITS__MAX_RUNIN", "3")])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("SWARM_LIMITS__MAX_RUNIN") && err.contains("max_runin"),
+            "{err}"
+        );
+        let err = parse(
+            "[[projects]]\nname = \"a\"\nrepo = \"x\"\n[[projects]]\nname = \"a\"\nrepo = \"y\"\n",
+            &[],
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("projects[1].name"), "{err}");
+        let err = parse("default_agent = \"codex\"\n", &[])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("default_agent"), "{err}");
+    }
+}

@@ -1,0 +1,544 @@
+//! The reconcile loop: sync repositories into the store, claim what may run, launch it on the
+//! runtime, turn run ends into results, report them back as commits. Level-triggered: every
+//! pass looks at the store afresh, so a missed wake-up costs latency, never correctness.
+
+mod outcome;
+pub mod report;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::Utc;
+use tokio::sync::{mpsc, watch, Notify};
+
+pub use outcome::{decide, Outcome, RetryPolicy};
+
+use crate::config::{AgentProfile, Config, ProjectConfig, DEMO_AGENT};
+use crate::runtime::{run_name, Completion, Launch, LocalRuntime};
+use crate::spec::{ErrorClass, RunResult, TaskState};
+use crate::store::{ClaimLimits, Store, StoreError, TaskRow};
+use crate::worker::WorkerTask;
+
+/// How often the engine looks at the store without being woken (a backstop, not the mechanism).
+const BACKSTOP: Duration = Duration::from_secs(2);
+/// Most tasks claimed in one statement.
+const CLAIM_BATCH: u32 = 512;
+
+#[derive(Debug, Clone, Default)]
+pub struct RunOptions {
+    /// Stop once nothing is pending, running or waiting to be reported.
+    pub once: bool,
+}
+
+/// The engine. Holds the config, the store and the runtime.
+pub struct Engine {
+    config: Arc<Config>,
+    store: Store,
+    runtime: LocalRuntime,
+    completions: mpsc::UnboundedReceiver<Completion>,
+    report_wake: Arc<Notify>,
+    sync_triggers: HashMap<String, Arc<Notify>>,
+    policy: RetryPolicy,
+}
+
+impl Engine {
+    /// `worker_exe` is the binary the local runtime starts as `swarm worker`.
+    pub fn new(config: Config, store: Store, worker_exe: std::path::PathBuf) -> Self {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let runtime = LocalRuntime::new(config.data_dir.join("runs"), worker_exe, tx);
+        let sync_triggers = config
+            .projects
+            .iter()
+            .map(|p| (p.name.clone(), Arc::new(Notify::new())))
+            .collect();
+        let policy = RetryPolicy {
+            max_infra_retries: config.max_infra_retries,
+            backoff: config.retry_backoff,
+        };
+        Self {
+            config: Arc::new(config),
+            store,
+            runtime,
+            completions: rx,
+            report_wake: Arc::new(Notify::new()),
+            sync_triggers,
+            policy,
+        }
+    }
+
+    /// A handle that makes a project sync at once (webhooks, file watches).
+    pub fn sync_trigger(&self, project: &str) -> Option<Arc<Notify>> {
+        self.sync_triggers.get(project).cloned()
+    }
+
+    /// Runs until `shutdown` turns true (or, with `once`, until all work is done).
+    pub async fn run(
+        mut self,
+        options: RunOptions,
+        mut shutdown: watch::Receiver<bool>,
+    ) -> anyhow::Result<()> {
+        std::fs::create_dir_all(&self.config.data_dir)?;
+        self.adopt().await?;
+
+        // One sync loop per project; in `once` mode the first pass of each happens before dispatch.
+        if options.once {
+            for p in &self.config.projects {
+                sync_once(&self.store, &self.config, p).await;
+            }
+        }
+        let mut tasks = tokio::task::JoinSet::new();
+        for p in self.config.projects.clone() {
+            let (store, config, trigger, wake) = (
+                self.store.clone(),
+                self.config.clone(),
+                self.sync_triggers[&p.name].clone(),
+                shutdown.clone(),
+            );
+            tasks.spawn(sync_loop(store, config, p, trigger, wake, options.once));
+        }
+        let _watcher = self.watch_local_repos(&mut tasks);
+        if self.store.is_postgres() {
+            let store = self.store.clone();
+            tasks.spawn(async move {
+                loop {
+                    if let Err(e) = store.listen().await {
+                        tracing::warn!("LISTEN on Postgres failed, polling until it is back: {e}");
+                    }
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                }
+            });
+        }
+        {
+            let (store, config, wake, stop) = (
+                self.store.clone(),
+                self.config.clone(),
+                self.report_wake.clone(),
+                shutdown.clone(),
+            );
+            tasks.spawn(report_loop(store, config, wake, stop));
+        }
+
+        let wake = self.store.wake_handle();
+        loop {
+            if let Err(e) = self.reconcile().await {
+                tracing::error!("reconcile pass failed: {e}");
+            }
+            if options.once && self.done().await {
+                // Let the reporter finish anything it holds.
+                self.report_wake.notify_one();
+                if self
+                    .store
+                    .counts()
+                    .await
+                    .map(|c| c.report_due == 0)
+                    .unwrap_or(false)
+                {
+                    break;
+                }
+            }
+            tokio::select! {
+                Some(c) = self.completions.recv() => self.complete(c).await,
+                _ = wake.notified() => {}
+                _ = tokio::time::sleep(BACKSTOP) => {}
+                _ = shutdown.changed() => {
+                    if *shutdown.borrow() { break; }
+                }
+            }
+            // Drain whatever else finished meanwhile before the next pass.
+            while let Ok(c) = self.completions.try_recv() {
+                self.complete(c).await;
+            }
+        }
+        tasks.abort_all();
+        Ok(())
+    }
+
+    async fn done(&self) -> bool {
+        match self.store.counts().await {
+            Ok(c) => c.pending == 0 && c.running == 0,
+            Err(_) => false,
+        }
+    }
+
+    /// One level-triggered pass: stop what was asked to stop, claim and launch what may run.
+    pub async fn reconcile(&mut self) -> Result<(), StoreError> {
+        for row in self.store.running().await? {
+            let name = run_name(&row.project, &row.key, row.generation, row.attempts);
+            if row.cancel_requested {
+                tracing::info!(project = %row.project, task = %row.key, "stopping");
+                self.runtime.stop(&name).await;
+            }
+        }
+        let limits = self.claim_limits();
+        loop {
+            let claimed = self.store.claim(&limits, Utc::now()).await?;
+            let n = claimed.len() as u32;
+            for row in claimed {
+                self.launch(row).await;
+            }
+            if n < limits.batch {
+                break;
+            }
+        }
+        Ok(())
+    }
+
+    fn claim_limits(&self) -> ClaimLimits {
+        ClaimLimits {
+            max_running: self.config.limits.max_running,
+            max_running_per_project: self.config.limits.max_running_per_project,
+            per_project_overrides: self
+                .config
+                .projects
+                .iter()
+                .filter_map(|p| p.max_running.map(|m| (p.name.clone(), m)))
+                .collect(),
+            batch: CLAIM_BATCH,
+        }
+    }
+
+    async fn launch(&mut self, row: TaskRow) {
+        let name = run_name(&row.project, &row.key, row.generation, row.attempts);
+        let launch = match self.launch_for(&row, &name) {
+            Ok(l) => l,
+            Err(result) => {
+                self.complete(Completion {
+                    task_id: row.id,
+                    attempt: row.attempts,
+                    run_name: name,
+                    result,
+                })
+                .await;
+                return;
+            }
+        };
+        tracing::info!(project = %row.project, task = %row.key, run = %name, "launching");
+        if let Err(e) = self.runtime.launch(launch).await {
+            let result = RunResult::failure(
+                ErrorClass::Infrastructure,
+                format!("{e}: {}", e.source_chain()),
+            );
+            self.complete(Completion {
+                task_id: row.id,
+                attempt: row.attempts,
+                run_name: name,
+                result,
+            })
+            .await;
+            return;
+        }
+        let _ = self
+            .store
+            .log_event(
+                &row.project,
+                &row.key,
+                row.generation,
+                "launched",
+                &format!("run {name} started"),
+                Utc::now(),
+            )
+            .await;
+    }
+
+    /// Builds the job for a claimed task, or the failure that stops it from being one.
+    fn launch_for(&self, row: &TaskRow, name: &str) -> Result<Launch, RunResult> {
+        let project = self.config.project(&row.project).ok_or_else(|| {
+            RunResult::failure(
+                ErrorClass::Infrastructure,
+                format!("project {} is no longer configured", row.project),
+            )
+        })?;
+        let agent_name = row
+            .agent
+            .clone()
+            .unwrap_or_else(|| self.config.default_agent.clone());
+        let agent = self.agent_profile(&agent_name).ok_or_else(|| {
+            RunResult::failure(
+                ErrorClass::MissingCli,
+                format!("no agent profile named {agent_name:?} in the engine's config"),
+            )
+        })?;
+        let timeout = row
+            .timeout_secs
+            .map(|s| Duration::from_secs(s as u64))
+            .unwrap_or(self.config.default_timeout);
+        let task = WorkerTask {
+            project: row.project.clone(),
+            key: row.key.clone(),
+            generation: row.generation,
+            attempt: row.attempts,
+            run_name: name.to_string(),
+            repo: project.repo.clone(),
+            branch: row.branch.clone(),
+            base: row
+                .base
+                .clone()
+                .unwrap_or_else(|| project.default_branch.clone()),
+            kind: row.kind.clone(),
+            prompt: row.prompt.clone(),
+            agent_name,
+            agent,
+            git_name: self.config.git.name.clone(),
+            git_email: self.config.git.email.clone(),
+        };
+        let deadline =
+            Utc::now() + chrono::Duration::from_std(timeout).unwrap_or(chrono::Duration::hours(1));
+        Ok(Launch {
+            task_id: row.id,
+            attempt: row.attempts,
+            run_name: name.to_string(),
+            deadline,
+            task,
+        })
+    }
+
+    fn agent_profile(&self, name: &str) -> Option<AgentProfile> {
+        if let Some(p) = self.config.agents.get(name) {
+            return Some(p.clone());
+        }
+        (name == DEMO_AGENT).then(crate::demo::profile)
+    }
+
+    /// Records a run's end according to the retry policy.
+    async fn complete(&mut self, c: Completion) {
+        let row = match self.store.running().await {
+            Ok(rows) => rows
+                .into_iter()
+                .find(|r| r.id == c.task_id && r.attempts == c.attempt),
+            Err(e) => {
+                tracing::error!("cannot read the task of run {}: {e}", c.run_name);
+                return;
+            }
+        };
+        let Some(row) = row else {
+            tracing::debug!(run = %c.run_name, "run ended for a task that moved on");
+            return;
+        };
+        let outcome = decide(&row, c.result, &self.policy, Utc::now());
+        let (kind, message) = outcome.describe(c.attempt);
+        tracing::info!(project = %row.project, task = %row.key, run = %c.run_name, "{kind}: {message}");
+        match self
+            .store
+            .finish_run(row.id, c.attempt, &outcome, Utc::now())
+            .await
+        {
+            Ok(_) => self.report_wake.notify_one(),
+            Err(e) => tracing::error!(run = %c.run_name, "cannot record the result: {e}"),
+        }
+    }
+
+    /// After a restart: every task the store says is running is adopted (still alive),
+    /// completed (it left a result) or failed over (it is gone) by the runtime.
+    async fn adopt(&mut self) -> Result<(), StoreError> {
+        for row in self.store.running().await? {
+            let name = run_name(&row.project, &row.key, row.generation, row.attempts);
+            if self.runtime.is_tracked(&name) {
+                continue;
+            }
+            if self
+                .runtime
+                .run_dir(&name)
+                .join(crate::runtime::local::PID_FILE)
+                .exists()
+            {
+                tracing::info!(project = %row.project, task = %row.key, run = %name, "adopting a run of an earlier engine");
+                let _ = self
+                    .store
+                    .log_event(
+                        &row.project,
+                        &row.key,
+                        row.generation,
+                        "adopted",
+                        &format!("run {name} adopted after an engine restart"),
+                        Utc::now(),
+                    )
+                    .await;
+                if let Err(e) = self.runtime.adopt(row.id, row.attempts, &name) {
+                    let result = RunResult::failure(
+                        ErrorClass::Infrastructure,
+                        format!("cannot adopt run {name}: {e}"),
+                    );
+                    self.complete(Completion {
+                        task_id: row.id,
+                        attempt: row.attempts,
+                        run_name: name,
+                        result,
+                    })
+                    .await;
+                }
+            } else {
+                // Claimed but never started: starting it now is its first and only start.
+                self.launch(row).await;
+            }
+        }
+        Ok(())
+    }
+
+    fn watch_local_repos(
+        &self,
+        tasks: &mut tokio::task::JoinSet<()>,
+    ) -> Option<notify::RecommendedWatcher> {
+        let repos: Vec<(String, std::path::PathBuf)> = self
+            .config
+            .projects
+            .iter()
+            .filter_map(|p| crate::sync::watch::local_git_dir(&p.repo).map(|d| (p.name.clone(), d)))
+            .collect();
+        if repos.is_empty() {
+            return None;
+        }
+        let (tx, mut rx) = mpsc::channel::<String>(64);
+        let watcher = match crate::sync::watch::watch_refs(&repos, tx) {
+            Ok(w) => w,
+            Err(e) => {
+                tracing::warn!("cannot watch local repositories, polling only: {e}");
+                return None;
+            }
+        };
+        let triggers = self.sync_triggers.clone();
+        tasks.spawn(async move {
+            while let Some(project) = rx.recv().await {
+                if let Some(t) = triggers.get(&project) {
+                    t.notify_one();
+                }
+            }
+        });
+        Some(watcher)
+    }
+}
+
+async fn sync_once(store: &Store, config: &Config, project: &ProjectConfig) -> bool {
+    match crate::sync::sync_project(store, &config.data_dir, project).await {
+        Ok(report) => {
+            if report.changed_files > 0 {
+                tracing::info!(project = %project.name, commit = %crate::store::short(&report.commit),
+                    files = report.changed_files, changes = report.actions, bad_files = report.bad_files, "synced");
+            }
+            true
+        }
+        Err(e) => {
+            let message = error_chain(&e);
+            tracing::warn!(project = %project.name, "{message}");
+            let _ = store
+                .record_sync_error(&project.name, &message, Utc::now())
+                .await;
+            false
+        }
+    }
+}
+
+/// Syncs a project every poll interval and whenever triggered; after failures, backs off
+/// exponentially up to ten poll intervals.
+async fn sync_loop(
+    store: Store,
+    config: Arc<Config>,
+    project: ProjectConfig,
+    trigger: Arc<Notify>,
+    mut shutdown: watch::Receiver<bool>,
+    skip_first: bool,
+) {
+    let poll = config.poll_interval_for(&project);
+    let mut failures = 0u32;
+    let mut first = !skip_first;
+    loop {
+        if !first {
+            let wait = if failures == 0 {
+                poll
+            } else {
+                (poll / 4)
+                    .saturating_mul(1 << failures.min(5))
+                    .min(poll * 10)
+            };
+            tokio::select! {
+                _ = tokio::time::sleep(wait) => {}
+                _ = trigger.notified() => {
+                    // Coalesce a burst of ref changes into one sync.
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+                _ = shutdown.changed() => return,
+            }
+        }
+        first = false;
+        if sync_once(&store, &config, &project).await {
+            failures = 0;
+        } else {
+            failures += 1;
+        }
+    }
+}
+
+/// Commits status files whenever runs finish (batched: everything due at that moment goes in
+/// one commit per project), and retries failed reports with backoff.
+async fn report_loop(
+    store: Store,
+    config: Arc<Config>,
+    wake: Arc<Notify>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let mut failures = 0u32;
+    loop {
+        let wait = if failures == 0 {
+            Duration::from_secs(30)
+        } else {
+            Duration::from_secs(1 << failures.min(6))
+        };
+        tokio::select! {
+            _ = wake.notified() => {
+                // Let finishing runs pile up a little, so one commit carries several.
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            _ = tokio::time::sleep(wait) => {}
+            _ = shutdown.changed() => return,
+        }
+        let mut failed = false;
+        for p in &config.projects {
+            match report::report_project(&store, &config, p).await {
+                Ok(0) => {}
+                Ok(n) => tracing::info!(project = %p.name, tasks = n, "status files committed"),
+                Err(e) => {
+                    failed = true;
+                    tracing::warn!(project = %p.name, "{}", error_chain(&e));
+                }
+            }
+        }
+        failures = if failed { failures + 1 } else { 0 };
+        if failed {
+            wake.notify_one();
+        }
+    }
+}
+
+/// An error and its sources on one line.
+pub fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut src = e.source();
+    while let Some(inner) = src {
+        s.push_str(": ");
+        s.push_str(&inner.to_string());
+        src = inner.source();
+    }
+    s
+}
+
+trait SourceChain {
+    fn source_chain(&self) -> String;
+}
+
+impl<E: std::error::Error> SourceChain for E {
+    fn source_chain(&self) -> String {
+        self.source().map(error_chain).unwrap_or_default()
+    }
+}
+
+/// The state of a task as shown to people.
+pub fn describe_state(row: &TaskRow) -> String {
+    match (row.state(), row.result()) {
+        (TaskState::Completed, Some(r)) if r.success => "completed (succeeded)".into(),
+        (TaskState::Completed, Some(r)) => format!(
+            "completed (failed: {})",
+            r.error_class.map_or("error", ErrorClass::as_str)
+        ),
+        (state, _) => state.as_str().into(),
+    }
+}

@@ -1,0 +1,189 @@
+//! Reporting back as commits: `.ai/status/<key>.yaml` for every finished task, several per
+//! commit, on top of the remote's newest default branch, with the engine's identity. A push
+//! that loses a race is fetched and rebuilt; files outside `.ai/status/` are never touched.
+
+use std::path::Path;
+
+use chrono::Utc;
+
+use crate::config::{Config, ProjectConfig};
+use crate::gitops::{self, GitError};
+use crate::spec::{status_path, StatusSpec, TaskKey, TaskState};
+use crate::store::{Store, StoreError, TaskRow};
+use crate::sync::cache_path;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ReportError {
+    #[error("cannot report status files of project {project}")]
+    Git {
+        project: String,
+        #[source]
+        source: GitError,
+    },
+    #[error("cannot build the status commit of project {project}")]
+    Commit {
+        project: String,
+        #[source]
+        source: git2::Error,
+    },
+    #[error("cannot report status files of project {project}")]
+    Store {
+        project: String,
+        #[source]
+        source: StoreError,
+    },
+    #[error("reporting for project {project} panicked")]
+    Panicked { project: String },
+}
+
+const PUSH_TRIES: usize = 8;
+
+/// The status file of a completed task.
+pub fn status_of(row: &TaskRow) -> StatusSpec {
+    let result = row.result().cloned();
+    StatusSpec {
+        key: TaskKey::new(&row.key)
+            .unwrap_or_else(|_| TaskKey::new("invalid").expect("literal key")),
+        addressee: crate::spec::Addressee::new(&row.addressee)
+            .unwrap_or_else(|_| crate::spec::Addressee::new("unknown").expect("literal")),
+        status: row.state(),
+        generation: row.generation.max(0) as u32,
+        attempts: row.attempts.max(0) as u32,
+        spec_hash: row.spec_hash.clone(),
+        source_commit: row.source_commit.clone(),
+        completed_at: row.completed_at,
+        duration_seconds: result.as_ref().and_then(|r| r.duration_seconds()),
+        result,
+    }
+}
+
+/// Renders a status file.
+pub fn render_status(status: &StatusSpec) -> Vec<u8> {
+    let body =
+        serde_saphyr::to_string(status).unwrap_or_else(|e| format!("# cannot render: {e}\n"));
+    format!("# Written by coding-swarm. Do not edit: the engine overwrites this file.\n{body}")
+        .into_bytes()
+}
+
+/// Commits the status files of every completed, unreported task of `project`. Returns how many.
+pub async fn report_project(
+    store: &Store,
+    config: &Config,
+    project: &ProjectConfig,
+) -> Result<usize, ReportError> {
+    let name = project.name.clone();
+    let rows: Vec<TaskRow> = store
+        .report_due(&project.name)
+        .await
+        .map_err(|source| ReportError::Store {
+            project: name.clone(),
+            source,
+        })?
+        .into_iter()
+        .filter(|r| r.state() == TaskState::Completed)
+        .collect();
+    if rows.is_empty() {
+        return Ok(0);
+    }
+    let files: Vec<(String, Vec<u8>)> = rows
+        .iter()
+        .filter_map(|r| {
+            TaskKey::new(&r.key)
+                .ok()
+                .map(|k| (status_path(&k), render_status(&status_of(r))))
+        })
+        .collect();
+    let mut message = format!(
+        "swarm: status of {} task{}\n\n",
+        rows.len(),
+        if rows.len() == 1 { "" } else { "s" }
+    );
+    for r in &rows {
+        let outcome = match r.result() {
+            Some(res) if res.success => "succeeded".to_string(),
+            Some(res) => format!(
+                "failed ({})",
+                res.error_class.map_or("error", |c| c.as_str())
+            ),
+            None => "completed".into(),
+        };
+        message.push_str(&format!("- {}: {outcome}\n", r.key));
+    }
+    message.push_str("\nSwarm-Status: true\n");
+    let cache = cache_path(&config.data_dir, &project.name);
+    let (url, branch, git) = (
+        project.repo.clone(),
+        project.default_branch.clone(),
+        config.git.clone(),
+    );
+    let pname = project.name.clone();
+    let commit = tokio::task::spawn_blocking(move || {
+        push_status_commit(
+            &cache, &url, &branch, &files, &message, &git.name, &git.email, &pname,
+        )
+    })
+    .await
+    .map_err(|_| ReportError::Panicked {
+        project: name.clone(),
+    })??;
+    let reported: Vec<(i64, i32)> = rows.iter().map(|r| (r.id, r.generation)).collect();
+    store
+        .mark_reported(&reported, &commit, Utc::now())
+        .await
+        .map_err(|source| ReportError::Store {
+            project: name,
+            source,
+        })?;
+    Ok(rows.len())
+}
+
+#[allow(clippy::too_many_arguments)]
+fn push_status_commit(
+    cache: &Path,
+    url: &str,
+    branch: &str,
+    files: &[(String, Vec<u8>)],
+    message: &str,
+    name: &str,
+    email: &str,
+    project: &str,
+) -> Result<String, ReportError> {
+    let git = |source| ReportError::Git {
+        project: project.to_string(),
+        source,
+    };
+    let repo = gitops::open_cache(cache, url).map_err(git)?;
+    let mut last = None;
+    for _ in 0..PUSH_TRIES {
+        let head = match gitops::remote_head(&repo, url, branch).map_err(git)? {
+            Some(h)
+                if gitops::cached_head(&repo, branch) == Some(h) && repo.find_commit(h).is_ok() =>
+            {
+                h
+            }
+            _ => gitops::fetch(&repo, url, branch).map_err(git)?,
+        };
+        let commit =
+            gitops::commit_files(&repo, head, files, message, name, email).map_err(|source| {
+                ReportError::Commit {
+                    project: project.to_string(),
+                    source,
+                }
+            })?;
+        match gitops::push(&repo, url, &commit.to_string(), branch) {
+            Ok(()) => return Ok(commit.to_string()),
+            Err(e) if e.is_non_fast_forward() => {
+                tracing::debug!(
+                    project,
+                    "status push lost a race; fetching and trying again"
+                );
+                last = Some(e);
+            }
+            Err(e) => return Err(git(e)),
+        }
+    }
+    Err(git(last.unwrap_or(GitError::NoBranch {
+        url: url.into(),
+        branch: branch.into(),
+    })))
+}

@@ -1,0 +1,271 @@
+//! Git plumbing shared by sync, the status reporter and the worker, on libgit2: ls-remote,
+//! fetch into a bare cache, tree diffs limited to `.ai/`, commits built without a work tree,
+//! and pushes that report rejections. Blocking I/O: call from `spawn_blocking`.
+
+use std::path::Path;
+
+use git2::{
+    Cred, CredentialType, Direction, FetchOptions, Oid, PushOptions, RemoteCallbacks, Repository,
+};
+
+#[derive(Debug, thiserror::Error)]
+pub enum GitError {
+    #[error("git: cannot {step} ({url})")]
+    Git {
+        step: &'static str,
+        url: String,
+        #[source]
+        source: git2::Error,
+    },
+    #[error("git: the remote {url} has no branch {branch}")]
+    NoBranch { url: String, branch: String },
+    #[error("git: the remote {url} rejected the push of {refname}: {message}")]
+    Rejected {
+        url: String,
+        refname: String,
+        message: String,
+    },
+}
+
+impl GitError {
+    /// A push that lost a race with another writer; fetch and try again.
+    pub fn is_non_fast_forward(&self) -> bool {
+        match self {
+            Self::Rejected { message, .. } => {
+                let m = message.to_ascii_lowercase();
+                m.contains("fast-forward")
+                    || m.contains("fast forward")
+                    || m.contains("fetch first")
+                    || m.contains("stale")
+            }
+            Self::Git { source, .. } => source.code() == git2::ErrorCode::NotFastForward,
+            _ => false,
+        }
+    }
+}
+
+pub type Result<T, E = GitError> = std::result::Result<T, E>;
+
+fn err<'a>(step: &'static str, url: &'a str) -> impl FnOnce(git2::Error) -> GitError + 'a {
+    move |source| GitError::Git {
+        step,
+        url: crate::config::redact_url(url),
+        source,
+    }
+}
+
+/// Credentials for remotes: an SSH agent for `ssh://` and `git@` URLs; for HTTPS a token from
+/// `SWARM_GIT_TOKEN` or `GITHUB_TOKEN` in the environment. The token is handed to libgit2 only;
+/// it is never part of a URL, so it never reaches `.git/config` or a log line.
+pub fn callbacks<'a>() -> RemoteCallbacks<'a> {
+    let mut cb = RemoteCallbacks::new();
+    let mut tried = 0u8;
+    cb.credentials(move |_url, username, allowed| {
+        tried += 1;
+        if tried > 3 {
+            return Err(git2::Error::from_str("authentication failed"));
+        }
+        if allowed.contains(CredentialType::SSH_KEY) {
+            return Cred::ssh_key_from_agent(username.unwrap_or("git"));
+        }
+        if allowed.contains(CredentialType::USER_PASS_PLAINTEXT) {
+            if let Some(token) = std::env::var("SWARM_GIT_TOKEN")
+                .ok()
+                .or_else(|| std::env::var("GITHUB_TOKEN").ok())
+            {
+                return Cred::userpass_plaintext("x-access-token", &token);
+            }
+        }
+        Cred::default()
+    });
+    cb
+}
+
+/// Opens (or creates) the bare cache repository for a project at `path` with `url` as origin.
+pub fn open_cache(path: &Path, url: &str) -> Result<Repository> {
+    let repo = match Repository::open_bare(path) {
+        Ok(r) => r,
+        Err(_) => {
+            std::fs::create_dir_all(path).map_err(|e| GitError::Git {
+                step: "create the cache",
+                url: url.into(),
+                source: git2::Error::from_str(&e.to_string()),
+            })?;
+            Repository::init_bare(path).map_err(err("create the cache", url))?
+        }
+    };
+    match repo.find_remote("origin") {
+        Ok(r) if r.url() == Some(url) => {}
+        Ok(_) => repo
+            .remote_set_url("origin", url)
+            .map_err(err("set the cache's remote", url))?,
+        Err(_) => {
+            repo.remote("origin", url)
+                .map_err(err("add the cache's remote", url))?;
+        }
+    }
+    Ok(repo)
+}
+
+/// Asks the remote where `branch` points, without fetching anything (an ls-remote).
+pub fn remote_head(repo: &Repository, url: &str, branch: &str) -> Result<Option<Oid>> {
+    let mut remote = repo
+        .remote_anonymous(url)
+        .map_err(err("reach the remote", url))?;
+    let conn = remote
+        .connect_auth(Direction::Fetch, Some(callbacks()), None)
+        .map_err(err("reach the remote", url))?;
+    let want = format!("refs/heads/{branch}");
+    let head = conn
+        .list()
+        .map_err(err("list the remote's branches", url))?
+        .iter()
+        .find(|h| h.name() == want)
+        .map(|h| h.oid());
+    Ok(head)
+}
+
+/// The local copy of the remote's `branch` in a cache repository, if fetched before.
+pub fn cached_head(repo: &Repository, branch: &str) -> Option<Oid> {
+    repo.refname_to_id(&format!("refs/remotes/origin/{branch}"))
+        .ok()
+}
+
+/// Fetches `branch` into `refs/remotes/origin/<branch>` (force: a rewritten history is followed).
+pub fn fetch(repo: &Repository, url: &str, branch: &str) -> Result<Oid> {
+    let mut remote = repo
+        .remote_anonymous(url)
+        .map_err(err("reach the remote", url))?;
+    let mut opts = FetchOptions::new();
+    opts.remote_callbacks(callbacks());
+    opts.download_tags(git2::AutotagOption::None);
+    let refspec = format!("+refs/heads/{branch}:refs/remotes/origin/{branch}");
+    remote
+        .fetch(&[&refspec], Some(&mut opts), None)
+        .map_err(err("fetch", url))?;
+    cached_head(repo, branch).ok_or_else(|| GitError::NoBranch {
+        url: crate::config::redact_url(url),
+        branch: branch.into(),
+    })
+}
+
+/// Pushes `local_ref` (a commit id or ref) to `refs/heads/<branch>` on the remote, without
+/// force. A rejection (for example not a fast-forward) is an error, not a silent success.
+pub fn push(repo: &Repository, url: &str, source: &str, branch: &str) -> Result<()> {
+    let rejection = std::cell::RefCell::new(None::<String>);
+    let mut remote = repo
+        .remote_anonymous(url)
+        .map_err(err("reach the remote", url))?;
+    let mut cb = callbacks();
+    cb.push_update_reference(|refname, status| {
+        if let Some(message) = status {
+            *rejection.borrow_mut() = Some(format!("{refname}: {message}"));
+        }
+        Ok(())
+    });
+    let mut opts = PushOptions::new();
+    opts.remote_callbacks(cb);
+    let refspec = format!("{source}:refs/heads/{branch}");
+    remote
+        .push(&[&refspec], Some(&mut opts))
+        .map_err(err("push", url))?;
+    drop(opts);
+    drop(remote);
+    if let Some(message) = rejection.into_inner() {
+        return Err(GitError::Rejected {
+            url: crate::config::redact_url(url),
+            refname: format!("refs/heads/{branch}"),
+            message,
+        });
+    }
+    Ok(())
+}
+
+/// A file under a directory that differs between two commits: its path and its new content
+/// (`None` when deleted).
+#[derive(Debug, Clone)]
+pub struct ChangedFile {
+    pub path: String,
+    pub content: Option<Vec<u8>>,
+}
+
+/// The files under `dir` that differ between `old` and `new` (every file when `old` is
+/// `None`). Compares the directory's tree ids first, so an unchanged directory costs nothing
+/// and a changed one costs a walk of that one directory listing, not of the repository.
+pub fn changed_files(
+    repo: &Repository,
+    old: Option<Oid>,
+    new: Oid,
+    dir: &str,
+) -> Result<Vec<ChangedFile>, git2::Error> {
+    let subtree = |commit: Oid| -> Result<Option<git2::Tree<'_>>, git2::Error> {
+        let tree = repo.find_commit(commit)?.tree()?;
+        match tree.get_path(Path::new(dir)) {
+            Ok(entry) if entry.kind() == Some(git2::ObjectType::Tree) => {
+                Ok(Some(repo.find_tree(entry.id())?))
+            }
+            Ok(_) => Ok(None),
+            Err(e) if e.code() == git2::ErrorCode::NotFound => Ok(None),
+            Err(e) => Err(e),
+        }
+    };
+    let new_tree = subtree(new)?;
+    let old_tree = match old {
+        Some(o) => subtree(o)?,
+        None => None,
+    };
+    if let (Some(a), Some(b)) = (&old_tree, &new_tree) {
+        if a.id() == b.id() {
+            return Ok(Vec::new());
+        }
+    }
+    let mut out = Vec::new();
+    let diff = repo.diff_tree_to_tree(old_tree.as_ref(), new_tree.as_ref(), None)?;
+    for delta in diff.deltas() {
+        let file = if delta.status() == git2::Delta::Deleted {
+            delta.old_file()
+        } else {
+            delta.new_file()
+        };
+        let Some(rel) = file.path().and_then(|p| p.to_str()) else {
+            continue;
+        };
+        let path = format!("{dir}/{rel}");
+        let content = match delta.status() {
+            git2::Delta::Deleted => None,
+            _ => Some(repo.find_blob(delta.new_file().id())?.content().to_vec()),
+        };
+        out.push(ChangedFile { path, content });
+    }
+    Ok(out)
+}
+
+/// Whether `commit` is present in the repository's object database.
+pub fn has_commit(repo: &Repository, commit: &str) -> bool {
+    Oid::from_str(commit)
+        .ok()
+        .is_some_and(|oid| repo.find_commit(oid).is_ok())
+}
+
+/// Builds a commit on top of `parent` that writes `files` (path -> content) and nothing else,
+/// without a work tree.
+pub fn commit_files(
+    repo: &Repository,
+    parent: Oid,
+    files: &[(String, Vec<u8>)],
+    message: &str,
+    name: &str,
+    email: &str,
+) -> Result<Oid, git2::Error> {
+    let parent = repo.find_commit(parent)?;
+    let base = parent.tree()?;
+    let mut update = git2::build::TreeUpdateBuilder::new();
+    for (path, content) in files {
+        let blob = repo.blob(content)?;
+        update.upsert(path.as_str(), blob, git2::FileMode::Blob);
+    }
+    let tree_id = update.create_updated(repo, &base)?;
+    let tree = repo.find_tree(tree_id)?;
+    let sig = git2::Signature::now(name, email)?;
+    repo.commit(None, &sig, &sig, message, &tree, &[&parent])
+}

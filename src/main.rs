@@ -1,0 +1,471 @@
+//! The `swarm` command line: run the engine, run a worker, validate task files, inspect and
+//! steer tasks, migrate the database.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use chrono::Utc;
+use clap::{Parser, Subcommand};
+use coding_swarm::config::Config;
+use coding_swarm::engine::{describe_state, Engine, RunOptions};
+use coding_swarm::spec::TaskState;
+use coding_swarm::store::{Store, TaskFilter, TaskRow};
+
+#[derive(Parser)]
+#[command(
+    name = "swarm",
+    version,
+    about = "Runs AI coding agents on your repositories, driven by task files in git"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(clap::Args, Clone)]
+struct ConfigArg {
+    /// The configuration file (default: ./swarm.toml when it exists, else built-in defaults).
+    #[arg(long, short, env = "SWARM_CONFIG", global = true)]
+    config: Option<PathBuf>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the engine: sync repositories, dispatch tasks, report results.
+    Up {
+        #[command(flatten)]
+        config: ConfigArg,
+        /// Stop when nothing is pending, running or waiting to be reported (for scripts and CI).
+        #[arg(long)]
+        once: bool,
+        /// First run: create a scratch repository from examples/repo-layout and run its tasks
+        /// with the built-in demo agent (no credentials needed). Implies --once.
+        #[arg(long)]
+        demo: bool,
+        /// Where --demo puts its scratch repository and data (default: a new temporary directory).
+        #[arg(long, requires = "demo")]
+        demo_dir: Option<PathBuf>,
+    },
+    /// Run one task inside a job (started by the engine's runtime).
+    Worker {
+        /// The run directory holding task.json; result.json is written there.
+        #[arg(long)]
+        run_dir: PathBuf,
+    },
+    /// The built-in demo agent (deterministic file edits; used by the `demo` profile).
+    #[command(hide = true)]
+    DemoAgent,
+    /// Check a repository's .ai/ directory; prints path:line:column: message per problem.
+    Validate {
+        /// The repository root (default: the current directory).
+        path: Option<PathBuf>,
+    },
+    /// Create or update the database schema.
+    Migrate {
+        #[command(flatten)]
+        config: ConfigArg,
+    },
+    /// Inspect and steer tasks.
+    Task {
+        #[command(flatten)]
+        config: ConfigArg,
+        #[command(subcommand)]
+        command: TaskCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum TaskCommand {
+    /// List tasks.
+    List {
+        #[arg(long)]
+        project: Option<String>,
+        /// pending, running or completed.
+        #[arg(long)]
+        status: Option<String>,
+        #[arg(long)]
+        addressee: Option<String>,
+        #[arg(long)]
+        epic: Option<String>,
+        #[arg(long, default_value_t = 200)]
+        limit: u32,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show a task with its result and event log. KEY may be written PROJECT/KEY.
+    Show {
+        key: String,
+        #[arg(long)]
+        project: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Stop a task: a pending one is cancelled, a running one is stopped by the engine.
+    Stop {
+        key: String,
+        #[arg(long)]
+        project: Option<String>,
+    },
+    /// Run a completed task again (a new generation with the same spec).
+    Retry {
+        key: String,
+        #[arg(long)]
+        project: Option<String>,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let quiet = !matches!(cli.command, Command::Up { .. } | Command::Worker { .. });
+    init_tracing(quiet);
+    match run(cli) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_tracing(quiet: bool) {
+    let default = if quiet { "warn" } else { "info" };
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .init();
+}
+
+fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    match cli.command {
+        Command::Worker { run_dir } => {
+            let result =
+                coding_swarm::worker::run(&coding_swarm::worker::resolve_run_dir(&run_dir));
+            Ok(if result.success {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(2)
+            })
+        }
+        Command::DemoAgent => {
+            let summary = coding_swarm::demo::run_demo_agent(&std::env::current_dir()?)?;
+            println!("{summary}");
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Validate { path } => validate(&path.unwrap_or_else(|| PathBuf::from("."))),
+        Command::Up {
+            config,
+            once,
+            demo,
+            demo_dir,
+        } => tokio_main(up(config, once, demo, demo_dir)),
+        Command::Migrate { config } => tokio_main(async move {
+            let config = load_config(&config)?;
+            let store = Store::connect_without_migrating(&config.database_url()).await?;
+            store.migrate().await?;
+            println!(
+                "database schema is up to date ({})",
+                coding_swarm::config::redact_url(&config.database_url())
+            );
+            Ok(ExitCode::SUCCESS)
+        }),
+        Command::Task { config, command } => tokio_main(task_command(config, command)),
+    }
+}
+
+fn tokio_main(
+    fut: impl std::future::Future<Output = anyhow::Result<ExitCode>>,
+) -> anyhow::Result<ExitCode> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?
+        .block_on(fut)
+}
+
+fn load_config(arg: &ConfigArg) -> anyhow::Result<Config> {
+    let path = match &arg.config {
+        Some(p) => Some(p.clone()),
+        None => Some(PathBuf::from("swarm.toml")).filter(|p| p.exists()),
+    };
+    Ok(Config::load(path.as_deref(), std::env::vars())?)
+}
+
+fn validate(root: &Path) -> anyhow::Result<ExitCode> {
+    let problems = coding_swarm::spec::validate_repository(root)
+        .with_context(|| format!("cannot read {}", root.display()))?;
+    for p in &problems {
+        println!("{p}");
+    }
+    if problems.is_empty() {
+        Ok(ExitCode::SUCCESS)
+    } else {
+        eprintln!(
+            "{} problem{} in {}",
+            problems.len(),
+            if problems.len() == 1 { "" } else { "s" },
+            root.join(".ai").display()
+        );
+        Ok(ExitCode::FAILURE)
+    }
+}
+
+async fn up(
+    config_arg: ConfigArg,
+    once: bool,
+    demo: bool,
+    demo_dir: Option<PathBuf>,
+) -> anyhow::Result<ExitCode> {
+    let (config, once) = if demo {
+        let root = demo_dir.unwrap_or_else(coding_swarm::demo::default_root);
+        println!(
+            "demo: creating a scratch repository from examples/repo-layout in {}",
+            root.display()
+        );
+        (coding_swarm::demo::scaffold(&root)?, true)
+    } else {
+        (load_config(&config_arg)?, once)
+    };
+    if config.projects.is_empty() {
+        bail!("no projects configured: add a [[projects]] table to swarm.toml (see README.md), or try `swarm up --demo`");
+    }
+    let store = Store::connect(&config.database_url()).await?;
+    tracing::info!(database = %coding_swarm::config::redact_url(&config.database_url()), projects = config.projects.len(), "engine starting");
+    let exe = std::env::current_exe().context("cannot find the swarm binary for workers")?;
+    let engine = Engine::new(config.clone(), store.clone(), exe);
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
+        let _ = tokio::signal::ctrl_c().await;
+        let _ = stop_tx.send(true);
+    });
+    let progress = once.then(|| tokio::spawn(show_progress(store.clone())));
+    engine.run(RunOptions { once }, stop_rx).await?;
+    if let Some(p) = progress {
+        p.abort();
+    }
+    if once {
+        print_summary(&store, &config).await?;
+    }
+    let failed = store
+        .list(&TaskFilter {
+            status: Some(TaskState::Completed),
+            ..TaskFilter::default()
+        })
+        .await?
+        .iter()
+        .any(|t| t.result().is_some_and(|r| !r.success));
+    let sync_errors = store
+        .projects()
+        .await?
+        .iter()
+        .any(|p| p.sync_error.is_some());
+    store.close().await;
+    Ok(if once && (failed || sync_errors) {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
+async fn show_progress(store: Store) {
+    let mut last = None;
+    loop {
+        if let Ok(c) = store.counts().await {
+            let line = format!(
+                "pending {}, running {}, completed {}",
+                c.pending, c.running, c.completed
+            );
+            if last.as_ref() != Some(&line) {
+                println!("  {line}");
+                last = Some(line);
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+async fn print_summary(store: &Store, config: &Config) -> anyhow::Result<()> {
+    println!();
+    for p in store.projects().await? {
+        if let Some(e) = &p.sync_error {
+            println!("project {}: sync error: {e}", p.name);
+        }
+    }
+    for e in store.spec_errors(None).await? {
+        println!(
+            "{}: {}:{}:{}: {}",
+            e.project, e.path, e.line, e.col, e.message
+        );
+    }
+    let tasks = store.list(&TaskFilter::default()).await?;
+    for t in &tasks {
+        let extra = t
+            .result()
+            .map(|r| {
+                r.commit_sha
+                    .as_deref()
+                    .map(|c| format!(" -> {} @ {}", t.branch, &c[..c.len().min(10)]))
+                    .unwrap_or_default()
+            })
+            .unwrap_or_default();
+        println!("{}/{}: {}{extra}", t.project, t.key, describe_state(t));
+    }
+    for p in &config.projects {
+        println!("\nresults of {} are in {}:", p.name, p.repo);
+        println!(
+            "  branches swarm/*, status files in .ai/status/ on {}",
+            p.default_branch
+        );
+        println!(
+            "  see them with: git clone {} && git -C <clone> log --all --oneline",
+            p.repo
+        );
+    }
+    println!(
+        "engine data (database, run logs) is in {}",
+        config.data_dir.display()
+    );
+    Ok(())
+}
+
+/// Finds the one task a person means by KEY (or PROJECT/KEY, or --project).
+async fn find_task(store: &Store, key: &str, project: Option<&str>) -> anyhow::Result<TaskRow> {
+    let (project, key) = match (project, key.split_once('/')) {
+        (Some(p), _) => (Some(p.to_string()), key.to_string()),
+        (None, Some((p, k))) => (Some(p.to_string()), k.to_string()),
+        (None, None) => (None, key.to_string()),
+    };
+    match project {
+        Some(p) => store
+            .task(&p, &key)
+            .await?
+            .with_context(|| format!("no task {p}/{key}")),
+        None => {
+            let mut found = store.tasks_with_key(&key).await?;
+            match found.len() {
+                0 => bail!("no task {key} in any project"),
+                1 => Ok(found.remove(0)),
+                _ => bail!(
+                    "task {key} exists in several projects ({}); say which with --project or PROJECT/KEY",
+                    found.iter().map(|t| t.project.as_str()).collect::<Vec<_>>().join(", ")
+                ),
+            }
+        }
+    }
+}
+
+async fn task_command(config_arg: ConfigArg, command: TaskCommand) -> anyhow::Result<ExitCode> {
+    let config = load_config(&config_arg)?;
+    let store = Store::connect(&config.database_url()).await?;
+    let who = std::env::var("USER").unwrap_or_else(|_| "a person".into());
+    match command {
+        TaskCommand::List {
+            project,
+            status,
+            addressee,
+            epic,
+            limit,
+            json,
+        } => {
+            let status = match status.as_deref() {
+                None => None,
+                Some(s) => Some(TaskState::parse(s).with_context(|| {
+                    format!("--status {s:?}: expected pending, running or completed")
+                })?),
+            };
+            let rows = store
+                .list(&TaskFilter {
+                    project,
+                    status,
+                    addressee,
+                    epic,
+                    limit: Some(limit),
+                    offset: None,
+                })
+                .await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&rows)?);
+            } else {
+                println!(
+                    "{:<16} {:<28} {:<24} {:<24} {:>3} {:>3}",
+                    "PROJECT", "KEY", "ADDRESSEE", "STATUS", "GEN", "ATT"
+                );
+                for t in rows {
+                    println!(
+                        "{:<16} {:<28} {:<24} {:<24} {:>3} {:>3}",
+                        t.project,
+                        t.key,
+                        t.addressee,
+                        describe_state(&t),
+                        t.generation,
+                        t.attempts
+                    );
+                }
+            }
+        }
+        TaskCommand::Show { key, project, json } => {
+            let task = find_task(&store, &key, project.as_deref()).await?;
+            let events = store.events(&task.project, &task.key).await?;
+            if json {
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(
+                        &serde_json::json!({ "task": task, "events": events })
+                    )?
+                );
+            } else {
+                println!(
+                    "{}/{}  {}  (generation {}, attempt {})",
+                    task.project,
+                    task.key,
+                    describe_state(&task),
+                    task.generation,
+                    task.attempts
+                );
+                println!("addressee: {}\nbranch:    {}", task.addressee, task.branch);
+                if let Some(r) = task.result() {
+                    println!("result:\n{}", serde_json::to_string_pretty(r)?);
+                }
+                println!("prompt:\n{}", task.prompt.trim_end());
+                println!("events:");
+                for e in events {
+                    println!(
+                        "  {}  g{}  {:<16} {}",
+                        e.at.format("%Y-%m-%d %H:%M:%S"),
+                        e.generation,
+                        e.kind,
+                        e.message
+                    );
+                }
+            }
+        }
+        TaskCommand::Stop { key, project } => {
+            let task = find_task(&store, &key, project.as_deref()).await?;
+            let was = store
+                .request_stop(&task.project, &task.key, &who, Utc::now())
+                .await?;
+            match was {
+                TaskState::Running => println!(
+                    "stop requested: the engine stops {}/{} at its next pass",
+                    task.project, task.key
+                ),
+                _ => println!("{}/{} cancelled before it ran", task.project, task.key),
+            }
+        }
+        TaskCommand::Retry { key, project } => {
+            let task = find_task(&store, &key, project.as_deref()).await?;
+            let generation = store
+                .retry(&task.project, &task.key, &who, Utc::now())
+                .await?;
+            println!(
+                "{}/{} is pending again as generation {generation}",
+                task.project, task.key
+            );
+        }
+    }
+    store.close().await;
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,381 @@
+//! The local runtime: one `swarm worker` process per run, in its own directory (task, log,
+//! result, checkout, HOME) under `<data_dir>/runs/`, in its own process group, with a deadline.
+//!
+//! Liveness survives engine restarts through a lock: the engine takes an exclusive `flock` on
+//! the run's `lock` file before it spawns the worker and hands the locked descriptor down to it,
+//! so the lock is held exactly as long as the worker (or anything it started) lives. A restarted
+//! engine that finds the lock held adopts the run; finds it free with a result, completes it;
+//! finds it free without one, fails it over as lost. No gap exists in which a started run looks
+//! unstarted, so nothing runs twice.
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::io::Write;
+use std::os::fd::AsRawFd;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use chrono::Utc;
+use tokio::sync::mpsc;
+
+use super::{Completion, Launch, RuntimeError};
+use crate::spec::{truncate, ErrorClass, RunResult};
+
+/// Files of a run directory.
+pub const TASK_FILE: &str = "task.json";
+pub const RESULT_FILE: &str = "result.json";
+pub const LOG_FILE: &str = "log";
+pub const LOCK_FILE: &str = "lock";
+pub const PID_FILE: &str = "pid";
+pub const DEADLINE_FILE: &str = "deadline";
+
+/// Environment variables never passed to a job: `ANTHROPIC_API_KEY` would switch Claude Code to
+/// pay-per-token billing; the engine's own database URL is not the job's business.
+pub const WITHHELD_ENV: &[&str] = &["ANTHROPIC_API_KEY", "SWARM_DATABASE_URL", "DATABASE_URL"];
+
+const GRACE: Duration = Duration::from_secs(5);
+const ADOPTED_POLL: Duration = Duration::from_millis(250);
+
+#[derive(Default)]
+struct RunState {
+    stop: AtomicBool,
+}
+
+/// Runs jobs as local processes and reports their ends on a channel.
+#[derive(Clone)]
+pub struct LocalRuntime {
+    runs_dir: PathBuf,
+    worker_exe: PathBuf,
+    completions: mpsc::UnboundedSender<Completion>,
+    runs: Arc<Mutex<HashMap<String, Arc<RunState>>>>,
+}
+
+impl LocalRuntime {
+    /// `worker_exe` is the `swarm` binary that runs `swarm worker`.
+    pub fn new(
+        runs_dir: PathBuf,
+        worker_exe: PathBuf,
+        completions: mpsc::UnboundedSender<Completion>,
+    ) -> Self {
+        Self {
+            runs_dir,
+            worker_exe,
+            completions,
+            runs: Arc::default(),
+        }
+    }
+
+    pub fn run_dir(&self, run_name: &str) -> PathBuf {
+        self.runs_dir.join(run_name)
+    }
+
+    /// Starts the run, or — when a run of that name exists already — adopts it (still alive),
+    /// completes it (it left a result) or fails it over (it died without one). Idempotent.
+    pub async fn launch(&self, launch: Launch) -> Result<(), RuntimeError> {
+        let dir = self.run_dir(&launch.run_name);
+        if dir.join(PID_FILE).exists() {
+            return self.adopt(launch.task_id, launch.attempt, &launch.run_name);
+        }
+        let prepare = |source| RuntimeError::Prepare {
+            run: launch.run_name.clone(),
+            source,
+        };
+        std::fs::create_dir_all(dir.join("home")).map_err(prepare)?;
+        let task_json = serde_json::to_vec_pretty(&launch.task).map_err(|e| prepare(e.into()))?;
+        write_atomic(&dir.join(TASK_FILE), &task_json).map_err(prepare)?;
+        write_atomic(
+            &dir.join(DEADLINE_FILE),
+            launch.deadline.to_rfc3339().as_bytes(),
+        )
+        .map_err(prepare)?;
+        let lock = File::create(dir.join(LOCK_FILE)).map_err(prepare)?;
+        lock_exclusive(&lock, true).map_err(prepare)?;
+        let log = File::options()
+            .create(true)
+            .append(true)
+            .open(dir.join(LOG_FILE))
+            .map_err(prepare)?;
+        let log_err = log.try_clone().map_err(prepare)?;
+
+        let mut cmd = std::process::Command::new(&self.worker_exe);
+        cmd.arg("worker").arg("--run-dir").arg(&dir);
+        cmd.stdin(Stdio::null()).stdout(log).stderr(log_err);
+        cmd.current_dir(&dir).env("HOME", dir.join("home"));
+        for name in WITHHELD_ENV {
+            cmd.env_remove(name);
+        }
+        cmd.process_group(0);
+        let lock_fd = lock.as_raw_fd();
+        // SAFETY: between fork and exec only async-signal-safe calls: fcntl clears close-on-exec
+        // on the locked descriptor so the worker inherits the lock.
+        unsafe {
+            cmd.pre_exec(move || {
+                let flags = libc::fcntl(lock_fd, libc::F_GETFD);
+                if flags < 0 || libc::fcntl(lock_fd, libc::F_SETFD, flags & !libc::FD_CLOEXEC) < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+        let mut child = tokio::process::Command::from(cmd)
+            .kill_on_drop(false)
+            .spawn()
+            .map_err(|source| RuntimeError::Spawn {
+                run: launch.run_name.clone(),
+                source,
+            })?;
+        let pid = child.id().unwrap_or_default();
+        write_atomic(&dir.join(PID_FILE), pid.to_string().as_bytes()).map_err(prepare)?;
+        // Closing our descriptor does not release the lock: the worker holds the same open file.
+        drop(lock);
+
+        let state = self.track(&launch.run_name);
+        let this = self.clone();
+        tokio::spawn(async move {
+            let deadline = to_instant(launch.deadline);
+            let status = tokio::select! {
+                s = child.wait() => Some(s),
+                _ = tokio::time::sleep_until(deadline) => None,
+            };
+            let timed_out = status.is_none();
+            if timed_out {
+                kill_group(pid as i32, GRACE).await;
+                let _ = child.wait().await;
+            } else {
+                // The worker is gone; end whatever it left behind in its group.
+                kill_group_now(pid as i32);
+            }
+            let exit = status.and_then(Result::ok).map(|s| s.to_string());
+            this.finish(
+                &launch.run_name,
+                launch.task_id,
+                launch.attempt,
+                &state,
+                timed_out,
+                exit,
+            );
+        });
+        Ok(())
+    }
+
+    /// Takes over a run started by an earlier engine (see the module doc).
+    pub fn adopt(&self, task_id: i64, attempt: i32, run_name: &str) -> Result<(), RuntimeError> {
+        let dir = self.run_dir(run_name);
+        let prepare = |source| RuntimeError::Prepare {
+            run: run_name.to_string(),
+            source,
+        };
+        let pid: i32 = std::fs::read_to_string(dir.join(PID_FILE))
+            .ok()
+            .and_then(|s| s.trim().parse().ok())
+            .unwrap_or(0);
+        let deadline = std::fs::read_to_string(dir.join(DEADLINE_FILE))
+            .ok()
+            .and_then(|s| chrono::DateTime::parse_from_rfc3339(s.trim()).ok())
+            .map(|d| d.with_timezone(&Utc))
+            .unwrap_or_else(Utc::now);
+        let lock = File::open(dir.join(LOCK_FILE)).map_err(prepare)?;
+        let state = self.track(run_name);
+        let this = self.clone();
+        let run_name = run_name.to_string();
+        tokio::spawn(async move {
+            let deadline = to_instant(deadline);
+            let mut timed_out = false;
+            loop {
+                if lock_exclusive(&lock, false).is_ok() {
+                    break;
+                }
+                if tokio::time::Instant::now() >= deadline {
+                    timed_out = true;
+                    kill_group(pid, GRACE).await;
+                    break;
+                }
+                if state.stop.load(Ordering::SeqCst) {
+                    kill_group(pid, GRACE).await;
+                    break;
+                }
+                tokio::time::sleep(ADOPTED_POLL).await;
+            }
+            this.finish(&run_name, task_id, attempt, &state, timed_out, None);
+        });
+        Ok(())
+    }
+
+    /// Stops a run: SIGTERM to its process group, SIGKILL after a grace period. The run then
+    /// completes as cancelled.
+    pub async fn stop(&self, run_name: &str) {
+        if let Some(state) = self
+            .runs
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(run_name)
+        {
+            if state.stop.swap(true, Ordering::SeqCst) {
+                return;
+            }
+        }
+        let pid: Option<i32> = std::fs::read_to_string(self.run_dir(run_name).join(PID_FILE))
+            .ok()
+            .and_then(|s| s.trim().parse().ok());
+        if let Some(pid) = pid {
+            tokio::spawn(kill_group(pid, GRACE));
+        }
+    }
+
+    /// Whether a run of this name is being watched by this engine.
+    pub fn is_tracked(&self, run_name: &str) -> bool {
+        self.runs
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains_key(run_name)
+    }
+
+    fn track(&self, run_name: &str) -> Arc<RunState> {
+        let state = Arc::new(RunState::default());
+        self.runs
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(run_name.to_string(), state.clone());
+        state
+    }
+
+    fn finish(
+        &self,
+        run_name: &str,
+        task_id: i64,
+        attempt: i32,
+        state: &RunState,
+        timed_out: bool,
+        exit: Option<String>,
+    ) {
+        let dir = self.run_dir(run_name);
+        let log_tail = read_tail(&dir.join(LOG_FILE), 4000);
+        let stopped = state.stop.load(Ordering::SeqCst);
+        let mut result = if timed_out {
+            RunResult::failure(
+                ErrorClass::Timeout,
+                "the run exceeded its timeout and was killed",
+            )
+        } else if stopped {
+            RunResult::failure(ErrorClass::Cancelled, "the run was stopped")
+        } else {
+            match std::fs::read(dir.join(RESULT_FILE)) {
+                Ok(bytes) => serde_json::from_slice::<RunResult>(&bytes).unwrap_or_else(|e| {
+                    RunResult::failure(
+                        ErrorClass::Crash,
+                        format!("the worker's result file does not parse: {e}"),
+                    )
+                }),
+                Err(_) => RunResult::failure(
+                    ErrorClass::Infrastructure,
+                    match exit {
+                        Some(status) => format!("the worker exited ({status}) without a result"),
+                        None => {
+                            "the run was lost: its worker is gone and left no result".to_string()
+                        }
+                    },
+                ),
+            }
+        };
+        if !result.success && result.logs.is_none() && !log_tail.is_empty() {
+            result.logs = Some(log_tail);
+        }
+        if result.finished_at.is_none() {
+            result.finished_at = Some(Utc::now());
+        }
+        // The checkout and HOME are scratch; the task, log and result stay for people to read.
+        let _ = std::fs::remove_dir_all(dir.join("checkout"));
+        let _ = std::fs::remove_dir_all(dir.join("home"));
+        self.runs
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(run_name);
+        let _ = self.completions.send(Completion {
+            task_id,
+            attempt,
+            run_name: run_name.to_string(),
+            result,
+        });
+    }
+}
+
+fn to_instant(deadline: chrono::DateTime<Utc>) -> tokio::time::Instant {
+    let left = (deadline - Utc::now()).to_std().unwrap_or(Duration::ZERO);
+    tokio::time::Instant::now() + left
+}
+
+/// `flock(LOCK_EX)`, waiting or not.
+fn lock_exclusive(file: &File, wait: bool) -> std::io::Result<()> {
+    let op = if wait {
+        libc::LOCK_EX
+    } else {
+        libc::LOCK_EX | libc::LOCK_NB
+    };
+    // SAFETY: flock on a descriptor we own.
+    if unsafe { libc::flock(file.as_raw_fd(), op) } == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
+}
+
+fn kill_group_now(pgid: i32) {
+    if pgid > 1 {
+        let _ = nix::sys::signal::killpg(
+            nix::unistd::Pid::from_raw(pgid),
+            nix::sys::signal::Signal::SIGKILL,
+        );
+    }
+}
+
+/// SIGTERM to the group, then SIGKILL after `grace` if anything is left.
+async fn kill_group(pgid: i32, grace: Duration) {
+    use nix::sys::signal::{killpg, Signal};
+    use nix::unistd::Pid;
+    if pgid <= 1 {
+        return;
+    }
+    let group = Pid::from_raw(pgid);
+    if killpg(group, Signal::SIGTERM).is_err() {
+        return;
+    }
+    let until = tokio::time::Instant::now() + grace;
+    while tokio::time::Instant::now() < until {
+        // Signal 0 probes whether any process of the group is left.
+        if killpg(group, None).is_err() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let _ = killpg(group, Signal::SIGKILL);
+}
+
+/// Writes via a temporary file and a rename, so readers never see half a file.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let tmp = path.with_extension("tmp");
+    let mut f = File::create(&tmp)?;
+    f.write_all(bytes)?;
+    f.sync_all()?;
+    std::fs::rename(tmp, path)
+}
+
+/// The last `max` bytes of a file, from a line start.
+pub fn read_tail(path: &Path, max: usize) -> String {
+    let Ok(bytes) = std::fs::read(path) else {
+        return String::new();
+    };
+    let start = bytes.len().saturating_sub(max);
+    let text = String::from_utf8_lossy(&bytes[start..]);
+    let text = if start > 0 {
+        text.split_once('\n')
+            .map_or(&*text, |(_, rest)| rest)
+            .to_string()
+    } else {
+        text.into_owned()
+    };
+    truncate(text.trim_end(), max)
+}

@@ -1,0 +1,53 @@
+//! What lives in git: task files, status files and the plan; parsing and validation. Pure, no I/O
+//! except [`validate_repository`], which reads a checkout from disk.
+
+mod ids;
+mod result;
+mod status;
+mod task;
+mod validate;
+mod yaml;
+
+pub use ids::{Addressee, BranchName, Label, TaskKey};
+pub use result::{truncate, ErrorClass, RunResult};
+pub use status::{StatusSpec, TaskState};
+pub use task::{parse_task, MaxAttempts, Priority, Prompt, TaskSpec, Timeout};
+pub use validate::{validate_repository, Problem};
+pub use yaml::{SpecError, MAX_FILE_BYTES};
+
+/// Directory of the repository contract, relative to the repository root.
+pub const AI_DIR: &str = ".ai";
+/// Where task files live.
+pub const TASKS_DIR: &str = ".ai/tasks";
+/// Where the engine writes status files.
+pub const STATUS_DIR: &str = ".ai/status";
+/// The project manager's plan.
+pub const PLAN_FILE: &str = ".ai/plan.md";
+
+/// The path of the task file for `key`.
+pub fn task_path(key: &TaskKey) -> String {
+    format!("{TASKS_DIR}/{key}.yaml")
+}
+
+/// The path of the status file for `key`.
+pub fn status_path(key: &TaskKey) -> String {
+    format!("{STATUS_DIR}/{key}.yaml")
+}
+
+/// If `path` is a task file (`.ai/tasks/<key>.yaml`), its key, or why the name is not a key.
+/// `None` when the path is not under `.ai/tasks/` or not a YAML file at all.
+pub fn task_key_of_path(path: &str) -> Option<Result<TaskKey, String>> {
+    let name = path.strip_prefix(TASKS_DIR)?.strip_prefix('/')?;
+    if name.contains('/') {
+        return Some(Err(format!(
+            "task files must sit directly in {TASKS_DIR}/, not in a subdirectory"
+        )));
+    }
+    if let Some(stem) = name.strip_suffix(".yml") {
+        return Some(Err(format!(
+            "task files end in .yaml; rename to {TASKS_DIR}/{stem}.yaml"
+        )));
+    }
+    let stem = name.strip_suffix(".yaml")?;
+    Some(TaskKey::new(stem))
+}

@@ -1,0 +1,748 @@
+//! What lives in the database: tasks, their append-only event log, sync state and bad task
+//! files. One concrete store over Postgres (production) or an SQLite file (the default); both run
+//! the same SQL where they can and are tested by one suite.
+
+mod rows;
+
+use std::collections::HashMap;
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use sqlx::postgres::{PgListener, PgPoolOptions};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::types::Json;
+use sqlx::{PgPool, SqlitePool};
+use tokio::sync::Notify;
+
+pub use rows::{
+    ClaimLimits, Counts, EventRow, NewTask, ProjectRow, SpecErrorRow, TaskFilter, TaskRow,
+};
+
+use crate::spec::{RunResult, TaskState};
+
+/// What a failed store call was doing.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("cannot connect to the database {url}")]
+    Connect {
+        url: String,
+        #[source]
+        source: sqlx::Error,
+    },
+    #[error("database migration failed")]
+    Migrate(#[source] sqlx::migrate::MigrateError),
+    #[error("database query failed while trying to {step}")]
+    Query {
+        step: &'static str,
+        #[source]
+        source: sqlx::Error,
+    },
+    #[error("no task {project}/{key}")]
+    NotFound { project: String, key: String },
+    #[error("task {project}/{key} is {status}; {why}")]
+    Conflict {
+        project: String,
+        key: String,
+        status: String,
+        why: &'static str,
+    },
+}
+
+impl StoreError {
+    /// Whether trying again later may succeed (connection trouble, not a bad request).
+    pub fn is_transient(&self) -> bool {
+        match self {
+            Self::Connect { .. } => true,
+            Self::Query { source, .. } => matches!(
+                source,
+                sqlx::Error::Io(_)
+                    | sqlx::Error::PoolTimedOut
+                    | sqlx::Error::PoolClosed
+                    | sqlx::Error::WorkerCrashed
+            ),
+            _ => false,
+        }
+    }
+}
+
+fn q(step: &'static str) -> impl FnOnce(sqlx::Error) -> StoreError {
+    move |source| StoreError::Query { step, source }
+}
+
+type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+#[derive(Clone, Debug)]
+enum Backend {
+    Postgres(PgPool),
+    Sqlite(SqlitePool),
+}
+
+/// Runs `$body` with `$pool` bound to whichever pool the store has; the body must type-check
+/// for both, which keeps the two backends on one code path.
+macro_rules! on_pool {
+    ($self:expr, $pool:ident => $body:expr) => {
+        match &$self.backend {
+            Backend::Postgres($pool) => $body,
+            Backend::Sqlite($pool) => $body,
+        }
+    };
+}
+
+/// The store. Cheap to clone.
+#[derive(Clone, Debug)]
+pub struct Store {
+    backend: Backend,
+    /// Signalled after every change that may make a task dispatchable or stoppable.
+    wake: Arc<Notify>,
+}
+
+const TASK_COLUMNS: &str = "id, project, key, addressee, status, prompt, spec, spec_hash, source_commit, kind, epic, agent, \
+     branch, base, created_by, priority, max_attempts, timeout_secs, generation, attempts, infra_failures, \
+     cancel_requested, file_deleted, run_spec_hash, not_before, result, report_due, created_at, updated_at, \
+     started_at, completed_at";
+
+impl Store {
+    /// Connects to `url` (`postgres://...` or `sqlite:...`) and runs the migrations.
+    pub async fn connect(url: &str) -> Result<Self> {
+        let store = Self::connect_without_migrating(url).await?;
+        store.migrate().await?;
+        Ok(store)
+    }
+
+    /// Connects without touching the schema.
+    pub async fn connect_without_migrating(url: &str) -> Result<Self> {
+        let redacted = crate::config::redact_url(url);
+        let backend = if url.starts_with("sqlite:") {
+            let options = SqliteConnectOptions::from_str(url)
+                .map_err(|source| StoreError::Connect {
+                    url: redacted.clone(),
+                    source,
+                })?
+                .create_if_missing(true)
+                .journal_mode(SqliteJournalMode::Wal)
+                .synchronous(SqliteSynchronous::Normal)
+                .busy_timeout(Duration::from_secs(30))
+                .foreign_keys(true);
+            if let Some(parent) = options.get_filename().parent() {
+                let _ = std::fs::create_dir_all(parent);
+            }
+            // One connection: SQLite has one writer anyway, and a single connection makes every
+            // transaction (the claim above all) serial within the engine without busy retries.
+            let pool = SqlitePoolOptions::new()
+                .max_connections(1)
+                .acquire_timeout(Duration::from_secs(60))
+                .connect_with(options)
+                .await
+                .map_err(|source| StoreError::Connect {
+                    url: redacted,
+                    source,
+                })?;
+            Backend::Sqlite(pool)
+        } else {
+            let pool = PgPoolOptions::new()
+                .max_connections(8)
+                .acquire_timeout(Duration::from_secs(30))
+                .connect(url)
+                .await
+                .map_err(|source| StoreError::Connect {
+                    url: redacted,
+                    source,
+                })?;
+            Backend::Postgres(pool)
+        };
+        Ok(Self {
+            backend,
+            wake: Arc::new(Notify::new()),
+        })
+    }
+
+    /// Applies the migrations in `migrations/` (embedded at build time).
+    pub async fn migrate(&self) -> Result<()> {
+        match &self.backend {
+            Backend::Postgres(pool) => sqlx::migrate!("migrations/postgres").run(pool).await,
+            Backend::Sqlite(pool) => sqlx::migrate!("migrations/sqlite").run(pool).await,
+        }
+        .map_err(StoreError::Migrate)
+    }
+
+    pub fn is_postgres(&self) -> bool {
+        matches!(self.backend, Backend::Postgres(_))
+    }
+
+    /// The in-process wake-up: notified when tasks may have become dispatchable.
+    pub fn wake_handle(&self) -> Arc<Notify> {
+        self.wake.clone()
+    }
+
+    /// Forwards Postgres `NOTIFY swarm_tasks` (sent by a trigger on every relevant change,
+    /// also from other processes) to the in-process wake-up. Returns at once for SQLite.
+    pub async fn listen(&self) -> Result<()> {
+        let Backend::Postgres(pool) = &self.backend else {
+            return Ok(());
+        };
+        let mut listener = PgListener::connect_with(pool)
+            .await
+            .map_err(q("listen for task changes"))?;
+        listener
+            .listen("swarm_tasks")
+            .await
+            .map_err(q("listen for task changes"))?;
+        loop {
+            // recv reconnects by itself after a lost connection.
+            listener
+                .recv()
+                .await
+                .map_err(q("receive a task notification"))?;
+            self.wake.notify_one();
+        }
+    }
+
+    pub async fn close(&self) {
+        on_pool!(self, pool => pool.close().await)
+    }
+
+    // ---- projects -------------------------------------------------------------------------
+
+    pub async fn project(&self, name: &str) -> Result<Option<ProjectRow>> {
+        on_pool!(self, pool => sqlx::query_as::<_, ProjectRow>(
+            "SELECT name, synced_commit, synced_at, sync_error, sync_error_at FROM projects WHERE name = $1")
+            .bind(name)
+            .fetch_optional(pool)
+            .await
+            .map_err(q("read a project's sync state")))
+    }
+
+    pub async fn projects(&self) -> Result<Vec<ProjectRow>> {
+        on_pool!(self, pool => sqlx::query_as::<_, ProjectRow>(
+            "SELECT name, synced_commit, synced_at, sync_error, sync_error_at FROM projects ORDER BY name")
+            .fetch_all(pool)
+            .await
+            .map_err(q("list projects")))
+    }
+
+    /// Records that syncing `project` failed (the error is shown to people; nothing else changes).
+    pub async fn record_sync_error(
+        &self,
+        project: &str,
+        error: &str,
+        now: DateTime<Utc>,
+    ) -> Result<()> {
+        on_pool!(self, pool => sqlx::query(
+            "INSERT INTO projects (name, sync_error, sync_error_at) VALUES ($1, $2, $3)
+             ON CONFLICT (name) DO UPDATE SET sync_error = $2, sync_error_at = $3")
+            .bind(project).bind(error).bind(now)
+            .execute(pool).await.map(|_| ()).map_err(q("record a sync error")))?;
+        Ok(())
+    }
+
+    // ---- sync -----------------------------------------------------------------------------
+
+    /// The observed tasks of `project` with these keys (all of them when `keys` is `None`).
+    pub async fn tasks_by_keys(
+        &self,
+        project: &str,
+        keys: Option<&[String]>,
+    ) -> Result<Vec<TaskRow>> {
+        let sql_all = format!("SELECT {TASK_COLUMNS} FROM tasks WHERE project = $1");
+        let Some(keys) = keys else {
+            return on_pool!(self, pool => sqlx::query_as::<_, TaskRow>(&sql_all)
+                .bind(project).fetch_all(pool).await.map_err(q("read tasks")));
+        };
+        let mut out = Vec::with_capacity(keys.len());
+        for chunk in keys.chunks(500) {
+            let json = serde_json::to_string(chunk).unwrap_or_default();
+            let sql = match &self.backend {
+                Backend::Postgres(_) => format!(
+                    "SELECT {TASK_COLUMNS} FROM tasks WHERE project = $1 AND key IN (SELECT jsonb_array_elements_text($2::jsonb))"),
+                Backend::Sqlite(_) => format!(
+                    "SELECT {TASK_COLUMNS} FROM tasks WHERE project = $1 AND key IN (SELECT value FROM json_each($2))"),
+            };
+            let rows = on_pool!(self, pool => sqlx::query_as::<_, TaskRow>(&sql)
+                .bind(project).bind(&json).fetch_all(pool).await.map_err(q("read tasks by key")))?;
+            out.extend(rows);
+        }
+        Ok(out)
+    }
+
+    /// Applies one sync pass of `project` atomically: the task changes, the bad-file errors and
+    /// the new synced commit all land together or not at all.
+    pub async fn apply_sync(
+        &self,
+        project: &str,
+        commit: &str,
+        plan: &crate::sync::SyncPlan,
+        now: DateTime<Utc>,
+    ) -> Result<()> {
+        use crate::sync::SyncAction as A;
+        on_pool!(self, pool => {
+            let mut tx = pool.begin().await.map_err(q("begin a sync"))?;
+            for action in &plan.actions {
+                match action {
+                    A::Create(t) => {
+                        let sql = format!(
+                            "INSERT INTO tasks (project, key, addressee, status, prompt, spec, spec_hash, source_commit, kind, epic, agent,
+                                branch, base, created_by, priority, max_attempts, timeout_secs, created_at, updated_at)
+                             VALUES ($1, $2, $3, 'pending', $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $17)");
+                        sqlx::query(&sql)
+                            .bind(project).bind(&t.key).bind(&t.addressee).bind(&t.prompt).bind(Json(&t.spec))
+                            .bind(&t.spec_hash).bind(commit).bind(&t.kind).bind(&t.epic).bind(&t.agent)
+                            .bind(&t.branch).bind(&t.base).bind(&t.created_by).bind(t.priority).bind(t.max_attempts)
+                            .bind(t.timeout_secs).bind(now)
+                            .execute(&mut *tx).await.map_err(q("create a task"))?;
+                        insert_event(&mut *tx, project, &t.key, 1, now, "created", &format!("task file added in {}", short(commit)), None).await?;
+                    }
+                    A::Update { task, new_generation } => {
+                        // Pending: the new spec replaces the old. Completed: a new generation runs.
+                        // Running: the spec is stored; the run's completion starts the next generation.
+                        let t = task;
+                        sqlx::query(
+                            "UPDATE tasks SET addressee = $3, prompt = $4, spec = $5, spec_hash = $6, source_commit = $7,
+                                kind = $8, epic = $9, agent = $10, branch = $11, base = $12, created_by = $13, priority = $14,
+                                max_attempts = $15, timeout_secs = $16, updated_at = $17,
+                                generation = CASE WHEN $18 THEN generation + 1 ELSE generation END,
+                                attempts = CASE WHEN $18 THEN 0 ELSE attempts END,
+                                infra_failures = CASE WHEN $18 THEN 0 ELSE infra_failures END,
+                                status = CASE WHEN $18 THEN 'pending' ELSE status END,
+                                result = CASE WHEN $18 THEN NULL ELSE result END,
+                                not_before = CASE WHEN $18 THEN NULL ELSE not_before END,
+                                report_due = CASE WHEN $18 THEN FALSE ELSE report_due END
+                             WHERE project = $1 AND key = $2")
+                            .bind(project).bind(&t.key).bind(&t.addressee).bind(&t.prompt).bind(Json(&t.spec))
+                            .bind(&t.spec_hash).bind(commit).bind(&t.kind).bind(&t.epic).bind(&t.agent)
+                            .bind(&t.branch).bind(&t.base).bind(&t.created_by).bind(t.priority).bind(t.max_attempts)
+                            .bind(t.timeout_secs).bind(now).bind(*new_generation)
+                            .execute(&mut *tx).await.map_err(q("update a task"))?;
+                        let (kind, msg) = if *new_generation {
+                            ("new_generation", format!("task file changed in {}; runs again", short(commit)))
+                        } else {
+                            ("updated", format!("task file changed in {}", short(commit)))
+                        };
+                        let generation: i32 = sqlx::query_scalar("SELECT generation FROM tasks WHERE project = $1 AND key = $2")
+                            .bind(project).bind(&t.key).fetch_one(&mut *tx).await.map_err(q("read a generation"))?;
+                        insert_event(&mut *tx, project, &t.key, generation, now, kind, &msg, None).await?;
+                    }
+                    A::Remove { key, generation } => {
+                        sqlx::query("DELETE FROM tasks WHERE project = $1 AND key = $2 AND status <> 'running'")
+                            .bind(project).bind(key).execute(&mut *tx).await.map_err(q("remove a task"))?;
+                        insert_event(&mut *tx, project, key, *generation, now, "removed",
+                            &format!("task file deleted in {}", short(commit)), None).await?;
+                    }
+                    A::Stop { key, generation } => {
+                        sqlx::query("UPDATE tasks SET cancel_requested = TRUE, file_deleted = TRUE, updated_at = $3
+                                     WHERE project = $1 AND key = $2")
+                            .bind(project).bind(key).bind(now).execute(&mut *tx).await.map_err(q("stop a task"))?;
+                        insert_event(&mut *tx, project, key, *generation, now, "stop_requested",
+                            &format!("task file deleted in {} while running; stopping", short(commit)), None).await?;
+                    }
+                }
+            }
+            for path in &plan.cleared_errors {
+                sqlx::query("DELETE FROM spec_errors WHERE project = $1 AND path = $2")
+                    .bind(project).bind(path).execute(&mut *tx).await.map_err(q("clear a task file error"))?;
+            }
+            for (path, err) in &plan.errors {
+                sqlx::query(
+                    "INSERT INTO spec_errors (project, path, line, col, message, source_commit, at) VALUES ($1, $2, $3, $4, $5, $6, $7)
+                     ON CONFLICT (project, path) DO UPDATE SET line = $3, col = $4, message = $5, source_commit = $6, at = $7")
+                    .bind(project).bind(path).bind(err.line as i64).bind(err.column as i64).bind(&err.message)
+                    .bind(commit).bind(now)
+                    .execute(&mut *tx).await.map_err(q("record a task file error"))?;
+            }
+            sqlx::query(
+                "INSERT INTO projects (name, synced_commit, synced_at) VALUES ($1, $2, $3)
+                 ON CONFLICT (name) DO UPDATE SET synced_commit = $2, synced_at = $3, sync_error = NULL, sync_error_at = NULL")
+                .bind(project).bind(commit).bind(now)
+                .execute(&mut *tx).await.map_err(q("record the synced commit"))?;
+            tx.commit().await.map_err(q("commit a sync"))?;
+        });
+        if !plan.actions.is_empty() {
+            self.wake.notify_one();
+        }
+        Ok(())
+    }
+
+    pub async fn spec_errors(&self, project: Option<&str>) -> Result<Vec<SpecErrorRow>> {
+        on_pool!(self, pool => sqlx::query_as::<_, SpecErrorRow>(
+            "SELECT project, path, line, col, message, source_commit, at FROM spec_errors
+             WHERE ($1 IS NULL OR project = $1) ORDER BY project, path")
+            .bind(project).fetch_all(pool).await.map_err(q("list task file errors")))
+    }
+
+    // ---- dispatch -------------------------------------------------------------------------
+
+    /// Claims up to `limits.batch` pending tasks whose addressee has nothing running, highest
+    /// priority then oldest first, within the global and per-project limits, and marks them
+    /// running, in one transaction. Claimers never overlap (an advisory lock on Postgres, the
+    /// single writer on SQLite) and the unique index is the last word either way.
+    pub async fn claim(&self, limits: &ClaimLimits, now: DateTime<Utc>) -> Result<Vec<TaskRow>> {
+        const HEADS: &str = "SELECT id, project, addressee FROM (
+                SELECT id, project, addressee, priority, not_before,
+                       ROW_NUMBER() OVER (PARTITION BY addressee ORDER BY priority DESC, id) AS rn
+                FROM tasks WHERE status = 'pending'
+            ) c
+            WHERE rn = 1 AND (not_before IS NULL OR not_before <= $1)
+              AND NOT EXISTS (SELECT 1 FROM tasks r WHERE r.addressee = c.addressee AND r.status = 'running')
+            ORDER BY priority DESC, id";
+        let claimed = on_pool!(self, pool => {
+            let mut tx = pool.begin().await.map_err(q("begin a claim"))?;
+            if let Backend::Postgres(_) = &self.backend {
+                sqlx::query("SELECT pg_advisory_xact_lock(7353012)").execute(&mut *tx).await.map_err(q("lock the claim"))?;
+            }
+            let running: Vec<(String, i64)> = sqlx::query_as(
+                "SELECT project, COUNT(*) FROM tasks WHERE status = 'running' GROUP BY project")
+                .fetch_all(&mut *tx).await.map_err(q("count running tasks"))?;
+            let mut running: HashMap<String, u32> = running.into_iter().map(|(p, n)| (p, n as u32)).collect();
+            let total: u32 = running.values().sum();
+            let mut free = limits.max_running.saturating_sub(total).min(limits.batch);
+            let mut ids = Vec::new();
+            if free > 0 {
+                let heads: Vec<(i64, String, String)> = sqlx::query_as(HEADS).bind(now)
+                    .fetch_all(&mut *tx).await.map_err(q("find dispatchable tasks"))?;
+                for (id, project, _addressee) in heads {
+                    if free == 0 {
+                        break;
+                    }
+                    let n = running.entry(project.clone()).or_default();
+                    if *n < limits.per_project(&project) {
+                        *n += 1;
+                        free -= 1;
+                        ids.push(id);
+                    }
+                }
+            }
+            let mut rows = Vec::new();
+            if !ids.is_empty() {
+                let json = serde_json::to_string(&ids).unwrap_or_default();
+                let id_set = match &self.backend {
+                    Backend::Postgres(_) => "(SELECT jsonb_array_elements_text($2::jsonb)::bigint)",
+                    Backend::Sqlite(_) => "(SELECT value FROM json_each($2))",
+                };
+                let sql = format!(
+                    "UPDATE tasks SET status = 'running', attempts = attempts + 1, started_at = $1, completed_at = NULL,
+                        updated_at = $1, run_spec_hash = spec_hash, result = NULL, not_before = NULL
+                     WHERE status = 'pending' AND id IN {id_set} RETURNING {TASK_COLUMNS}");
+                rows = sqlx::query_as::<_, TaskRow>(&sql).bind(now).bind(&json)
+                    .fetch_all(&mut *tx).await.map_err(q("claim tasks"))?;
+                let sql = format!(
+                    "INSERT INTO task_events (project, key, generation, at, kind, message)
+                     SELECT project, key, generation, $1, 'claimed', 'attempt ' || attempts || ' claimed for ' || addressee
+                     FROM tasks WHERE id IN {id_set}");
+                sqlx::query(&sql).bind(now).bind(&json).execute(&mut *tx).await.map_err(q("log claims"))?;
+            }
+            tx.commit().await.map_err(q("commit a claim"))?;
+            rows
+        });
+        Ok(claimed)
+    }
+
+    /// Finishes the run `attempt` of a running task according to `outcome`. Does nothing (and
+    /// returns `false`) when the task is no longer in that run: finishing is idempotent.
+    pub async fn finish_run(
+        &self,
+        id: i64,
+        attempt: i32,
+        outcome: &crate::engine::Outcome,
+        now: DateTime<Utc>,
+    ) -> Result<bool> {
+        use crate::engine::Outcome as O;
+        let (status, generation_bump, infra_bump, not_before, report_due, result) = match outcome {
+            O::Completed(r) => (TaskState::Completed, false, false, None, true, Some(r)),
+            O::Retry {
+                result,
+                not_before,
+                infrastructure,
+            } => (
+                TaskState::Pending,
+                false,
+                *infrastructure,
+                Some(*not_before),
+                false,
+                Some(result),
+            ),
+            O::Requeue { result, not_before } => (
+                TaskState::Pending,
+                false,
+                false,
+                Some(*not_before),
+                false,
+                Some(result),
+            ),
+            O::NextGeneration(r) => (TaskState::Pending, true, false, None, false, Some(r)),
+            O::Deleted(_) => (TaskState::Completed, false, false, None, false, None),
+        };
+        let changed = on_pool!(self, pool => {
+            let mut tx = pool.begin().await.map_err(q("begin finishing a run"))?;
+            let row: Option<(String, String, i32)> = sqlx::query_as(
+                "SELECT project, key, generation FROM tasks WHERE id = $1 AND status = 'running' AND attempts = $2")
+                .bind(id).bind(attempt).fetch_optional(&mut *tx).await.map_err(q("read a running task"))?;
+            let Some((project, key, generation)) = row else {
+                return Ok(false);
+            };
+            if let O::Deleted(r) = outcome {
+                sqlx::query("DELETE FROM tasks WHERE id = $1").bind(id).execute(&mut *tx).await.map_err(q("remove a task"))?;
+                insert_event(&mut *tx, &project, &key, generation, now, "removed",
+                    "run ended; task file was deleted", Some(serde_json::to_value(r).unwrap_or_default())).await?;
+            } else {
+                let completed_at = (status == TaskState::Completed).then_some(now);
+                // A requeue for a rate limit does not count as an attempt.
+                let attempts_sql = if matches!(outcome, O::Requeue { .. }) { "attempts - 1" } else if generation_bump { "0" } else { "attempts" };
+                let sql = format!(
+                    "UPDATE tasks SET status = $2, result = $3, completed_at = $4, updated_at = $5, not_before = $6,
+                        report_due = $7, attempts = {attempts_sql},
+                        generation = CASE WHEN $8 THEN generation + 1 ELSE generation END,
+                        infra_failures = CASE WHEN $8 THEN 0 WHEN $9 THEN infra_failures + 1 ELSE infra_failures END,
+                        cancel_requested = FALSE
+                     WHERE id = $1");
+                sqlx::query(&sql)
+                    .bind(id).bind(status.as_str()).bind(result.map(Json)).bind(completed_at).bind(now).bind(not_before)
+                    .bind(report_due).bind(generation_bump).bind(infra_bump)
+                    .execute(&mut *tx).await.map_err(q("finish a run"))?;
+                let (kind, message) = outcome.describe(attempt);
+                insert_event(&mut *tx, &project, &key, generation, now, kind, &message,
+                    result.map(|r| serde_json::to_value(r).unwrap_or_default())).await?;
+            }
+            tx.commit().await.map_err(q("commit finishing a run"))?;
+            true
+        });
+        self.wake.notify_one();
+        Ok(changed)
+    }
+
+    /// Appends an event to a task's log.
+    pub async fn log_event(
+        &self,
+        project: &str,
+        key: &str,
+        generation: i32,
+        kind: &str,
+        message: &str,
+        now: DateTime<Utc>,
+    ) -> Result<()> {
+        on_pool!(self, pool => insert_event(pool, project, key, generation, now, kind, message, None).await)
+    }
+
+    /// Running tasks, for adoption after a restart and for stop requests.
+    pub async fn running(&self) -> Result<Vec<TaskRow>> {
+        let sql = format!("SELECT {TASK_COLUMNS} FROM tasks WHERE status = 'running' ORDER BY id");
+        on_pool!(self, pool => sqlx::query_as::<_, TaskRow>(&sql).fetch_all(pool).await.map_err(q("list running tasks")))
+    }
+
+    /// Completed tasks whose status file has not been committed yet.
+    pub async fn report_due(&self, project: &str) -> Result<Vec<TaskRow>> {
+        let sql = format!(
+            "SELECT {TASK_COLUMNS} FROM tasks WHERE project = $1 AND report_due ORDER BY id"
+        );
+        on_pool!(self, pool => sqlx::query_as::<_, TaskRow>(&sql).bind(project).fetch_all(pool).await.map_err(q("list unreported tasks")))
+    }
+
+    /// Marks status files as committed, unless the task moved on meanwhile.
+    pub async fn mark_reported(
+        &self,
+        reported: &[(i64, i32)],
+        commit: &str,
+        now: DateTime<Utc>,
+    ) -> Result<()> {
+        on_pool!(self, pool => {
+            let mut tx = pool.begin().await.map_err(q("begin marking reports"))?;
+            for (id, generation) in reported {
+                let row: Option<(String, String)> = sqlx::query_as(
+                    "UPDATE tasks SET report_due = FALSE WHERE id = $1 AND generation = $2 AND status = 'completed' RETURNING project, key")
+                    .bind(id).bind(generation).fetch_optional(&mut *tx).await.map_err(q("mark a report"))?;
+                if let Some((project, key)) = row {
+                    insert_event(&mut *tx, &project, &key, *generation, now, "reported",
+                        &format!("status file committed in {}", short(commit)), None).await?;
+                }
+            }
+            tx.commit().await.map_err(q("commit marking reports"))?;
+        });
+        Ok(())
+    }
+
+    // ---- people ---------------------------------------------------------------------------
+
+    pub async fn task(&self, project: &str, key: &str) -> Result<Option<TaskRow>> {
+        let sql = format!("SELECT {TASK_COLUMNS} FROM tasks WHERE project = $1 AND key = $2");
+        on_pool!(self, pool => sqlx::query_as::<_, TaskRow>(&sql).bind(project).bind(key).fetch_optional(pool).await.map_err(q("read a task")))
+    }
+
+    /// Tasks with this key in any project.
+    pub async fn tasks_with_key(&self, key: &str) -> Result<Vec<TaskRow>> {
+        let sql = format!("SELECT {TASK_COLUMNS} FROM tasks WHERE key = $1 ORDER BY project");
+        on_pool!(self, pool => sqlx::query_as::<_, TaskRow>(&sql).bind(key).fetch_all(pool).await.map_err(q("find a task")))
+    }
+
+    pub async fn list(&self, filter: &TaskFilter) -> Result<Vec<TaskRow>> {
+        let sql = format!(
+            "SELECT {TASK_COLUMNS} FROM tasks WHERE ($1 IS NULL OR project = $1) AND ($2 IS NULL OR status = $2)
+               AND ($3 IS NULL OR addressee = $3) AND ($4 IS NULL OR epic = $4)
+             ORDER BY CASE status WHEN 'running' THEN 0 WHEN 'pending' THEN 1 ELSE 2 END, priority DESC, id
+             LIMIT $5 OFFSET $6");
+        on_pool!(self, pool => sqlx::query_as::<_, TaskRow>(&sql)
+            .bind(&filter.project).bind(filter.status.map(TaskState::as_str)).bind(&filter.addressee).bind(&filter.epic)
+            .bind(filter.limit.unwrap_or(1000) as i64).bind(filter.offset.unwrap_or(0) as i64)
+            .fetch_all(pool).await.map_err(q("list tasks")))
+    }
+
+    pub async fn counts(&self) -> Result<Counts> {
+        let rows: Vec<(String, i64)> = on_pool!(self, pool => sqlx::query_as(
+            "SELECT status, COUNT(*) FROM tasks GROUP BY status").fetch_all(pool).await.map_err(q("count tasks")))?;
+        let due: i64 = on_pool!(self, pool => sqlx::query_scalar("SELECT COUNT(*) FROM tasks WHERE report_due")
+            .fetch_one(pool).await.map_err(q("count unreported tasks")))?;
+        let mut c = Counts {
+            report_due: due as u64,
+            ..Counts::default()
+        };
+        for (status, n) in rows {
+            match TaskState::parse(&status) {
+                Some(TaskState::Pending) => c.pending = n as u64,
+                Some(TaskState::Running) => c.running = n as u64,
+                Some(TaskState::Completed) => c.completed = n as u64,
+                None => {}
+            }
+        }
+        Ok(c)
+    }
+
+    pub async fn events(&self, project: &str, key: &str) -> Result<Vec<EventRow>> {
+        on_pool!(self, pool => sqlx::query_as::<_, EventRow>(
+            "SELECT id, project, key, generation, at, kind, message, data FROM task_events WHERE project = $1 AND key = $2 ORDER BY id")
+            .bind(project).bind(key).fetch_all(pool).await.map_err(q("read a task's events")))
+    }
+
+    /// A person asks to stop a task: a pending one completes as cancelled at once, a running
+    /// one is stopped by the engine.
+    pub async fn request_stop(
+        &self,
+        project: &str,
+        key: &str,
+        who: &str,
+        now: DateTime<Utc>,
+    ) -> Result<TaskState> {
+        let row = self
+            .task(project, key)
+            .await?
+            .ok_or_else(|| StoreError::NotFound {
+                project: project.into(),
+                key: key.into(),
+            })?;
+        let state = row.state();
+        match state {
+            TaskState::Completed => {
+                return Err(StoreError::Conflict {
+                    project: project.into(),
+                    key: key.into(),
+                    status: row.status,
+                    why: "there is nothing to stop",
+                })
+            }
+            TaskState::Running => {
+                on_pool!(self, pool => sqlx::query("UPDATE tasks SET cancel_requested = TRUE, updated_at = $2 WHERE id = $1 AND status = 'running'")
+                    .bind(row.id).bind(now).execute(pool).await.map(|_| ()).map_err(q("request a stop")))?;
+            }
+            TaskState::Pending => {
+                let result = RunResult::failure(
+                    crate::spec::ErrorClass::Cancelled,
+                    format!("stopped by {who} before it ran"),
+                );
+                on_pool!(self, pool => sqlx::query(
+                    "UPDATE tasks SET status = 'completed', result = $2, completed_at = $3, updated_at = $3, report_due = TRUE
+                     WHERE id = $1 AND status = 'pending'")
+                    .bind(row.id).bind(Json(&result)).bind(now).execute(pool).await.map(|_| ()).map_err(q("cancel a pending task")))?;
+            }
+        }
+        self.log_event(
+            project,
+            key,
+            row.generation,
+            "stop_requested",
+            &format!("stop requested by {who}"),
+            now,
+        )
+        .await?;
+        self.wake.notify_one();
+        Ok(state)
+    }
+
+    /// A person asks to run a completed task again: a new generation with the same spec.
+    pub async fn retry(
+        &self,
+        project: &str,
+        key: &str,
+        who: &str,
+        now: DateTime<Utc>,
+    ) -> Result<i32> {
+        let row = self
+            .task(project, key)
+            .await?
+            .ok_or_else(|| StoreError::NotFound {
+                project: project.into(),
+                key: key.into(),
+            })?;
+        if row.state() != TaskState::Completed {
+            return Err(StoreError::Conflict {
+                project: project.into(),
+                key: key.into(),
+                status: row.status,
+                why: "only a completed task can be retried",
+            });
+        }
+        let generation = row.generation + 1;
+        on_pool!(self, pool => sqlx::query(
+            "UPDATE tasks SET status = 'pending', generation = $2, attempts = 0, infra_failures = 0, result = NULL,
+                not_before = NULL, report_due = FALSE, cancel_requested = FALSE, completed_at = NULL, updated_at = $3
+             WHERE id = $1 AND status = 'completed'")
+            .bind(row.id).bind(generation).bind(now).execute(pool).await.map(|_| ()).map_err(q("retry a task")))?;
+        self.log_event(
+            project,
+            key,
+            generation,
+            "retry",
+            &format!("retry requested by {who}"),
+            now,
+        )
+        .await?;
+        self.wake.notify_one();
+        Ok(generation)
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn insert_event<'e, E, DB>(
+    ex: E,
+    project: &str,
+    key: &str,
+    generation: i32,
+    at: DateTime<Utc>,
+    kind: &str,
+    message: &str,
+    data: Option<serde_json::Value>,
+) -> Result<()>
+where
+    DB: sqlx::Database,
+    E: sqlx::Executor<'e, Database = DB>,
+    for<'q> <DB as sqlx::Database>::Arguments<'q>: sqlx::IntoArguments<'q, DB>,
+    for<'q> &'q str: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
+    for<'q> i32: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
+    for<'q> DateTime<Utc>: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
+    for<'q> Option<Json<serde_json::Value>>: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
+{
+    sqlx::query("INSERT INTO task_events (project, key, generation, at, kind, message, data) VALUES ($1, $2, $3, $4, $5, $6, $7)")
+        .bind(project)
+        .bind(key)
+        .bind(generation)
+        .bind(at)
+        .bind(kind)
+        .bind(message)
+        .bind(data.map(Json))
+        .execute(ex)
+        .await
+        .map_err(q("append an event"))?;
+    Ok(())
+}
+
+/// The first 10 characters of a commit id.
+pub fn short(commit: &str) -> &str {
+    &commit[..commit.len().min(10)]
+}

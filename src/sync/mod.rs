@@ -1,0 +1,212 @@
+//! Repositories -> store: ask the remote for its head, fetch only when it moved, diff the last
+//! synced commit against the new one under `.ai/tasks/`, parse what changed, plan, apply.
+//! Git and database I/O at the ends; [`plan`] is the pure middle.
+
+pub mod plan;
+pub mod watch;
+
+use std::collections::{HashMap, HashSet};
+use std::path::{Path, PathBuf};
+
+use chrono::Utc;
+
+pub use plan::{plan_sync, FileChange, Observed, SyncAction, SyncPlan};
+
+use crate::config::ProjectConfig;
+use crate::gitops::{self, GitError};
+use crate::spec::{parse_task, task_path, TaskKey, TASKS_DIR};
+use crate::store::{Store, StoreError};
+
+#[derive(Debug, thiserror::Error)]
+pub enum SyncError {
+    #[error("sync of project {project} failed")]
+    Git {
+        project: String,
+        #[source]
+        source: GitError,
+    },
+    #[error("sync of project {project}: cannot read the fetched commit")]
+    Read {
+        project: String,
+        #[source]
+        source: git2::Error,
+    },
+    #[error("sync of project {project} failed")]
+    Store {
+        project: String,
+        #[source]
+        source: StoreError,
+    },
+    #[error("sync of project {project} panicked")]
+    Panicked { project: String },
+}
+
+/// What one sync pass did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SyncReport {
+    pub commit: String,
+    /// Whether the remote had moved and was fetched.
+    pub fetched: bool,
+    pub changed_files: usize,
+    pub actions: usize,
+    pub bad_files: usize,
+}
+
+/// Where the bare cache of a project lives.
+pub fn cache_path(data_dir: &Path, project: &str) -> PathBuf {
+    data_dir.join("repos").join(format!("{project}.git"))
+}
+
+struct Fetched {
+    head: String,
+    fetched: bool,
+    /// `None` when the head is already synced.
+    changes: Option<Vec<FileChange>>,
+    full: bool,
+}
+
+/// One sync pass over one project. Its cost grows with the change, not the repository: an
+/// unmoved remote costs one ls-remote, a moved one a fetch and a diff of `.ai/tasks/`.
+pub async fn sync_project(
+    store: &Store,
+    data_dir: &Path,
+    project: &ProjectConfig,
+) -> Result<SyncReport, SyncError> {
+    let name = project.name.clone();
+    let store_err = |source| SyncError::Store {
+        project: name.clone(),
+        source,
+    };
+    let synced = store
+        .project(&project.name)
+        .await
+        .map_err(store_err)?
+        .and_then(|p| p.synced_commit);
+
+    let cache = cache_path(data_dir, &project.name);
+    let (url, branch, pname) = (
+        project.repo.clone(),
+        project.default_branch.clone(),
+        project.name.clone(),
+    );
+    let fetched = tokio::task::spawn_blocking(move || {
+        fetch_changes(&cache, &url, &branch, &pname, synced.as_deref())
+    })
+    .await
+    .map_err(|_| SyncError::Panicked {
+        project: name.clone(),
+    })??;
+
+    let mut report = SyncReport {
+        commit: fetched.head.clone(),
+        fetched: fetched.fetched,
+        ..SyncReport::default()
+    };
+    let Some(mut changes) = fetched.changes else {
+        return Ok(report);
+    };
+    let observed_rows = if fetched.full {
+        // No usable previous commit (first sync, or the cache was lost): compare everything,
+        // and treat tasks the store has but the tree lacks as deleted.
+        let rows = store
+            .tasks_by_keys(&project.name, None)
+            .await
+            .map_err(store_err)?;
+        let present: HashSet<&str> = changes.iter().map(|c| c.path.as_str()).collect();
+        let missing: Vec<FileChange> = rows
+            .iter()
+            .filter_map(|r| TaskKey::new(&r.key).ok())
+            .map(|k| task_path(&k))
+            .filter(|p| !present.contains(p.as_str()))
+            .map(|path| FileChange {
+                path,
+                content: None,
+            })
+            .collect();
+        changes.extend(missing);
+        rows
+    } else {
+        let keys: Vec<String> = changes
+            .iter()
+            .filter_map(|c| crate::spec::task_key_of_path(&c.path).and_then(Result::ok))
+            .map(|k| k.to_string())
+            .collect();
+        store
+            .tasks_by_keys(&project.name, Some(&keys))
+            .await
+            .map_err(store_err)?
+    };
+    let observed: HashMap<String, Observed> = observed_rows
+        .iter()
+        .map(|r| (r.key.clone(), Observed::from(r)))
+        .collect();
+    let plan = plan_sync(&changes, &observed);
+    report.changed_files = changes.len();
+    report.actions = plan.actions.len();
+    report.bad_files = plan.errors.len();
+    for (path, e) in &plan.errors {
+        tracing::warn!(project = %project.name, "{path}:{}:{}: {}", e.line, e.column, e.message);
+    }
+    store
+        .apply_sync(&project.name, &fetched.head, &plan, Utc::now())
+        .await
+        .map_err(store_err)?;
+    Ok(report)
+}
+
+fn fetch_changes(
+    cache: &Path,
+    url: &str,
+    branch: &str,
+    project: &str,
+    synced: Option<&str>,
+) -> Result<Fetched, SyncError> {
+    let git = |source| SyncError::Git {
+        project: project.to_string(),
+        source,
+    };
+    let read = |source| SyncError::Read {
+        project: project.to_string(),
+        source,
+    };
+    let repo = gitops::open_cache(cache, url).map_err(git)?;
+    let head = gitops::remote_head(&repo, url, branch)
+        .map_err(git)?
+        .ok_or_else(|| {
+            git(GitError::NoBranch {
+                url: crate::config::redact_url(url),
+                branch: branch.into(),
+            })
+        })?;
+    let mut fetched = false;
+    if gitops::cached_head(&repo, branch) != Some(head) || repo.find_commit(head).is_err() {
+        gitops::fetch(&repo, url, branch).map_err(git)?;
+        fetched = true;
+    }
+    let head_str = head.to_string();
+    if synced == Some(head_str.as_str()) {
+        return Ok(Fetched {
+            head: head_str,
+            fetched,
+            changes: None,
+            full: false,
+        });
+    }
+    let old = synced
+        .filter(|c| gitops::has_commit(&repo, c))
+        .and_then(|c| git2::Oid::from_str(c).ok());
+    let files = gitops::changed_files(&repo, old, head, TASKS_DIR).map_err(read)?;
+    let changes = files
+        .into_iter()
+        .map(|f| FileChange {
+            content: f.content.as_deref().map(parse_task),
+            path: f.path,
+        })
+        .collect();
+    Ok(Fetched {
+        head: head_str,
+        fetched,
+        changes: Some(changes),
+        full: old.is_none(),
+    })
+}
