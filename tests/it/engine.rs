@@ -1,0 +1,310 @@
+//! End to end on the local runtime: real git remotes, real `swarm worker` processes, a real
+//! agent command. Ordering within an addressee, overlap across addressees, branches and status
+//! files on the remote; and an engine killed mid-run and started again.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, Utc};
+use coding_swarm::engine::{Engine, RunOptions};
+use coding_swarm::spec::{StatusSpec, TaskState};
+use coding_swarm::store::{Store, TaskFilter};
+
+use crate::support::{config, Backend, TestDb, TestRepo};
+
+crate::on_both_backends!(three_addressees_run_to_completion);
+
+const SWARM: &str = env!("CARGO_BIN_EXE_swarm");
+
+/// An agent that logs its start and end, works a little, and writes one file.
+fn agent_script(runlog: &Path, pause: &str) -> String {
+    format!(
+        "set -e; echo \"start $SWARM_TASK_KEY $$\" >> {log}; sleep {pause}; mkdir -p out; \
+         echo \"$SWARM_TASK_KEY\" > \"out/$SWARM_TASK_KEY.txt\"; echo \"end $SWARM_TASK_KEY\" >> {log}; \
+         echo \"wrote out/$SWARM_TASK_KEY.txt\"",
+        log = runlog.display()
+    )
+}
+
+fn nine_tasks() -> Vec<(String, String)> {
+    let mut files = Vec::new();
+    for a in ["alpha", "beta", "gamma"] {
+        for i in 1..=3 {
+            files.push((
+                format!(".ai/tasks/{a}-{i}.yaml"),
+                format!("addressee: worker-{a}\nprompt: step {i} of {a}\nkind: implement\n"),
+            ));
+        }
+    }
+    files
+}
+
+async fn three_addressees_run_to_completion(backend: Backend) {
+    let db = TestDb::new(backend).await;
+    let data = tempfile::tempdir().unwrap();
+    let repo = TestRepo::new();
+    let files = nine_tasks();
+    let refs: Vec<(&str, Option<&str>)> = files
+        .iter()
+        .map(|(p, c)| (p.as_str(), Some(c.as_str())))
+        .collect();
+    repo.commit(&refs, "nine tasks");
+    let runlog = data.path().join("runlog");
+    let cfg = config(data.path(), &db, &repo, &agent_script(&runlog, "0.4"), "");
+    let engine = Engine::new(cfg, db.store.clone(), SWARM.into());
+    let (_stop, stop_rx) = tokio::sync::watch::channel(false);
+    tokio::time::timeout(
+        Duration::from_secs(120),
+        engine.run(RunOptions { once: true }, stop_rx),
+    )
+    .await
+    .expect("the engine finishes")
+    .unwrap();
+
+    let tasks = db.store.list(&TaskFilter::default()).await.unwrap();
+    assert_eq!(tasks.len(), 9);
+    let mut spans: HashMap<String, Vec<(String, DateTime<Utc>, DateTime<Utc>)>> = HashMap::new();
+    for t in &tasks {
+        let r = t
+            .result()
+            .unwrap_or_else(|| panic!("{} has no result", t.key));
+        assert!(
+            r.success && t.state() == TaskState::Completed,
+            "{}: {r:?}",
+            t.key
+        );
+        assert_eq!(t.attempts, 1);
+        spans.entry(t.addressee.clone()).or_default().push((
+            t.key.clone(),
+            r.started_at.unwrap(),
+            r.finished_at.unwrap(),
+        ));
+        // The branch exists on the remote with the agent's file, and the status file is on main.
+        assert_eq!(
+            repo.read(&t.branch, &format!("out/{}.txt", t.key))
+                .as_deref(),
+            Some(format!("{}\n", t.key).as_str()),
+            "{}",
+            t.branch
+        );
+        assert_eq!(
+            r.commit_sha.as_deref(),
+            repo.repo
+                .refname_to_id(&format!("refs/heads/{}", t.branch))
+                .ok()
+                .map(|o| o.to_string())
+                .as_deref()
+        );
+        let status = repo
+            .read("main", &format!(".ai/status/{}.yaml", t.key))
+            .unwrap_or_else(|| panic!("no status file for {}", t.key));
+        let status: StatusSpec = serde_saphyr::from_str(&status).unwrap();
+        assert_eq!(
+            (
+                status.status,
+                status.result.unwrap().success,
+                status.generation
+            ),
+            (TaskState::Completed, true, 1)
+        );
+    }
+    // Within an addressee: in order, never overlapping.
+    for (addressee, mut runs) in spans.clone() {
+        runs.sort_by_key(|r| r.1);
+        let keys: Vec<&str> = runs.iter().map(|r| r.0.as_str()).collect();
+        let name = addressee.trim_start_matches("worker-");
+        assert_eq!(
+            keys,
+            [
+                format!("{name}-1"),
+                format!("{name}-2"),
+                format!("{name}-3")
+            ],
+            "order within {addressee}"
+        );
+        for pair in runs.windows(2) {
+            assert!(
+                pair[0].2 <= pair[1].1,
+                "{} and {} overlap",
+                pair[0].0,
+                pair[1].0
+            );
+        }
+    }
+    // Across addressees: runs overlap.
+    let all: Vec<(String, DateTime<Utc>, DateTime<Utc>)> =
+        spans.values().flatten().cloned().collect();
+    let overlapping = all.iter().any(|a| {
+        all.iter()
+            .any(|b| a.0 != b.0 && a.0[..3] != b.0[..3] && a.1 < b.2 && b.1 < a.2)
+    });
+    assert!(
+        overlapping,
+        "runs of different addressees should overlap: {all:?}"
+    );
+    // The task files and everything else on main are untouched by status commits.
+    for (path, content) in files {
+        assert_eq!(repo.read("main", &path).as_deref(), Some(content.as_str()));
+    }
+    assert!(
+        repo.read("main", "out/alpha-1.txt").is_none(),
+        "work stays on task branches"
+    );
+    db.drop_db().await;
+}
+
+fn start_engine(config: &Path, log: &Path, once: bool) -> std::process::Child {
+    let mut cmd = Command::new(SWARM);
+    cmd.arg("up").arg("--config").arg(config);
+    if once {
+        cmd.arg("--once");
+    }
+    cmd.env("RUST_LOG", "info")
+        .stdin(Stdio::null())
+        .stdout(
+            std::fs::File::options()
+                .create(true)
+                .append(true)
+                .open(log)
+                .unwrap(),
+        )
+        .stderr(
+            std::fs::File::options()
+                .create(true)
+                .append(true)
+                .open(log)
+                .unwrap(),
+        )
+        .spawn()
+        .unwrap()
+}
+
+async fn wait_for(what: &str, timeout: Duration, mut check: impl AsyncFnMut() -> bool) {
+    let start = Instant::now();
+    while !check().await {
+        assert!(start.elapsed() < timeout, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn engine_killed_mid_run_loses_nothing_and_runs_nothing_twice() {
+    let db = TestDb::sqlite().await;
+    let data = tempfile::tempdir().unwrap();
+    let repo = TestRepo::new();
+    let mut files = Vec::new();
+    for a in ["a", "b", "c"] {
+        for i in 1..=2 {
+            files.push((
+                format!(".ai/tasks/{a}{i}.yaml"),
+                format!("addressee: w-{a}\nprompt: {a} {i}\n"),
+            ));
+        }
+    }
+    let refs: Vec<(&str, Option<&str>)> = files
+        .iter()
+        .map(|(p, c)| (p.as_str(), Some(c.as_str())))
+        .collect();
+    repo.commit(&refs, "six tasks");
+    let runlog = data.path().join("runlog");
+    let cfg = config(data.path(), &db, &repo, &agent_script(&runlog, "2"), "");
+    let cfg_path = data.path().join("swarm.toml");
+    std::fs::write(
+        &cfg_path,
+        format!(
+            "data_dir = {:?}\ndatabase_url = {:?}\ndefault_agent = \"sh\"\nretry_backoff = \"200ms\"\n[agents.sh]\ncommand = {:?}\n[[projects]]\nname = \"proj\"\nrepo = {:?}\n",
+            cfg.data_dir.display().to_string(),
+            db.url,
+            cfg.agents["sh"].command,
+            repo.url()
+        ),
+    )
+    .unwrap();
+    let log = data.path().join("engine.log");
+    let store: Store = db.store.clone();
+
+    let mut engine = start_engine(&cfg_path, &log, false);
+    // Kill it while three agents are in the middle of their work.
+    wait_for(
+        "three running agents",
+        Duration::from_secs(60),
+        async || {
+            std::fs::read_to_string(&runlog)
+                .map(|l| l.lines().filter(|l| l.starts_with("start")).count() >= 3)
+                .unwrap_or(false)
+        },
+    )
+    .await;
+    engine.kill().unwrap();
+    engine.wait().unwrap();
+    let running = store.counts().await.unwrap().running;
+    assert_eq!(running, 3, "three tasks were running when the engine died");
+
+    let mut again = start_engine(&cfg_path, &log, true);
+    let status = tokio::task::spawn_blocking(move || {
+        let start = Instant::now();
+        loop {
+            if let Some(s) = again.try_wait().unwrap() {
+                return s;
+            }
+            if start.elapsed() > Duration::from_secs(120) {
+                let _ = again.kill();
+                panic!("the restarted engine did not finish");
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    })
+    .await
+    .unwrap();
+    let engine_log = std::fs::read_to_string(&log).unwrap_or_default();
+    assert!(status.success(), "restarted engine failed:\n{engine_log}");
+    assert!(
+        engine_log.contains("adopting a run of an earlier engine"),
+        "{engine_log}"
+    );
+
+    let runs = std::fs::read_to_string(&runlog).unwrap();
+    let mut starts: HashMap<&str, usize> = HashMap::new();
+    for line in runs.lines().filter(|l| l.starts_with("start")) {
+        *starts
+            .entry(line.split_whitespace().nth(1).unwrap())
+            .or_default() += 1;
+    }
+    assert_eq!(starts.len(), 6, "every task ran: {runs}");
+    assert!(
+        starts.values().all(|n| *n == 1),
+        "no task ran twice: {runs}"
+    );
+    let tasks = store.list(&TaskFilter::default()).await.unwrap();
+    for t in &tasks {
+        assert!(
+            t.state() == TaskState::Completed && t.result().unwrap().success,
+            "{}: {:?}",
+            t.key,
+            t.result()
+        );
+        assert_eq!(t.attempts, 1, "{}", t.key);
+        assert!(
+            repo.read("main", &format!(".ai/status/{}.yaml", t.key))
+                .is_some(),
+            "status of {}",
+            t.key
+        );
+        let kinds: Vec<String> = store
+            .events("proj", &t.key)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|e| e.kind)
+            .collect();
+        assert_eq!(
+            kinds.iter().filter(|k| *k == "claimed").count(),
+            1,
+            "{}: {kinds:?}",
+            t.key
+        );
+    }
+    db.drop_db().await;
+}

@@ -1,0 +1,11 @@
+//! Integration tests: one binary, one module per capability. They talk to a real Postgres
+//! (`SWARM_TEST_PG`, default `postgres://postgres@127.0.0.1:5432/postgres`), real SQLite files,
+//! real bare git repositories and real worker processes.
+
+mod support;
+
+mod engine;
+mod schema;
+mod store;
+mod sync;
+mod validate;

@@ -1,0 +1,271 @@
+//! Test fixtures: throwaway databases on both backends, bare git repositories built commit by
+//! commit, and configs pointing at them.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU32, Ordering};
+
+use coding_swarm::config::Config;
+use coding_swarm::spec::{parse_task, TaskKey};
+use coding_swarm::store::{NewTask, Store};
+use coding_swarm::sync::{SyncAction, SyncPlan};
+use git2::{Oid, Repository};
+use sqlx::Connection;
+
+pub fn pg_admin_url() -> String {
+    std::env::var("SWARM_TEST_PG")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
+}
+
+/// A fresh database, dropped (Postgres) or deleted (SQLite) at the end.
+pub struct TestDb {
+    pub url: String,
+    pub store: Store,
+    pg_name: Option<String>,
+    _dir: Option<tempfile::TempDir>,
+}
+
+static COUNTER: AtomicU32 = AtomicU32::new(0);
+
+impl TestDb {
+    pub async fn sqlite() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!(
+            "sqlite://{}?mode=rwc",
+            dir.path().join("swarm.db").display()
+        );
+        let store = Store::connect(&url).await.unwrap();
+        Self {
+            url,
+            store,
+            pg_name: None,
+            _dir: Some(dir),
+        }
+    }
+
+    pub async fn postgres() -> Self {
+        let admin = pg_admin_url();
+        let name = format!(
+            "swarm_test_{}_{}",
+            std::process::id(),
+            COUNTER.fetch_add(1, Ordering::SeqCst)
+        );
+        let mut conn = sqlx::PgConnection::connect(&admin)
+            .await
+            .unwrap_or_else(|e| {
+                panic!("Postgres is needed for this test ({admin}; set SWARM_TEST_PG): {e}")
+            });
+        sqlx::query(&format!("DROP DATABASE IF EXISTS {name}"))
+            .execute(&mut conn)
+            .await
+            .unwrap();
+        sqlx::query(&format!("CREATE DATABASE {name}"))
+            .execute(&mut conn)
+            .await
+            .unwrap();
+        conn.close().await.ok();
+        let url = match admin.rsplit_once('/') {
+            Some((base, _)) => format!("{base}/{name}"),
+            None => panic!("SWARM_TEST_PG must end in /DATABASE"),
+        };
+        let store = Store::connect(&url).await.unwrap();
+        Self {
+            url,
+            store,
+            pg_name: Some(name),
+            _dir: None,
+        }
+    }
+
+    pub async fn new(backend: Backend) -> Self {
+        match backend {
+            Backend::Sqlite => Self::sqlite().await,
+            Backend::Postgres => Self::postgres().await,
+        }
+    }
+
+    /// Runs raw SQL against the same database, outside the store.
+    pub async fn execute(&self, sql: &str) -> Result<u64, sqlx::Error> {
+        if self.url.starts_with("sqlite:") {
+            let mut c = sqlx::SqliteConnection::connect(&self.url).await?;
+            Ok(sqlx::query(sql).execute(&mut c).await?.rows_affected())
+        } else {
+            let mut c = sqlx::PgConnection::connect(&self.url).await?;
+            Ok(sqlx::query(sql).execute(&mut c).await?.rows_affected())
+        }
+    }
+
+    pub async fn drop_db(self) {
+        self.store.close().await;
+        if let Some(name) = self.pg_name {
+            if let Ok(mut conn) = sqlx::PgConnection::connect(&pg_admin_url()).await {
+                let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+                    .execute(&mut conn)
+                    .await;
+            }
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+/// Generates `sqlite` and `postgres` variants of async tests that take a [`Backend`].
+#[macro_export]
+macro_rules! on_both_backends {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+                async fn $name() {
+                    super::$name($crate::support::Backend::Sqlite).await;
+                }
+            )*
+        }
+        mod postgres {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+                async fn $name() {
+                    super::$name($crate::support::Backend::Postgres).await;
+                }
+            )*
+        }
+    };
+}
+
+/// A task as the sync planner would create it.
+pub fn task(key: &str, yaml: &str) -> NewTask {
+    let spec = parse_task(yaml.as_bytes()).unwrap_or_else(|e| panic!("{key}: {e}"));
+    coding_swarm::sync::plan::new_task(&TaskKey::new(key).unwrap(), &spec)
+}
+
+pub fn create_plan(tasks: Vec<NewTask>) -> SyncPlan {
+    SyncPlan {
+        actions: tasks.into_iter().map(SyncAction::Create).collect(),
+        ..SyncPlan::default()
+    }
+}
+
+/// A bare repository on disk with a `main` branch we commit to directly.
+pub struct TestRepo {
+    pub dir: tempfile::TempDir,
+    pub repo: Repository,
+}
+
+impl TestRepo {
+    pub fn new() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let repo = Repository::init_bare(dir.path().join("remote.git")).unwrap();
+        repo.set_head("refs/heads/main").unwrap();
+        Self { dir, repo }
+    }
+
+    pub fn path(&self) -> PathBuf {
+        self.dir.path().join("remote.git")
+    }
+
+    pub fn url(&self) -> String {
+        self.path().display().to_string()
+    }
+
+    pub fn head(&self) -> Option<Oid> {
+        self.repo.refname_to_id("refs/heads/main").ok()
+    }
+
+    /// Commits on `main`: `Some(content)` writes a file, `None` deletes it.
+    pub fn commit(&self, files: &[(&str, Option<&str>)], message: &str) -> Oid {
+        let parent = self.head().map(|h| self.repo.find_commit(h).unwrap());
+        let base = match &parent {
+            Some(p) => p.tree().unwrap(),
+            None => self
+                .repo
+                .find_tree(self.repo.treebuilder(None).unwrap().write().unwrap())
+                .unwrap(),
+        };
+        let mut update = git2::build::TreeUpdateBuilder::new();
+        for (path, content) in files {
+            match content {
+                Some(c) => {
+                    let blob = self.repo.blob(c.as_bytes()).unwrap();
+                    update.upsert(*path, blob, git2::FileMode::Blob);
+                }
+                None => {
+                    update.remove(*path);
+                }
+            }
+        }
+        let tree = self
+            .repo
+            .find_tree(update.create_updated(&self.repo, &base).unwrap())
+            .unwrap();
+        let sig = git2::Signature::now("Test Person", "person@example.com").unwrap();
+        let parents: Vec<&git2::Commit> = parent.iter().collect();
+        self.repo
+            .commit(
+                Some("refs/heads/main"),
+                &sig,
+                &sig,
+                message,
+                &tree,
+                &parents,
+            )
+            .unwrap()
+    }
+
+    /// Points `main` at `commit` (a force-push).
+    pub fn force_main(&self, commit: Oid) {
+        self.repo
+            .reference("refs/heads/main", commit, true, "force-push")
+            .unwrap();
+    }
+
+    /// A file's content on a branch of the remote.
+    pub fn read(&self, branch: &str, path: &str) -> Option<String> {
+        let id = self
+            .repo
+            .refname_to_id(&format!("refs/heads/{branch}"))
+            .ok()?;
+        let tree = self.repo.find_commit(id).ok()?.tree().ok()?;
+        let entry = tree.get_path(Path::new(path)).ok()?;
+        let blob = self.repo.find_blob(entry.id()).ok()?;
+        Some(String::from_utf8_lossy(blob.content()).into_owned())
+    }
+
+    pub fn branches(&self) -> Vec<String> {
+        self.repo
+            .branches(Some(git2::BranchType::Local))
+            .unwrap()
+            .filter_map(|b| b.ok()?.0.name().ok()?.map(str::to_string))
+            .collect()
+    }
+}
+
+/// A config for one project on `repo`, with `db` and an agent profile named `sh` running
+/// `script` with `sh -c`.
+pub fn config(data_dir: &Path, db: &TestDb, repo: &TestRepo, script: &str, extra: &str) -> Config {
+    let text = format!(
+        r#"
+data_dir = {data:?}
+database_url = {db:?}
+default_agent = "sh"
+poll_interval = "1s"
+retry_backoff = "200ms"
+default_timeout = "2m"
+{extra}
+
+[agents.sh]
+command = ["sh", "-c", {script:?}]
+
+[[projects]]
+name = "proj"
+repo = {repo:?}
+"#,
+        data = data_dir.display().to_string(),
+        db = db.url,
+        repo = repo.url(),
+    );
+    Config::parse(&text, "test config", data_dir, std::iter::empty())
+        .unwrap_or_else(|e| panic!("{e}\n{text}"))
+}

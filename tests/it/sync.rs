@@ -1,0 +1,342 @@
+//! Sync semantics against real bare git repositories: create, update, new generation, delete of
+//! a pending and of a running task, a bad file beside good ones, a force-pushed history, an
+//! unmoved remote, and a lost cache.
+
+use std::collections::HashMap;
+
+use chrono::Utc;
+use coding_swarm::config::ProjectConfig;
+use coding_swarm::engine::Outcome;
+use coding_swarm::spec::{RunResult, TaskState};
+use coding_swarm::store::{ClaimLimits, Store};
+use coding_swarm::sync::{cache_path, sync_project, SyncReport};
+
+use crate::support::{Backend, TestDb, TestRepo};
+
+crate::on_both_backends!(
+    gitops_semantics,
+    bad_files_are_reported_and_never_stop_good_ones,
+    force_push_and_lost_cache
+);
+
+fn project(repo: &TestRepo) -> ProjectConfig {
+    ProjectConfig {
+        name: "proj".into(),
+        repo: repo.url(),
+        default_branch: "main".into(),
+        poll_interval: None,
+        max_running: None,
+    }
+}
+
+async fn sync(store: &Store, data: &std::path::Path, repo: &TestRepo) -> SyncReport {
+    sync_project(store, data, &project(repo)).await.unwrap()
+}
+
+async fn state(store: &Store, key: &str) -> Option<(TaskState, i32, String)> {
+    store
+        .task("proj", key)
+        .await
+        .unwrap()
+        .map(|t| (t.state(), t.generation, t.prompt))
+}
+
+fn limits() -> ClaimLimits {
+    ClaimLimits {
+        max_running: 10,
+        max_running_per_project: 10,
+        per_project_overrides: HashMap::new(),
+        batch: 10,
+    }
+}
+
+async fn gitops_semantics(backend: Backend) {
+    let db = TestDb::new(backend).await;
+    let data = tempfile::tempdir().unwrap();
+    let repo = TestRepo::new();
+    let s = &db.store;
+    repo.commit(&[("README.md", Some("hi\n"))], "init");
+    let r = sync(s, data.path(), &repo).await;
+    assert_eq!((r.fetched, r.changed_files), (true, 0));
+
+    repo.commit(
+        &[
+            (".ai/tasks/pend.yaml", Some("addressee: w1\nprompt: one\n")),
+            (".ai/tasks/done.yaml", Some("addressee: w2\nprompt: one\n")),
+            (".ai/tasks/run.yaml", Some("addressee: w3\nprompt: one\n")),
+            (
+                ".ai/tasks/removed.yaml",
+                Some("addressee: w1\nprompt: later\n"),
+            ),
+            (".ai/plan.md", Some("# plan\n")),
+        ],
+        "tasks",
+    );
+    let r = sync(s, data.path(), &repo).await;
+    assert_eq!((r.changed_files, r.actions, r.bad_files), (4, 4, 0));
+    for k in ["pend", "done", "run", "removed"] {
+        assert_eq!(state(s, k).await.unwrap().0, TaskState::Pending, "{k}");
+    }
+
+    // An unmoved remote costs an ls-remote: nothing fetched, nothing changed.
+    let r = sync(s, data.path(), &repo).await;
+    assert_eq!((r.fetched, r.changed_files), (false, 0));
+
+    // Run two, complete one of them.
+    let claimed = s.claim(&limits(), Utc::now()).await.unwrap();
+    let by_key: HashMap<&str, _> = claimed.iter().map(|t| (t.key.as_str(), t)).collect();
+    let done = by_key["done"];
+    s.finish_run(
+        done.id,
+        1,
+        &Outcome::Completed(RunResult {
+            success: true,
+            ..RunResult::default()
+        }),
+        Utc::now(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        state(s, "pend").await.unwrap().0,
+        TaskState::Running,
+        "pend is first for w1"
+    );
+    // pend is running now; make "removed" the pending one we delete, and "run" the running one.
+    repo.commit(
+        &[
+            (".ai/tasks/done.yaml", Some("addressee: w2\nprompt: two\n")),
+            (
+                ".ai/tasks/pend.yaml",
+                Some("addressee: w1\nprompt: changed while running\n"),
+            ),
+            (".ai/tasks/removed.yaml", None),
+            (".ai/tasks/run.yaml", None),
+            (".ai/tasks/new.yaml", Some("addressee: w4\nprompt: fresh\n")),
+            ("src/unrelated.rs", Some("fn main() {}\n")),
+        ],
+        "changes",
+    );
+    let r = sync(s, data.path(), &repo).await;
+    assert_eq!(r.changed_files, 5, "only .ai/tasks/ is read");
+
+    // Changed spec of a completed task: a new generation, pending again.
+    assert_eq!(
+        state(s, "done").await.unwrap(),
+        (TaskState::Pending, 2, "two".into())
+    );
+    // Deleted pending task: gone.
+    assert!(state(s, "removed").await.is_none());
+    // Deleted running task: asked to stop.
+    let run = s.task("proj", "run").await.unwrap().unwrap();
+    assert!(run.cancel_requested && run.file_deleted && run.state() == TaskState::Running);
+    // Changed spec of a running task: stored, runs again after the current run.
+    let pend = s.task("proj", "pend").await.unwrap().unwrap();
+    assert_eq!(
+        (pend.state(), pend.prompt.as_str()),
+        (TaskState::Running, "changed while running")
+    );
+    assert_ne!(pend.run_spec_hash.as_deref(), Some(pend.spec_hash.as_str()));
+    assert_eq!(state(s, "new").await.unwrap().0, TaskState::Pending);
+
+    let kinds: Vec<String> = s
+        .events("proj", "removed")
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|e| e.kind)
+        .collect();
+    assert_eq!(kinds, ["created", "removed"]);
+    let kinds: Vec<String> = s
+        .events("proj", "done")
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|e| e.kind)
+        .collect();
+    assert_eq!(kinds, ["created", "claimed", "completed", "new_generation"]);
+
+    // A changed pending spec updates in place.
+    repo.commit(
+        &[(
+            ".ai/tasks/new.yaml",
+            Some("addressee: w4\nprompt: fresher\n"),
+        )],
+        "edit",
+    );
+    sync(s, data.path(), &repo).await;
+    assert_eq!(
+        state(s, "new").await.unwrap(),
+        (TaskState::Pending, 1, "fresher".into())
+    );
+    // Reformatting without changing meaning changes nothing.
+    repo.commit(
+        &[(
+            ".ai/tasks/new.yaml",
+            Some("# same task\nprompt: \"fresher\"\naddressee: w4\n"),
+        )],
+        "format",
+    );
+    let r = sync(s, data.path(), &repo).await;
+    assert_eq!((r.changed_files, r.actions), (1, 0));
+    db.drop_db().await;
+}
+
+async fn bad_files_are_reported_and_never_stop_good_ones(backend: Backend) {
+    let db = TestDb::new(backend).await;
+    let data = tempfile::tempdir().unwrap();
+    let repo = TestRepo::new();
+    let s = &db.store;
+    repo.commit(
+        &[
+            (
+                ".ai/tasks/good-1.yaml",
+                Some("addressee: w1\nprompt: fine\n"),
+            ),
+            (
+                ".ai/tasks/bad.yaml",
+                Some("addressee: w2\nprompt: fine\nretries: 3\n"),
+            ),
+            (
+                ".ai/tasks/broken.yaml",
+                Some("addressee: w3\nprompt: [unclosed\n"),
+            ),
+            (
+                ".ai/tasks/Not A Key.yaml",
+                Some("addressee: w4\nprompt: fine\n"),
+            ),
+            (
+                ".ai/tasks/good-2.yaml",
+                Some("addressee: w5\nprompt: fine\n"),
+            ),
+        ],
+        "mixed",
+    );
+    let r = sync(s, data.path(), &repo).await;
+    assert_eq!((r.actions, r.bad_files), (2, 3));
+    assert!(state(s, "good-1").await.is_some() && state(s, "good-2").await.is_some());
+    assert!(state(s, "bad").await.is_none());
+    let errors = s.spec_errors(Some("proj")).await.unwrap();
+    let by_path: HashMap<&str, (i64, i64, &str)> = errors
+        .iter()
+        .map(|e| (e.path.as_str(), (e.line, e.col, e.message.as_str())))
+        .collect();
+    let (line, col, msg) = by_path[".ai/tasks/bad.yaml"];
+    assert_eq!((line, col), (3, 1), "{msg}");
+    assert!(msg.contains("retries"), "{msg}");
+    assert_eq!(
+        by_path[".ai/tasks/broken.yaml"].0, 2,
+        "{:?}",
+        by_path[".ai/tasks/broken.yaml"]
+    );
+    assert!(by_path.contains_key(".ai/tasks/Not A Key.yaml"));
+
+    // A good task that turns bad keeps its last good spec; fixing the file clears the error.
+    repo.commit(
+        &[(
+            ".ai/tasks/good-1.yaml",
+            Some("addressee: w1\nprompt: fine\nmax_attempts: 0\n"),
+        )],
+        "break",
+    );
+    sync(s, data.path(), &repo).await;
+    assert_eq!(state(s, "good-1").await.unwrap().2, "fine");
+    assert!(s
+        .spec_errors(Some("proj"))
+        .await
+        .unwrap()
+        .iter()
+        .any(|e| e.path == ".ai/tasks/good-1.yaml" && e.line == 3));
+    repo.commit(
+        &[
+            (
+                ".ai/tasks/good-1.yaml",
+                Some("addressee: w1\nprompt: fixed\n"),
+            ),
+            (".ai/tasks/bad.yaml", Some("addressee: w2\nprompt: fixed\n")),
+        ],
+        "fix",
+    );
+    sync(s, data.path(), &repo).await;
+    assert_eq!(state(s, "good-1").await.unwrap().2, "fixed");
+    assert!(state(s, "bad").await.is_some());
+    let left: Vec<String> = s
+        .spec_errors(Some("proj"))
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|e| e.path)
+        .collect();
+    assert_eq!(left, [".ai/tasks/Not A Key.yaml", ".ai/tasks/broken.yaml"]);
+    db.drop_db().await;
+}
+
+async fn force_push_and_lost_cache(backend: Backend) {
+    let db = TestDb::new(backend).await;
+    let data = tempfile::tempdir().unwrap();
+    let repo = TestRepo::new();
+    let s = &db.store;
+    let base = repo.commit(
+        &[(".ai/tasks/keep.yaml", Some("addressee: w1\nprompt: keep\n"))],
+        "base",
+    );
+    repo.commit(
+        &[
+            (
+                ".ai/tasks/keep.yaml",
+                Some("addressee: w1\nprompt: keep v2\n"),
+            ),
+            (
+                ".ai/tasks/extra.yaml",
+                Some("addressee: w2\nprompt: extra\n"),
+            ),
+        ],
+        "more",
+    );
+    sync(s, data.path(), &repo).await;
+    assert_eq!(state(s, "keep").await.unwrap().2, "keep v2");
+    assert!(state(s, "extra").await.is_some());
+
+    // History rewritten: main goes back to `base` plus a different commit.
+    repo.force_main(base);
+    repo.commit(
+        &[(
+            ".ai/tasks/other.yaml",
+            Some("addressee: w3\nprompt: other\n"),
+        )],
+        "rewritten",
+    );
+    let r = sync(s, data.path(), &repo).await;
+    assert!(r.fetched);
+    assert_eq!(state(s, "keep").await.unwrap().2, "keep");
+    assert!(
+        state(s, "extra").await.is_none(),
+        "a task that is not in the new history is gone"
+    );
+    assert!(state(s, "other").await.is_some());
+
+    // The cache is lost: a full comparison rebuilds the same picture.
+    std::fs::remove_dir_all(cache_path(data.path(), "proj")).unwrap();
+    repo.commit(
+        &[
+            (".ai/tasks/other.yaml", None),
+            (".ai/tasks/late.yaml", Some("addressee: w4\nprompt: late\n")),
+        ],
+        "after loss",
+    );
+    sync(s, data.path(), &repo).await;
+    assert!(state(s, "other").await.is_none());
+    assert!(state(s, "late").await.is_some());
+    assert_eq!(state(s, "keep").await.unwrap().2, "keep");
+
+    // An unreachable remote is an error that names the project, and changes nothing.
+    let mut broken = super::sync::project(&repo);
+    broken.repo = "/nonexistent/remote.git".into();
+    let err = sync_project(s, data.path(), &broken).await.unwrap_err();
+    assert!(
+        coding_swarm::engine::error_chain(&err).contains("proj"),
+        "{err}"
+    );
+    assert!(state(s, "late").await.is_some());
+    db.drop_db().await;
+}
