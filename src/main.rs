@@ -62,6 +62,12 @@ enum Command {
         /// The repository root (default: the current directory).
         path: Option<PathBuf>,
     },
+    /// Print the JSON Schema of task or status files (what schemas/ holds).
+    #[command(hide = true)]
+    Schema {
+        /// task or status
+        which: String,
+    },
     /// Create or update the database schema.
     Migrate {
         #[command(flatten)]
@@ -154,6 +160,15 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::DemoAgent => {
             let summary = coding_swarm::demo::run_demo_agent(&std::env::current_dir()?)?;
             println!("{summary}");
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Schema { which } => {
+            let schema = match which.as_str() {
+                "task" => coding_swarm::spec::task_schema(),
+                "status" => coding_swarm::spec::status_schema(),
+                other => bail!("no schema {other:?}: expected task or status"),
+            };
+            println!("{}", serde_json::to_string_pretty(&schema)?);
             Ok(ExitCode::SUCCESS)
         }
         Command::Validate { path } => validate(&path.unwrap_or_else(|| PathBuf::from("."))),

@@ -51,3 +51,22 @@ pub fn task_key_of_path(path: &str) -> Option<Result<TaskKey, String>> {
     let stem = name.strip_suffix(".yaml")?;
     Some(TaskKey::new(stem))
 }
+
+/// The JSON Schema of task files, generated from [`TaskSpec`]; `schemas/task.schema.json` is
+/// this, committed.
+pub fn task_schema() -> serde_json::Value {
+    with_id(schemars::schema_for!(TaskSpec), "task.schema.json")
+}
+
+/// The JSON Schema of status files, generated from [`StatusSpec`].
+pub fn status_schema() -> serde_json::Value {
+    with_id(schemars::schema_for!(StatusSpec), "status.schema.json")
+}
+
+fn with_id(schema: schemars::Schema, name: &str) -> serde_json::Value {
+    let mut value = schema.to_value();
+    if let Some(obj) = value.as_object_mut() {
+        obj.insert("$id".into(), format!("urn:coding-swarm:schemas:{name}").into());
+    }
+    value
+}
