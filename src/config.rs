@@ -241,16 +241,19 @@ impl Config {
         path: Option<&Path>,
         env: impl IntoIterator<Item = (String, String)>,
     ) -> Result<Self, ConfigError> {
+        let cwd = std::env::current_dir().unwrap_or_default();
         let (text, origin, base) = match path {
             Some(p) => {
                 let text = std::fs::read_to_string(p).map_err(|source| ConfigError::Read {
                     path: p.into(),
                     source,
                 })?;
-                let base = p.parent().map(Path::to_path_buf).unwrap_or_default();
+                // Relative paths in the file are relative to the file, made absolute here so
+                // that workers (which run in their own directories) see the same places.
+                let base = cwd.join(p.parent().unwrap_or(Path::new("")));
                 (text, p.display().to_string(), base)
             }
-            None => (String::new(), "defaults".to_string(), PathBuf::from(".")),
+            None => (String::new(), "defaults".to_string(), cwd),
         };
         Self::parse(&text, &origin, &base, env)
     }
@@ -263,6 +266,9 @@ impl Config {
         env: impl IntoIterator<Item = (String, String)>,
     ) -> Result<Self, ConfigError> {
         let mut table: toml::Table = toml::from_str(text)
+            .map_err(|e| ConfigError::invalid(origin, toml_message(&e, text)))?;
+        // The file on its own first, so its mistakes are reported with line and column.
+        toml::from_str::<Config>(text)
             .map_err(|e| ConfigError::invalid(origin, toml_message(&e, text)))?;
         let mut overridden = Vec::new();
         for (name, value) in env {
@@ -320,6 +326,12 @@ impl Config {
         }
         for (name, profile) in &self.agents {
             Label::new(name).map_err(|e| format!("agents.{name}: {e}"))?;
+            if profile.env.contains_key("ANTHROPIC_API_KEY") {
+                return Err(format!(
+                    "agents.{name}.env: ANTHROPIC_API_KEY is refused: it switches Claude Code to pay-per-token billing; \
+                     use CLAUDE_CODE_OAUTH_TOKEN (from `claude setup-token`)"
+                ));
+            }
             if profile.command.is_empty() || profile.command[0].trim().is_empty() {
                 return Err(format!("agents.{name}.command: must name a program"));
             }

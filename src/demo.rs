@@ -72,6 +72,8 @@ pub fn run_demo_agent(workdir: &Path) -> std::io::Result<String> {
 /// Creates `root/remote.git`, a bare repository holding `examples/repo-layout/` on `main`, and
 /// returns a config for it on the embedded defaults (SQLite, local runtime, demo agent).
 pub fn scaffold(root: &Path) -> anyhow::Result<Config> {
+    std::fs::create_dir_all(root)?;
+    let root = &std::fs::canonicalize(root)?;
     let remote = root.join("remote.git");
     if !remote.exists() {
         let repo = git2::Repository::init_bare(&remote)?;

@@ -31,6 +31,7 @@ CREATE TABLE tasks (
     generation       INTEGER NOT NULL DEFAULT 1,
     attempts         INTEGER NOT NULL DEFAULT 0,
     infra_failures   INTEGER NOT NULL DEFAULT 0,
+    requeues         INTEGER NOT NULL DEFAULT 0,
     cancel_requested BOOLEAN NOT NULL DEFAULT FALSE,
     file_deleted     BOOLEAN NOT NULL DEFAULT FALSE,
     run_spec_hash    TEXT,

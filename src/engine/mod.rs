@@ -6,6 +6,7 @@ mod outcome;
 pub mod report;
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -22,6 +23,8 @@ use crate::worker::WorkerTask;
 
 /// How often the engine looks at the store without being woken (a backstop, not the mechanism).
 const BACKSTOP: Duration = Duration::from_secs(2);
+/// With `--once`: how many failed report passes end the run with an error.
+const ONCE_REPORT_TRIES: u32 = 5;
 /// Most tasks claimed in one statement.
 const CLAIM_BATCH: u32 = 512;
 
@@ -38,6 +41,8 @@ pub struct Engine {
     runtime: LocalRuntime,
     completions: mpsc::UnboundedReceiver<Completion>,
     report_wake: Arc<Notify>,
+    /// Consecutive failed report passes.
+    report_failures: Arc<AtomicU32>,
     sync_triggers: HashMap<String, Arc<Notify>>,
     policy: RetryPolicy,
 }
@@ -62,6 +67,7 @@ impl Engine {
             runtime,
             completions: rx,
             report_wake: Arc::new(Notify::new()),
+            report_failures: Arc::default(),
             sync_triggers,
             policy,
         }
@@ -116,7 +122,13 @@ impl Engine {
                 self.report_wake.clone(),
                 shutdown.clone(),
             );
-            tasks.spawn(report_loop(store, config, wake, stop));
+            tasks.spawn(report_loop(
+                store,
+                config,
+                wake,
+                self.report_failures.clone(),
+                stop,
+            ));
         }
 
         let wake = self.store.wake_handle();
@@ -125,6 +137,9 @@ impl Engine {
                 tracing::error!("reconcile pass failed: {e}");
             }
             if options.once && self.done().await {
+                if self.report_failures.load(Ordering::SeqCst) >= ONCE_REPORT_TRIES {
+                    anyhow::bail!("all tasks finished, but their status files could not be committed (see the log above)");
+                }
                 // Let the reporter finish anything it holds.
                 self.report_wake.notify_one();
                 if self
@@ -215,10 +230,7 @@ impl Engine {
         };
         tracing::info!(project = %row.project, task = %row.key, run = %name, "launching");
         if let Err(e) = self.runtime.launch(launch).await {
-            let result = RunResult::failure(
-                ErrorClass::Infrastructure,
-                format!("{e}: {}", e.source_chain()),
-            );
+            let result = RunResult::failure(ErrorClass::Infrastructure, error_chain(&e));
             self.complete(Completion {
                 task_id: row.id,
                 attempt: row.attempts,
@@ -328,49 +340,28 @@ impl Engine {
         }
     }
 
-    /// After a restart: every task the store says is running is adopted (still alive),
-    /// completed (it left a result) or failed over (it is gone) by the runtime.
+    /// After a restart: every task the store says is running is launched again, which the
+    /// runtime turns into an adoption (still alive), a completion (it left a result), a
+    /// fail-over (it died without one) or the first start (it was claimed, never started).
     async fn adopt(&mut self) -> Result<(), StoreError> {
         for row in self.store.running().await? {
             let name = run_name(&row.project, &row.key, row.generation, row.attempts);
             if self.runtime.is_tracked(&name) {
                 continue;
             }
-            if self
-                .runtime
-                .run_dir(&name)
-                .join(crate::runtime::local::PID_FILE)
-                .exists()
-            {
-                tracing::info!(project = %row.project, task = %row.key, run = %name, "adopting a run of an earlier engine");
-                let _ = self
-                    .store
-                    .log_event(
-                        &row.project,
-                        &row.key,
-                        row.generation,
-                        "adopted",
-                        &format!("run {name} adopted after an engine restart"),
-                        Utc::now(),
-                    )
-                    .await;
-                if let Err(e) = self.runtime.adopt(row.id, row.attempts, &name) {
-                    let result = RunResult::failure(
-                        ErrorClass::Infrastructure,
-                        format!("cannot adopt run {name}: {e}"),
-                    );
-                    self.complete(Completion {
-                        task_id: row.id,
-                        attempt: row.attempts,
-                        run_name: name,
-                        result,
-                    })
-                    .await;
-                }
-            } else {
-                // Claimed but never started: starting it now is its first and only start.
-                self.launch(row).await;
-            }
+            tracing::info!(project = %row.project, task = %row.key, run = %name, "taking over a run of an earlier engine");
+            let _ = self
+                .store
+                .log_event(
+                    &row.project,
+                    &row.key,
+                    row.generation,
+                    "adopted",
+                    &format!("run {name} taken over after an engine restart"),
+                    Utc::now(),
+                )
+                .await;
+            self.launch(row).await;
         }
         Ok(())
     }
@@ -474,6 +465,7 @@ async fn report_loop(
     store: Store,
     config: Arc<Config>,
     wake: Arc<Notify>,
+    failing: Arc<AtomicU32>,
     mut shutdown: watch::Receiver<bool>,
 ) {
     let mut failures = 0u32;
@@ -503,9 +495,7 @@ async fn report_loop(
             }
         }
         failures = if failed { failures + 1 } else { 0 };
-        if failed {
-            wake.notify_one();
-        }
+        failing.store(failures, Ordering::SeqCst);
     }
 }
 
@@ -519,16 +509,6 @@ pub fn error_chain(e: &dyn std::error::Error) -> String {
         src = inner.source();
     }
     s
-}
-
-trait SourceChain {
-    fn source_chain(&self) -> String;
-}
-
-impl<E: std::error::Error> SourceChain for E {
-    fn source_chain(&self) -> String {
-        self.source().map(error_chain).unwrap_or_default()
-    }
 }
 
 /// The state of a task as shown to people.

@@ -103,7 +103,7 @@ pub fn decide(
     match result.error_class {
         Some(ErrorClass::Cancelled) => Outcome::Completed(result),
         Some(ErrorClass::RateLimit) => {
-            let not_before = now + policy.delay(row.infra_failures as u32);
+            let not_before = now + policy.delay(row.requeues as u32);
             Outcome::Requeue { result, not_before }
         }
         Some(class) if class.is_transient() => {
@@ -119,7 +119,7 @@ pub fn decide(
             }
         }
         _ => {
-            let agent_attempts = row.attempts - row.infra_failures;
+            let agent_attempts = row.attempts - row.infra_failures - row.requeues;
             if agent_attempts < row.max_attempts {
                 Outcome::Retry {
                     result,

@@ -32,6 +32,8 @@ pub const LOG_FILE: &str = "log";
 pub const LOCK_FILE: &str = "lock";
 pub const PID_FILE: &str = "pid";
 pub const DEADLINE_FILE: &str = "deadline";
+/// Written by the worker before it does anything else: the run has started.
+pub const STARTED_FILE: &str = "started";
 
 /// Environment variables never passed to a job: `ANTHROPIC_API_KEY` would switch Claude Code to
 /// pay-per-token billing; the engine's own database URL is not the job's business.
@@ -74,16 +76,41 @@ impl LocalRuntime {
     }
 
     /// Starts the run, or — when a run of that name exists already — adopts it (still alive),
-    /// completes it (it left a result) or fails it over (it died without one). Idempotent.
+    /// completes it (it left a result) or fails it over (it started and died without one).
+    /// Idempotent: the run's lock decides, never a file written after the spawn.
     pub async fn launch(&self, launch: Launch) -> Result<(), RuntimeError> {
         let dir = self.run_dir(&launch.run_name);
-        if dir.join(PID_FILE).exists() {
-            return self.adopt(launch.task_id, launch.attempt, &launch.run_name);
-        }
         let prepare = |source| RuntimeError::Prepare {
             run: launch.run_name.clone(),
             source,
         };
+        std::fs::create_dir_all(&dir).map_err(prepare)?;
+        let lock = File::options()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(dir.join(LOCK_FILE))
+            .map_err(prepare)?;
+        if lock_exclusive(&lock, false).is_err() {
+            // Held: the worker of an earlier engine is alive.
+            return self.adopt(
+                launch.task_id,
+                launch.attempt,
+                &launch.run_name,
+                launch.deadline,
+            );
+        }
+        if dir.join(RESULT_FILE).exists() || dir.join(STARTED_FILE).exists() {
+            // It ran and ended (with or without a result) while no engine watched.
+            drop(lock);
+            return self.adopt(
+                launch.task_id,
+                launch.attempt,
+                &launch.run_name,
+                launch.deadline,
+            );
+        }
+        // Never started: we hold the lock, so nothing else can start it meanwhile.
         std::fs::create_dir_all(dir.join("home")).map_err(prepare)?;
         let task_json = serde_json::to_vec_pretty(&launch.task).map_err(|e| prepare(e.into()))?;
         write_atomic(&dir.join(TASK_FILE), &task_json).map_err(prepare)?;
@@ -92,8 +119,6 @@ impl LocalRuntime {
             launch.deadline.to_rfc3339().as_bytes(),
         )
         .map_err(prepare)?;
-        let lock = File::create(dir.join(LOCK_FILE)).map_err(prepare)?;
-        lock_exclusive(&lock, true).map_err(prepare)?;
         let log = File::options()
             .create(true)
             .append(true)
@@ -163,7 +188,14 @@ impl LocalRuntime {
     }
 
     /// Takes over a run started by an earlier engine (see the module doc).
-    pub fn adopt(&self, task_id: i64, attempt: i32, run_name: &str) -> Result<(), RuntimeError> {
+    /// `deadline` applies when the run directory does not record one.
+    fn adopt(
+        &self,
+        task_id: i64,
+        attempt: i32,
+        run_name: &str,
+        deadline: chrono::DateTime<Utc>,
+    ) -> Result<(), RuntimeError> {
         let dir = self.run_dir(run_name);
         let prepare = |source| RuntimeError::Prepare {
             run: run_name.to_string(),
@@ -177,7 +209,7 @@ impl LocalRuntime {
             .ok()
             .and_then(|s| chrono::DateTime::parse_from_rfc3339(s.trim()).ok())
             .map(|d| d.with_timezone(&Utc))
-            .unwrap_or_else(Utc::now);
+            .unwrap_or(deadline);
         let lock = File::open(dir.join(LOCK_FILE)).map_err(prepare)?;
         let state = self.track(run_name);
         let this = self.clone();

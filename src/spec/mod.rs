@@ -66,7 +66,10 @@ pub fn status_schema() -> serde_json::Value {
 fn with_id(schema: schemars::Schema, name: &str) -> serde_json::Value {
     let mut value = schema.to_value();
     if let Some(obj) = value.as_object_mut() {
-        obj.insert("$id".into(), format!("urn:coding-swarm:schemas:{name}").into());
+        obj.insert(
+            "$id".into(),
+            format!("urn:coding-swarm:schemas:{name}").into(),
+        );
     }
     value
 }

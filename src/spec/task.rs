@@ -174,7 +174,7 @@ macro_rules! bounded_int {
 
         impl $name {
             pub fn new(v: i64) -> Result<Self, String> {
-                if v < $min || v > $max {
+                if !($min..=$max).contains(&v) {
                     return Err(format!("{} {} is out of range {}..={}", $what, v, $min, $max));
                 }
                 Ok(Self(v as $ty))

@@ -67,9 +67,7 @@ pub fn from_yaml<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, SpecError> {
         }
     })?;
     if text.trim().is_empty() {
-        return Err(SpecError::whole_file(
-            "file is empty; a task needs at least `addressee` and `prompt`",
-        ));
+        return Err(SpecError::whole_file("file is empty"));
     }
     serde_saphyr::from_str_with_options::<T>(text, options()).map_err(|e| {
         let (line, column) = e

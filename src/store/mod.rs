@@ -99,7 +99,7 @@ pub struct Store {
 }
 
 const TASK_COLUMNS: &str = "id, project, key, addressee, status, prompt, spec, spec_hash, source_commit, kind, epic, agent, \
-     branch, base, created_by, priority, max_attempts, timeout_secs, generation, attempts, infra_failures, \
+     branch, base, created_by, priority, max_attempts, timeout_secs, generation, attempts, infra_failures, requeues, \
      cancel_requested, file_deleted, run_spec_hash, not_before, result, report_due, created_at, updated_at, \
      started_at, completed_at";
 
@@ -267,7 +267,9 @@ impl Store {
     }
 
     /// Applies one sync pass of `project` atomically: the task changes, the bad-file errors and
-    /// the new synced commit all land together or not at all.
+    /// the new synced commit all land together or not at all. The planner decided from rows
+    /// read before this transaction; a task may have been claimed or finished since, so each
+    /// change re-reads its row under a lock and acts on the state it finds.
     pub async fn apply_sync(
         &self,
         project: &str,
@@ -276,16 +278,30 @@ impl Store {
         now: DateTime<Utc>,
     ) -> Result<()> {
         use crate::sync::SyncAction as A;
+        let lock_row = match &self.backend {
+            Backend::Postgres(_) => {
+                "SELECT status, generation FROM tasks WHERE project = $1 AND key = $2 FOR UPDATE"
+            }
+            Backend::Sqlite(_) => {
+                "SELECT status, generation FROM tasks WHERE project = $1 AND key = $2"
+            }
+        };
         on_pool!(self, pool => {
             let mut tx = pool.begin().await.map_err(q("begin a sync"))?;
             for action in &plan.actions {
-                match action {
-                    A::Create(t) => {
-                        let sql = format!(
+                let key = match action {
+                    A::Create(t) | A::Update { task: t, .. } => t.key.as_str(),
+                    A::Remove { key, .. } | A::Stop { key, .. } => key.as_str(),
+                };
+                let current: Option<(String, i32)> = sqlx::query_as(lock_row)
+                    .bind(project).bind(key).fetch_optional(&mut *tx).await.map_err(q("read a task to sync"))?;
+                let current = current.map(|(s, g)| (TaskState::parse(&s).unwrap_or(TaskState::Pending), g));
+                match (action, current) {
+                    (A::Create(t) | A::Update { task: t, .. }, None) => {
+                        sqlx::query(
                             "INSERT INTO tasks (project, key, addressee, status, prompt, spec, spec_hash, source_commit, kind, epic, agent,
                                 branch, base, created_by, priority, max_attempts, timeout_secs, created_at, updated_at)
-                             VALUES ($1, $2, $3, 'pending', $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $17)");
-                        sqlx::query(&sql)
+                             VALUES ($1, $2, $3, 'pending', $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $17)")
                             .bind(project).bind(&t.key).bind(&t.addressee).bind(&t.prompt).bind(Json(&t.spec))
                             .bind(&t.spec_hash).bind(commit).bind(&t.kind).bind(&t.epic).bind(&t.agent)
                             .bind(&t.branch).bind(&t.base).bind(&t.created_by).bind(t.priority).bind(t.max_attempts)
@@ -293,48 +309,53 @@ impl Store {
                             .execute(&mut *tx).await.map_err(q("create a task"))?;
                         insert_event(&mut *tx, project, &t.key, 1, now, "created", &format!("task file added in {}", short(commit)), None).await?;
                     }
-                    A::Update { task, new_generation } => {
-                        // Pending: the new spec replaces the old. Completed: a new generation runs.
-                        // Running: the spec is stored; the run's completion starts the next generation.
-                        let t = task;
+                    (A::Create(t) | A::Update { task: t, .. }, Some((state, generation))) => {
+                        // Pending: the new spec replaces the old. Completed: a new generation
+                        // runs. Running: the spec is stored and runs as the next generation when
+                        // the current run ends; the addressee changes only then, so the running
+                        // task keeps its place under the one-running-per-addressee index.
+                        let next = state == TaskState::Completed;
                         sqlx::query(
-                            "UPDATE tasks SET addressee = $3, prompt = $4, spec = $5, spec_hash = $6, source_commit = $7,
+                            "UPDATE tasks SET addressee = CASE WHEN status = 'running' THEN addressee ELSE $3 END,
+                                prompt = $4, spec = $5, spec_hash = $6, source_commit = $7,
                                 kind = $8, epic = $9, agent = $10, branch = $11, base = $12, created_by = $13, priority = $14,
                                 max_attempts = $15, timeout_secs = $16, updated_at = $17,
                                 generation = CASE WHEN $18 THEN generation + 1 ELSE generation END,
                                 attempts = CASE WHEN $18 THEN 0 ELSE attempts END,
                                 infra_failures = CASE WHEN $18 THEN 0 ELSE infra_failures END,
+                                requeues = CASE WHEN $18 THEN 0 ELSE requeues END,
                                 status = CASE WHEN $18 THEN 'pending' ELSE status END,
                                 result = CASE WHEN $18 THEN NULL ELSE result END,
                                 not_before = CASE WHEN $18 THEN NULL ELSE not_before END,
-                                report_due = CASE WHEN $18 THEN FALSE ELSE report_due END
+                                report_due = CASE WHEN $18 THEN FALSE ELSE report_due END,
+                                cancel_requested = CASE WHEN file_deleted THEN FALSE ELSE cancel_requested END,
+                                file_deleted = FALSE
                              WHERE project = $1 AND key = $2")
                             .bind(project).bind(&t.key).bind(&t.addressee).bind(&t.prompt).bind(Json(&t.spec))
                             .bind(&t.spec_hash).bind(commit).bind(&t.kind).bind(&t.epic).bind(&t.agent)
                             .bind(&t.branch).bind(&t.base).bind(&t.created_by).bind(t.priority).bind(t.max_attempts)
-                            .bind(t.timeout_secs).bind(now).bind(*new_generation)
+                            .bind(t.timeout_secs).bind(now).bind(next)
                             .execute(&mut *tx).await.map_err(q("update a task"))?;
-                        let (kind, msg) = if *new_generation {
-                            ("new_generation", format!("task file changed in {}; runs again", short(commit)))
-                        } else {
-                            ("updated", format!("task file changed in {}", short(commit)))
+                        let (kind, generation, msg) = match state {
+                            TaskState::Completed => ("new_generation", generation + 1, format!("task file changed in {}; runs again", short(commit))),
+                            TaskState::Running => ("updated", generation, format!("task file changed in {} while running; the new spec runs when this run ends", short(commit))),
+                            TaskState::Pending => ("updated", generation, format!("task file changed in {}", short(commit))),
                         };
-                        let generation: i32 = sqlx::query_scalar("SELECT generation FROM tasks WHERE project = $1 AND key = $2")
-                            .bind(project).bind(&t.key).fetch_one(&mut *tx).await.map_err(q("read a generation"))?;
                         insert_event(&mut *tx, project, &t.key, generation, now, kind, &msg, None).await?;
                     }
-                    A::Remove { key, generation } => {
-                        sqlx::query("DELETE FROM tasks WHERE project = $1 AND key = $2 AND status <> 'running'")
-                            .bind(project).bind(key).execute(&mut *tx).await.map_err(q("remove a task"))?;
-                        insert_event(&mut *tx, project, key, *generation, now, "removed",
-                            &format!("task file deleted in {}", short(commit)), None).await?;
-                    }
-                    A::Stop { key, generation } => {
+                    (A::Remove { .. } | A::Stop { .. }, None) => {}
+                    (A::Remove { key, .. } | A::Stop { key, .. }, Some((TaskState::Running, generation))) => {
                         sqlx::query("UPDATE tasks SET cancel_requested = TRUE, file_deleted = TRUE, updated_at = $3
                                      WHERE project = $1 AND key = $2")
                             .bind(project).bind(key).bind(now).execute(&mut *tx).await.map_err(q("stop a task"))?;
-                        insert_event(&mut *tx, project, key, *generation, now, "stop_requested",
+                        insert_event(&mut *tx, project, key, generation, now, "stop_requested",
                             &format!("task file deleted in {} while running; stopping", short(commit)), None).await?;
+                    }
+                    (A::Remove { key, .. } | A::Stop { key, .. }, Some((_, generation))) => {
+                        sqlx::query("DELETE FROM tasks WHERE project = $1 AND key = $2")
+                            .bind(project).bind(key).execute(&mut *tx).await.map_err(q("remove a task"))?;
+                        insert_event(&mut *tx, project, key, generation, now, "removed",
+                            &format!("task file deleted in {}", short(commit)), None).await?;
                     }
                 }
             }
@@ -447,59 +468,78 @@ impl Store {
         now: DateTime<Utc>,
     ) -> Result<bool> {
         use crate::engine::Outcome as O;
-        let (status, generation_bump, infra_bump, not_before, report_due, result) = match outcome {
-            O::Completed(r) => (TaskState::Completed, false, false, None, true, Some(r)),
+        // (status, counter to bump, not_before, report_due, result, next generation)
+        let (status, bump, not_before, report_due, result, next) = match outcome {
+            O::Completed(r) => (TaskState::Completed, "", None, true, Some(r), false),
             O::Retry {
                 result,
                 not_before,
-                infrastructure,
+                infrastructure: true,
             } => (
                 TaskState::Pending,
-                false,
-                *infrastructure,
+                "infra_failures",
                 Some(*not_before),
                 false,
                 Some(result),
+                false,
             ),
+            O::Retry {
+                result,
+                not_before,
+                infrastructure: false,
+            } => (
+                TaskState::Pending,
+                "",
+                Some(*not_before),
+                false,
+                Some(result),
+                false,
+            ),
+            // A rate or usage limit does not count as an attempt: it is counted apart.
             O::Requeue { result, not_before } => (
                 TaskState::Pending,
-                false,
-                false,
+                "requeues",
                 Some(*not_before),
                 false,
                 Some(result),
+                false,
             ),
-            O::NextGeneration(r) => (TaskState::Pending, true, false, None, false, Some(r)),
-            O::Deleted(_) => (TaskState::Completed, false, false, None, false, None),
+            O::NextGeneration(r) => (TaskState::Pending, "", None, false, Some(r), true),
+            O::Deleted(_) => (TaskState::Completed, "", None, false, None, false),
         };
         let changed = on_pool!(self, pool => {
             let mut tx = pool.begin().await.map_err(q("begin finishing a run"))?;
-            let row: Option<(String, String, i32)> = sqlx::query_as(
-                "SELECT project, key, generation FROM tasks WHERE id = $1 AND status = 'running' AND attempts = $2")
+            let row: Option<(String, String, i32, Json<crate::spec::TaskSpec>)> = sqlx::query_as(
+                "SELECT project, key, generation, spec FROM tasks WHERE id = $1 AND status = 'running' AND attempts = $2")
                 .bind(id).bind(attempt).fetch_optional(&mut *tx).await.map_err(q("read a running task"))?;
-            let Some((project, key, generation)) = row else {
+            let Some((project, key, generation, spec)) = row else {
                 return Ok(false);
             };
+            let (kind, message) = outcome.describe(attempt);
             if let O::Deleted(r) = outcome {
                 sqlx::query("DELETE FROM tasks WHERE id = $1").bind(id).execute(&mut *tx).await.map_err(q("remove a task"))?;
-                insert_event(&mut *tx, &project, &key, generation, now, "removed",
-                    "run ended; task file was deleted", Some(serde_json::to_value(r).unwrap_or_default())).await?;
+                insert_event(&mut *tx, &project, &key, generation, now, kind, &message,
+                    Some(serde_json::to_value(r).unwrap_or_default())).await?;
             } else {
                 let completed_at = (status == TaskState::Completed).then_some(now);
-                // A requeue for a rate limit does not count as an attempt.
-                let attempts_sql = if matches!(outcome, O::Requeue { .. }) { "attempts - 1" } else if generation_bump { "0" } else { "attempts" };
-                let sql = format!(
+                let (infra_bump, requeue_bump) = match bump {
+                    "infra_failures" => (1, 0),
+                    "requeues" => (0, 1),
+                    _ => (0, 0),
+                };
+                // The next generation starts afresh, with the addressee of its (new) spec.
+                sqlx::query(
                     "UPDATE tasks SET status = $2, result = $3, completed_at = $4, updated_at = $5, not_before = $6,
-                        report_due = $7, attempts = {attempts_sql},
+                        report_due = $7, cancel_requested = FALSE,
                         generation = CASE WHEN $8 THEN generation + 1 ELSE generation END,
-                        infra_failures = CASE WHEN $8 THEN 0 WHEN $9 THEN infra_failures + 1 ELSE infra_failures END,
-                        cancel_requested = FALSE
-                     WHERE id = $1");
-                sqlx::query(&sql)
+                        attempts = CASE WHEN $8 THEN 0 ELSE attempts END,
+                        infra_failures = CASE WHEN $8 THEN 0 ELSE infra_failures + $10 END,
+                        requeues = CASE WHEN $8 THEN 0 ELSE requeues + $11 END,
+                        addressee = CASE WHEN $8 THEN $9 ELSE addressee END
+                     WHERE id = $1")
                     .bind(id).bind(status.as_str()).bind(result.map(Json)).bind(completed_at).bind(now).bind(not_before)
-                    .bind(report_due).bind(generation_bump).bind(infra_bump)
+                    .bind(report_due).bind(next).bind(spec.0.addressee.as_str()).bind(infra_bump).bind(requeue_bump)
                     .execute(&mut *tx).await.map_err(q("finish a run"))?;
-                let (kind, message) = outcome.describe(attempt);
                 insert_event(&mut *tx, &project, &key, generation, now, kind, &message,
                     result.map(|r| serde_json::to_value(r).unwrap_or_default())).await?;
             }
@@ -690,7 +730,7 @@ impl Store {
         }
         let generation = row.generation + 1;
         on_pool!(self, pool => sqlx::query(
-            "UPDATE tasks SET status = 'pending', generation = $2, attempts = 0, infra_failures = 0, result = NULL,
+            "UPDATE tasks SET status = 'pending', generation = $2, attempts = 0, infra_failures = 0, requeues = 0, result = NULL,
                 not_before = NULL, report_due = FALSE, cancel_requested = FALSE, completed_at = NULL, updated_at = $3
              WHERE id = $1 AND status = 'completed'")
             .bind(row.id).bind(generation).bind(now).execute(pool).await.map(|_| ()).map_err(q("retry a task")))?;

@@ -32,6 +32,8 @@ pub struct TaskRow {
     pub generation: i32,
     pub attempts: i32,
     pub infra_failures: i32,
+    /// Runs that hit a rate or usage limit: they do not count as attempts.
+    pub requeues: i32,
     pub cancel_requested: bool,
     pub file_deleted: bool,
     pub run_spec_hash: Option<String>,

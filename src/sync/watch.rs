@@ -36,7 +36,7 @@ pub fn watch_refs(
             if event
                 .paths
                 .iter()
-                .any(|p| p.starts_with(dir) && !p.extension().is_some_and(|e| e == "lock"))
+                .any(|p| p.starts_with(dir) && p.extension().is_none_or(|e| e != "lock"))
             {
                 // A full channel already holds a wake-up for someone; dropping is fine.
                 let _ = tx.try_send(project.clone());

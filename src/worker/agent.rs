@@ -1,5 +1,6 @@
-//! Running the agent profile's command: template expansion, a clean environment with its own
-//! HOME, no stdin, output to the run's log with a tail kept for the result.
+//! Running the agent profile's command: template expansion, a clean environment (an allow-list
+//! plus the profile's env) with its own HOME, no stdin, output to the run's log with a tail kept
+//! for the result.
 
 use std::io::{BufRead, BufReader, Write};
 use std::path::Path;
@@ -60,6 +61,11 @@ fn expand_env(value: &str) -> String {
     out
 }
 
+/// Variables of the worker's environment an agent inherits.
+const AGENT_ENV: &[&str] = &[
+    "PATH", "LANG", "LANGUAGE", "TERM", "TZ", "USER", "LOGNAME", "SHELL", "TMPDIR",
+];
+
 pub(super) fn run_agent(
     task: &WorkerTask,
     checkout: &Path,
@@ -70,6 +76,15 @@ pub(super) fn run_agent(
     let swarm = std::env::current_exe().unwrap_or_else(|_| "swarm".into());
     let argv = expand_command(&task.agent.command, task, prompt_file, checkout, &swarm);
     let mut cmd = Command::new(&argv[0]);
+    // A clean environment: only what a command needs to run, the task's own variables and the
+    // profile's env. The worker's credentials (git token, ...) stay with the worker.
+    cmd.env_clear();
+    for (k, v) in std::env::vars_os() {
+        let name = k.to_string_lossy();
+        if AGENT_ENV.contains(&name.as_ref()) || name.starts_with("LC_") {
+            cmd.env(&k, v);
+        }
+    }
     cmd.args(&argv[1..])
         .current_dir(checkout)
         .stdin(Stdio::null())
@@ -83,11 +98,10 @@ pub(super) fn run_agent(
         .env("SWARM_PROMPT_FILE", prompt_file)
         .env("SWARM_GENERATION", task.generation.to_string())
         .env("SWARM_ATTEMPT", task.attempt.to_string());
-    for name in crate::runtime::local::WITHHELD_ENV {
-        cmd.env_remove(name);
-    }
     for (k, v) in &task.agent.env {
-        cmd.env(k, expand_env(v));
+        if !crate::runtime::local::WITHHELD_ENV.contains(&k.as_str()) {
+            cmd.env(k, expand_env(v));
+        }
     }
     let mut child = match cmd.spawn() {
         Ok(c) => c,

@@ -13,7 +13,7 @@ pub use agent::{expand_command, AgentOutput};
 
 use crate::config::AgentProfile;
 use crate::gitops;
-use crate::runtime::local::{write_atomic, LOG_FILE, RESULT_FILE, TASK_FILE};
+use crate::runtime::local::{write_atomic, LOG_FILE, RESULT_FILE, STARTED_FILE, TASK_FILE};
 use crate::spec::{truncate, ErrorClass, RunResult};
 
 /// Everything a worker needs to know about its task, written by the engine as `task.json`.
@@ -43,6 +43,13 @@ pub struct WorkerTask {
 /// Runs the task in `run_dir` and writes `result.json` there. Returns the result as well.
 pub fn run(run_dir: &Path) -> RunResult {
     let started_at = Utc::now();
+    // First of all: from here on a lost run counts as one that ran.
+    if let Err(e) = write_atomic(
+        &run_dir.join(STARTED_FILE),
+        started_at.to_rfc3339().as_bytes(),
+    ) {
+        tracing::error!("cannot mark the run as started: {e}");
+    }
     let mut result = match std::fs::read(run_dir.join(TASK_FILE)) {
         Err(e) => RunResult::failure(
             ErrorClass::Crash,
@@ -139,44 +146,45 @@ fn work(task: &WorkerTask, run_dir: &Path) -> RunResult {
 }
 
 fn prepare_checkout(task: &WorkerTask, checkout: &Path) -> Result<git2::Repository, String> {
+    let m = |e: git2::Error| e.message().to_string();
     let mut fetch = git2::FetchOptions::new();
     fetch.remote_callbacks(gitops::callbacks());
     let repo = git2::build::RepoBuilder::new()
         .fetch_options(fetch)
         .clone(&task.repo, checkout)
         .map_err(|e| format!("clone failed: {}", e.message()))?;
-    {
-        let start =
-            match repo.find_branch(&format!("origin/{}", task.branch), git2::BranchType::Remote) {
-                Ok(remote) => remote
-                    .get()
-                    .peel_to_commit()
-                    .map_err(|e| e.message().to_string())?,
-                Err(_) => repo
-                    .find_branch(&format!("origin/{}", task.base), git2::BranchType::Remote)
-                    .map_err(|_| {
-                        format!(
-                            "neither the branch {} nor its base {} exists on the remote",
-                            task.branch, task.base
-                        )
-                    })?
-                    .get()
-                    .peel_to_commit()
-                    .map_err(|e| e.message().to_string())?,
-            };
-        {
-            let branch = repo
-                .branch(&task.branch, &start, true)
-                .map_err(|e| e.message().to_string())?;
-            let refname = branch.get().name().unwrap_or_default().to_string();
-            repo.checkout_tree(
-                start.as_object(),
-                Some(git2::build::CheckoutBuilder::new().force()),
-            )
-            .map_err(|e| e.message().to_string())?;
-            repo.set_head(&refname)
-                .map_err(|e| e.message().to_string())?;
-        }
+    let start = match repo.refname_to_id(&format!("refs/remotes/origin/{}", task.branch)) {
+        Ok(id) => id,
+        Err(_) => repo
+            .refname_to_id(&format!("refs/remotes/origin/{}", task.base))
+            .map_err(|_| {
+                format!(
+                    "neither the branch {} nor its base {} exists on the remote",
+                    task.branch, task.base
+                )
+            })?,
+    };
+    // The clone has the remote's default branch checked out already; any other branch is
+    // created (or reset) at its start and checked out.
+    let current = repo
+        .head()
+        .ok()
+        .and_then(|h| h.shorthand().map(str::to_string));
+    if current.as_deref() != Some(task.branch.as_str()) {
+        let commit = repo.find_commit(start).map_err(m)?;
+        let refname = repo
+            .branch(&task.branch, &commit, true)
+            .map_err(m)?
+            .get()
+            .name()
+            .unwrap_or_default()
+            .to_string();
+        repo.checkout_tree(
+            commit.as_object(),
+            Some(git2::build::CheckoutBuilder::new().force()),
+        )
+        .map_err(m)?;
+        repo.set_head(&refname).map_err(m)?;
     }
     Ok(repo)
 }

@@ -261,7 +261,7 @@ async fn engine_killed_mid_run_loses_nothing_and_runs_nothing_twice() {
     let engine_log = std::fs::read_to_string(&log).unwrap_or_default();
     assert!(status.success(), "restarted engine failed:\n{engine_log}");
     assert!(
-        engine_log.contains("adopting a run of an earlier engine"),
+        engine_log.contains("taking over a run of an earlier engine"),
         "{engine_log}"
     );
 
@@ -306,5 +306,44 @@ async fn engine_killed_mid_run_loses_nothing_and_runs_nothing_twice() {
             t.key
         );
     }
+    db.drop_db().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_commit_to_a_local_repository_syncs_at_once() {
+    let db = TestDb::sqlite().await;
+    let data = tempfile::tempdir().unwrap();
+    let repo = TestRepo::new();
+    repo.commit(&[("README.md", Some("x"))], "init");
+    // Polling once an hour: only the file watch can make this sync quickly.
+    let cfg = config(data.path(), &db, &repo, "echo ok", "").clone();
+    let mut cfg = cfg;
+    cfg.poll_interval = Duration::from_secs(3600);
+    let engine = Engine::new(cfg, db.store.clone(), SWARM.into());
+    let (stop, stop_rx) = tokio::sync::watch::channel(false);
+    let handle = tokio::spawn(engine.run(RunOptions { once: false }, stop_rx));
+    let store = db.store.clone();
+    wait_for("the first sync", Duration::from_secs(20), async || {
+        store
+            .project("proj")
+            .await
+            .unwrap()
+            .is_some_and(|p| p.synced_commit.is_some())
+    })
+    .await;
+    repo.commit(
+        &[(".ai/tasks/watched.yaml", Some("addressee: w\nprompt: p\n"))],
+        "a task",
+    );
+    let committed = Instant::now();
+    wait_for(
+        "the watched commit to sync",
+        Duration::from_secs(10),
+        async || store.task("proj", "watched").await.unwrap().is_some(),
+    )
+    .await;
+    assert!(committed.elapsed() < Duration::from_secs(10));
+    stop.send(true).unwrap();
+    handle.await.unwrap().unwrap();
     db.drop_db().await;
 }

@@ -4,8 +4,11 @@
 
 mod support;
 
+mod cli;
 mod engine;
+mod runtime;
 mod schema;
 mod store;
 mod sync;
 mod validate;
+mod worker;

@@ -33,7 +33,10 @@ fn check_current(name: &str, generated: serde_json::Value) {
         std::fs::write(&path, &text).unwrap();
     }
     let committed = std::fs::read_to_string(&path).unwrap_or_default();
-    assert_eq!(committed, text, "{name} is stale: run SWARM_UPDATE_SCHEMAS=1 cargo test --test it schema");
+    assert_eq!(
+        committed, text,
+        "{name} is stale: run SWARM_UPDATE_SCHEMAS=1 cargo test --test it schema"
+    );
 }
 
 #[test]
@@ -60,17 +63,34 @@ fn rust_types_and_schemas_agree_on_every_example() {
             let expect_valid = !rel.contains("/invalid-tasks/");
             let rust = parse_task(&bytes);
             let schema_ok = json.as_ref().is_some_and(|j| task.is_valid(j));
-            assert_eq!(rust.is_ok(), expect_valid, "{rel}: the parser says {rust:?}");
-            assert_eq!(schema_ok, expect_valid, "{rel}: the schema disagrees with the parser");
-            if expect_valid { tasks += 1 } else { invalid += 1 }
+            assert_eq!(
+                rust.is_ok(),
+                expect_valid,
+                "{rel}: the parser says {rust:?}"
+            );
+            assert_eq!(
+                schema_ok, expect_valid,
+                "{rel}: the schema disagrees with the parser"
+            );
+            if expect_valid {
+                tasks += 1
+            } else {
+                invalid += 1
+            }
         } else if rel.contains("/.ai/status/") || rel.contains("/status-files/") {
             let rust = serde_saphyr::from_slice::<StatusSpec>(&bytes);
             assert!(rust.is_ok(), "{rel}: {rust:?}");
-            assert!(json.as_ref().is_some_and(|j| status.is_valid(j)), "{rel}: the status schema rejects it");
+            assert!(
+                json.as_ref().is_some_and(|j| status.is_valid(j)),
+                "{rel}: the status schema rejects it"
+            );
             statuses += 1;
         }
     }
-    assert!(tasks >= 3 && invalid >= 5 && statuses >= 2, "examples found: {tasks} tasks, {invalid} invalid, {statuses} statuses");
+    assert!(
+        tasks >= 3 && invalid >= 5 && statuses >= 2,
+        "examples found: {tasks} tasks, {invalid} invalid, {statuses} statuses"
+    );
 }
 
 #[test]
@@ -89,7 +109,10 @@ fn the_demo_embeds_every_example_file() {
         }
     }
     on_disk.sort();
-    let mut embedded: Vec<String> = coding_swarm::demo::EXAMPLE_FILES.iter().map(|(p, _)| p.to_string()).collect();
+    let mut embedded: Vec<String> = coding_swarm::demo::EXAMPLE_FILES
+        .iter()
+        .map(|(p, _)| p.to_string())
+        .collect();
     embedded.sort();
     assert_eq!(embedded, on_disk);
     for (path, content) in coding_swarm::demo::EXAMPLE_FILES {

@@ -190,7 +190,10 @@ async fn outcomes_move_tasks_as_decided(backend: Backend) {
         .await
         .unwrap());
     let row = s.task("p", "t").await.unwrap().unwrap();
-    assert_eq!((row.state(), row.attempts), (TaskState::Pending, 0));
+    assert_eq!(
+        (row.state(), row.attempts, row.requeues),
+        (TaskState::Pending, 1, 1)
+    );
     assert!(
         s.claim(&limits(1, 1), Utc::now()).await.unwrap().is_empty(),
         "not before its time"
@@ -200,13 +203,16 @@ async fn outcomes_move_tasks_as_decided(backend: Backend) {
         .await
         .unwrap()
         .remove(0);
-    assert_eq!(t.attempts, 1);
+    assert_eq!(
+        t.attempts, 2,
+        "every run has its own attempt number (and run name)"
+    );
 
     // An infrastructure retry counts.
     let crash = RunResult::failure(ErrorClass::Infrastructure, "lost");
     s.finish_run(
         t.id,
-        1,
+        2,
         &Outcome::Retry {
             result: crash,
             not_before: Utc::now(),
@@ -219,22 +225,22 @@ async fn outcomes_move_tasks_as_decided(backend: Backend) {
     let row = s.task("p", "t").await.unwrap().unwrap();
     assert_eq!(
         (row.state(), row.attempts, row.infra_failures),
-        (TaskState::Pending, 1, 1)
+        (TaskState::Pending, 2, 1)
     );
     let t = s.claim(&limits(1, 1), Utc::now()).await.unwrap().remove(0);
-    assert_eq!(t.attempts, 2);
+    assert_eq!(t.attempts, 3);
 
     // Finishing is idempotent: the wrong attempt, or a second call, changes nothing.
     assert!(!s
-        .finish_run(t.id, 1, &Outcome::Completed(ok()), Utc::now())
+        .finish_run(t.id, 2, &Outcome::Completed(ok()), Utc::now())
         .await
         .unwrap());
     assert!(s
-        .finish_run(t.id, 2, &Outcome::Completed(ok()), Utc::now())
+        .finish_run(t.id, 3, &Outcome::Completed(ok()), Utc::now())
         .await
         .unwrap());
     assert!(!s
-        .finish_run(t.id, 2, &Outcome::Completed(ok()), Utc::now())
+        .finish_run(t.id, 3, &Outcome::Completed(ok()), Utc::now())
         .await
         .unwrap());
     let row = s.task("p", "t").await.unwrap().unwrap();
@@ -459,5 +465,45 @@ async fn concurrent_claimers_keep_the_invariant(backend: Backend) {
         db.store.counts().await.unwrap().completed as usize,
         ADDRESSEES * PER
     );
+    db.drop_db().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_notifications_wake_the_engine_across_connections() {
+    let db = TestDb::postgres().await;
+    let listener = db.store.clone();
+    let wake = listener.wake_handle();
+    let listening = tokio::spawn(async move { listener.listen().await });
+    // Give LISTEN a moment to be registered, then change tasks from another connection, as a
+    // person in psql or another process would.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let other = Store::connect(&db.url).await.unwrap();
+    let notified = wake.notified();
+    tokio::pin!(notified);
+    notified.as_mut().enable();
+    other
+        .apply_sync(
+            "p",
+            "c",
+            &create_plan(vec![task("x", &y("w", ""))]),
+            Utc::now(),
+        )
+        .await
+        .unwrap();
+    // The other store's in-process wake-up is its own; only NOTIFY can reach this one.
+    tokio::time::timeout(Duration::from_secs(5), notified)
+        .await
+        .expect("a NOTIFY from the other connection");
+    let notified = wake.notified();
+    tokio::pin!(notified);
+    notified.as_mut().enable();
+    db.execute("UPDATE tasks SET priority = 5 WHERE key = 'x'")
+        .await
+        .unwrap();
+    tokio::time::timeout(Duration::from_secs(5), notified)
+        .await
+        .expect("a NOTIFY after a manual UPDATE");
+    listening.abort();
+    other.close().await;
     db.drop_db().await;
 }

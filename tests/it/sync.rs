@@ -108,7 +108,7 @@ async fn gitops_semantics(backend: Backend) {
             (".ai/tasks/done.yaml", Some("addressee: w2\nprompt: two\n")),
             (
                 ".ai/tasks/pend.yaml",
-                Some("addressee: w1\nprompt: changed while running\n"),
+                Some("addressee: w3\nprompt: changed while running\n"),
             ),
             (".ai/tasks/removed.yaml", None),
             (".ai/tasks/run.yaml", None),
@@ -137,7 +137,35 @@ async fn gitops_semantics(backend: Backend) {
         (TaskState::Running, "changed while running")
     );
     assert_ne!(pend.run_spec_hash.as_deref(), Some(pend.spec_hash.as_str()));
+    // Its new addressee (w3) has a running task too: the move waits for the run to end.
+    assert_eq!(pend.addressee, "w1");
     assert_eq!(state(s, "new").await.unwrap().0, TaskState::Pending);
+    let outcome = coding_swarm::engine::decide(
+        &pend,
+        RunResult {
+            success: true,
+            ..RunResult::default()
+        },
+        &coding_swarm::engine::RetryPolicy {
+            max_infra_retries: 3,
+            backoff: std::time::Duration::from_secs(1),
+        },
+        Utc::now(),
+    );
+    assert!(matches!(outcome, Outcome::NextGeneration(_)), "{outcome:?}");
+    s.finish_run(pend.id, 1, &outcome, Utc::now())
+        .await
+        .unwrap();
+    let pend = s.task("proj", "pend").await.unwrap().unwrap();
+    assert_eq!(
+        (
+            pend.state(),
+            pend.generation,
+            pend.attempts,
+            pend.addressee.as_str()
+        ),
+        (TaskState::Pending, 2, 0, "w3")
+    );
 
     let kinds: Vec<String> = s
         .events("proj", "removed")

@@ -14,23 +14,57 @@ fn write(root: &Path, path: &str, content: &str) {
 
 #[test]
 fn validate_prints_path_line_column_per_problem() {
-    let ok = Command::new(SWARM).arg("validate").arg(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("examples/repo-layout")).output().unwrap();
-    assert!(ok.status.success(), "{}", String::from_utf8_lossy(&ok.stdout));
+    let ok = Command::new(SWARM)
+        .arg("validate")
+        .arg(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("examples/repo-layout"))
+        .output()
+        .unwrap();
+    assert!(
+        ok.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ok.stdout)
+    );
     assert!(ok.stdout.is_empty());
 
     let dir = tempfile::tempdir().unwrap();
-    write(dir.path(), ".ai/tasks/good.yaml", "addressee: w\nprompt: fine\n");
-    write(dir.path(), ".ai/tasks/bad.yaml", "addressee: w\nprompt: fine\npriority: 5000\n");
-    write(dir.path(), ".ai/tasks/worse.yml", "addressee: w\nprompt: fine\n");
-    write(dir.path(), ".ai/status/good.yaml", "key: good\nstatus: done\n");
-    let out = Command::new(SWARM).arg("validate").arg(dir.path()).output().unwrap();
+    write(
+        dir.path(),
+        ".ai/tasks/good.yaml",
+        "addressee: w\nprompt: fine\n",
+    );
+    write(
+        dir.path(),
+        ".ai/tasks/bad.yaml",
+        "addressee: w\nprompt: fine\npriority: 5000\n",
+    );
+    write(
+        dir.path(),
+        ".ai/tasks/worse.yml",
+        "addressee: w\nprompt: fine\n",
+    );
+    write(
+        dir.path(),
+        ".ai/status/good.yaml",
+        "key: good\nstatus: done\n",
+    );
+    let out = Command::new(SWARM)
+        .arg("validate")
+        .arg(dir.path())
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(1));
     let stdout = String::from_utf8(out.stdout).unwrap();
     let lines: Vec<&str> = stdout.lines().collect();
     assert_eq!(lines.len(), 3, "{stdout}");
     assert!(lines[0].starts_with(".ai/status/good.yaml:"), "{stdout}");
-    assert!(lines[1].starts_with(".ai/tasks/bad.yaml:3:11: ") && lines[1].contains("priority"), "{stdout}");
-    assert!(lines[2].starts_with(".ai/tasks/worse.yml:1:1: ") && lines[2].contains(".yaml"), "{stdout}");
+    assert!(
+        lines[1].starts_with(".ai/tasks/bad.yaml:3:11: ") && lines[1].contains("priority"),
+        "{stdout}"
+    );
+    assert!(
+        lines[2].starts_with(".ai/tasks/worse.yml:1:1: ") && lines[2].contains(".yaml"),
+        "{stdout}"
+    );
 }
 
 fn git(dir: &Path, args: &[&str]) -> std::process::Output {
@@ -57,14 +91,26 @@ fn the_pre_commit_hook_rejects_a_bad_staged_task_file() {
     write(d, ".ai/tasks/one.yaml", "addressee: w\nprompt: fine\n");
     git(d, &["add", "."]);
     let out = git(d, &["commit", "-qm", "good"]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 
-    write(d, ".ai/tasks/two.yaml", "addressee: w\nprompt: fine\nbranchh: x\n");
+    write(
+        d,
+        ".ai/tasks/two.yaml",
+        "addressee: w\nprompt: fine\nbranchh: x\n",
+    );
     git(d, &["add", "."]);
     let out = git(d, &["commit", "-qm", "bad"]);
     assert!(!out.status.success(), "the hook must refuse the commit");
-    let said = String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
-    assert!(said.contains(".ai/tasks/two.yaml:3:1:") && said.contains("branchh"), "{said}");
+    let said =
+        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    assert!(
+        said.contains(".ai/tasks/two.yaml:3:1:") && said.contains("branchh"),
+        "{said}"
+    );
 
     // The staged content counts, not the work tree: fixing only the work tree is not enough.
     write(d, ".ai/tasks/two.yaml", "addressee: w\nprompt: fine\n");
