@@ -111,17 +111,111 @@ impl Default for GitIdentity {
     }
 }
 
-/// How to run one kind of agent: a command template. Placeholders: `{prompt}` (the full
-/// prompt), `{prompt_file}` (a file holding it), `{key}`, `{kind}`, `{workdir}` and `{swarm}`
-/// (this binary).
-#[derive(Debug, Clone, Deserialize, serde::Serialize)]
+/// How to run one kind of agent.
+///
+/// `kind = "command"` (the default) runs `command` as a template. Placeholders: `{prompt}`
+/// (the full prompt), `{prompt_file}` (a file holding it), `{key}`, `{kind}`, `{workdir}` and
+/// `{swarm}` (this binary). Exit code 0 is success; the last line of output is the summary.
+///
+/// `kind = "claude"` runs the Claude Code CLI headless: `command` is the CLI itself (default
+/// `["claude"]`), the worker adds `-p`, the prompt, `--output-format stream-json --verbose
+/// --dangerously-skip-permissions`, the caps below and `extra_args`, checks credentials first,
+/// and reads the final `result` event as the outcome.
+#[derive(Debug, Clone, PartialEq, Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct AgentProfile {
+    #[serde(default)]
+    pub kind: AgentKind,
+    #[serde(default)]
     pub command: Vec<String>,
     /// Extra environment for the agent. Values may name a variable of the engine's
     /// environment as `${NAME}`; they are never written to logs.
     #[serde(default)]
     pub env: BTreeMap<String, String>,
+    /// Claude: `--max-turns`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_turns: Option<u32>,
+    /// Claude: `--max-budget-usd`, the most one run may spend.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_budget_usd: Option<f64>,
+    /// Claude: `--model`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model: Option<String>,
+    /// Claude: more arguments, appended as they are.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub extra_args: Vec<String>,
+    /// Claude: how long the CLI may linger after its result before it is killed (it sometimes
+    /// hangs there). Default 5s.
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        with = "opt_humantime"
+    )]
+    pub grace: Option<Duration>,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AgentKind {
+    #[default]
+    Command,
+    Claude,
+}
+
+impl AgentProfile {
+    /// A plain command profile.
+    pub fn command(argv: Vec<String>) -> Self {
+        Self {
+            kind: AgentKind::Command,
+            command: argv,
+            env: BTreeMap::new(),
+            max_turns: None,
+            max_budget_usd: None,
+            model: None,
+            extra_args: Vec::new(),
+            grace: None,
+        }
+    }
+
+    /// The profile used for `claude` when the config has none: the CLI from `PATH`, the
+    /// long-lived subscription token from the environment, and sane caps.
+    pub fn default_claude() -> Self {
+        Self {
+            kind: AgentKind::Claude,
+            command: vec!["claude".into()],
+            env: BTreeMap::from([(
+                "CLAUDE_CODE_OAUTH_TOKEN".into(),
+                "${CLAUDE_CODE_OAUTH_TOKEN}".into(),
+            )]),
+            max_turns: Some(100),
+            max_budget_usd: Some(5.0),
+            model: None,
+            extra_args: Vec::new(),
+            grace: None,
+        }
+    }
+}
+
+mod opt_humantime {
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
+        match d {
+            Some(d) => s.serialize_str(&humantime::format_duration(*d).to_string()),
+            None => s.serialize_none(),
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+        let text = String::deserialize(d)?;
+        humantime::parse_duration(text.trim())
+            .map(Some)
+            .map_err(|e| {
+                serde::de::Error::custom(format!("{text:?} is not a duration like 5s: {e}"))
+            })
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -332,8 +426,21 @@ impl Config {
                      use CLAUDE_CODE_OAUTH_TOKEN (from `claude setup-token`)"
                 ));
             }
-            if profile.command.is_empty() || profile.command[0].trim().is_empty() {
+            if profile.kind == AgentKind::Command
+                && (profile.command.is_empty() || profile.command[0].trim().is_empty())
+            {
                 return Err(format!("agents.{name}.command: must name a program"));
+            }
+            if profile
+                .max_budget_usd
+                .is_some_and(|b| !(b > 0.0 && b.is_finite()))
+            {
+                return Err(format!(
+                    "agents.{name}.max_budget_usd: must be a positive amount"
+                ));
+            }
+            if profile.max_turns == Some(0) {
+                return Err(format!("agents.{name}.max_turns: must be at least 1"));
             }
         }
         if self.default_agent != DEMO_AGENT
@@ -372,6 +479,22 @@ impl Config {
                 "sqlite://{}?mode=rwc",
                 self.data_dir.join("swarm.db").display()
             ),
+        }
+    }
+
+    /// The agent profile called `name`: from `[agents]`, else the built-in `claude` and `demo`.
+    pub fn agent(&self, name: &str) -> Option<AgentProfile> {
+        if let Some(p) = self.agents.get(name) {
+            let mut p = p.clone();
+            if p.kind == AgentKind::Claude && p.command.is_empty() {
+                p.command = vec!["claude".into()];
+            }
+            return Some(p);
+        }
+        match name {
+            "claude" => Some(AgentProfile::default_claude()),
+            DEMO_AGENT => Some(crate::demo::profile()),
+            _ => None,
         }
     }
 

@@ -39,10 +39,7 @@ pub const EXAMPLE_FILES: &[(&str, &str)] = &[
 
 /// The `demo` agent profile: this binary's `demo-agent` subcommand.
 pub fn profile() -> AgentProfile {
-    AgentProfile {
-        command: vec!["{swarm}".into(), "demo-agent".into()],
-        env: BTreeMap::new(),
-    }
+    AgentProfile::command(vec!["{swarm}".into(), "demo-agent".into()])
 }
 
 /// What `swarm demo-agent` does inside a checkout: write `demo/<key>.md`, after a short pause

@@ -9,6 +9,7 @@ pub mod demo;
 pub mod engine;
 pub mod gitops;
 pub mod runtime;
+pub mod secrets;
 pub mod spec;
 pub mod store;
 pub mod sync;

@@ -15,7 +15,7 @@ use tokio::sync::{mpsc, watch, Notify};
 
 pub use outcome::{decide, Outcome, RetryPolicy};
 
-use crate::config::{AgentProfile, Config, ProjectConfig, DEMO_AGENT};
+use crate::config::{AgentProfile, Config, ProjectConfig};
 use crate::runtime::{run_name, Completion, Launch, LocalRuntime};
 use crate::spec::{ErrorClass, RunResult, TaskState};
 use crate::store::{ClaimLimits, Store, StoreError, TaskRow};
@@ -185,7 +185,14 @@ impl Engine {
                 self.runtime.stop(&name).await;
             }
         }
-        let limits = self.claim_limits();
+        let mut limits = self.claim_limits();
+        limits.paused_agents = self
+            .store
+            .agent_pauses(Utc::now())
+            .await?
+            .into_iter()
+            .map(|(a, _, _)| a)
+            .collect();
         loop {
             let claimed = self.store.claim(&limits, Utc::now()).await?;
             let n = claimed.len() as u32;
@@ -210,6 +217,8 @@ impl Engine {
                 .filter_map(|p| p.max_running.map(|m| (p.name.clone(), m)))
                 .collect(),
             batch: CLAIM_BATCH,
+            paused_agents: Default::default(),
+            default_agent: self.config.default_agent.clone(),
         }
     }
 
@@ -306,10 +315,7 @@ impl Engine {
     }
 
     fn agent_profile(&self, name: &str) -> Option<AgentProfile> {
-        if let Some(p) = self.config.agents.get(name) {
-            return Some(p.clone());
-        }
-        (name == DEMO_AGENT).then(crate::demo::profile)
+        self.config.agent(name)
     }
 
     /// Records a run's end according to the retry policy.
@@ -329,6 +335,38 @@ impl Engine {
         };
         let outcome = decide(&row, c.result, &self.policy, Utc::now());
         let (kind, message) = outcome.describe(c.attempt);
+        if let Outcome::Requeue { not_before, .. } = &outcome {
+            // The limit belongs to the credential, so every run of this agent waits.
+            let agent = row
+                .agent
+                .clone()
+                .unwrap_or_else(|| self.config.default_agent.clone());
+            let reason = format!("rate or usage limit hit by {}/{}", row.project, row.key);
+            match self
+                .store
+                .pause_agent(&agent, *not_before, &reason, Utc::now())
+                .await
+            {
+                Ok(()) => {
+                    tracing::warn!(agent = %agent, until = %not_before.to_rfc3339(), "dispatch paused: {reason}");
+                    let _ = self
+                        .store
+                        .log_event(
+                            &row.project,
+                            &row.key,
+                            row.generation,
+                            "agent_paused",
+                            &format!(
+                                "dispatch of agent {agent} paused until {}",
+                                not_before.to_rfc3339()
+                            ),
+                            Utc::now(),
+                        )
+                        .await;
+                }
+                Err(e) => tracing::error!("cannot pause agent {agent}: {e}"),
+            }
+        }
         tracing::info!(project = %row.project, task = %row.key, run = %c.run_name, "{kind}: {message}");
         match self
             .store

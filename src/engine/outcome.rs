@@ -103,7 +103,12 @@ pub fn decide(
     match result.error_class {
         Some(ErrorClass::Cancelled) => Outcome::Completed(result),
         Some(ErrorClass::RateLimit) => {
-            let not_before = now + policy.delay(row.requeues as u32);
+            // The provider's reset time when it gave one (within a day), else backoff.
+            let backoff = now + policy.delay(row.requeues as u32);
+            let not_before = result
+                .rate_limit_reset
+                .filter(|t| *t > now && *t < now + chrono::Duration::hours(24))
+                .unwrap_or(backoff);
             Outcome::Requeue { result, not_before }
         }
         Some(class) if class.is_transient() => {

@@ -86,6 +86,9 @@ pub struct RunResult {
     pub turns: Option<u32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub session_id: Option<String>,
+    /// For `rate_limit`: when the provider says the limit resets.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rate_limit_reset: Option<DateTime<Utc>>,
     /// The last lines of the run's log, for failures.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub logs: Option<String>,

@@ -398,8 +398,8 @@ impl Store {
     /// running, in one transaction. Claimers never overlap (an advisory lock on Postgres, the
     /// single writer on SQLite) and the unique index is the last word either way.
     pub async fn claim(&self, limits: &ClaimLimits, now: DateTime<Utc>) -> Result<Vec<TaskRow>> {
-        const HEADS: &str = "SELECT id, project, addressee FROM (
-                SELECT id, project, addressee, priority, not_before,
+        const HEADS: &str = "SELECT id, project, addressee, agent FROM (
+                SELECT id, project, addressee, agent, priority, not_before,
                        ROW_NUMBER() OVER (PARTITION BY addressee ORDER BY priority DESC, id) AS rn
                 FROM tasks WHERE status = 'pending'
             ) c
@@ -419,11 +419,15 @@ impl Store {
             let mut free = limits.max_running.saturating_sub(total).min(limits.batch);
             let mut ids = Vec::new();
             if free > 0 {
-                let heads: Vec<(i64, String, String)> = sqlx::query_as(HEADS).bind(now)
+                let heads: Vec<(i64, String, String, Option<String>)> = sqlx::query_as(HEADS).bind(now)
                     .fetch_all(&mut *tx).await.map_err(q("find dispatchable tasks"))?;
-                for (id, project, _addressee) in heads {
+                for (id, project, _addressee, agent) in heads {
                     if free == 0 {
                         break;
+                    }
+                    // The head of a paused agent's queue waits, and so does its addressee.
+                    if limits.paused_agents.contains(agent.as_deref().unwrap_or(&limits.default_agent)) {
+                        continue;
                     }
                     let n = running.entry(project.clone()).or_default();
                     if *n < limits.per_project(&project) {
@@ -598,6 +602,33 @@ impl Store {
             tx.commit().await.map_err(q("commit marking reports"))?;
         });
         Ok(())
+    }
+
+    /// Pauses dispatch of tasks run by `agent` until `until` (a later pause wins).
+    pub async fn pause_agent(
+        &self,
+        agent: &str,
+        until: DateTime<Utc>,
+        reason: &str,
+        now: DateTime<Utc>,
+    ) -> Result<()> {
+        on_pool!(self, pool => sqlx::query(
+            "INSERT INTO agent_pauses (agent, until, reason, at) VALUES ($1, $2, $3, $4)
+             ON CONFLICT (agent) DO UPDATE SET until = CASE WHEN agent_pauses.until > $2 THEN agent_pauses.until ELSE $2 END,
+                 reason = $3, at = $4")
+            .bind(agent).bind(until).bind(reason).bind(now)
+            .execute(pool).await.map(|_| ()).map_err(q("pause an agent")))?;
+        Ok(())
+    }
+
+    /// Agents whose dispatch is paused at `now`, with the time the pause ends and why.
+    pub async fn agent_pauses(
+        &self,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<(String, DateTime<Utc>, String)>> {
+        on_pool!(self, pool => sqlx::query_as(
+            "SELECT agent, until, reason FROM agent_pauses WHERE until > $1 ORDER BY agent")
+            .bind(now).fetch_all(pool).await.map_err(q("read agent pauses")))
     }
 
     // ---- people ---------------------------------------------------------------------------

@@ -135,6 +135,10 @@ pub struct ClaimLimits {
     pub per_project_overrides: HashMap<String, u32>,
     /// Most tasks claimed by one call.
     pub batch: u32,
+    /// Agent profiles whose dispatch is paused (a rate or usage limit).
+    pub paused_agents: std::collections::HashSet<String>,
+    /// The agent of tasks that name none.
+    pub default_agent: String,
 }
 
 impl ClaimLimits {

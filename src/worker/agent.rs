@@ -1,21 +1,26 @@
-//! Running the agent profile's command: template expansion, a clean environment (an allow-list
-//! plus the profile's env) with its own HOME, no stdin, output to the run's log with a tail kept
-//! for the result.
+//! Running an agent: its command line, a clean environment (an allow-list plus the profile's
+//! env) with its own HOME, no stdin, output to the run's log (redacted) with a tail kept, and
+//! for Claude Code the stream read up to its result event. I/O.
 
+use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Write};
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
 
+use super::claude::{self, StreamState};
 use super::WorkerTask;
+use crate::config::AgentKind;
+use crate::secrets::Redactor;
 use crate::spec::{truncate, ErrorClass, RunResult};
 
-/// What the agent's process left.
-#[derive(Debug, Clone)]
-pub struct AgentOutput {
-    pub success: bool,
-    pub summary: Option<String>,
-    pub error: Option<String>,
-}
+/// Variables of the worker's environment an agent inherits.
+const AGENT_ENV: &[&str] = &[
+    "PATH", "LANG", "LANGUAGE", "TERM", "TZ", "USER", "LOGNAME", "SHELL", "TMPDIR",
+];
+
+/// How long a Claude Code process may linger after its result event.
+const DEFAULT_GRACE: Duration = Duration::from_secs(5);
 
 /// Expands `{prompt}`, `{prompt_file}`, `{key}`, `{kind}`, `{workdir}` and `{swarm}` in each
 /// argument.
@@ -39,7 +44,14 @@ pub fn expand_command(
         .collect()
 }
 
-/// `${NAME}` in a profile's env value is taken from the worker's environment.
+/// The profile's env with `${NAME}` taken from the worker's environment. Never logged.
+pub fn expand_profile_env(env: &BTreeMap<String, String>) -> BTreeMap<String, String> {
+    env.iter()
+        .filter(|(k, _)| !crate::runtime::local::WITHHELD_ENV.contains(&k.as_str()))
+        .map(|(k, v)| (k.clone(), expand_env(v)))
+        .collect()
+}
+
 fn expand_env(value: &str) -> String {
     let mut out = String::new();
     let mut rest = value;
@@ -61,23 +73,41 @@ fn expand_env(value: &str) -> String {
     out
 }
 
-/// Variables of the worker's environment an agent inherits.
-const AGENT_ENV: &[&str] = &[
-    "PATH", "LANG", "LANGUAGE", "TERM", "TZ", "USER", "LOGNAME", "SHELL", "TMPDIR",
-];
+/// Everything an agent run needs besides the task.
+pub(super) struct AgentRun<'a> {
+    pub task: &'a WorkerTask,
+    pub checkout: &'a Path,
+    /// The full prompt (role + task) and the file holding it.
+    pub prompt: &'a str,
+    pub prompt_file: &'a Path,
+    pub home: &'a Path,
+    pub env: &'a BTreeMap<String, String>,
+    pub redactor: &'a Redactor,
+}
 
-pub(super) fn run_agent(
-    task: &WorkerTask,
-    checkout: &Path,
-    prompt_file: &Path,
-    home: &Path,
-    _log: &Path,
-) -> Result<AgentOutput, RunResult> {
+/// Runs the agent to its end. The result carries success, summary and, for Claude Code, turns,
+/// cost and session; failures are classified. `branch`, commit and times are the caller's.
+pub(super) fn run_agent(run: &AgentRun<'_>) -> RunResult {
+    let task = run.task;
     let swarm = std::env::current_exe().unwrap_or_else(|_| "swarm".into());
-    let argv = expand_command(&task.agent.command, task, prompt_file, checkout, &swarm);
+    let argv: Vec<String> = match task.agent.kind {
+        AgentKind::Command => expand_command(
+            &task.agent.command,
+            task,
+            run.prompt_file,
+            run.checkout,
+            &swarm,
+        ),
+        AgentKind::Claude => {
+            let mut a = task.agent.command.clone();
+            if a.is_empty() {
+                a.push("claude".into());
+            }
+            a.extend(claude::args(&task.agent, run.prompt));
+            a
+        }
+    };
     let mut cmd = Command::new(&argv[0]);
-    // A clean environment: only what a command needs to run, the task's own variables and the
-    // profile's env. The worker's credentials (git token, ...) stay with the worker.
     cmd.env_clear();
     for (k, v) in std::env::vars_os() {
         let name = k.to_string_lossy();
@@ -85,48 +115,51 @@ pub(super) fn run_agent(
             cmd.env(&k, v);
         }
     }
+    if task.agent.kind == AgentKind::Claude {
+        for (k, v) in claude::env() {
+            cmd.env(k, v);
+        }
+    }
     cmd.args(&argv[1..])
-        .current_dir(checkout)
+        .current_dir(run.checkout)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
-        .env("HOME", home)
+        .env("HOME", run.home)
         .env("SWARM_PROJECT", &task.project)
         .env("SWARM_TASK_KEY", &task.key)
         .env("SWARM_TASK_KIND", task.kind.as_deref().unwrap_or("task"))
         .env("SWARM_BRANCH", &task.branch)
-        .env("SWARM_PROMPT_FILE", prompt_file)
+        .env("SWARM_PROMPT_FILE", run.prompt_file)
         .env("SWARM_GENERATION", task.generation.to_string())
-        .env("SWARM_ATTEMPT", task.attempt.to_string());
-    for (k, v) in &task.agent.env {
-        if !crate::runtime::local::WITHHELD_ENV.contains(&k.as_str()) {
-            cmd.env(k, expand_env(v));
-        }
-    }
+        .env("SWARM_ATTEMPT", task.attempt.to_string())
+        .envs(run.env);
     let mut child = match cmd.spawn() {
         Ok(c) => c,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            return Err(RunResult::failure(
+            return RunResult::failure(
                 ErrorClass::MissingCli,
                 format!(
-                    "the agent command {:?} of profile {:?} was not found",
+                    "the agent command {:?} of profile {:?} was not found on PATH",
                     argv[0], task.agent_name
                 ),
-            ))
+            )
         }
         Err(e) => {
-            return Err(RunResult::failure(
+            return RunResult::failure(
                 ErrorClass::Crash,
                 format!("cannot start the agent {:?}: {e}", argv[0]),
-            ))
+            )
         }
     };
-    // stderr goes straight to the log; stdout is copied to the log with its tail kept.
+    // stderr goes to the log (redacted) with its tail kept.
     let stderr = child.stderr.take();
+    let redactor = run.redactor.clone();
     let err_thread = std::thread::spawn(move || {
         let mut tail = String::new();
         if let Some(s) = stderr {
             for line in BufReader::new(s).lines().map_while(Result::ok) {
+                let line = redactor.redact(&line);
                 eprintln!("{line}");
                 keep_tail(&mut tail, &line);
             }
@@ -134,35 +167,89 @@ pub(super) fn run_agent(
         tail
     });
     let mut out_tail = String::new();
+    let mut stream = StreamState::default();
+    let claude = task.agent.kind == AgentKind::Claude;
     if let Some(stdout) = child.stdout.take() {
         let mut out = std::io::stdout();
         for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            let _ = writeln!(out, "{line}");
-            keep_tail(&mut out_tail, &line);
+            let shown = run.redactor.redact(&line);
+            let _ = writeln!(out, "{shown}");
+            keep_tail(&mut out_tail, &shown);
+            // The result event is the end: the CLI sometimes hangs after it.
+            if claude && stream.feed(&line) {
+                break;
+            }
         }
     }
-    let status = child.wait().map_err(|e| {
-        RunResult::failure(ErrorClass::Crash, format!("cannot wait for the agent: {e}"))
-    })?;
-    let err_tail = err_thread.join().unwrap_or_default();
-    let summary = out_tail
-        .lines()
-        .rev()
-        .find(|l| !l.trim().is_empty())
-        .map(|l| truncate(l.trim(), 2000));
-    let error = (!status.success()).then(|| {
-        let detail = if err_tail.trim().is_empty() {
-            out_tail.trim()
-        } else {
-            err_tail.trim()
-        };
-        truncate(&format!("the agent exited with {status}: {detail}"), 4000)
-    });
-    Ok(AgentOutput {
-        success: status.success(),
-        summary,
-        error,
-    })
+    let grace = task.agent.grace.unwrap_or(DEFAULT_GRACE);
+    let exit_ok = match wait_or_kill(&mut child, if claude { grace } else { Duration::MAX }) {
+        Ok(ok) => ok,
+        Err(e) => {
+            return RunResult::failure(ErrorClass::Crash, format!("cannot wait for the agent: {e}"))
+        }
+    };
+    // Claude's stderr may stay open in a lingering grandchild; do not wait on it for ever.
+    let err_tail = if claude && !err_thread.is_finished() {
+        String::new()
+    } else {
+        err_thread.join().unwrap_or_default()
+    };
+    let detail = if err_tail.trim().is_empty() {
+        out_tail.trim().to_string()
+    } else {
+        err_tail.trim().to_string()
+    };
+    let mut result = if claude {
+        claude::classify(&stream, exit_ok, &detail)
+    } else {
+        let summary = out_tail
+            .lines()
+            .rev()
+            .find(|l| !l.trim().is_empty())
+            .map(|l| truncate(l.trim(), 2000));
+        RunResult {
+            success: exit_ok,
+            summary,
+            error_class: (!exit_ok).then_some(ErrorClass::Agent),
+            error: (!exit_ok).then(|| truncate(&format!("the agent failed: {detail}"), 4000)),
+            ..RunResult::default()
+        }
+    };
+    result.summary = result.summary.map(|s| run.redactor.redact(&s));
+    result.error = result.error.map(|s| run.redactor.redact(&s));
+    result
+}
+
+/// Waits for the agent; after `grace` it is terminated (SIGTERM, then SIGKILL two seconds
+/// later). Whether it exited with success.
+fn wait_or_kill(child: &mut Child, grace: Duration) -> std::io::Result<bool> {
+    if grace == Duration::MAX {
+        return Ok(child.wait()?.success());
+    }
+    let until = Instant::now() + grace;
+    loop {
+        if let Some(status) = child.try_wait()? {
+            return Ok(status.success());
+        }
+        if Instant::now() >= until {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    tracing::info!("the agent is still running after its result; ending it");
+    let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+    let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
+    let until = Instant::now() + Duration::from_secs(2);
+    while Instant::now() < until {
+        if child.try_wait()?.is_some() {
+            // It had its result; how it was stopped does not change that.
+            return Ok(true);
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    child.kill()?;
+    child.wait()?;
+    Ok(true)
 }
 
 fn keep_tail(tail: &mut String, line: &str) {

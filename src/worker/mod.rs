@@ -1,24 +1,27 @@
-//! What runs inside a job (`swarm worker`): clone the repository, check out or create the
-//! task's branch, run the agent profile's command on the prompt, commit what changed, push, and
-//! write the result. All I/O; one run per process.
+//! What runs inside a job (`swarm worker`): the safety check, a fresh clone, the task's branch,
+//! the agent with its role prompt, a commit of what changed (refused if it holds a secret), the
+//! push, and the result. All I/O; one run per process.
 
 mod agent;
+pub mod claude;
+pub mod prompts;
 
 use std::path::{Path, PathBuf};
 
 use chrono::Utc;
 use serde::{Deserialize, Serialize};
 
-pub use agent::{expand_command, AgentOutput};
+pub use agent::{expand_command, expand_profile_env};
 
-use crate::config::AgentProfile;
+use crate::config::{AgentKind, AgentProfile};
 use crate::gitops;
-use crate::runtime::local::{write_atomic, LOG_FILE, RESULT_FILE, STARTED_FILE, TASK_FILE};
+use crate::runtime::local::{write_atomic, RESULT_FILE, STARTED_FILE, TASK_FILE};
+use crate::secrets::Redactor;
 use crate::spec::{truncate, ErrorClass, RunResult};
 
 /// Everything a worker needs to know about its task, written by the engine as `task.json`.
 /// It holds no database credentials and no secret values: secrets reach the agent only through
-/// the environment.
+/// the environment (`${NAME}` in the profile's env is expanded by the worker).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct WorkerTask {
@@ -40,6 +43,15 @@ pub struct WorkerTask {
     pub git_email: String,
 }
 
+/// The exit code of `swarm worker` for a result.
+pub fn exit_code(result: &RunResult) -> u8 {
+    match (result.success, result.error_class) {
+        (true, _) => 0,
+        (false, Some(ErrorClass::BillingGuard)) => claude::EXIT_BILLING_GUARD,
+        (false, _) => 2,
+    }
+}
+
 /// Runs the task in `run_dir` and writes `result.json` there. Returns the result as well.
 pub fn run(run_dir: &Path) -> RunResult {
     let started_at = Utc::now();
@@ -50,6 +62,7 @@ pub fn run(run_dir: &Path) -> RunResult {
     ) {
         tracing::error!("cannot mark the run as started: {e}");
     }
+    let mut redactor = Redactor::from_env();
     let mut result = match std::fs::read(run_dir.join(TASK_FILE)) {
         Err(e) => RunResult::failure(
             ErrorClass::Crash,
@@ -58,16 +71,24 @@ pub fn run(run_dir: &Path) -> RunResult {
         Ok(bytes) => match serde_json::from_slice::<WorkerTask>(&bytes) {
             Err(e) => RunResult::failure(
                 ErrorClass::Crash,
-                format!("{} does not parse: {e}", TASK_FILE),
+                format!("{TASK_FILE} does not parse: {e}"),
             ),
             Ok(task) => {
-                tracing::info!(project = %task.project, task = %task.key, run = %task.run_name, "worker starts");
-                work(&task, run_dir)
+                tracing::info!(project = %task.project, task = %task.key, run = %task.run_name, agent = %task.agent_name, "worker starts");
+                work(&task, run_dir, &mut redactor)
             }
         },
     };
     result.started_at = Some(started_at);
     result.finished_at = Some(Utc::now());
+    let result = redact_result(result, &redactor);
+    match &result.error {
+        Some(e) => tracing::warn!(
+            "run failed ({}): {e}",
+            result.error_class.map_or("error", ErrorClass::as_str)
+        ),
+        None => tracing::info!("run succeeded"),
+    }
     if let Ok(bytes) = serde_json::to_vec_pretty(&result) {
         if let Err(e) = write_atomic(&run_dir.join(RESULT_FILE), &bytes) {
             tracing::error!("cannot write the result: {e}");
@@ -76,10 +97,37 @@ pub fn run(run_dir: &Path) -> RunResult {
     result
 }
 
-fn work(task: &WorkerTask, run_dir: &Path) -> RunResult {
+fn redact_result(mut r: RunResult, redactor: &Redactor) -> RunResult {
+    r.summary = r.summary.map(|s| redactor.redact(&s));
+    r.error = r.error.map(|s| redactor.redact(&s));
+    r.logs = r.logs.map(|s| redactor.redact(&s));
+    r
+}
+
+fn work(task: &WorkerTask, run_dir: &Path, redactor: &mut Redactor) -> RunResult {
+    let agent_env = expand_profile_env(&task.agent.env);
+    redactor.add_env(&agent_env);
+    let home = run_dir.join("home");
+    // The safety check comes before any network traffic, the clone included.
+    let credentials = if task.agent.kind == AgentKind::Claude {
+        let worker_home = std::env::var_os("SWARM_WORKER_HOME")
+            .or_else(|| std::env::var_os("HOME"))
+            .map(PathBuf::from);
+        match claude::safety_check(&agent_env, worker_home.as_deref()) {
+            Ok(c) => {
+                if let claude::Credentials::CredentialsFile(f) = &c {
+                    redactor.add_credentials_file(f);
+                }
+                Some(c)
+            }
+            Err(refusal) => return refusal,
+        }
+    } else {
+        None
+    };
     let checkout = run_dir.join("checkout");
     let _ = std::fs::remove_dir_all(&checkout);
-    let repo = match prepare_checkout(task, &checkout) {
+    let (repo, start) = match prepare_checkout(task, &checkout) {
         Ok(r) => r,
         Err(e) => {
             return RunResult::failure(
@@ -88,42 +136,53 @@ fn work(task: &WorkerTask, run_dir: &Path) -> RunResult {
             )
         }
     };
+    let prompt = prompts::compose(
+        &prompts::role_prompt(&checkout, task.kind.as_deref()),
+        &task.key,
+        &task.branch,
+        &task.prompt,
+    );
     let prompt_file = run_dir.join("prompt.md");
-    if let Err(e) = std::fs::write(&prompt_file, &task.prompt) {
+    if let Err(e) = std::fs::write(&prompt_file, &prompt) {
         return RunResult::failure(
             ErrorClass::Crash,
             format!("cannot write the prompt file: {e}"),
         );
     }
-    let home = run_dir.join("home");
-    let _ = std::fs::create_dir_all(&home);
-    let output = match agent::run_agent(
-        task,
-        &checkout,
-        &prompt_file,
-        &home,
-        &run_dir.join(LOG_FILE),
-    ) {
-        Ok(o) => o,
-        Err(result) => return result,
-    };
-    let mut result = RunResult {
-        success: output.success,
-        branch: Some(task.branch.clone()),
-        ..RunResult::default()
-    };
-    result.summary = output.summary.clone();
-    if !output.success {
-        result.error_class = Some(ErrorClass::Agent);
-        result.error = Some(
-            output
-                .error
-                .clone()
-                .unwrap_or_else(|| "the agent failed".into()),
+    if let Err(e) = std::fs::create_dir_all(&home) {
+        return RunResult::failure(
+            ErrorClass::Crash,
+            format!("cannot create the run's HOME: {e}"),
         );
     }
+    if let Some(c) = &credentials {
+        if let Err(e) = claude::prepare_home(&home, c) {
+            return RunResult::failure(
+                ErrorClass::Crash,
+                format!("cannot prepare the run's HOME for Claude Code: {e}"),
+            );
+        }
+    }
+    let run = agent::AgentRun {
+        task,
+        checkout: &checkout,
+        prompt: &prompt,
+        prompt_file: &prompt_file,
+        home: &home,
+        env: &agent_env,
+        redactor,
+    };
+    let mut result = agent::run_agent(&run);
+    if matches!(
+        result.error_class,
+        Some(ErrorClass::MissingCli | ErrorClass::Crash | ErrorClass::RateLimit | ErrorClass::Auth)
+    ) {
+        // The agent never got to work (or its work is in doubt); nothing to commit.
+        return result;
+    }
+    result.branch = Some(task.branch.clone());
     // Whatever the agent did is kept, success or not: a failed attempt's work is evidence.
-    match commit_and_push(task, &repo) {
+    match commit_and_push(task, &repo, start, redactor) {
         Ok(Some(commit)) => {
             result.changed = true;
             result.commit_sha = Some(commit);
@@ -133,7 +192,15 @@ fn work(task: &WorkerTask, run_dir: &Path) -> RunResult {
                 result.summary = Some("no changes".into());
             }
         }
-        Err(e) => {
+        Err(CommitError::Secret(message)) => {
+            return RunResult {
+                success: false,
+                error_class: Some(ErrorClass::Agent),
+                error: Some(message),
+                ..result
+            };
+        }
+        Err(CommitError::Git(e)) => {
             return RunResult {
                 success: false,
                 error_class: Some(ErrorClass::Git),
@@ -145,7 +212,12 @@ fn work(task: &WorkerTask, run_dir: &Path) -> RunResult {
     result
 }
 
-fn prepare_checkout(task: &WorkerTask, checkout: &Path) -> Result<git2::Repository, String> {
+/// Clones the repository and checks out the task's branch: the remote's, if it exists, else a
+/// new one from the base. Returns the repository and the commit the run starts from.
+fn prepare_checkout(
+    task: &WorkerTask,
+    checkout: &Path,
+) -> Result<(git2::Repository, git2::Oid), String> {
     let m = |e: git2::Error| e.message().to_string();
     let mut fetch = git2::FetchOptions::new();
     fetch.remote_callbacks(gitops::callbacks());
@@ -186,13 +258,24 @@ fn prepare_checkout(task: &WorkerTask, checkout: &Path) -> Result<git2::Reposito
         .map_err(m)?;
         repo.set_head(&refname).map_err(m)?;
     }
-    Ok(repo)
+    Ok((repo, start))
 }
 
-/// Commits every change in the work tree (if any) and pushes the branch. `None` when nothing
-/// changed.
-fn commit_and_push(task: &WorkerTask, repo: &git2::Repository) -> Result<Option<String>, String> {
-    let m = |e: git2::Error| e.message().to_string();
+enum CommitError {
+    Git(String),
+    Secret(String),
+}
+
+/// Commits every change left in the work tree (if any) and pushes the branch when it moved
+/// since `start` (the agent may have committed itself, e.g. a merge). `None` when nothing
+/// changed. Refuses to commit or push anything that contains a secret value.
+fn commit_and_push(
+    task: &WorkerTask,
+    repo: &git2::Repository,
+    start: git2::Oid,
+    redactor: &Redactor,
+) -> Result<Option<String>, CommitError> {
+    let m = |e: git2::Error| CommitError::Git(e.message().to_string());
     let mut index = repo.index().map_err(m)?;
     index
         .add_all(["*"], git2::IndexAddOption::DEFAULT, None)
@@ -201,40 +284,80 @@ fn commit_and_push(task: &WorkerTask, repo: &git2::Repository) -> Result<Option<
     index.write().map_err(m)?;
     let tree_id = index.write_tree().map_err(m)?;
     let head = repo.head().map_err(m)?.peel_to_commit().map_err(m)?;
-    if head.tree_id() == tree_id {
+    if head.tree_id() != tree_id {
+        let tree = repo.find_tree(tree_id).map_err(m)?;
+        let sig = git2::Signature::now(&task.git_name, &task.git_email).map_err(m)?;
+        let first_line = task
+            .prompt
+            .lines()
+            .find(|l| !l.trim().is_empty())
+            .unwrap_or("")
+            .trim();
+        let message = format!(
+            "swarm: {} ({})\n\n{}\n\nSwarm-Task: {}/{}\nSwarm-Run: {}\n",
+            task.key,
+            task.kind.as_deref().unwrap_or("task"),
+            truncate(&redactor.redact(first_line), 200),
+            task.project,
+            task.key,
+            task.run_name
+        );
+        repo.commit(Some("HEAD"), &sig, &sig, &message, &tree, &[&head])
+            .map_err(m)?;
+    }
+    let new_head = repo.head().map_err(m)?.peel_to_commit().map_err(m)?;
+    if new_head.id() == start {
         return Ok(None);
     }
-    let tree = repo.find_tree(tree_id).map_err(m)?;
-    let sig = git2::Signature::now(&task.git_name, &task.git_email).map_err(m)?;
-    let first_line = task
-        .prompt
-        .lines()
-        .find(|l| !l.trim().is_empty())
-        .unwrap_or("")
-        .trim();
-    let message = format!(
-        "swarm: {} ({})\n\n{}\n\nSwarm-Task: {}/{}\nSwarm-Run: {}\n",
-        task.key,
-        task.kind.as_deref().unwrap_or("task"),
-        truncate(first_line, 200),
-        task.project,
-        task.key,
-        task.run_name
-    );
-    let commit = repo
-        .commit(Some("HEAD"), &sig, &sig, &message, &tree, &[&head])
-        .map_err(m)?;
-    gitops::push(repo, &task.repo, &commit.to_string(), &task.branch).map_err(|e| {
-        let mut s = e.to_string();
-        let mut src = std::error::Error::source(&e);
-        while let Some(inner) = src {
-            s.push_str(": ");
-            s.push_str(&inner.to_string());
-            src = inner.source();
+    check_for_secrets(repo, start, new_head.id(), redactor)?;
+    gitops::push(repo, &task.repo, &new_head.id().to_string(), &task.branch)
+        .map_err(|e| CommitError::Git(crate::engine::error_chain(&e)))?;
+    Ok(Some(new_head.id().to_string()))
+}
+
+/// Every blob and commit message between `start` and `head` is checked for secret values.
+fn check_for_secrets(
+    repo: &git2::Repository,
+    start: git2::Oid,
+    head: git2::Oid,
+    redactor: &Redactor,
+) -> Result<(), CommitError> {
+    if redactor.is_empty() {
+        return Ok(());
+    }
+    let m = |e: git2::Error| CommitError::Git(e.message().to_string());
+    let mut walk = repo.revwalk().map_err(m)?;
+    walk.push(head).map_err(m)?;
+    walk.hide(start).map_err(m)?;
+    for oid in walk {
+        let commit = repo.find_commit(oid.map_err(m)?).map_err(m)?;
+        if let Some(name) = redactor.find_in(commit.message_bytes()) {
+            return Err(CommitError::Secret(format!(
+                "refused to push: a commit message contains the value of {name}"
+            )));
         }
-        s
-    })?;
-    Ok(Some(commit.to_string()))
+        let parent_tree = commit.parent(0).ok().and_then(|p| p.tree().ok());
+        let diff = repo
+            .diff_tree_to_tree(parent_tree.as_ref(), Some(&commit.tree().map_err(m)?), None)
+            .map_err(m)?;
+        for delta in diff.deltas() {
+            if delta.status() == git2::Delta::Deleted {
+                continue;
+            }
+            let blob = repo.find_blob(delta.new_file().id()).map_err(m)?;
+            if let Some(name) = redactor.find_in(blob.content()) {
+                let path = delta
+                    .new_file()
+                    .path()
+                    .map(|p| p.display().to_string())
+                    .unwrap_or_default();
+                return Err(CommitError::Secret(format!(
+                    "refused to commit and push: {path} contains the value of {name}; nothing was pushed"
+                )));
+            }
+        }
+    }
+    Ok(())
 }
 
 /// The run directory a worker was pointed at, made absolute.

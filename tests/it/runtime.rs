@@ -1,7 +1,6 @@
 //! The local runtime with real processes: timeouts and stops end the whole process group, and
 //! a run directory left by an earlier engine is adopted, completed or failed over by its lock.
 
-use std::collections::BTreeMap;
 use std::fs::File;
 use std::os::fd::AsRawFd;
 use std::path::Path;
@@ -37,10 +36,7 @@ fn launch(repo: &TestRepo, name: &str, script: &str, timeout: Duration) -> Launc
             kind: None,
             prompt: "p".into(),
             agent_name: "sh".into(),
-            agent: AgentProfile {
-                command: vec!["sh".into(), "-c".into(), script.into()],
-                env: BTreeMap::new(),
-            },
+            agent: AgentProfile::command(vec!["sh".into(), "-c".into(), script.into()]),
             git_name: "swarm".into(),
             git_email: "swarm@example.com".into(),
         },

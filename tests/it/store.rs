@@ -29,6 +29,8 @@ fn limits(max: u32, per_project: u32) -> ClaimLimits {
         max_running_per_project: per_project,
         per_project_overrides: HashMap::new(),
         batch: 512,
+        paused_agents: Default::default(),
+        default_agent: "claude".into(),
     }
 }
 
@@ -402,6 +404,8 @@ async fn concurrent_claimers_keep_the_invariant(backend: Backend) {
                 max_running_per_project: 30,
                 per_project_overrides: HashMap::new(),
                 batch: 1 + (c as u32 % 7),
+                paused_agents: Default::default(),
+                default_agent: "claude".into(),
             };
             let mut idle = 0;
             while idle < 50 {

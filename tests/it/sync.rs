@@ -47,6 +47,8 @@ fn limits() -> ClaimLimits {
         max_running_per_project: 10,
         per_project_overrides: HashMap::new(),
         batch: 10,
+        paused_agents: Default::default(),
+        default_agent: "claude".into(),
     }
 }
 

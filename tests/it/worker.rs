@@ -27,8 +27,8 @@ fn task(repo: &TestRepo, branch: &str, script: &str) -> WorkerTask {
         prompt: "Write the file.\nMore detail.".into(),
         agent_name: "sh".into(),
         agent: AgentProfile {
-            command: vec!["sh".into(), "-c".into(), script.into()],
             env: BTreeMap::from([("FROM_PROFILE".to_string(), "${PROFILE_SOURCE}".to_string())]),
+            ..AgentProfile::command(vec!["sh".into(), "-c".into(), script.into()])
         },
         git_name: "Swarm Bot".into(),
         git_email: "bot@example.com".into(),
