@@ -151,11 +151,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Worker { run_dir } => {
             let result =
                 coding_swarm::worker::run(&coding_swarm::worker::resolve_run_dir(&run_dir));
-            Ok(if result.success {
-                ExitCode::SUCCESS
-            } else {
-                ExitCode::from(2)
-            })
+            Ok(ExitCode::from(coding_swarm::worker::exit_code(&result)))
         }
         Command::DemoAgent => {
             let summary = coding_swarm::demo::run_demo_agent(&std::env::current_dir()?)?;

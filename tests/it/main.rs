@@ -4,8 +4,10 @@
 
 mod support;
 
+mod claude;
 mod cli;
 mod engine;
+mod model;
 mod runtime;
 mod schema;
 mod store;

@@ -1,0 +1,560 @@
+//! The worker with the real Claude Code CLI against the scripted model server: the subscription
+//! path, the safety checks, failures as the CLI reports them, timeouts and secrets.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+
+use coding_swarm::config::{AgentKind, AgentProfile};
+use coding_swarm::spec::{ErrorClass, RunResult};
+use coding_swarm::worker::WorkerTask;
+use serde_json::json;
+
+use crate::model::{claude_bin, ModelServer, Step};
+use crate::support::TestRepo;
+
+const SWARM: &str = env!("CARGO_BIN_EXE_swarm");
+pub const TOKEN: &str = "sk-ant-oat01-scripted-test-token-0123456789";
+
+/// The `claude` profile as an operator would write it, pointed at the scripted server.
+/// `IS_SANDBOX=1` lets the CLI skip permissions as root (CI runs as root); tests only.
+pub fn profile(server: &ModelServer) -> AgentProfile {
+    AgentProfile {
+        kind: AgentKind::Claude,
+        command: vec![claude_bin()],
+        env: BTreeMap::from([
+            (
+                "CLAUDE_CODE_OAUTH_TOKEN".to_string(),
+                "${TEST_OAUTH_TOKEN}".to_string(),
+            ),
+            ("ANTHROPIC_BASE_URL".to_string(), server.url.clone()),
+            ("IS_SANDBOX".to_string(), "1".to_string()),
+        ]),
+        max_turns: Some(10),
+        max_budget_usd: Some(2.0),
+        model: None,
+        extra_args: Vec::new(),
+        grace: Some(Duration::from_secs(2)),
+    }
+}
+
+fn task(repo: &TestRepo, agent: AgentProfile) -> WorkerTask {
+    WorkerTask {
+        project: "proj".into(),
+        key: "feature".into(),
+        generation: 1,
+        attempt: 1,
+        run_name: "proj-feature-g1-a1".into(),
+        repo: repo.url(),
+        branch: "swarm/feature".into(),
+        base: "main".into(),
+        kind: Some("implement".into()),
+        prompt: "Create hello.txt and check it.".into(),
+        agent_name: "claude".into(),
+        agent,
+        git_name: "Swarm Bot".into(),
+        git_email: "bot@example.com".into(),
+    }
+}
+
+fn worker(dir: &Path, task: &WorkerTask, env: &[(&str, &str)]) -> (RunResult, Option<i32>) {
+    std::fs::write(dir.join("task.json"), serde_json::to_vec(task).unwrap()).unwrap();
+    let mut cmd = Command::new(SWARM);
+    cmd.args(["worker", "--run-dir"])
+        .arg(dir)
+        .env_remove("ANTHROPIC_API_KEY")
+        .env("HOME", dir.join("worker-home"));
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let log = std::fs::File::create(dir.join("log")).unwrap();
+    let status = cmd
+        .stdout(log.try_clone().unwrap())
+        .stderr(log)
+        .status()
+        .unwrap();
+    let result = serde_json::from_slice(&std::fs::read(dir.join("result.json")).unwrap()).unwrap();
+    (result, status.code())
+}
+
+fn repo() -> TestRepo {
+    let repo = TestRepo::new();
+    repo.commit(&[("README.md", Some("# project\n"))], "init");
+    repo
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cli_writes_a_file_runs_a_command_and_the_worker_pushes_it() {
+    let server = ModelServer::start(vec![
+        Step::tool("Write", json!({"file_path": "{cwd}/hello.txt", "content": "hello from the scripted model\n"})),
+        Step::tool("Bash", json!({"command": "echo ran > ran.txt && cat hello.txt", "description": "check the file"})),
+        Step::text("Created hello.txt and checked it with a shell command."),
+    ])
+    .await;
+    let repo = repo();
+    let dir = tempfile::tempdir().unwrap();
+    let t = task(&repo, profile(&server));
+    let (result, code) = tokio::task::spawn_blocking({
+        let dir = dir.path().to_path_buf();
+        move || worker(&dir, &t, &[("TEST_OAUTH_TOKEN", TOKEN)])
+    })
+    .await
+    .unwrap();
+    let log = std::fs::read_to_string(dir.path().join("log")).unwrap_or_default();
+    assert!(result.success, "{result:?}\n{log}");
+    assert_eq!(code, Some(0));
+    assert_eq!(
+        result.summary.as_deref(),
+        Some("Created hello.txt and checked it with a shell command.")
+    );
+    assert_eq!(result.turns, Some(3), "{result:?}");
+    assert!(result.cost_usd.is_some_and(|c| c > 0.0), "{result:?}");
+    assert!(result.session_id.is_some());
+    let head = repo.repo.refname_to_id("refs/heads/swarm/feature").unwrap();
+    assert_eq!(
+        result.commit_sha.as_deref(),
+        Some(head.to_string().as_str())
+    );
+    assert_eq!(
+        repo.read("swarm/feature", "hello.txt").as_deref(),
+        Some("hello from the scripted model\n")
+    );
+    assert_eq!(
+        repo.read("swarm/feature", "ran.txt").as_deref(),
+        Some("ran\n"),
+        "the Bash tool really ran"
+    );
+
+    // The subscription path: a bearer token, never an API key.
+    let requests = server.messages_requests();
+    assert!(requests.len() >= 3, "{} requests", requests.len());
+    for r in &requests {
+        assert_eq!(
+            r.headers.get("authorization").map(String::as_str),
+            Some(format!("Bearer {TOKEN}").as_str())
+        );
+        assert!(!r.headers.contains_key("x-api-key"), "{:?}", r.headers);
+        assert!(
+            r.headers
+                .get("anthropic-beta")
+                .is_some_and(|b| b.contains("oauth")),
+            "{:?}",
+            r.headers
+        );
+    }
+    // The role prompt and the task reached the model.
+    let first = requests[0].body.to_string();
+    assert!(
+        first.contains("You are a worker in coding-swarm")
+            && first.contains("Create hello.txt and check it.")
+    );
+    // The stream-json events are in the log, for live progress.
+    assert!(
+        log.contains(r#""type":"result""#) && log.contains(r#""type":"assistant""#),
+        "{log}"
+    );
+    assert!(!log.contains(TOKEN));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_api_key_in_reach_aborts_before_any_request() {
+    let server = ModelServer::start(vec![Step::text("should never be asked")]).await;
+    let repo = repo();
+    let dir = tempfile::tempdir().unwrap();
+    let t = task(&repo, profile(&server));
+    let (result, code) = worker(
+        dir.path(),
+        &t,
+        &[
+            ("TEST_OAUTH_TOKEN", TOKEN),
+            ("ANTHROPIC_API_KEY", "sk-ant-api03-would-bill-per-token"),
+        ],
+    );
+    assert_eq!(
+        result.error_class,
+        Some(ErrorClass::BillingGuard),
+        "{result:?}"
+    );
+    assert_eq!(code, Some(3), "a distinct exit code");
+    assert!(result
+        .error
+        .as_deref()
+        .unwrap()
+        .contains("ANTHROPIC_API_KEY"));
+    assert!(
+        !dir.path().join("checkout").exists(),
+        "not even the clone happened"
+    );
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(server.requests().len(), 0);
+    let on_disk = std::fs::read_to_string(dir.path().join("result.json")).unwrap()
+        + &std::fs::read_to_string(dir.path().join("log")).unwrap();
+    assert!(
+        !on_disk.contains("sk-ant-api03-would-bill-per-token"),
+        "{on_disk}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_credentials_is_a_clear_abort() {
+    let server = ModelServer::start(vec![Step::text("should never be asked")]).await;
+    let repo = repo();
+    let dir = tempfile::tempdir().unwrap();
+    let t = task(&repo, profile(&server));
+    let (result, code) = worker(dir.path(), &t, &[]);
+    assert_eq!(result.error_class, Some(ErrorClass::Auth), "{result:?}");
+    assert_eq!(code, Some(2));
+    let msg = result.error.unwrap();
+    assert!(
+        msg.contains("claude setup-token")
+            && msg.contains("CLAUDE_CODE_OAUTH_TOKEN")
+            && msg.contains(".credentials.json"),
+        "{msg}"
+    );
+    assert_eq!(server.requests().len(), 0);
+
+    // A mounted ~/.claude with credentials is accepted, and copied into the run's own HOME.
+    let creds = dir.path().join("worker-home/.claude");
+    std::fs::create_dir_all(&creds).unwrap();
+    std::fs::write(creds.join(".credentials.json"), format!(r#"{{"claudeAiOauth":{{"accessToken":"{TOKEN}","refreshToken":"sk-ant-ort01-refresh-0123456789","expiresAt":4102444800000,"scopes":["user:inference"]}}}}"#)).unwrap();
+    let dir2 = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir2.path().join("worker-home")).unwrap();
+    let mut t2 = t.clone();
+    t2.agent.env.remove("CLAUDE_CODE_OAUTH_TOKEN");
+    std::fs::rename(
+        dir.path().join("worker-home"),
+        dir2.path().join("worker-home-mounted"),
+    )
+    .unwrap();
+    let (result, _) = worker(
+        dir2.path(),
+        &t2,
+        &[(
+            "SWARM_WORKER_HOME",
+            dir2.path().join("worker-home-mounted").to_str().unwrap(),
+        )],
+    );
+    assert!(
+        result.success,
+        "{result:?}\n{}",
+        std::fs::read_to_string(dir2.path().join("log")).unwrap_or_default()
+    );
+    let requests = server.messages_requests();
+    assert!(!requests.is_empty());
+    for r in requests {
+        assert_eq!(
+            r.headers.get("authorization").map(String::as_str),
+            Some(format!("Bearer {TOKEN}").as_str())
+        );
+    }
+    // The private copy lives in the run's HOME; the mounted original is untouched.
+    assert!(dir2.path().join("home/.claude/.credentials.json").exists());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_clis_error_result_becomes_a_failure_with_its_message() {
+    let server = ModelServer::start(vec![Step::Error {
+        status: 400,
+        kind: "invalid_request_error".into(),
+        message: "the scripted model refuses: prompt is malformed".into(),
+        headers: vec![],
+    }])
+    .await;
+    let repo = repo();
+    let dir = tempfile::tempdir().unwrap();
+    let t = task(&repo, profile(&server));
+    let (result, _) = tokio::task::spawn_blocking({
+        let dir = dir.path().to_path_buf();
+        move || worker(&dir, &t, &[("TEST_OAUTH_TOKEN", TOKEN)])
+    })
+    .await
+    .unwrap();
+    assert!(!result.success);
+    assert_eq!(result.error_class, Some(ErrorClass::Agent), "{result:?}");
+    assert!(
+        result
+            .error
+            .as_deref()
+            .unwrap()
+            .contains("the scripted model refuses"),
+        "{result:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_planted_secret_never_reaches_logs_results_or_commits() {
+    let server = ModelServer::start(vec![
+        Step::tool("Bash", json!({"command": format!("echo leaking {TOKEN}; echo {TOKEN} > secret.txt"), "description": "leak"})),
+        Step::text(&format!("Done. By the way, the token is {TOKEN}.")),
+    ])
+    .await;
+    let repo = repo();
+    let dir = tempfile::tempdir().unwrap();
+    let t = task(&repo, profile(&server));
+    let (result, _) = tokio::task::spawn_blocking({
+        let dir = dir.path().to_path_buf();
+        move || worker(&dir, &t, &[("TEST_OAUTH_TOKEN", TOKEN)])
+    })
+    .await
+    .unwrap();
+    assert!(
+        !result.success,
+        "a change holding a secret is refused: {result:?}"
+    );
+    assert!(
+        result.error.as_deref().unwrap().contains("secret.txt"),
+        "{result:?}"
+    );
+    assert!(
+        result.summary.as_deref().unwrap().contains("[REDACTED:"),
+        "{result:?}"
+    );
+    let log = std::fs::read_to_string(dir.path().join("log")).unwrap();
+    assert!(
+        log.contains("leaking [REDACTED:"),
+        "the secret's place is visible in the log: {log}"
+    );
+    for (what, text) in [
+        ("log", log),
+        (
+            "result.json",
+            std::fs::read_to_string(dir.path().join("result.json")).unwrap(),
+        ),
+    ] {
+        assert!(!text.contains(TOKEN), "{what} contains the secret");
+    }
+    assert!(
+        repo.repo.refname_to_id("refs/heads/swarm/feature").is_err(),
+        "nothing was pushed"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rate_limit_requeues_without_counting_and_pauses_the_credential() {
+    use chrono::Utc;
+    use coding_swarm::engine::{Engine, RunOptions};
+    use coding_swarm::spec::TaskState;
+
+    let reset = Utc::now().timestamp() + 3600;
+    let server = ModelServer::start(vec![Step::Error {
+        status: 429,
+        kind: "rate_limit_error".into(),
+        message: "Number of requests has exceeded your rate limit".into(),
+        headers: vec![
+            ("x-should-retry".into(), "false".into()),
+            ("retry-after".into(), "0".into()),
+            (
+                "anthropic-ratelimit-unified-status".into(),
+                "rejected".into(),
+            ),
+            (
+                "anthropic-ratelimit-unified-reset".into(),
+                reset.to_string(),
+            ),
+        ],
+    }])
+    .await;
+    let db = crate::support::TestDb::sqlite().await;
+    let data = tempfile::tempdir().unwrap();
+    let repo = repo();
+    repo.commit(
+        &[
+            (
+                ".ai/tasks/a-first.yaml",
+                Some("addressee: wa\nprompt: first\n"),
+            ),
+            (
+                ".ai/tasks/b-second.yaml",
+                Some("addressee: wb\nprompt: second\n"),
+            ),
+            (
+                ".ai/tasks/c-plain.yaml",
+                Some("addressee: wc\nprompt: third\nagent: sh\n"),
+            ),
+        ],
+        "tasks",
+    );
+    let p = profile(&server);
+    let text = format!(
+        r#"
+data_dir = {data:?}
+database_url = {db:?}
+retry_backoff = "1s"
+[limits]
+max_running = 1
+[agents.claude]
+kind = "claude"
+command = [{bin:?}]
+env = {{ CLAUDE_CODE_OAUTH_TOKEN = "${{TEST_OAUTH_TOKEN}}", ANTHROPIC_BASE_URL = {url:?}, IS_SANDBOX = "1" }}
+max_turns = 5
+[agents.sh]
+command = ["sh", "-c", "echo plain"]
+[[projects]]
+name = "proj"
+repo = {repo:?}
+"#,
+        data = data.path().display().to_string(),
+        db = db.url,
+        bin = p.command[0],
+        url = server.url,
+        repo = repo.url()
+    );
+    let cfg = coding_swarm::config::Config::parse(&text, "test", data.path(), std::iter::empty())
+        .unwrap();
+    // The worker reads the token from its environment, as in production.
+    std::env::set_var("TEST_OAUTH_TOKEN", TOKEN);
+    let engine = Engine::new(cfg, db.store.clone(), SWARM.into());
+    let (stop, stop_rx) = tokio::sync::watch::channel(false);
+    let handle = tokio::spawn(engine.run(RunOptions { once: false }, stop_rx));
+    let store = db.store.clone();
+    let start = std::time::Instant::now();
+    loop {
+        let a = store.task("proj", "a-first").await.unwrap();
+        let c = store.task("proj", "c-plain").await.unwrap();
+        if let (Some(a), Some(c)) = (&a, &c) {
+            if a.requeues == 1 && c.state() == TaskState::Completed {
+                break;
+            }
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(90),
+            "a: {:?}; c: {:?}",
+            a.map(|a| (a.state(), a.result)),
+            c.map(|c| c.state())
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let a = store.task("proj", "a-first").await.unwrap().unwrap();
+    assert_eq!(a.state(), TaskState::Pending, "back in the queue");
+    assert_eq!(
+        a.attempts - a.infra_failures - a.requeues,
+        0,
+        "not counted as an attempt"
+    );
+    assert!(
+        a.not_before.unwrap() > Utc::now() + chrono::Duration::seconds(60),
+        "waits for the reset: {:?}",
+        a.not_before
+    );
+    assert_eq!(a.result().unwrap().error_class, Some(ErrorClass::RateLimit));
+    let pauses = store.agent_pauses(Utc::now()).await.unwrap();
+    assert_eq!(
+        pauses.iter().map(|p| p.0.as_str()).collect::<Vec<_>>(),
+        ["claude"]
+    );
+    // The other task of the same credential was never dispatched; the other agent's ran.
+    let b_events: Vec<String> = store
+        .events("proj", "b-second")
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|e| e.kind)
+        .collect();
+    assert_eq!(b_events, ["created"]);
+    let a_events: Vec<String> = store
+        .events("proj", "a-first")
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|e| e.kind)
+        .collect();
+    assert!(
+        a_events.contains(&"requeued".to_string())
+            && a_events.contains(&"agent_paused".to_string()),
+        "{a_events:?}"
+    );
+    assert!(
+        store
+            .task("proj", "c-plain")
+            .await
+            .unwrap()
+            .unwrap()
+            .result()
+            .unwrap()
+            .success
+    );
+    stop.send(true).unwrap();
+    handle.await.unwrap().unwrap();
+    db.drop_db().await;
+}
+
+/// Processes whose working directory is inside `dir` (zombies excluded).
+fn processes_in(dir: &Path) -> Vec<String> {
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let pid = entry.file_name().to_string_lossy().to_string();
+        if !pid.chars().all(|c| c.is_ascii_digit()) {
+            continue;
+        }
+        let zombie = std::fs::read_to_string(entry.path().join("stat"))
+            .ok()
+            .and_then(|s| {
+                s.rsplit_once(')')
+                    .map(|(_, r)| r.trim_start().starts_with('Z'))
+            })
+            .unwrap_or(true);
+        if let Ok(cwd) = std::fs::read_link(entry.path().join("cwd")) {
+            if !zombie && cwd.starts_with(dir) {
+                let cmd = std::fs::read_to_string(entry.path().join("cmdline"))
+                    .unwrap_or_default()
+                    .replace('\0', " ");
+                found.push(format!("{pid}: {cmd}"));
+            }
+        }
+    }
+    found
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_past_its_timeout_leaves_no_process_behind() {
+    use coding_swarm::runtime::{Launch, LocalRuntime};
+    let server = ModelServer::start(vec![
+        Step::tool("Bash", json!({"command": "python3 -c \"import time; time.sleep(120)\"", "description": "a long build"})),
+    ])
+    .await;
+    let repo = repo();
+    let dir = tempfile::tempdir().unwrap();
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let rt = LocalRuntime::new(dir.path().join("runs"), SWARM.into(), tx);
+    std::env::set_var("TEST_OAUTH_TOKEN", TOKEN);
+    let mut t = task(&repo, profile(&server));
+    t.run_name = "slow".into();
+    rt.launch(Launch {
+        task_id: 1,
+        attempt: 1,
+        run_name: "slow".into(),
+        deadline: chrono::Utc::now() + chrono::Duration::seconds(8),
+        task: t,
+    })
+    .await
+    .unwrap();
+    // Wait until the agent's shell is in its long command.
+    let checkout = dir.path().join("runs/slow/checkout");
+    let start = std::time::Instant::now();
+    while !processes_in(&checkout)
+        .iter()
+        .any(|p| p.contains("time.sleep(120)"))
+    {
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "the agent never started its command: {:?}\n{}",
+            processes_in(dir.path()),
+            std::fs::read_to_string(dir.path().join("runs/slow/log")).unwrap_or_default()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let c = tokio::time::timeout(Duration::from_secs(40), rx.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        c.result.error_class,
+        Some(ErrorClass::Timeout),
+        "{:?}",
+        c.result
+    );
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let left = processes_in(dir.path());
+    assert!(left.is_empty(), "processes survived the timeout: {left:?}");
+}
