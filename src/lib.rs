@@ -6,6 +6,7 @@
 
 pub mod config;
 pub mod demo;
+pub mod doctor;
 pub mod engine;
 pub mod gitops;
 pub mod runtime;

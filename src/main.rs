@@ -68,6 +68,11 @@ enum Command {
         /// task or status
         which: String,
     },
+    /// Check what real runs need: the agent CLI, credentials, git identity, database, remotes.
+    Doctor {
+        #[command(flatten)]
+        config: ConfigArg,
+    },
     /// Create or update the database schema.
     Migrate {
         #[command(flatten)]
@@ -174,6 +179,18 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             demo,
             demo_dir,
         } => tokio_main(up(config, once, demo, demo_dir)),
+        Command::Doctor { config } => tokio_main(async move {
+            let config = load_config(&config)?;
+            let checks = coding_swarm::doctor::run(&config).await;
+            for c in &checks {
+                println!("{c}");
+            }
+            Ok(if checks.iter().all(|c| c.ok) {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            })
+        }),
         Command::Migrate { config } => tokio_main(async move {
             let config = load_config(&config)?;
             let store = Store::connect_without_migrating(&config.database_url()).await?;

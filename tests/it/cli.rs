@@ -150,3 +150,91 @@ fn migrate_and_config_errors() {
         "{said}"
     );
 }
+
+#[test]
+fn doctor_says_what_is_missing() {
+    let repo = TestRepo::new();
+    repo.commit(&[("README.md", Some("x"))], "init");
+    let dir = tempfile::tempdir().unwrap();
+    let claude = crate::model::claude_bin();
+    std::fs::write(
+        dir.path().join("swarm.toml"),
+        format!(
+            "data_dir = \"d\"\n[agents.claude]\nkind = \"claude\"\ncommand = [{claude:?}]\nenv = {{ CLAUDE_CODE_OAUTH_TOKEN = \"${{DOCTOR_TOKEN}}\" }}\n\
+             [[projects]]\nname = \"good\"\nrepo = {:?}\n[[projects]]\nname = \"gone\"\nrepo = \"/nonexistent/remote.git\"\n",
+            repo.url()
+        ),
+    )
+    .unwrap();
+    let run = |env: &[(&str, &str)]| {
+        let mut cmd = Command::new(SWARM);
+        cmd.arg("doctor")
+            .current_dir(dir.path())
+            .env_remove("ANTHROPIC_API_KEY")
+            .env_remove("DOCTOR_TOKEN")
+            .env("HOME", dir.path());
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        cmd.output().unwrap()
+    };
+    let out = run(&[("DOCTOR_TOKEN", "sk-ant-oat01-doctor-0123456789")]);
+    let said = text(&out);
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "the missing remote fails it: {said}"
+    );
+    let line = |prefix: &str| {
+        said.lines()
+            .find(|l| l.contains(prefix))
+            .unwrap_or_else(|| panic!("no line for {prefix}: {said}"))
+            .to_string()
+    };
+    assert!(line("ANTHROPIC_API_KEY").starts_with("ok"), "{said}");
+    assert!(
+        line("agent claude: CLI").starts_with("ok")
+            && line("agent claude: CLI").contains("Claude Code"),
+        "{said}"
+    );
+    assert!(
+        line("agent claude: credentials").starts_with("ok")
+            && line("credentials").contains("subscription"),
+        "{said}"
+    );
+    assert!(line("git identity").starts_with("ok"));
+    assert!(line("database").starts_with("ok"));
+    assert!(
+        line("project good").starts_with("ok") && line("project good").contains("main at"),
+        "{said}"
+    );
+    assert!(line("project gone").starts_with("FAIL"), "{said}");
+    assert!(
+        !said.contains("sk-ant-oat01-doctor-0123456789"),
+        "no secret in the output"
+    );
+
+    let out = run(&[
+        ("ANTHROPIC_API_KEY", "sk-ant-api03-x"),
+        ("DOCTOR_TOKEN", "sk-ant-api03-not-a-subscription"),
+    ]);
+    let said = text(&out);
+    assert!(
+        line_of(&said, "ANTHROPIC_API_KEY").starts_with("FAIL"),
+        "{said}"
+    );
+    assert!(
+        line_of(&said, "agent claude: credentials").starts_with("FAIL")
+            && said.contains("setup-token"),
+        "{said}"
+    );
+    let out = run(&[]);
+    assert!(line_of(&text(&out), "agent claude: credentials").starts_with("FAIL"));
+}
+
+fn line_of(text: &str, prefix: &str) -> String {
+    text.lines()
+        .find(|l| l.contains(prefix))
+        .unwrap_or_default()
+        .to_string()
+}

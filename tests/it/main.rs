@@ -7,6 +7,7 @@ mod support;
 mod claude;
 mod cli;
 mod engine;
+mod githttp;
 mod model;
 mod runtime;
 mod schema;

@@ -1,0 +1,181 @@
+//! `swarm doctor`: what is missing for real runs, one line per check. I/O: runs the agent CLI,
+//! connects to the database, asks each remote for its head.
+
+use std::process::Command;
+
+use crate::config::{AgentKind, Config};
+use crate::gitops;
+use crate::store::Store;
+
+/// The Claude Code version the worker image and the tests pin.
+pub const PINNED_CLAUDE_CODE: &str = include_str!("../worker/CLAUDE_CODE_VERSION");
+
+/// One check's outcome.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Check {
+    pub ok: bool,
+    pub name: String,
+    pub detail: String,
+}
+
+impl std::fmt::Display for Check {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{:<4} {}: {}",
+            if self.ok { "ok" } else { "FAIL" },
+            self.name,
+            self.detail
+        )
+    }
+}
+
+fn check(ok: bool, name: impl Into<String>, detail: impl Into<String>) -> Check {
+    Check {
+        ok,
+        name: name.into(),
+        detail: detail.into(),
+    }
+}
+
+/// Runs every check.
+pub async fn run(config: &Config) -> Vec<Check> {
+    let mut out = Vec::new();
+    let api_key = std::env::var("ANTHROPIC_API_KEY").is_ok_and(|v| !v.trim().is_empty());
+    out.push(check(
+        !api_key,
+        "ANTHROPIC_API_KEY",
+        if api_key { "is set: Claude Code would bill per token; unset it (jobs never get it, but remove it anyway)" } else { "not set" },
+    ));
+    let mut claude_profiles: Vec<String> = config
+        .agents
+        .iter()
+        .filter(|(_, p)| p.kind == AgentKind::Claude)
+        .map(|(n, _)| n.clone())
+        .collect();
+    if claude_profiles.is_empty() && !config.agents.contains_key("claude") {
+        claude_profiles.push("claude".into());
+    }
+    for name in claude_profiles {
+        let Some(profile) = config.agent(&name) else {
+            continue;
+        };
+        let program = profile
+            .command
+            .first()
+            .cloned()
+            .unwrap_or_else(|| "claude".into());
+        match Command::new(&program)
+            .arg("--version")
+            .env("DISABLE_AUTOUPDATER", "1")
+            .output()
+        {
+            Ok(o) if o.status.success() => {
+                let version = String::from_utf8_lossy(&o.stdout).trim().to_string();
+                let pinned = PINNED_CLAUDE_CODE.trim();
+                let note = if version.starts_with(pinned) {
+                    String::new()
+                } else {
+                    format!(" (the worker image pins {pinned})")
+                };
+                out.push(check(
+                    true,
+                    format!("agent {name}: CLI"),
+                    format!("{program}: {version}{note}"),
+                ));
+            }
+            Ok(o) => out.push(check(
+                false,
+                format!("agent {name}: CLI"),
+                format!(
+                    "{program} --version failed: {}",
+                    String::from_utf8_lossy(&o.stderr).trim()
+                ),
+            )),
+            Err(e) => out.push(check(
+                false,
+                format!("agent {name}: CLI"),
+                format!(
+                    "{program}: {e}; install it with `npm install -g @anthropic-ai/claude-code@{}`",
+                    PINNED_CLAUDE_CODE.trim()
+                ),
+            )),
+        }
+        let env = crate::worker::expand_profile_env(&profile.env);
+        let token = env
+            .get("CLAUDE_CODE_OAUTH_TOKEN")
+            .map(|t| t.trim().to_string())
+            .filter(|t| !t.is_empty());
+        let file = std::env::var_os("HOME")
+            .map(|h| std::path::PathBuf::from(h).join(".claude/.credentials.json"))
+            .filter(|f| f.is_file());
+        let (ok, detail) = match (token, file) {
+            (Some(t), _) if t.starts_with("sk-ant-api") => (false, "CLAUDE_CODE_OAUTH_TOKEN holds an API key (sk-ant-api...), not a subscription token; run `claude setup-token`".to_string()),
+            (Some(t), _) if t.starts_with("sk-ant-oat") => (true, "CLAUDE_CODE_OAUTH_TOKEN is a subscription (OAuth) token".to_string()),
+            (Some(_), _) => (true, "CLAUDE_CODE_OAUTH_TOKEN is set (not in the usual sk-ant-oat... form)".to_string()),
+            (None, Some(f)) => (true, format!("{} (subscription login); CLAUDE_CODE_OAUTH_TOKEN from `claude setup-token` is recommended", f.display())),
+            (None, None) => (false, "no CLAUDE_CODE_OAUTH_TOKEN for the profile and no ~/.claude/.credentials.json; run `claude setup-token` and export the token".to_string()),
+        };
+        out.push(check(ok, format!("agent {name}: credentials"), detail));
+    }
+    let identity = git2::Signature::now(&config.git.name, &config.git.email);
+    out.push(check(
+        identity.is_ok() && config.git.email.contains('@'),
+        "git identity",
+        format!("{} <{}>", config.git.name, config.git.email),
+    ));
+    let url = config.database_url();
+    match Store::connect(&url).await {
+        Ok(store) => {
+            out.push(check(
+                true,
+                "database",
+                format!(
+                    "{} reachable, schema up to date",
+                    crate::config::redact_url(&url)
+                ),
+            ));
+            store.close().await;
+        }
+        Err(e) => out.push(check(false, "database", crate::engine::error_chain(&e))),
+    }
+    for p in &config.projects {
+        let (repo, branch, dir) = (
+            p.repo.clone(),
+            p.default_branch.clone(),
+            tempfile::tempdir(),
+        );
+        let result = tokio::task::spawn_blocking(move || -> Result<Option<git2::Oid>, String> {
+            let dir = dir.map_err(|e| e.to_string())?;
+            let cache =
+                git2::Repository::init_bare(dir.path()).map_err(|e| e.message().to_string())?;
+            gitops::remote_head(&cache, &repo, &branch).map_err(|e| crate::engine::error_chain(&e))
+        })
+        .await
+        .unwrap_or_else(|e| Err(e.to_string()));
+        let name = format!("project {}", p.name);
+        out.push(match result {
+            Ok(Some(head)) => check(
+                true,
+                name,
+                format!(
+                    "{} {} at {}",
+                    crate::config::redact_url(&p.repo),
+                    p.default_branch,
+                    &head.to_string()[..10]
+                ),
+            ),
+            Ok(None) => check(
+                false,
+                name,
+                format!(
+                    "{} is reachable but has no branch {}",
+                    crate::config::redact_url(&p.repo),
+                    p.default_branch
+                ),
+            ),
+            Err(e) => check(false, name, e),
+        });
+    }
+    out
+}

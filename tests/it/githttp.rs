@@ -1,0 +1,311 @@
+//! A git remote over smart HTTP with Basic authentication: the real `git http-backend` behind a
+//! small CGI bridge on loopback, for the paths where credentials matter.
+
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::sync::{Arc, Mutex};
+
+use axum::body::{Body, Bytes};
+use axum::extract::State;
+use axum::http::{HeaderMap, Method, StatusCode, Uri};
+use axum::response::Response;
+use axum::Router;
+use tokio::io::AsyncWriteExt;
+
+#[derive(Clone)]
+struct GitState {
+    root: PathBuf,
+    password: String,
+    /// Every Authorization header and URL seen, to check nothing leaks into URLs.
+    seen: Arc<Mutex<Vec<String>>>,
+}
+
+pub struct GitHttpServer {
+    /// `http://127.0.0.1:PORT/` + repository path relative to the root.
+    pub base: String,
+    seen: Arc<Mutex<Vec<String>>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl GitHttpServer {
+    /// Serves the repositories under `root`; pushes and fetches need user `x-access-token`
+    /// with `password`.
+    pub async fn start(root: PathBuf, password: &str) -> Self {
+        let seen: Arc<Mutex<Vec<String>>> = Arc::default();
+        let state = GitState {
+            root,
+            password: password.into(),
+            seen: seen.clone(),
+        };
+        let app = Router::new().fallback(cgi).with_state(state);
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        let task = tokio::spawn(async move {
+            axum::serve(listener, app).await.unwrap();
+        });
+        Self { base, seen, task }
+    }
+
+    pub fn seen(&self) -> Vec<String> {
+        self.seen.lock().unwrap().clone()
+    }
+}
+
+impl Drop for GitHttpServer {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+fn basic(user: &str, password: &str) -> String {
+    use base64::Engine;
+    format!(
+        "Basic {}",
+        base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"))
+    )
+}
+
+async fn cgi(
+    State(state): State<GitState>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let auth = headers
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_string();
+    state
+        .seen
+        .lock()
+        .unwrap()
+        .push(format!("{method} {uri} auth={}", !auth.is_empty()));
+    if auth != basic("x-access-token", &state.password) {
+        return Response::builder()
+            .status(StatusCode::UNAUTHORIZED)
+            .header("www-authenticate", "Basic realm=\"git\"")
+            .body(Body::empty())
+            .unwrap();
+    }
+    let mut child = tokio::process::Command::new("git")
+        .arg("http-backend")
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("GIT_PROJECT_ROOT", &state.root)
+        .env("GIT_HTTP_EXPORT_ALL", "1")
+        .env("REMOTE_USER", "x-access-token")
+        .env("REQUEST_METHOD", method.as_str())
+        .env("PATH_INFO", uri.path())
+        .env("QUERY_STRING", uri.query().unwrap_or(""))
+        .env(
+            "CONTENT_TYPE",
+            headers
+                .get("content-type")
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or(""),
+        )
+        .env("CONTENT_LENGTH", body.len().to_string())
+        .env(
+            "HTTP_CONTENT_ENCODING",
+            headers
+                .get("content-encoding")
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or(""),
+        )
+        .env("GIT_HTTP_MAX_REQUEST_BUFFER", "100M")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    let input = body.to_vec();
+    let writer = tokio::spawn(async move {
+        let _ = stdin.write_all(&input).await;
+    });
+    let out = child.wait_with_output().await.unwrap();
+    let _ = writer.await;
+    // CGI output: headers, a blank line, the body.
+    let raw = out.stdout;
+    let split = raw
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .map(|p| (p, 4))
+        .or_else(|| raw.windows(2).position(|w| w == b"\n\n").map(|p| (p, 2)));
+    let (head, rest) = match split {
+        Some((p, n)) => (&raw[..p], &raw[p + n..]),
+        None => (&raw[..0], &raw[..]),
+    };
+    let mut resp = Response::builder().status(StatusCode::OK);
+    for line in String::from_utf8_lossy(head).lines() {
+        if let Some((k, v)) = line.split_once(':') {
+            if k.eq_ignore_ascii_case("status") {
+                let code: u16 = v
+                    .trim()
+                    .split_whitespace()
+                    .next()
+                    .and_then(|c| c.parse().ok())
+                    .unwrap_or(500);
+                resp = resp.status(code);
+            } else {
+                resp = resp.header(k.trim(), v.trim());
+            }
+        }
+    }
+    resp.body(Body::from(rest.to_vec())).unwrap()
+}
+
+mod tests {
+    use std::process::Command;
+
+    use coding_swarm::config::{AgentProfile, ProjectConfig};
+    use coding_swarm::spec::{ErrorClass, RunResult};
+    use coding_swarm::worker::WorkerTask;
+
+    use super::GitHttpServer;
+    use crate::support::{TestDb, TestRepo};
+
+    const SWARM: &str = env!("CARGO_BIN_EXE_swarm");
+    const GIT_TOKEN: &str = "ghs_test-git-token-0123456789abcdef";
+
+    fn task(url: &str) -> WorkerTask {
+        WorkerTask {
+            project: "proj".into(),
+            key: "over-http".into(),
+            generation: 1,
+            attempt: 1,
+            run_name: "proj-over-http-g1-a1".into(),
+            repo: url.into(),
+            branch: "swarm/over-http".into(),
+            base: "main".into(),
+            kind: None,
+            prompt: "p".into(),
+            agent_name: "sh".into(),
+            agent: AgentProfile::command(vec![
+                "sh".into(),
+                "-c".into(),
+                "echo hi > new.txt; echo wrote it".into(),
+            ]),
+            git_name: "Swarm Bot".into(),
+            git_email: "bot@example.com".into(),
+        }
+    }
+
+    fn worker(dir: &std::path::Path, task: &WorkerTask, token: Option<&str>) -> RunResult {
+        std::fs::write(dir.join("task.json"), serde_json::to_vec(task).unwrap()).unwrap();
+        let mut cmd = Command::new(SWARM);
+        cmd.args(["worker", "--run-dir"])
+            .arg(dir)
+            .env_remove("SWARM_GIT_TOKEN")
+            .env_remove("GITHUB_TOKEN");
+        if let Some(t) = token {
+            cmd.env("SWARM_GIT_TOKEN", t);
+        }
+        let log = std::fs::File::create(dir.join("log")).unwrap();
+        cmd.stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .status()
+            .unwrap();
+        serde_json::from_slice(&std::fs::read(dir.join("result.json")).unwrap()).unwrap()
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_worker_pushes_over_http_with_a_token_that_never_lands_in_a_url() {
+        let repo = TestRepo::new();
+        repo.commit(&[("README.md", Some("x\n"))], "init");
+        let server = GitHttpServer::start(repo.dir.path().to_path_buf(), GIT_TOKEN).await;
+        let url = format!("{}/remote.git", server.base);
+
+        let dir = tempfile::tempdir().unwrap();
+        let t = task(&url);
+        let d = dir.path().to_path_buf();
+        let result = tokio::task::spawn_blocking(move || worker(&d, &t, Some(GIT_TOKEN)))
+            .await
+            .unwrap();
+        assert!(
+            result.success && result.changed,
+            "{result:?}\n{}",
+            std::fs::read_to_string(dir.path().join("log")).unwrap_or_default()
+        );
+        assert_eq!(
+            repo.read("swarm/over-http", "new.txt").as_deref(),
+            Some("hi\n")
+        );
+        let config = std::fs::read_to_string(dir.path().join("checkout/.git/config")).unwrap();
+        assert!(
+            config.contains(&url) && !config.contains(GIT_TOKEN),
+            "{config}"
+        );
+        for file in ["log", "result.json", "task.json"] {
+            assert!(
+                !std::fs::read_to_string(dir.path().join(file))
+                    .unwrap()
+                    .contains(GIT_TOKEN),
+                "{file}"
+            );
+        }
+        assert!(server.seen().iter().all(|s| !s.contains(GIT_TOKEN)));
+        assert!(
+            server
+                .seen()
+                .iter()
+                .any(|s| s.contains("git-receive-pack") && s.ends_with("auth=true")),
+            "{:?}",
+            server.seen()
+        );
+
+        // Without the token: a clear git failure, nothing pushed.
+        let dir = tempfile::tempdir().unwrap();
+        let mut t = task(&url);
+        t.branch = "swarm/no-token".into();
+        let d = dir.path().to_path_buf();
+        let result = tokio::task::spawn_blocking(move || worker(&d, &t, None))
+            .await
+            .unwrap();
+        assert_eq!(result.error_class, Some(ErrorClass::Git), "{result:?}");
+        assert!(repo
+            .repo
+            .refname_to_id("refs/heads/swarm/no-token")
+            .is_err());
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_engine_syncs_over_http_with_the_token() {
+        let repo = TestRepo::new();
+        repo.commit(
+            &[(
+                ".ai/tasks/remote-task.yaml",
+                Some("addressee: w\nprompt: p\n"),
+            )],
+            "task",
+        );
+        let server = GitHttpServer::start(repo.dir.path().to_path_buf(), GIT_TOKEN).await;
+        let db = TestDb::sqlite().await;
+        let data = tempfile::tempdir().unwrap();
+        std::env::set_var("SWARM_GIT_TOKEN", GIT_TOKEN);
+        let project = ProjectConfig {
+            name: "proj".into(),
+            repo: format!("{}/remote.git", server.base),
+            default_branch: "main".into(),
+            poll_interval: None,
+            max_running: None,
+        };
+        coding_swarm::sync::sync_project(&db.store, data.path(), &project)
+            .await
+            .unwrap();
+        assert!(db
+            .store
+            .task("proj", "remote-task")
+            .await
+            .unwrap()
+            .is_some());
+        let cache_config = std::fs::read_to_string(
+            coding_swarm::sync::cache_path(data.path(), "proj").join("config"),
+        )
+        .unwrap();
+        assert!(!cache_config.contains(GIT_TOKEN), "{cache_config}");
+        db.drop_db().await;
+    }
+}
