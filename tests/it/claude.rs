@@ -64,6 +64,7 @@ fn worker(dir: &Path, task: &WorkerTask, env: &[(&str, &str)]) -> (RunResult, Op
     cmd.args(["worker", "--run-dir"])
         .arg(dir)
         .env_remove("ANTHROPIC_API_KEY")
+        .env_remove("TEST_OAUTH_TOKEN")
         .env("HOME", dir.join("worker-home"));
     for (k, v) in env {
         cmd.env(k, v);
