@@ -66,6 +66,9 @@ pub struct Config {
     pub limits: Limits,
     #[serde(default)]
     pub git: GitIdentity,
+    /// Hard caps per epic; hitting one fails the epic.
+    #[serde(default)]
+    pub epics: crate::engine::green::EpicCaps,
     #[serde(default)]
     pub agents: BTreeMap<String, AgentProfile>,
     #[serde(default)]
@@ -326,6 +329,7 @@ const ENV_KEYS: &[&str] = &[
     "retry_backoff",
     "limits",
     "git",
+    "epics",
 ];
 
 impl Config {

@@ -53,8 +53,11 @@ pub async fn run(config: &Config) -> Vec<Check> {
         .filter(|(_, p)| p.kind == AgentKind::Claude)
         .map(|(n, _)| n.clone())
         .collect();
-    if claude_profiles.is_empty() && !config.agents.contains_key("claude") {
-        claude_profiles.push("claude".into());
+    // The default agent is checked too when it is the built-in claude profile.
+    if !claude_profiles.contains(&config.default_agent)
+        && config.agent(&config.default_agent).is_some_and(|p| p.kind == AgentKind::Claude)
+    {
+        claude_profiles.push(config.default_agent.clone());
     }
     for name in claude_profiles {
         let Some(profile) = config.agent(&name) else {

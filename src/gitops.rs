@@ -269,3 +269,117 @@ pub fn commit_files(
     let sig = git2::Signature::now(name, email)?;
     repo.commit(None, &sig, &sig, message, &tree, &[&parent])
 }
+
+/// A commit that changed one file: who, why, and the change as a unified diff.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FileCommit {
+    pub id: String,
+    pub author: String,
+    pub message: String,
+    pub diff: String,
+}
+
+/// The commits in `old..new` that changed `path`, oldest first. Merges are skipped (their
+/// changes are in the merged commits).
+pub fn commits_touching(
+    repo: &Repository,
+    old: Oid,
+    new: Oid,
+    path: &str,
+) -> Result<Vec<FileCommit>, git2::Error> {
+    let mut walk = repo.revwalk()?;
+    walk.push(new)?;
+    walk.hide(old)?;
+    walk.set_sorting(git2::Sort::TOPOLOGICAL | git2::Sort::REVERSE)?;
+    let mut out = Vec::new();
+    for id in walk {
+        let commit = repo.find_commit(id?)?;
+        if commit.parent_count() > 1 {
+            continue;
+        }
+        let parent_tree = commit.parent(0).ok().map(|p| p.tree()).transpose()?;
+        let mut opts = git2::DiffOptions::new();
+        opts.pathspec(path).disable_pathspec_match(true);
+        let diff =
+            repo.diff_tree_to_tree(parent_tree.as_ref(), Some(&commit.tree()?), Some(&mut opts))?;
+        if diff.deltas().len() == 0 {
+            continue;
+        }
+        let mut text = String::new();
+        diff.print(git2::DiffFormat::Patch, |_, _, line| {
+            if matches!(line.origin(), '+' | '-' | ' ') {
+                text.push(line.origin());
+            }
+            text.push_str(&String::from_utf8_lossy(line.content()));
+            true
+        })?;
+        out.push(FileCommit {
+            id: commit.id().to_string(),
+            author: commit.author().name().unwrap_or("someone").to_string(),
+            message: commit.message().unwrap_or("").to_string(),
+            diff: crate::spec::truncate(&text, 6000),
+        });
+    }
+    Ok(out)
+}
+
+/// Replays the commits of `start..head` on top of `onto` (after losing a push race), oldest
+/// first, keeping their messages and authors. Fails on a conflict.
+pub fn replay(repo: &Repository, start: Oid, head: Oid, onto: Oid) -> Result<Oid, git2::Error> {
+    let mut walk = repo.revwalk()?;
+    walk.push(head)?;
+    walk.hide(start)?;
+    walk.set_sorting(git2::Sort::TOPOLOGICAL | git2::Sort::REVERSE)?;
+    let mut base = repo.find_commit(onto)?;
+    for id in walk {
+        let commit = repo.find_commit(id?)?;
+        let mainline = if commit.parent_count() > 1 { 1 } else { 0 };
+        let mut index = repo.cherrypick_commit(&commit, &base, mainline, None)?;
+        if index.has_conflicts() {
+            return Err(git2::Error::from_str(&format!(
+                "replaying {} on the new remote head conflicts",
+                commit.id()
+            )));
+        }
+        let tree = repo.find_tree(index.write_tree_to(repo)?)?;
+        let message = commit.message().unwrap_or("");
+        let new = repo.commit(
+            None,
+            &commit.author(),
+            &commit.committer(),
+            message,
+            &tree,
+            &[&base],
+        )?;
+        base = repo.find_commit(new)?;
+    }
+    Ok(base.id())
+}
+
+/// The paths under `dir` that `start..head` added or changed (not deleted).
+pub fn changed_paths(
+    repo: &Repository,
+    start: Oid,
+    head: Oid,
+    dir: &str,
+) -> Result<Vec<(String, Vec<u8>)>, git2::Error> {
+    let old = repo.find_commit(start)?.tree()?;
+    let new = repo.find_commit(head)?.tree()?;
+    let mut opts = git2::DiffOptions::new();
+    opts.pathspec(dir);
+    let diff = repo.diff_tree_to_tree(Some(&old), Some(&new), Some(&mut opts))?;
+    let mut out = Vec::new();
+    for delta in diff.deltas() {
+        if delta.status() == git2::Delta::Deleted {
+            continue;
+        }
+        let Some(path) = delta.new_file().path().and_then(|p| p.to_str()) else {
+            continue;
+        };
+        out.push((
+            path.to_string(),
+            repo.find_blob(delta.new_file().id())?.content().to_vec(),
+        ));
+    }
+    Ok(out)
+}

@@ -2,6 +2,7 @@
 //! runtime, turn run ends into results, report them back as commits. Level-triggered: every
 //! pass looks at the store afresh, so a missed wake-up costs latency, never correctness.
 
+pub mod green;
 mod outcome;
 pub mod report;
 
@@ -18,7 +19,8 @@ pub use outcome::{decide, Outcome, RetryPolicy};
 use crate::config::{AgentProfile, Config, ProjectConfig};
 use crate::runtime::{run_name, Completion, Launch, LocalRuntime};
 use crate::spec::{ErrorClass, RunResult, TaskState};
-use crate::store::{ClaimLimits, Store, StoreError, TaskRow};
+use crate::store::{ClaimLimits, EpicCount, Store, StoreError, TaskRow};
+use crate::worker::prompts::Role;
 use crate::worker::WorkerTask;
 
 /// How often the engine looks at the store without being woken (a backstop, not the mechanism).
@@ -291,13 +293,18 @@ impl Engine {
             attempt: row.attempts,
             run_name: name.to_string(),
             repo: project.repo.clone(),
-            branch: row.branch.clone(),
+            branch: effective_branch(row, &project.default_branch),
             base: row
                 .base
                 .clone()
                 .unwrap_or_else(|| project.default_branch.clone()),
             kind: row.kind.clone(),
-            prompt: row.prompt.clone(),
+            prompt: match &row.context {
+                Some(items) if !items.0.is_empty() => {
+                    format!("{}\n\n{}", row.prompt.trim_end(), green::render(&items.0))
+                }
+                _ => row.prompt.clone(),
+            },
             agent_name,
             agent,
             git_name: self.config.git.name.clone(),
@@ -373,9 +380,119 @@ impl Engine {
             .finish_run(row.id, c.attempt, &outcome, Utc::now())
             .await
         {
-            Ok(_) => self.report_wake.notify_one(),
+            Ok(true) => {
+                self.report_wake.notify_one();
+                if let Err(e) = self.after_run(&row, &outcome).await {
+                    tracing::error!(project = %row.project, task = %row.key, "cannot update the project manager's state: {e}");
+                }
+            }
+            Ok(false) => {}
             Err(e) => tracing::error!(run = %c.run_name, "cannot record the result: {e}"),
         }
+    }
+
+    /// The green layer's part of a finished run: count it against its epic, read the
+    /// manager's verdict, activate the manager with the result, and end the epic when a hard
+    /// cap is hit.
+    async fn after_run(&self, row: &TaskRow, outcome: &Outcome) -> Result<(), StoreError> {
+        let now = Utc::now();
+        let Some(epic_name) = row.epic.clone() else {
+            return Ok(());
+        };
+        let Some(project) = self.config.project(&row.project) else {
+            return Ok(());
+        };
+        let result = match outcome {
+            Outcome::Completed(r)
+            | Outcome::Retry { result: r, .. }
+            | Outcome::Requeue { result: r, .. }
+            | Outcome::NextGeneration(r)
+            | Outcome::Deleted(r) => r,
+        };
+        let manager = Role::of_kind(row.kind.as_deref()) == Role::Manager;
+        let final_result = matches!(outcome, Outcome::Completed(_));
+        let count = match (manager, final_result, result.success) {
+            (true, true, _) => EpicCount::ManagerRan,
+            (false, true, true) => EpicCount::WorkerSucceeded,
+            (false, true, false) if result.error_class != Some(ErrorClass::Cancelled) => {
+                EpicCount::WorkerFailed
+            }
+            _ => EpicCount::CostOnly,
+        };
+        self.store
+            .count_for_epic(
+                &row.project,
+                &epic_name,
+                result.cost_usd.unwrap_or(0.0),
+                count,
+                now,
+            )
+            .await?;
+        let Some(epic) = self.store.epic(&row.project, &epic_name).await? else {
+            return Ok(());
+        };
+        if !epic.is_active() || !final_result {
+            return Ok(());
+        }
+        if manager {
+            match result.summary.as_deref().and_then(green::epic_marker) {
+                Some(green::EpicMarker::Complete) if result.success => {
+                    self.end_epic(&row.project, &epic_name, None, &row.key)
+                        .await?;
+                    return Ok(());
+                }
+                Some(green::EpicMarker::Failed(reason)) => {
+                    self.end_epic(
+                        &row.project,
+                        &epic_name,
+                        Some(&format!("the project manager gave up: {reason}")),
+                        &row.key,
+                    )
+                    .await?;
+                    return Ok(());
+                }
+                _ => {}
+            }
+        }
+        if let Some(reason) = green::cap_hit(&epic.counters(), &self.config.epics) {
+            self.end_epic(&row.project, &epic_name, Some(&reason), &row.key)
+                .await?;
+            return Ok(());
+        }
+        let item = match (manager, result.success) {
+            // A manager that succeeded waits for the results of the tasks it created.
+            (true, true) => return Ok(()),
+            (true, false) => green::ActivationItem::ManagerFailed {
+                key: row.key.clone(),
+                error: result
+                    .error
+                    .clone()
+                    .unwrap_or_else(|| "the run failed".into()),
+            },
+            (false, _) => green::ActivationItem::result(&row.key, Some(&epic_name), result),
+        };
+        let (key, created) = self
+            .store
+            .enqueue_activation(
+                &row.project,
+                Some(&epic_name),
+                &project.default_branch,
+                item,
+                now,
+            )
+            .await?;
+        tracing::info!(project = %row.project, epic = %epic_name, activation = %key, "project manager {}", if created { "activated" } else { "activation extended" });
+        Ok(())
+    }
+
+    async fn end_epic(
+        &self,
+        project: &str,
+        epic: &str,
+        failed: Option<&str>,
+        by: &str,
+    ) -> Result<(), StoreError> {
+        end_epic(&self.store, project, epic, failed, by).await
     }
 
     /// After a restart: every task the store says is running is launched again, which the
@@ -437,9 +554,87 @@ impl Engine {
     }
 }
 
+/// Ends an epic (complete, or failed with the reason) and records it for people.
+async fn end_epic(
+    store: &Store,
+    project: &str,
+    epic: &str,
+    failed: Option<&str>,
+    by: &str,
+) -> Result<(), StoreError> {
+    if store.finish_epic(project, epic, failed, Utc::now()).await? {
+        match failed {
+            Some(reason) => tracing::warn!(project, epic, "epic failed: {reason}"),
+            None => tracing::info!(project, epic, "epic complete"),
+        }
+        let message = match failed {
+            Some(reason) => format!("epic {epic} failed: {reason}"),
+            None => format!("epic {epic} complete"),
+        };
+        let kind = if failed.is_some() {
+            "epic_failed"
+        } else {
+            "epic_complete"
+        };
+        store
+            .log_event(project, by, 0, kind, &message, Utc::now())
+            .await?;
+    }
+    Ok(())
+}
+
+/// After a sync: a person's edits of the plan activate the manager (once, with all of them),
+/// and an epic whose manager created more tasks than its cap allows fails.
+async fn after_sync(
+    store: &Store,
+    config: &Config,
+    project: &ProjectConfig,
+    report: &crate::sync::SyncReport,
+) -> Result<(), StoreError> {
+    let epics = store.epics(Some(&project.name)).await?;
+    for e in epics.iter().filter(|e| e.is_active()) {
+        if let Some(reason) = green::cap_hit(&e.counters(), &config.epics) {
+            end_epic(store, &project.name, &e.name, Some(&reason), &e.name).await?;
+        }
+    }
+    if report.plan_edits.is_empty() {
+        return Ok(());
+    }
+    // The plan belongs to the project; its newest active epic is the one being steered.
+    let epic = store
+        .epics(Some(&project.name))
+        .await?
+        .into_iter()
+        .filter(|e| e.is_active())
+        .max_by_key(|e| e.created_at)
+        .map(|e| e.name);
+    for edit in &report.plan_edits {
+        let item = green::ActivationItem::PlanEdit {
+            commit: edit.id[..edit.id.len().min(10)].to_string(),
+            author: edit.author.clone(),
+            message: edit.message.lines().next().unwrap_or("").to_string(),
+            diff: edit.diff.clone(),
+        };
+        let (key, created) = store
+            .enqueue_activation(
+                &project.name,
+                epic.as_deref(),
+                &project.default_branch,
+                item,
+                Utc::now(),
+            )
+            .await?;
+        tracing::info!(project = %project.name, activation = %key, "plan edited by {}: project manager {}", edit.author, if created { "activated" } else { "activation extended" });
+    }
+    Ok(())
+}
+
 async fn sync_once(store: &Store, config: &Config, project: &ProjectConfig) -> bool {
     match crate::sync::sync_project(store, &config.data_dir, project).await {
         Ok(report) => {
+            if let Err(e) = after_sync(store, config, project, &report).await {
+                tracing::error!(project = %project.name, "cannot act on the sync: {e}");
+            }
             if report.changed_files > 0 {
                 tracing::info!(project = %project.name, commit = %crate::store::short(&report.commit),
                     files = report.changed_files, changes = report.actions, bad_files = report.bad_files, "synced");
@@ -547,6 +742,16 @@ pub fn error_chain(e: &dyn std::error::Error) -> String {
         src = inner.source();
     }
     s
+}
+
+/// The branch a task works on: its own, except that the project manager (kinds epic, plan,
+/// manager) works on the default branch unless its task file names one.
+pub fn effective_branch(row: &TaskRow, default_branch: &str) -> String {
+    if row.spec.0.branch.is_none() && Role::of_kind(row.kind.as_deref()) == Role::Manager {
+        default_branch.to_string()
+    } else {
+        row.branch.clone()
+    }
 }
 
 /// The state of a task as shown to people.

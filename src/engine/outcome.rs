@@ -65,6 +65,10 @@ impl Outcome {
     }
 }
 
+/// Rate-limited runs of one generation before the result is final: a limit that never lifts
+/// must not keep a task in the queue for ever.
+pub const MAX_REQUEUES: u32 = 20;
+
 /// How the engine retries.
 #[derive(Debug, Clone, Copy)]
 pub struct RetryPolicy {
@@ -102,6 +106,15 @@ pub fn decide(
     }
     match result.error_class {
         Some(ErrorClass::Cancelled) => Outcome::Completed(result),
+        Some(ErrorClass::RateLimit) if (row.requeues as u32) >= MAX_REQUEUES => {
+            Outcome::Completed(RunResult {
+                error: Some(format!(
+                    "{} (gave up after {MAX_REQUEUES} rate-limited runs)",
+                    result.error.clone().unwrap_or_default()
+                )),
+                ..result
+            })
+        }
         Some(ErrorClass::RateLimit) => {
             // The provider's reset time when it gave one (within a day), else backoff.
             let backoff = now + policy.delay(row.requeues as u32);

@@ -130,6 +130,11 @@ impl LocalRuntime {
         cmd.arg("worker").arg("--run-dir").arg(&dir);
         cmd.stdin(Stdio::null()).stdout(log).stderr(log_err);
         cmd.current_dir(&dir).env("HOME", dir.join("home"));
+        // A mounted ~/.claude of the engine's user stays findable for the worker's safety
+        // check, which copies its credentials into the run's own HOME.
+        if let Some(home) = std::env::var_os("HOME") {
+            cmd.env("SWARM_WORKER_HOME", home);
+        }
         for name in WITHHELD_ENV {
             cmd.env_remove(name);
         }

@@ -17,7 +17,8 @@ use sqlx::{PgPool, SqlitePool};
 use tokio::sync::Notify;
 
 pub use rows::{
-    ClaimLimits, Counts, EventRow, NewTask, ProjectRow, SpecErrorRow, TaskFilter, TaskRow,
+    ClaimLimits, Counts, EpicCount, EpicRow, EventRow, NewTask, ProjectRow, SpecErrorRow,
+    TaskFilter, TaskRow,
 };
 
 use crate::spec::{RunResult, TaskState};
@@ -101,7 +102,7 @@ pub struct Store {
 const TASK_COLUMNS: &str = "id, project, key, addressee, status, prompt, spec, spec_hash, source_commit, kind, epic, agent, \
      branch, base, created_by, priority, max_attempts, timeout_secs, generation, attempts, infra_failures, requeues, \
      cancel_requested, file_deleted, run_spec_hash, not_before, result, report_due, created_at, updated_at, \
-     started_at, completed_at";
+     started_at, completed_at, origin, context";
 
 impl Store {
     /// Connects to `url` (`postgres://...` or `sqlite:...`) and runs the migrations.
@@ -308,6 +309,15 @@ impl Store {
                             .bind(t.timeout_secs).bind(now)
                             .execute(&mut *tx).await.map_err(q("create a task"))?;
                         insert_event(&mut *tx, project, &t.key, 1, now, "created", &format!("task file added in {}", short(commit)), None).await?;
+                        if let Some(epic) = &t.epic {
+                            // An epic's own task opens it; every other task counts against its cap.
+                            let counts = crate::worker::prompts::Role::of_kind(t.kind.as_deref()) != crate::worker::prompts::Role::Manager;
+                            sqlx::query(
+                                "INSERT INTO epics (project, name, tasks, created_at, updated_at) VALUES ($1, $2, $3, $4, $4)
+                                 ON CONFLICT (project, name) DO UPDATE SET tasks = epics.tasks + $3, updated_at = $4")
+                                .bind(project).bind(epic).bind(counts as i32).bind(now)
+                                .execute(&mut *tx).await.map_err(q("count an epic's task"))?;
+                        }
                     }
                     (A::Create(t) | A::Update { task: t, .. }, Some((state, generation))) => {
                         // Pending: the new spec replaces the old. Completed: a new generation
@@ -629,6 +639,146 @@ impl Store {
         on_pool!(self, pool => sqlx::query_as(
             "SELECT agent, until, reason FROM agent_pauses WHERE until > $1 ORDER BY agent")
             .bind(now).fetch_all(pool).await.map_err(q("read agent pauses")))
+    }
+
+    // ---- the green layer --------------------------------------------------------------------
+
+    /// Adds `item` to the project manager's pending activation, or creates one: results that
+    /// arrive while an activation waits are coalesced into it. Returns its key and whether it
+    /// was created.
+    pub async fn enqueue_activation(
+        &self,
+        project: &str,
+        epic: Option<&str>,
+        branch: &str,
+        item: crate::engine::green::ActivationItem,
+        now: DateTime<Utc>,
+    ) -> Result<(String, bool)> {
+        let addressee = crate::engine::green::manager_addressee(project);
+        let lock = match &self.backend {
+            Backend::Postgres(_) => "SELECT key, context FROM tasks WHERE project = $1 AND addressee = $2 AND origin = 'engine' AND status = 'pending' ORDER BY id LIMIT 1 FOR UPDATE",
+            Backend::Sqlite(_) => "SELECT key, context FROM tasks WHERE project = $1 AND addressee = $2 AND origin = 'engine' AND status = 'pending' ORDER BY id LIMIT 1",
+        };
+        let out = on_pool!(self, pool => {
+            let mut tx = pool.begin().await.map_err(q("begin an activation"))?;
+            if let Backend::Postgres(_) = &self.backend {
+                // Two completions at once must not create two activations.
+                sqlx::query("SELECT pg_advisory_xact_lock(7353013)").execute(&mut *tx).await.map_err(q("lock activations"))?;
+            }
+            let pending: Option<(String, Option<Json<Vec<crate::engine::green::ActivationItem>>>)> = sqlx::query_as(lock)
+                .bind(project).bind(&addressee).fetch_optional(&mut *tx).await.map_err(q("find a pending activation"))?;
+            let out = match pending {
+                Some((key, context)) => {
+                    let mut items = context.map(|c| c.0).unwrap_or_default();
+                    items.push(item);
+                    sqlx::query("UPDATE tasks SET context = $3, updated_at = $4 WHERE project = $1 AND key = $2")
+                        .bind(project).bind(&key).bind(Json(&items)).bind(now)
+                        .execute(&mut *tx).await.map_err(q("add to an activation"))?;
+                    insert_event(&mut *tx, project, &key, 1, now, "coalesced", "another result joined this pending activation", None).await?;
+                    (key, false)
+                }
+                None => {
+                    let key = format!("activation-{}", now.format("%Y%m%d-%H%M%S-%3f"));
+                    let spec = crate::engine::green::activation_spec(&addressee, epic);
+                    let task_key = crate::spec::TaskKey::new(&key).map_err(|_| StoreError::Conflict {
+                        project: project.into(), key: key.clone(), status: "new".into(), why: "the generated activation key is invalid" })?;
+                    let t = crate::sync::plan::new_task(&task_key, &spec);
+                    sqlx::query(
+                        "INSERT INTO tasks (project, key, addressee, status, prompt, spec, spec_hash, kind, epic, branch, base, created_by,
+                            priority, max_attempts, created_at, updated_at, origin, context)
+                         VALUES ($1, $2, $3, 'pending', $4, $5, $6, $7, $8, $9, $9, 'engine', 0, 1, $10, $10, 'engine', $11)")
+                        .bind(project).bind(&key).bind(&addressee).bind(&t.prompt).bind(Json(&t.spec)).bind(&t.spec_hash)
+                        .bind(&t.kind).bind(&t.epic).bind(branch).bind(now).bind(Json(vec![item]))
+                        .execute(&mut *tx).await.map_err(q("create an activation"))?;
+                    insert_event(&mut *tx, project, &key, 1, now, "created", "project manager activated by the engine", None).await?;
+                    (key, true)
+                }
+            };
+            tx.commit().await.map_err(q("commit an activation"))?;
+            out
+        });
+        self.wake.notify_one();
+        Ok(out)
+    }
+
+    pub async fn epic(&self, project: &str, name: &str) -> Result<Option<EpicRow>> {
+        on_pool!(self, pool => sqlx::query_as::<_, EpicRow>(
+            "SELECT project, name, state, reason, tasks, consecutive_failures, activations, spend_usd, created_at, updated_at
+             FROM epics WHERE project = $1 AND name = $2")
+            .bind(project).bind(name).fetch_optional(pool).await.map_err(q("read an epic")))
+    }
+
+    pub async fn epics(&self, project: Option<&str>) -> Result<Vec<EpicRow>> {
+        on_pool!(self, pool => sqlx::query_as::<_, EpicRow>(
+            "SELECT project, name, state, reason, tasks, consecutive_failures, activations, spend_usd, created_at, updated_at
+             FROM epics WHERE ($1 IS NULL OR project = $1) ORDER BY project, created_at")
+            .bind(project).fetch_all(pool).await.map_err(q("list epics")))
+    }
+
+    /// Counts a finished run against its epic: its cost, and for a worker its success or
+    /// failure (consecutive failures), for a manager an activation.
+    pub async fn count_for_epic(
+        &self,
+        project: &str,
+        name: &str,
+        cost: f64,
+        outcome: EpicCount,
+        now: DateTime<Utc>,
+    ) -> Result<()> {
+        let (failures_sql, activations) = match outcome {
+            EpicCount::WorkerSucceeded => ("0", 0),
+            EpicCount::WorkerFailed => ("consecutive_failures + 1", 0),
+            EpicCount::ManagerRan => ("consecutive_failures", 1),
+            EpicCount::CostOnly => ("consecutive_failures", 0),
+        };
+        let sql = format!(
+            "INSERT INTO epics (project, name, spend_usd, activations, created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $5)
+             ON CONFLICT (project, name) DO UPDATE SET spend_usd = epics.spend_usd + $3, activations = epics.activations + $4,
+                consecutive_failures = {failures_sql}, updated_at = $5");
+        on_pool!(self, pool => sqlx::query(&sql)
+            .bind(project).bind(name).bind(cost).bind(activations).bind(now)
+            .execute(pool).await.map(|_| ()).map_err(q("count for an epic")))?;
+        Ok(())
+    }
+
+    /// Ends an active epic (complete or failed, with the reason). A failed epic's pending tasks
+    /// are cancelled, so nothing more runs for it. Returns false when it was not active.
+    pub async fn finish_epic(
+        &self,
+        project: &str,
+        name: &str,
+        failed: Option<&str>,
+        now: DateTime<Utc>,
+    ) -> Result<bool> {
+        let state = if failed.is_some() {
+            "failed"
+        } else {
+            "complete"
+        };
+        let cancelled = RunResult::failure(
+            crate::spec::ErrorClass::Cancelled,
+            format!("epic {name} failed: {}", failed.unwrap_or("")),
+        );
+        let changed = on_pool!(self, pool => {
+            let mut tx = pool.begin().await.map_err(q("begin ending an epic"))?;
+            let n = sqlx::query("UPDATE epics SET state = $3, reason = $4, updated_at = $5 WHERE project = $1 AND name = $2 AND state = 'active'")
+                .bind(project).bind(name).bind(state).bind(failed).bind(now)
+                .execute(&mut *tx).await.map_err(q("end an epic"))?.rows_affected();
+            if n > 0 && failed.is_some() {
+                let keys: Vec<(String, i32)> = sqlx::query_as(
+                    "UPDATE tasks SET status = 'completed', result = $3, completed_at = $4, updated_at = $4,
+                        report_due = CASE WHEN origin = 'file' THEN TRUE ELSE FALSE END
+                     WHERE project = $1 AND epic = $2 AND status = 'pending' RETURNING key, generation")
+                    .bind(project).bind(name).bind(Json(&cancelled)).bind(now)
+                    .fetch_all(&mut *tx).await.map_err(q("cancel an epic's tasks"))?;
+                for (key, generation) in keys {
+                    insert_event(&mut *tx, project, &key, generation, now, "cancelled", &format!("epic {name} failed"), None).await?;
+                }
+            }
+            tx.commit().await.map_err(q("commit ending an epic"))?;
+            n > 0
+        });
+        Ok(changed)
     }
 
     // ---- people ---------------------------------------------------------------------------

@@ -44,6 +44,10 @@ pub struct TaskRow {
     pub updated_at: DateTime<Utc>,
     pub started_at: Option<DateTime<Utc>>,
     pub completed_at: Option<DateTime<Utc>>,
+    /// `file` (from `.ai/tasks/`) or `engine` (a project-manager activation).
+    pub origin: String,
+    /// What a project-manager activation carries.
+    pub context: Option<Json<Vec<crate::engine::green::ActivationItem>>>,
 }
 
 impl TaskRow {
@@ -73,6 +77,45 @@ pub struct NewTask {
     pub priority: i32,
     pub max_attempts: i32,
     pub timeout_secs: Option<i64>,
+}
+
+/// How a finished run counts against its epic's caps.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EpicCount {
+    WorkerSucceeded,
+    WorkerFailed,
+    ManagerRan,
+    /// A run that will be retried: only its cost counts.
+    CostOnly,
+}
+
+#[derive(Debug, Clone, sqlx::FromRow, Serialize)]
+pub struct EpicRow {
+    pub project: String,
+    pub name: String,
+    pub state: String,
+    pub reason: Option<String>,
+    pub tasks: i32,
+    pub consecutive_failures: i32,
+    pub activations: i32,
+    pub spend_usd: f64,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+impl EpicRow {
+    pub fn counters(&self) -> crate::engine::green::EpicCounters {
+        crate::engine::green::EpicCounters {
+            tasks: self.tasks.max(0) as u32,
+            consecutive_failures: self.consecutive_failures.max(0) as u32,
+            activations: self.activations.max(0) as u32,
+            spend_usd: self.spend_usd,
+        }
+    }
+
+    pub fn is_active(&self) -> bool {
+        self.state == "active"
+    }
 }
 
 #[derive(Debug, Clone, sqlx::FromRow, Serialize)]

@@ -50,7 +50,13 @@ pub struct SyncReport {
     pub changed_files: usize,
     pub actions: usize,
     pub bad_files: usize,
+    /// Commits in this pass that changed `.ai/plan.md` and were not made by a manager run:
+    /// a person steering the project manager.
+    pub plan_edits: Vec<gitops::FileCommit>,
 }
+
+/// The trailer the worker puts on a project manager's commits.
+pub const MANAGER_TRAILER: &str = "Swarm-Role: manager";
 
 /// Where the bare cache of a project lives.
 pub fn cache_path(data_dir: &Path, project: &str) -> PathBuf {
@@ -63,6 +69,7 @@ struct Fetched {
     /// `None` when the head is already synced.
     changes: Option<Vec<FileChange>>,
     full: bool,
+    plan_edits: Vec<gitops::FileCommit>,
 }
 
 /// One sync pass over one project. Its cost grows with the change, not the repository: an
@@ -100,6 +107,7 @@ pub async fn sync_project(
     let mut report = SyncReport {
         commit: fetched.head.clone(),
         fetched: fetched.fetched,
+        plan_edits: fetched.plan_edits,
         ..SyncReport::default()
     };
     let Some(mut changes) = fetched.changes else {
@@ -115,6 +123,7 @@ pub async fn sync_project(
         let present: HashSet<&str> = changes.iter().map(|c| c.path.as_str()).collect();
         let missing: Vec<FileChange> = rows
             .iter()
+            .filter(|r| r.origin == "file")
             .filter_map(|r| TaskKey::new(&r.key).ok())
             .map(|k| task_path(&k))
             .filter(|p| !present.contains(p.as_str()))
@@ -190,6 +199,7 @@ fn fetch_changes(
             fetched,
             changes: None,
             full: false,
+            plan_edits: Vec::new(),
         });
     }
     let old = synced
@@ -203,10 +213,20 @@ fn fetch_changes(
             path: f.path,
         })
         .collect();
+    // A person's edit of the plan steers the manager; the manager's own edits do not.
+    let plan_edits = match old {
+        Some(old) => gitops::commits_touching(&repo, old, head, crate::spec::PLAN_FILE)
+            .map_err(read)?
+            .into_iter()
+            .filter(|c| !c.message.contains(MANAGER_TRAILER))
+            .collect(),
+        None => Vec::new(),
+    };
     Ok(Fetched {
         head: head_str,
         fetched,
         changes: Some(changes),
         full: old.is_none(),
+        plan_edits,
     })
 }

@@ -22,11 +22,12 @@ const AGENT_ENV: &[&str] = &[
 /// How long a Claude Code process may linger after its result event.
 const DEFAULT_GRACE: Duration = Duration::from_secs(5);
 
-/// Expands `{prompt}`, `{prompt_file}`, `{key}`, `{kind}`, `{workdir}` and `{swarm}` in each
-/// argument.
+/// Expands `{prompt}` (role prompt and task), `{prompt_file}` (a file holding the same),
+/// `{key}`, `{kind}`, `{workdir}` and `{swarm}` in each argument.
 pub fn expand_command(
     template: &[String],
     task: &WorkerTask,
+    prompt: &str,
     prompt_file: &Path,
     workdir: &Path,
     swarm: &Path,
@@ -39,7 +40,7 @@ pub fn expand_command(
                 .replace("{kind}", task.kind.as_deref().unwrap_or("task"))
                 .replace("{workdir}", &workdir.display().to_string())
                 .replace("{swarm}", &swarm.display().to_string())
-                .replace("{prompt}", &task.prompt)
+                .replace("{prompt}", prompt)
         })
         .collect()
 }
@@ -94,6 +95,7 @@ pub(super) fn run_agent(run: &AgentRun<'_>) -> RunResult {
         AgentKind::Command => expand_command(
             &task.agent.command,
             task,
+            run.prompt,
             run.prompt_file,
             run.checkout,
             &swarm,

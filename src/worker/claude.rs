@@ -242,20 +242,25 @@ pub fn classify(state: &StreamState, exit_ok: bool, output_tail: &str) -> RunRes
     if result.success {
         return result;
     }
+    // The CLI reports API errors as subtype "success" with is_error; only then does the text
+    // speak for the API (an agent's own failure may mention "authentication" in passing).
+    let api_error = r.subtype == "success" && r.is_error;
     let lower = text.to_ascii_lowercase();
     let class = if r.api_error_status == Some(429)
         || state.rate_limited
-        || lower.contains("usage limit")
-        || lower.contains("rate limit")
-        || lower.contains("rate_limit")
+        || (api_error
+            && (lower.contains("usage limit")
+                || lower.contains("rate limit")
+                || lower.contains("rate_limit")))
     {
         result.rate_limit_reset = state.rate_limit_reset.or_else(|| reset_in_text(&text));
         ErrorClass::RateLimit
     } else if matches!(r.api_error_status, Some(401 | 403))
-        || lower.contains("invalid api key")
-        || lower.contains("oauth token")
-        || lower.contains("please run /login")
-        || lower.contains("authentication")
+        || (api_error
+            && (lower.contains("invalid api key")
+                || lower.contains("oauth token")
+                || lower.contains("please run /login")
+                || lower.contains("authentication_error")))
     {
         ErrorClass::Auth
     } else {

@@ -192,7 +192,7 @@ fn work(task: &WorkerTask, run_dir: &Path, redactor: &mut Redactor) -> RunResult
                 result.summary = Some("no changes".into());
             }
         }
-        Err(CommitError::Secret(message)) => {
+        Err(CommitError::Secret(message) | CommitError::Invalid(message)) => {
             return RunResult {
                 success: false,
                 error_class: Some(ErrorClass::Agent),
@@ -264,6 +264,7 @@ fn prepare_checkout(
 enum CommitError {
     Git(String),
     Secret(String),
+    Invalid(String),
 }
 
 /// Commits every change left in the work tree (if any) and pushes the branch when it moved
@@ -294,13 +295,14 @@ fn commit_and_push(
             .unwrap_or("")
             .trim();
         let message = format!(
-            "swarm: {} ({})\n\n{}\n\nSwarm-Task: {}/{}\nSwarm-Run: {}\n",
+            "swarm: {} ({})\n\n{}\n\nSwarm-Task: {}/{}\nSwarm-Run: {}\nSwarm-Role: {}\n",
             task.key,
             task.kind.as_deref().unwrap_or("task"),
             truncate(&redactor.redact(first_line), 200),
             task.project,
             task.key,
-            task.run_name
+            task.run_name,
+            prompts::Role::of_kind(task.kind.as_deref()).name()
         );
         repo.commit(Some("HEAD"), &sig, &sig, &message, &tree, &[&head])
             .map_err(m)?;
@@ -310,9 +312,87 @@ fn commit_and_push(
         return Ok(None);
     }
     check_for_secrets(repo, start, new_head.id(), redactor)?;
-    gitops::push(repo, &task.repo, &new_head.id().to_string(), &task.branch)
-        .map_err(|e| CommitError::Git(crate::engine::error_chain(&e)))?;
-    Ok(Some(new_head.id().to_string()))
+    check_task_files(repo, start, new_head.id())?;
+    push_with_replay(task, repo, start, new_head.id()).map(Some)
+}
+
+/// Pushes `head`; when the branch moved meanwhile (the engine's status commits land on the
+/// default branch too), replays this run's commits on the new head and tries again.
+fn push_with_replay(
+    task: &WorkerTask,
+    repo: &git2::Repository,
+    start: git2::Oid,
+    head: git2::Oid,
+) -> Result<String, CommitError> {
+    let mut head = head;
+    let mut start = start;
+    for _ in 0..5 {
+        match gitops::push(repo, &task.repo, &head.to_string(), &task.branch) {
+            Ok(()) => return Ok(head.to_string()),
+            Err(e) if e.is_non_fast_forward() => {
+                tracing::info!(branch = %task.branch, "the branch moved on the remote; replaying this run's commits on it");
+                let mut remote = repo
+                    .remote_anonymous(&task.repo)
+                    .map_err(|e| CommitError::Git(e.message().to_string()))?;
+                let mut opts = git2::FetchOptions::new();
+                opts.remote_callbacks(gitops::callbacks());
+                let refspec = format!("+refs/heads/{0}:refs/remotes/origin/{0}", task.branch);
+                remote
+                    .fetch(&[&refspec], Some(&mut opts), None)
+                    .map_err(|e| {
+                        CommitError::Git(format!("fetch after a rejected push: {}", e.message()))
+                    })?;
+                let onto = repo
+                    .refname_to_id(&format!("refs/remotes/origin/{}", task.branch))
+                    .map_err(|e| CommitError::Git(e.message().to_string()))?;
+                head = gitops::replay(repo, start, head, onto)
+                    .map_err(|e| CommitError::Git(e.message().to_string()))?;
+                start = onto;
+            }
+            Err(e) => return Err(CommitError::Git(crate::engine::error_chain(&e))),
+        }
+    }
+    Err(CommitError::Git(format!(
+        "the branch {} kept moving; gave up after 5 pushes",
+        task.branch
+    )))
+}
+
+/// Task files a run adds or changes must validate, and status files belong to the engine:
+/// otherwise nothing is pushed and the errors are the result (the manager's next activation
+/// sees them and fixes them).
+fn check_task_files(
+    repo: &git2::Repository,
+    start: git2::Oid,
+    head: git2::Oid,
+) -> Result<(), CommitError> {
+    let changed = gitops::changed_paths(repo, start, head, crate::spec::AI_DIR)
+        .map_err(|e| CommitError::Git(e.message().to_string()))?;
+    let mut problems = Vec::new();
+    for (path, content) in changed {
+        if path.starts_with(crate::spec::STATUS_DIR) {
+            problems.push(format!(
+                "{path}:1:1: status files are written by the engine only"
+            ));
+            continue;
+        }
+        match crate::spec::task_key_of_path(&path) {
+            None => {}
+            Some(Err(message)) => problems.push(format!("{path}:1:1: {message}")),
+            Some(Ok(_)) => {
+                if let Err(e) = crate::spec::parse_task(&content) {
+                    problems.push(format!("{path}:{}:{}: {}", e.line, e.column, e.message));
+                }
+            }
+        }
+    }
+    if problems.is_empty() {
+        return Ok(());
+    }
+    Err(CommitError::Invalid(format!(
+        "invalid task files; nothing was pushed:\n{}",
+        problems.join("\n")
+    )))
 }
 
 /// Every blob and commit message between `start` and `head` is checked for secret values.

@@ -1,0 +1,328 @@
+//! The green layer's rules, pure: what a project-manager activation carries, how it is shown
+//! to the manager, how the manager says an epic is done, and the hard caps that end every loop.
+
+use serde::{Deserialize, Serialize};
+
+use crate::spec::{truncate, RunResult};
+
+/// The addressee of a project's manager: its runs never overlap.
+pub fn manager_addressee(project: &str) -> String {
+    format!("project-mgr-{project}")
+}
+
+/// One thing that happened since the manager last ran.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum ActivationItem {
+    /// A task of an epic finished.
+    Result {
+        key: String,
+        epic: Option<String>,
+        success: bool,
+        summary: Option<String>,
+        error: Option<String>,
+        error_class: Option<String>,
+        branch: Option<String>,
+        commit: Option<String>,
+    },
+    /// The manager's own last run failed (for example with invalid task files).
+    ManagerFailed { key: String, error: String },
+    /// A person changed `.ai/plan.md`.
+    PlanEdit {
+        commit: String,
+        author: String,
+        message: String,
+        diff: String,
+    },
+}
+
+impl ActivationItem {
+    pub fn result(key: &str, epic: Option<&str>, r: &RunResult) -> Self {
+        Self::Result {
+            key: key.into(),
+            epic: epic.map(str::to_string),
+            success: r.success,
+            summary: r.summary.as_deref().map(|s| truncate(s, 2000)),
+            error: r.error.as_deref().map(|s| truncate(s, 2000)),
+            error_class: r.error_class.map(|c| c.as_str().to_string()),
+            branch: r.branch.clone(),
+            commit: r.commit_sha.clone(),
+        }
+    }
+}
+
+/// The prompt of an activation: what happened, for the manager to decide the next step.
+pub fn render(items: &[ActivationItem]) -> String {
+    let mut out = String::from("# What happened since your last run\n");
+    for item in items {
+        out.push('\n');
+        match item {
+            ActivationItem::Result {
+                key,
+                epic,
+                success,
+                summary,
+                error,
+                error_class,
+                branch,
+                commit,
+            } => {
+                out.push_str(&format!(
+                    "## Task `{key}` {}{}\n",
+                    if *success { "succeeded" } else { "FAILED" },
+                    epic.as_deref()
+                        .map(|e| format!(" (epic {e})"))
+                        .unwrap_or_default()
+                ));
+                if let Some(b) = branch {
+                    out.push_str(&format!(
+                        "- branch: `{b}`{}\n",
+                        commit
+                            .as_deref()
+                            .map(|c| format!(" at {c}"))
+                            .unwrap_or_default()
+                    ));
+                }
+                if let Some(c) = error_class {
+                    out.push_str(&format!("- error class: {c}\n"));
+                }
+                if let Some(e) = error {
+                    out.push_str(&format!("- error: {e}\n"));
+                }
+                if let Some(s) = summary {
+                    out.push_str(&format!("- summary: {s}\n"));
+                }
+                out.push_str(&format!("- status file: `.ai/status/{key}.yaml`\n"));
+            }
+            ActivationItem::ManagerFailed { key, error } => {
+                out.push_str(&format!("## Your last run (`{key}`) FAILED\n\n{error}\n\nFix what it says; task files must validate.\n"));
+            }
+            ActivationItem::PlanEdit {
+                commit,
+                author,
+                message,
+                diff,
+            } => {
+                out.push_str(&format!(
+                    "## A person ({author}) edited `.ai/plan.md` in {commit}: {message}\n\nFollow the plan as it is now. The change:\n\n```diff\n{diff}\n```\n"
+                ));
+            }
+        }
+    }
+    out
+}
+
+/// What a manager's final message says about its epic.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum EpicMarker {
+    Complete,
+    Failed(String),
+}
+
+/// `EPIC COMPLETE` or `EPIC FAILED: reason` in the manager's final message.
+pub fn epic_marker(summary: &str) -> Option<EpicMarker> {
+    if let Some(i) = summary.find("EPIC FAILED") {
+        let rest = summary[i + "EPIC FAILED".len()..].trim_start_matches([':', ' ', '-']);
+        let reason = rest.lines().next().unwrap_or("").trim();
+        return Some(EpicMarker::Failed(if reason.is_empty() {
+            "the project manager gave up".into()
+        } else {
+            truncate(reason, 500)
+        }));
+    }
+    summary
+        .contains("EPIC COMPLETE")
+        .then_some(EpicMarker::Complete)
+}
+
+/// Hard caps per epic; hitting one fails the epic.
+#[derive(Debug, Clone, Copy, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EpicCaps {
+    #[serde(default = "d_tasks")]
+    pub max_tasks: u32,
+    #[serde(default = "d_failures")]
+    pub max_consecutive_failures: u32,
+    #[serde(default = "d_activations")]
+    pub max_activations: u32,
+    #[serde(default = "d_spend")]
+    pub max_spend_usd: f64,
+}
+
+fn d_tasks() -> u32 {
+    50
+}
+fn d_failures() -> u32 {
+    3
+}
+fn d_activations() -> u32 {
+    60
+}
+fn d_spend() -> f64 {
+    25.0
+}
+
+impl Default for EpicCaps {
+    fn default() -> Self {
+        Self {
+            max_tasks: d_tasks(),
+            max_consecutive_failures: d_failures(),
+            max_activations: d_activations(),
+            max_spend_usd: d_spend(),
+        }
+    }
+}
+
+/// The counters a cap looks at.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct EpicCounters {
+    pub tasks: u32,
+    pub consecutive_failures: u32,
+    pub activations: u32,
+    pub spend_usd: f64,
+}
+
+/// The first cap an epic has hit, as a reason for people.
+pub fn cap_hit(c: &EpicCounters, caps: &EpicCaps) -> Option<String> {
+    if c.tasks > caps.max_tasks {
+        return Some(format!(
+            "cap reached: {} tasks (max_tasks = {})",
+            c.tasks, caps.max_tasks
+        ));
+    }
+    if c.consecutive_failures >= caps.max_consecutive_failures {
+        return Some(format!(
+            "cap reached: {} consecutive failures (max_consecutive_failures = {})",
+            c.consecutive_failures, caps.max_consecutive_failures
+        ));
+    }
+    if c.activations >= caps.max_activations {
+        return Some(format!(
+            "cap reached: {} manager activations (max_activations = {})",
+            c.activations, caps.max_activations
+        ));
+    }
+    if c.spend_usd >= caps.max_spend_usd {
+        return Some(format!(
+            "cap reached: ${:.2} spent (max_spend_usd = {:.2})",
+            c.spend_usd, caps.max_spend_usd
+        ));
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn markers_and_caps() {
+        assert_eq!(
+            epic_marker("All merged.\nEPIC COMPLETE"),
+            Some(EpicMarker::Complete)
+        );
+        assert_eq!(
+            epic_marker("EPIC FAILED: the API does not exist\nmore"),
+            Some(EpicMarker::Failed("the API does not exist".into()))
+        );
+        assert_eq!(
+            epic_marker("EPIC FAILED"),
+            Some(EpicMarker::Failed("the project manager gave up".into()))
+        );
+        assert_eq!(epic_marker("next: review"), None);
+        let caps = EpicCaps {
+            max_tasks: 3,
+            max_consecutive_failures: 2,
+            max_activations: 5,
+            max_spend_usd: 1.0,
+        };
+        let ok = EpicCounters {
+            tasks: 3,
+            consecutive_failures: 1,
+            activations: 4,
+            spend_usd: 0.5,
+        };
+        assert_eq!(cap_hit(&ok, &caps), None);
+        assert!(cap_hit(&EpicCounters { tasks: 4, ..ok }, &caps)
+            .unwrap()
+            .contains("max_tasks"));
+        assert!(cap_hit(
+            &EpicCounters {
+                consecutive_failures: 2,
+                ..ok
+            },
+            &caps
+        )
+        .unwrap()
+        .contains("consecutive"));
+        assert!(cap_hit(
+            &EpicCounters {
+                activations: 5,
+                ..ok
+            },
+            &caps
+        )
+        .unwrap()
+        .contains("activations"));
+        assert!(cap_hit(
+            &EpicCounters {
+                spend_usd: 1.0,
+                ..ok
+            },
+            &caps
+        )
+        .unwrap()
+        .contains("$1.00"));
+    }
+
+    #[test]
+    fn render_shows_results_failures_and_plan_edits() {
+        let items = vec![
+            ActivationItem::result(
+                "impl-a",
+                Some("e"),
+                &RunResult {
+                    success: true,
+                    summary: Some("did a".into()),
+                    branch: Some("swarm/impl-a".into()),
+                    commit_sha: Some("abc".into()),
+                    ..RunResult::default()
+                },
+            ),
+            ActivationItem::ManagerFailed {
+                key: "plan-1".into(),
+                error: ".ai/tasks/x.yaml:3:1: unknown field `bogus`".into(),
+            },
+            ActivationItem::PlanEdit {
+                commit: "def".into(),
+                author: "Ann".into(),
+                message: "cut step 3".into(),
+                diff: "-- [ ] step 3".into(),
+            },
+        ];
+        let text = render(&items);
+        for want in [
+            "Task `impl-a` succeeded (epic e)",
+            "swarm/impl-a` at abc",
+            "summary: did a",
+            "FAILED",
+            "unknown field `bogus`",
+            "Ann",
+            "cut step 3",
+            "-- [ ] step 3",
+        ] {
+            assert!(text.contains(want), "{want}: {text}");
+        }
+    }
+}
+
+/// The spec of an engine-made activation task: the manager's addressee, kind `plan`.
+pub fn activation_spec(addressee: &str, epic: Option<&str>) -> crate::spec::TaskSpec {
+    let mut yaml = format!(
+        "addressee: {addressee}\nkind: plan\nprompt: |\n  You are activated: read .ai/plan.md, the results below and the status files, and decide the next step.\ncreated_by: engine\n"
+    );
+    if let Some(e) = epic {
+        yaml.push_str(&format!("epic: {e}\n"));
+    }
+    crate::spec::parse_task(yaml.as_bytes()).expect("the activation spec is valid by construction")
+}
