@@ -424,7 +424,9 @@ impl Config {
         }
         for (name, profile) in &self.agents {
             Label::new(name).map_err(|e| format!("agents.{name}: {e}"))?;
-            if profile.env.contains_key("ANTHROPIC_API_KEY") {
+            if profile.env.contains_key("ANTHROPIC_API_KEY")
+                || profile.env.contains_key("ANTHROPIC_AUTH_TOKEN")
+            {
                 return Err(format!(
                     "agents.{name}.env: ANTHROPIC_API_KEY is refused: it switches Claude Code to pay-per-token billing; \
                      use CLAUDE_CODE_OAUTH_TOKEN (from `claude setup-token`)"

@@ -55,7 +55,9 @@ pub async fn run(config: &Config) -> Vec<Check> {
         .collect();
     // The default agent is checked too when it is the built-in claude profile.
     if !claude_profiles.contains(&config.default_agent)
-        && config.agent(&config.default_agent).is_some_and(|p| p.kind == AgentKind::Claude)
+        && config
+            .agent(&config.default_agent)
+            .is_some_and(|p| p.kind == AgentKind::Claude)
     {
         claude_profiles.push(config.default_agent.clone());
     }

@@ -8,6 +8,7 @@ pub mod config;
 pub mod demo;
 pub mod doctor;
 pub mod engine;
+pub mod epic;
 pub mod gitops;
 pub mod runtime;
 pub mod secrets;

@@ -180,8 +180,19 @@ impl Engine {
 
     /// One level-triggered pass: stop what was asked to stop, claim and launch what may run.
     pub async fn reconcile(&mut self) -> Result<(), StoreError> {
+        while let Ok(c) = self.completions.try_recv() {
+            self.complete(c).await;
+        }
         for row in self.store.running().await? {
             let name = run_name(&row.project, &row.key, row.generation, row.attempts);
+            if !self.runtime.is_tracked(&name) {
+                // Running in the store but watched by nobody: its end was not recorded (the
+                // store failed at that moment). Launching is idempotent: the runtime adopts
+                // it, or completes it again from its result.
+                tracing::info!(project = %row.project, task = %row.key, run = %name, "watching a run again");
+                self.launch(row).await;
+                continue;
+            }
             if row.cancel_requested {
                 tracing::info!(project = %row.project, task = %row.key, "stopping");
                 self.runtime.stop(&name).await;

@@ -116,11 +116,11 @@ pub fn decide(
             })
         }
         Some(ErrorClass::RateLimit) => {
-            // The provider's reset time when it gave one (within a day), else backoff.
+            // The provider's reset time when it gave one (within a week), else backoff.
             let backoff = now + policy.delay(row.requeues as u32);
             let not_before = result
                 .rate_limit_reset
-                .filter(|t| *t > now && *t < now + chrono::Duration::hours(24))
+                .filter(|t| *t > now && *t < now + chrono::Duration::days(7))
                 .unwrap_or(backoff);
             Outcome::Requeue { result, not_before }
         }

@@ -37,7 +37,12 @@ pub const STARTED_FILE: &str = "started";
 
 /// Environment variables never passed to a job: `ANTHROPIC_API_KEY` would switch Claude Code to
 /// pay-per-token billing; the engine's own database URL is not the job's business.
-pub const WITHHELD_ENV: &[&str] = &["ANTHROPIC_API_KEY", "SWARM_DATABASE_URL", "DATABASE_URL"];
+pub const WITHHELD_ENV: &[&str] = &[
+    "ANTHROPIC_API_KEY",
+    "ANTHROPIC_AUTH_TOKEN",
+    "SWARM_DATABASE_URL",
+    "DATABASE_URL",
+];
 
 const GRACE: Duration = Duration::from_secs(5);
 const ADOPTED_POLL: Duration = Duration::from_millis(250);
@@ -91,7 +96,12 @@ impl LocalRuntime {
             .write(true)
             .open(dir.join(LOCK_FILE))
             .map_err(prepare)?;
-        if lock_exclusive(&lock, false).is_err() {
+        let held = match lock_exclusive(&lock, false) {
+            Ok(()) => false,
+            Err(e) if e.raw_os_error() == Some(libc::EWOULDBLOCK) => true,
+            Err(e) => return Err(prepare(e)),
+        };
+        if held {
             // Held: the worker of an earlier engine is alive.
             return self.adopt(
                 launch.task_id,
@@ -140,6 +150,8 @@ impl LocalRuntime {
         }
         cmd.process_group(0);
         let lock_fd = lock.as_raw_fd();
+        // The worker closes it for its agent, so a stray agent child cannot hold the lock.
+        cmd.env("SWARM_LOCK_FD", lock_fd.to_string());
         // SAFETY: between fork and exec only async-signal-safe calls: fcntl clears close-on-exec
         // on the locked descriptor so the worker inherits the lock.
         unsafe {
@@ -159,7 +171,11 @@ impl LocalRuntime {
                 source,
             })?;
         let pid = child.id().unwrap_or_default();
-        write_atomic(&dir.join(PID_FILE), pid.to_string().as_bytes()).map_err(prepare)?;
+        // The worker runs now: from here on nothing may fail the launch, or the engine would
+        // retry a run that is going.
+        if let Err(e) = write_atomic(&dir.join(PID_FILE), pid.to_string().as_bytes()) {
+            tracing::error!(run = %launch.run_name, "cannot record the worker's pid: {e}");
+        }
         // Closing our descriptor does not release the lock: the worker holds the same open file.
         drop(lock);
 
@@ -237,6 +253,8 @@ impl LocalRuntime {
                 }
                 tokio::time::sleep(ADOPTED_POLL).await;
             }
+            // Whatever the adopted worker left in its group goes with it.
+            kill_group_now(pid);
             this.finish(&run_name, task_id, attempt, &state, timed_out, None);
         });
         Ok(())
@@ -245,15 +263,17 @@ impl LocalRuntime {
     /// Stops a run: SIGTERM to its process group, SIGKILL after a grace period. The run then
     /// completes as cancelled.
     pub async fn stop(&self, run_name: &str) {
-        if let Some(state) = self
+        // Only a run this engine watches is signalled: a stale pid file of an ended run could
+        // name a process group the system has given to someone else since.
+        let state = self
             .runs
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .get(run_name)
-        {
-            if state.stop.swap(true, Ordering::SeqCst) {
-                return;
-            }
+            .cloned();
+        match state {
+            Some(state) if !state.stop.swap(true, Ordering::SeqCst) => {}
+            _ => return,
         }
         let pid: Option<i32> = std::fs::read_to_string(self.run_dir(run_name).join(PID_FILE))
             .ok()
@@ -325,8 +345,13 @@ impl LocalRuntime {
             result.finished_at = Some(Utc::now());
         }
         // The checkout and HOME are scratch; the task, log and result stay for people to read.
-        let _ = std::fs::remove_dir_all(dir.join("checkout"));
-        let _ = std::fs::remove_dir_all(dir.join("home"));
+        // Removing a large checkout takes a while: not on the engine's threads.
+        let scratch = [dir.join("checkout"), dir.join("home")];
+        tokio::task::spawn_blocking(move || {
+            for d in scratch {
+                let _ = std::fs::remove_dir_all(d);
+            }
+        });
         self.runs
             .lock()
             .unwrap_or_else(|p| p.into_inner())
@@ -402,11 +427,17 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
 
 /// The last `max` bytes of a file, from a line start.
 pub fn read_tail(path: &Path, max: usize) -> String {
-    let Ok(bytes) = std::fs::read(path) else {
+    use std::io::{Read, Seek, SeekFrom};
+    let Ok(mut file) = File::open(path) else {
         return String::new();
     };
-    let start = bytes.len().saturating_sub(max);
-    let text = String::from_utf8_lossy(&bytes[start..]);
+    let len = file.metadata().map(|m| m.len()).unwrap_or(0);
+    let start = len.saturating_sub(max as u64);
+    let mut bytes = Vec::new();
+    if file.seek(SeekFrom::Start(start)).is_err() || file.read_to_end(&mut bytes).is_err() {
+        return String::new();
+    }
+    let text = String::from_utf8_lossy(&bytes);
     let text = if start > 0 {
         text.split_once('\n')
             .map_or(&*text, |(_, rest)| rest)

@@ -91,6 +91,39 @@ macro_rules! on_pool {
     };
 }
 
+/// Opens a write transaction. On SQLite it takes the write lock at once (`BEGIN IMMEDIATE`),
+/// so a transaction that reads and then writes never fails half-way because another process
+/// (the CLI, say) wrote meanwhile; the busy timeout covers the wait.
+trait BeginImmediate {
+    type Db: sqlx::Database;
+    fn begin_immediate(
+        &self,
+    ) -> impl std::future::Future<Output = Result<sqlx::Transaction<'static, Self::Db>, sqlx::Error>>
+           + Send;
+}
+
+impl BeginImmediate for PgPool {
+    type Db = sqlx::Postgres;
+    fn begin_immediate(
+        &self,
+    ) -> impl std::future::Future<
+        Output = Result<sqlx::Transaction<'static, sqlx::Postgres>, sqlx::Error>,
+    > + Send {
+        self.begin()
+    }
+}
+
+impl BeginImmediate for SqlitePool {
+    type Db = sqlx::Sqlite;
+    fn begin_immediate(
+        &self,
+    ) -> impl std::future::Future<
+        Output = Result<sqlx::Transaction<'static, sqlx::Sqlite>, sqlx::Error>,
+    > + Send {
+        self.begin_with("BEGIN IMMEDIATE")
+    }
+}
+
 /// The store. Cheap to clone.
 #[derive(Clone, Debug)]
 pub struct Store {
@@ -288,7 +321,7 @@ impl Store {
             }
         };
         on_pool!(self, pool => {
-            let mut tx = pool.begin().await.map_err(q("begin a sync"))?;
+            let mut tx = pool.begin_immediate().await.map_err(q("begin a sync"))?;
             for action in &plan.actions {
                 let key = match action {
                     A::Create(t) | A::Update { task: t, .. } => t.key.as_str(),
@@ -417,7 +450,7 @@ impl Store {
               AND NOT EXISTS (SELECT 1 FROM tasks r WHERE r.addressee = c.addressee AND r.status = 'running')
             ORDER BY priority DESC, id";
         let claimed = on_pool!(self, pool => {
-            let mut tx = pool.begin().await.map_err(q("begin a claim"))?;
+            let mut tx = pool.begin_immediate().await.map_err(q("begin a claim"))?;
             if let Backend::Postgres(_) = &self.backend {
                 sqlx::query("SELECT pg_advisory_xact_lock(7353012)").execute(&mut *tx).await.map_err(q("lock the claim"))?;
             }
@@ -522,8 +555,10 @@ impl Store {
             O::Deleted(_) => (TaskState::Completed, "", None, false, None, false),
         };
         let changed = on_pool!(self, pool => {
-            let mut tx = pool.begin().await.map_err(q("begin finishing a run"))?;
-            let row: Option<(String, String, i32, Json<crate::spec::TaskSpec>)> = sqlx::query_as(
+            let mut tx = pool.begin_immediate().await.map_err(q("begin finishing a run"))?;
+            // The spec is read as plain JSON: only its addressee matters here, and a row whose
+            // spec no longer decodes must still be finishable.
+            let row: Option<(String, String, i32, Json<serde_json::Value>)> = sqlx::query_as(
                 "SELECT project, key, generation, spec FROM tasks WHERE id = $1 AND status = 'running' AND attempts = $2")
                 .bind(id).bind(attempt).fetch_optional(&mut *tx).await.map_err(q("read a running task"))?;
             let Some((project, key, generation, spec)) = row else {
@@ -544,7 +579,7 @@ impl Store {
                 // The next generation starts afresh, with the addressee of its (new) spec.
                 sqlx::query(
                     "UPDATE tasks SET status = $2, result = $3, completed_at = $4, updated_at = $5, not_before = $6,
-                        report_due = $7, cancel_requested = FALSE,
+                        report_due = CASE WHEN origin = 'file' THEN $7 ELSE FALSE END, cancel_requested = FALSE,
                         generation = CASE WHEN $8 THEN generation + 1 ELSE generation END,
                         attempts = CASE WHEN $8 THEN 0 ELSE attempts END,
                         infra_failures = CASE WHEN $8 THEN 0 ELSE infra_failures + $10 END,
@@ -552,7 +587,7 @@ impl Store {
                         addressee = CASE WHEN $8 THEN $9 ELSE addressee END
                      WHERE id = $1")
                     .bind(id).bind(status.as_str()).bind(result.map(Json)).bind(completed_at).bind(now).bind(not_before)
-                    .bind(report_due).bind(next).bind(spec.0.addressee.as_str()).bind(infra_bump).bind(requeue_bump)
+                    .bind(report_due).bind(next).bind(spec.0.get("addressee").and_then(|a| a.as_str()).unwrap_or_default().to_string()).bind(infra_bump).bind(requeue_bump)
                     .execute(&mut *tx).await.map_err(q("finish a run"))?;
                 insert_event(&mut *tx, &project, &key, generation, now, kind, &message,
                     result.map(|r| serde_json::to_value(r).unwrap_or_default())).await?;
@@ -599,7 +634,7 @@ impl Store {
         now: DateTime<Utc>,
     ) -> Result<()> {
         on_pool!(self, pool => {
-            let mut tx = pool.begin().await.map_err(q("begin marking reports"))?;
+            let mut tx = pool.begin_immediate().await.map_err(q("begin marking reports"))?;
             for (id, generation) in reported {
                 let row: Option<(String, String)> = sqlx::query_as(
                     "UPDATE tasks SET report_due = FALSE WHERE id = $1 AND generation = $2 AND status = 'completed' RETURNING project, key")
@@ -660,7 +695,7 @@ impl Store {
             Backend::Sqlite(_) => "SELECT key, context FROM tasks WHERE project = $1 AND addressee = $2 AND origin = 'engine' AND status = 'pending' ORDER BY id LIMIT 1",
         };
         let out = on_pool!(self, pool => {
-            let mut tx = pool.begin().await.map_err(q("begin an activation"))?;
+            let mut tx = pool.begin_immediate().await.map_err(q("begin an activation"))?;
             if let Backend::Postgres(_) = &self.backend {
                 // Two completions at once must not create two activations.
                 sqlx::query("SELECT pg_advisory_xact_lock(7353013)").execute(&mut *tx).await.map_err(q("lock activations"))?;
@@ -760,7 +795,7 @@ impl Store {
             format!("epic {name} failed: {}", failed.unwrap_or("")),
         );
         let changed = on_pool!(self, pool => {
-            let mut tx = pool.begin().await.map_err(q("begin ending an epic"))?;
+            let mut tx = pool.begin_immediate().await.map_err(q("begin ending an epic"))?;
             let n = sqlx::query("UPDATE epics SET state = $3, reason = $4, updated_at = $5 WHERE project = $1 AND name = $2 AND state = 'active'")
                 .bind(project).bind(name).bind(state).bind(failed).bind(now)
                 .execute(&mut *tx).await.map_err(q("end an epic"))?.rows_affected();

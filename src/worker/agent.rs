@@ -157,31 +157,40 @@ pub(super) fn run_agent(run: &AgentRun<'_>) -> RunResult {
     // stderr goes to the log (redacted) with its tail kept.
     let stderr = child.stderr.take();
     let redactor = run.redactor.clone();
-    let err_thread = std::thread::spawn(move || {
+    let (err_tx, err_rx) = std::sync::mpsc::channel::<String>();
+    std::thread::spawn(move || {
         let mut tail = String::new();
         if let Some(s) = stderr {
-            for line in BufReader::new(s).lines().map_while(Result::ok) {
-                let line = redactor.redact(&line);
+            for_each_line(s, |line| {
+                let line = redactor.redact(line);
                 eprintln!("{line}");
                 keep_tail(&mut tail, &line);
-            }
+                true
+            });
         }
-        tail
+        let _ = err_tx.send(tail);
     });
     let mut out_tail = String::new();
     let mut stream = StreamState::default();
     let claude = task.agent.kind == AgentKind::Claude;
     if let Some(stdout) = child.stdout.take() {
         let mut out = std::io::stdout();
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            let shown = run.redactor.redact(&line);
+        for_each_line(stdout, |line| {
+            let shown = run.redactor.redact(line);
             let _ = writeln!(out, "{shown}");
             keep_tail(&mut out_tail, &shown);
-            // The result event is the end: the CLI sometimes hangs after it.
-            if claude && stream.feed(&line) {
-                break;
-            }
-        }
+            // The result event is the end: the CLI sometimes hangs after it. A CLI that says
+            // it bills an API key is stopped at once.
+            !(claude && (stream.feed(line) || stream.api_key_source.is_some()))
+        });
+    }
+    if let Some(source) = &stream.api_key_source {
+        kill_tree(child.id());
+        let _ = child.wait();
+        return RunResult::failure(
+            ErrorClass::BillingGuard,
+            format!("stopped Claude Code: it authenticated with an API key ({source}), which bills per token; remove it from the repository's .claude settings and the environment"),
+        );
     }
     let grace = task.agent.grace.unwrap_or(DEFAULT_GRACE);
     let exit_ok = match wait_or_kill(&mut child, if claude { grace } else { Duration::MAX }) {
@@ -190,40 +199,54 @@ pub(super) fn run_agent(run: &AgentRun<'_>) -> RunResult {
             return RunResult::failure(ErrorClass::Crash, format!("cannot wait for the agent: {e}"))
         }
     };
-    // Claude's stderr may stay open in a lingering grandchild; do not wait on it for ever.
-    let err_tail = if claude && !err_thread.is_finished() {
-        String::new()
-    } else {
-        err_thread.join().unwrap_or_default()
-    };
+    // A lingering grandchild may hold stderr open: wait for its tail only briefly.
+    let err_tail = err_rx
+        .recv_timeout(Duration::from_millis(500))
+        .unwrap_or_default();
     let detail = if err_tail.trim().is_empty() {
         out_tail.trim().to_string()
     } else {
         err_tail.trim().to_string()
     };
-    let mut result = if claude {
-        claude::classify(&stream, exit_ok, &detail)
-    } else {
-        let summary = out_tail
-            .lines()
-            .rev()
-            .find(|l| !l.trim().is_empty())
-            .map(|l| truncate(l.trim(), 2000));
-        RunResult {
-            success: exit_ok,
-            summary,
-            error_class: (!exit_ok).then_some(ErrorClass::Agent),
-            error: (!exit_ok).then(|| truncate(&format!("the agent failed: {detail}"), 4000)),
-            ..RunResult::default()
-        }
-    };
-    result.summary = result.summary.map(|s| run.redactor.redact(&s));
-    result.error = result.error.map(|s| run.redactor.redact(&s));
-    result
+    let redact = |text: &str| run.redactor.redact(text);
+    if claude {
+        return claude::classify(&stream, exit_ok, &detail, &redact);
+    }
+    let summary = out_tail
+        .lines()
+        .rev()
+        .find(|l| !l.trim().is_empty())
+        .map(|l| truncate(l.trim(), 2000));
+    RunResult {
+        success: exit_ok,
+        summary,
+        error_class: (!exit_ok).then_some(ErrorClass::Agent),
+        error: (!exit_ok).then(|| format!("the agent failed: {}", truncate_start(&detail, 4000))),
+        ..RunResult::default()
+    }
 }
 
-/// Waits for the agent; after `grace` it is terminated (SIGTERM, then SIGKILL two seconds
-/// later). Whether it exited with success.
+/// Calls `f` with each line of `reader` (invalid UTF-8 replaced, never a reason to stop)
+/// until the reader ends or `f` returns false.
+fn for_each_line(reader: impl std::io::Read, mut f: impl FnMut(&str) -> bool) {
+    let mut reader = BufReader::new(reader);
+    let mut buf = Vec::new();
+    loop {
+        buf.clear();
+        match reader.read_until(b'\n', &mut buf) {
+            Ok(0) | Err(_) => return,
+            Ok(_) => {
+                let line = String::from_utf8_lossy(&buf);
+                if !f(line.trim_end_matches(['\n', '\r'])) {
+                    return;
+                }
+            }
+        }
+    }
+}
+
+/// Waits for the agent; after `grace` it and everything it started are terminated (SIGTERM,
+/// then SIGKILL two seconds later). Whether it exited with success.
 fn wait_or_kill(child: &mut Child, grace: Duration) -> std::io::Result<bool> {
     if grace == Duration::MAX {
         return Ok(child.wait()?.success());
@@ -239,19 +262,73 @@ fn wait_or_kill(child: &mut Child, grace: Duration) -> std::io::Result<bool> {
         std::thread::sleep(Duration::from_millis(50));
     }
     tracing::info!("the agent is still running after its result; ending it");
-    let pid = nix::unistd::Pid::from_raw(child.id() as i32);
-    let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
-    let until = Instant::now() + Duration::from_secs(2);
-    while Instant::now() < until {
-        if child.try_wait()?.is_some() {
-            // It had its result; how it was stopped does not change that.
-            return Ok(true);
+    kill_tree(child.id());
+    child.wait()?;
+    // It had its result; how it was stopped does not change that.
+    Ok(true)
+}
+
+/// The descendants of `pid`, deepest first (from /proc's children lists).
+fn descendants(pid: u32) -> Vec<u32> {
+    let mut out = Vec::new();
+    let tasks = std::fs::read_dir(format!("/proc/{pid}/task"))
+        .map(|d| d.flatten().collect::<Vec<_>>())
+        .unwrap_or_default();
+    for t in tasks {
+        let children = std::fs::read_to_string(t.path().join("children")).unwrap_or_default();
+        for child in children
+            .split_whitespace()
+            .filter_map(|c| c.parse::<u32>().ok())
+        {
+            out.extend(descendants(child));
+            out.push(child);
         }
+    }
+    out
+}
+
+/// SIGTERM to `pid` and its descendants, SIGKILL two seconds later to what is left.
+fn kill_tree(pid: u32) {
+    use nix::sys::signal::{kill, Signal};
+    use nix::unistd::Pid;
+    let mut all = descendants(pid);
+    all.push(pid);
+    for p in &all {
+        let _ = kill(Pid::from_raw(*p as i32), Signal::SIGTERM);
+    }
+    let until = Instant::now() + Duration::from_secs(2);
+    while Instant::now() < until
+        && all
+            .iter()
+            .any(|p| kill(Pid::from_raw(*p as i32), None).is_ok() && !is_zombie(*p))
+    {
         std::thread::sleep(Duration::from_millis(50));
     }
-    child.kill()?;
-    child.wait()?;
-    Ok(true)
+    for p in &all {
+        let _ = kill(Pid::from_raw(*p as i32), Signal::SIGKILL);
+    }
+}
+
+fn is_zombie(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|s| {
+            s.rsplit_once(')')
+                .map(|(_, r)| r.trim_start().starts_with('Z'))
+        })
+        .unwrap_or(true)
+}
+
+/// The last `max` bytes of `text` on a character boundary: error details end with the error.
+pub fn truncate_start(text: &str, max: usize) -> String {
+    if text.len() <= max {
+        return text.to_string();
+    }
+    let mut start = text.len() - max;
+    while !text.is_char_boundary(start) {
+        start += 1;
+    }
+    format!("[…] {}", &text[start..])
 }
 
 fn keep_tail(tail: &mut String, line: &str) {

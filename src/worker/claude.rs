@@ -34,7 +34,7 @@ pub fn safety_check(
         std::env::var(name).is_ok_and(|v| !v.trim().is_empty())
             || agent_env.get(name).is_some_and(|v| !v.trim().is_empty())
     };
-    if set("ANTHROPIC_API_KEY") {
+    if set("ANTHROPIC_API_KEY") || set("ANTHROPIC_AUTH_TOKEN") {
         return Err(RunResult::failure(
             ErrorClass::BillingGuard,
             "refusing to run Claude Code: ANTHROPIC_API_KEY is set, which would bill this run per token \
@@ -67,7 +67,6 @@ pub fn safety_check(
 pub fn args(profile: &AgentProfile, prompt: &str) -> Vec<String> {
     let mut a: Vec<String> = vec![
         "-p".into(),
-        prompt.into(),
         "--output-format".into(),
         "stream-json".into(),
         "--verbose".into(),
@@ -83,6 +82,9 @@ pub fn args(profile: &AgentProfile, prompt: &str) -> Vec<String> {
         a.extend(["--model".into(), m.clone()]);
     }
     a.extend(profile.extra_args.iter().cloned());
+    // The prompt last, after `--`: a prompt that starts with `-` (a role prompt with front
+    // matter, say) is text, not an option.
+    a.extend(["--".into(), prompt.into()]);
     a
 }
 
@@ -129,6 +131,38 @@ pub struct ResultEvent {
     pub errors: Option<Vec<String>>,
 }
 
+impl ResultEvent {
+    /// Field by field, so one field of an unexpected type in another CLI version loses only
+    /// that field, not the run's outcome.
+    fn read(v: &serde_json::Value) -> Self {
+        let str_of = |k: &str| v.get(k).and_then(|x| x.as_str()).map(str::to_string);
+        Self {
+            subtype: str_of("subtype").unwrap_or_default(),
+            is_error: v.get("is_error").and_then(|x| x.as_bool()).unwrap_or(false),
+            result: str_of("result"),
+            num_turns: v
+                .get("num_turns")
+                .and_then(|x| x.as_u64())
+                .map(|n| n as u32),
+            total_cost_usd: v.get("total_cost_usd").and_then(|x| x.as_f64()),
+            session_id: str_of("session_id"),
+            api_error_status: v
+                .get("api_error_status")
+                .and_then(|x| x.as_u64())
+                .map(|n| n as u16),
+            errors: v.get("errors").and_then(|x| x.as_array()).map(|a| {
+                a.iter()
+                    .map(|e| {
+                        e.as_str()
+                            .map(str::to_string)
+                            .unwrap_or_else(|| e.to_string())
+                    })
+                    .collect()
+            }),
+        }
+    }
+}
+
 /// What the stream told us besides the result.
 #[derive(Debug, Clone, Default)]
 pub struct StreamState {
@@ -137,6 +171,8 @@ pub struct StreamState {
     pub rate_limit_reset: Option<DateTime<Utc>>,
     pub rate_limited: bool,
     pub session_id: Option<String>,
+    /// Set when the CLI's init event says it authenticates with an API key (pay per token).
+    pub api_key_source: Option<String>,
     pub lines: usize,
     pub unparsed: usize,
 }
@@ -172,8 +208,19 @@ impl StreamState {
                 }
                 false
             }
+            Some("system") if v.get("subtype").and_then(|s| s.as_str()) == Some("init") => {
+                // "none" means subscription (OAuth) credentials; anything else is an API key
+                // from the environment, a settings file or an apiKeyHelper.
+                match v.get("apiKeySource").and_then(|s| s.as_str()) {
+                    Some(source) if source != "none" => {
+                        self.api_key_source = Some(source.to_string())
+                    }
+                    _ => {}
+                }
+                false
+            }
             Some("result") => {
-                self.result = Some(serde_json::from_value(v).unwrap_or_default());
+                self.result = Some(ResultEvent::read(&v));
                 true
             }
             _ => false,
@@ -203,7 +250,14 @@ fn reset_in_text(text: &str) -> Option<DateTime<Utc>> {
 }
 
 /// The run's outcome from what the stream said and how the process ended.
-pub fn classify(state: &StreamState, exit_ok: bool, output_tail: &str) -> RunResult {
+/// Texts are redacted with `redact` before they are cut to size, so a cut never splits a
+/// secret into an unrecognisable prefix.
+pub fn classify(
+    state: &StreamState,
+    exit_ok: bool,
+    output_tail: &str,
+    redact: &dyn Fn(&str) -> String,
+) -> RunResult {
     let Some(r) = &state.result else {
         let why = if state.lines == 0 {
             "printed nothing"
@@ -221,7 +275,7 @@ pub fn classify(state: &StreamState, exit_ok: bool, output_tail: &str) -> RunRes
                 format!(
                     "Claude Code {why} (exit {}): {}",
                     if exit_ok { "ok" } else { "failed" },
-                    truncate(output_tail.trim(), 2000)
+                    super::agent::truncate_start(&redact(output_tail.trim()), 2000)
                 ),
             )
         };
@@ -304,7 +358,7 @@ mod tests {
             r#"{"type":"result","subtype":"success","is_error":false,"result":"Done.","num_turns":3,"total_cost_usd":0.25,"session_id":"s1"}"#,
             r#"{"type":"ignored-after-result"}"#,
         ]);
-        let r = classify(&s, false, "");
+        let r = classify(&s, false, "", &|t| t.to_string());
         assert!(r.success, "exit code does not matter: {r:?}");
         assert_eq!(
             (
@@ -324,14 +378,14 @@ mod tests {
             r#"{"type":"result","subtype":"success","is_error":true,"api_error_status":429,"result":"API Error: 429 rate limited"}"#,
         ]);
         assert_eq!(
-            classify(&rl, true, "").error_class,
+            classify(&rl, true, "", &|t| t.to_string()).error_class,
             Some(ErrorClass::RateLimit),
             "exit 0 with is_error is a failure"
         );
         let usage = run(&[
             r#"{"type":"result","subtype":"success","is_error":true,"result":"Claude AI usage limit reached|1767225600"}"#,
         ]);
-        let r = classify(&usage, false, "");
+        let r = classify(&usage, false, "", &|t| t.to_string());
         assert_eq!(r.error_class, Some(ErrorClass::RateLimit));
         assert_eq!(r.rate_limit_reset.unwrap().timestamp(), 1767225600);
         let event = run(&[
@@ -339,7 +393,7 @@ mod tests {
             r#"{"type":"result","subtype":"error_during_execution","is_error":true,"result":"limit"}"#,
         ]);
         assert_eq!(
-            classify(&event, false, "")
+            classify(&event, false, "", &|t| t.to_string())
                 .rate_limit_reset
                 .unwrap()
                 .timestamp(),
@@ -349,19 +403,36 @@ mod tests {
             r#"{"type":"result","subtype":"success","is_error":true,"api_error_status":401,"result":"Invalid API key · Please run /login"}"#,
         ]);
         assert_eq!(
-            classify(&auth, false, "").error_class,
+            classify(&auth, false, "", &|t| t.to_string()).error_class,
             Some(ErrorClass::Auth)
         );
         let agent = run(&[
             r#"{"type":"result","subtype":"error_max_turns","is_error":true,"num_turns":10}"#,
         ]);
-        let r = classify(&agent, false, "");
+        let r = classify(&agent, false, "", &|t| t.to_string());
         assert_eq!(r.error_class, Some(ErrorClass::Agent));
         assert!(r.error.unwrap().contains("error_max_turns"));
         let crash = run(&["garbage", "more garbage"]);
-        let r = classify(&crash, false, "segfault");
+        let r = classify(&crash, false, "segfault", &|t| t.to_string());
         assert_eq!(r.error_class, Some(ErrorClass::Crash));
         assert!(r.error.unwrap().contains("segfault"));
+    }
+
+    #[test]
+    fn an_api_key_in_use_is_noticed_at_init() {
+        let mut s = StreamState::default();
+        assert!(!s.feed(r#"{"type":"system","subtype":"init","apiKeySource":"none"}"#));
+        assert_eq!(s.api_key_source, None);
+        s.feed(r#"{"type":"system","subtype":"init","apiKeySource":"ANTHROPIC_API_KEY"}"#);
+        assert_eq!(s.api_key_source.as_deref(), Some("ANTHROPIC_API_KEY"));
+        let odd = run(&[
+            r#"{"type":"result","subtype":"success","is_error":false,"result":"ok","errors":[{"code":1}],"num_turns":"two"}"#,
+        ]);
+        let r = classify(&odd, true, "", &|t| t.to_string());
+        assert!(
+            r.success && r.turns.is_none(),
+            "odd fields lose only themselves: {r:?}"
+        );
     }
 
     #[test]
@@ -371,8 +442,13 @@ mod tests {
         p.max_budget_usd = Some(1.5);
         p.model = Some("opus".into());
         p.extra_args = vec!["--add-dir".into(), "/x".into()];
-        let a = args(&p, "do it");
-        assert_eq!(&a[..2], ["-p", "do it"]);
+        let a = args(&p, "-- do it");
+        assert_eq!(a[0], "-p");
+        assert_eq!(
+            &a[a.len() - 2..],
+            ["--", "-- do it"],
+            "the prompt comes last, after --"
+        );
         let joined = a.join(" ");
         for want in [
             "--output-format stream-json",

@@ -55,6 +55,7 @@ pub fn exit_code(result: &RunResult) -> u8 {
 /// Runs the task in `run_dir` and writes `result.json` there. Returns the result as well.
 pub fn run(run_dir: &Path) -> RunResult {
     let started_at = Utc::now();
+    close_lock_on_exec();
     // First of all: from here on a lost run counts as one that ran.
     if let Err(e) = write_atomic(
         &run_dir.join(STARTED_FILE),
@@ -97,6 +98,24 @@ pub fn run(run_dir: &Path) -> RunResult {
     result
 }
 
+/// The run's lock, inherited from the engine, stays with the worker: the agent must not get it
+/// (a stray agent child would otherwise keep the run looking alive).
+fn close_lock_on_exec() {
+    let Some(fd) = std::env::var("SWARM_LOCK_FD")
+        .ok()
+        .and_then(|v| v.parse::<i32>().ok())
+    else {
+        return;
+    };
+    // SAFETY: fcntl on a descriptor number the engine handed us; failure is harmless.
+    unsafe {
+        let flags = libc::fcntl(fd, libc::F_GETFD);
+        if flags >= 0 {
+            libc::fcntl(fd, libc::F_SETFD, flags | libc::FD_CLOEXEC);
+        }
+    }
+}
+
 fn redact_result(mut r: RunResult, redactor: &Redactor) -> RunResult {
     r.summary = r.summary.map(|s| redactor.redact(&s));
     r.error = r.error.map(|s| redactor.redact(&s));
@@ -107,6 +126,18 @@ fn redact_result(mut r: RunResult, redactor: &Redactor) -> RunResult {
 fn work(task: &WorkerTask, run_dir: &Path, redactor: &mut Redactor) -> RunResult {
     let agent_env = expand_profile_env(&task.agent.env);
     redactor.add_env(&agent_env);
+    // Whatever the profile takes from the engine's environment is treated as secret, whatever
+    // its name; so is a password in the repository URL.
+    for (k, v) in &task.agent.env {
+        if v.contains("${") {
+            if let Some(expanded) = agent_env.get(k) {
+                redactor.add(k, expanded);
+            }
+        }
+    }
+    if let Some(password) = url_password(&task.repo) {
+        redactor.add("repository URL password", &password);
+    }
     let home = run_dir.join("home");
     // The safety check comes before any network traffic, the clone included.
     let credentials = if task.agent.kind == AgentKind::Claude {
@@ -137,7 +168,7 @@ fn work(task: &WorkerTask, run_dir: &Path, redactor: &mut Redactor) -> RunResult
         }
     };
     let prompt = prompts::compose(
-        &prompts::role_prompt(&checkout, task.kind.as_deref()),
+        &prompts::role_prompt(&repo, task.kind.as_deref()),
         &task.key,
         &task.branch,
         &task.prompt,
@@ -175,9 +206,10 @@ fn work(task: &WorkerTask, run_dir: &Path, redactor: &mut Redactor) -> RunResult
     let mut result = agent::run_agent(&run);
     if matches!(
         result.error_class,
-        Some(ErrorClass::MissingCli | ErrorClass::Crash | ErrorClass::RateLimit | ErrorClass::Auth)
+        Some(ErrorClass::MissingCli | ErrorClass::BillingGuard)
     ) {
-        // The agent never got to work (or its work is in doubt); nothing to commit.
+        // The agent never ran; there is nothing to keep. Anything else (a rate limit after
+        // forty turns, say) is committed and pushed, so the next attempt continues from it.
         return result;
     }
     result.branch = Some(task.branch.clone());
@@ -197,6 +229,17 @@ fn work(task: &WorkerTask, run_dir: &Path, redactor: &mut Redactor) -> RunResult
                 success: false,
                 error_class: Some(ErrorClass::Agent),
                 error: Some(message),
+                ..result
+            };
+        }
+        Err(CommitError::Git(e)) if !result.success => {
+            // The agent's own failure says more; the push problem is added to it.
+            let error = format!(
+                "{}; and its work could not be pushed: {e}",
+                result.error.clone().unwrap_or_default()
+            );
+            return RunResult {
+                error: Some(error),
                 ..result
             };
         }
@@ -258,6 +301,10 @@ fn prepare_checkout(
         .map_err(m)?;
         repo.set_head(&refname).map_err(m)?;
     }
+    // Commits the agent makes itself (a merge, say) carry the engine's identity.
+    let mut config = repo.config().map_err(m)?;
+    config.set_str("user.name", &task.git_name).map_err(m)?;
+    config.set_str("user.email", &task.git_email).map_err(m)?;
     Ok((repo, start))
 }
 
@@ -421,7 +468,10 @@ fn check_for_secrets(
             .diff_tree_to_tree(parent_tree.as_ref(), Some(&commit.tree().map_err(m)?), None)
             .map_err(m)?;
         for delta in diff.deltas() {
-            if delta.status() == git2::Delta::Deleted {
+            // A nested repository (a gitlink) has no blob to read.
+            if delta.status() == git2::Delta::Deleted
+                || delta.new_file().mode() == git2::FileMode::Commit
+            {
                 continue;
             }
             let blob = repo.find_blob(delta.new_file().id()).map_err(m)?;
@@ -438,6 +488,16 @@ fn check_for_secrets(
         }
     }
     Ok(())
+}
+
+/// The password of a `scheme://user:password@host/...` URL.
+fn url_password(url: &str) -> Option<String> {
+    let rest = url.split_once("://")?.1;
+    let creds = rest.split_once('@')?.0;
+    creds
+        .split_once(':')
+        .map(|(_, p)| p.to_string())
+        .filter(|p| !p.is_empty())
 }
 
 /// The run directory a worker was pointed at, made absolute.

@@ -47,14 +47,31 @@ impl Role {
     }
 }
 
-/// The role prompt for `kind` in `checkout`: the repository's override, else the built-in.
-pub fn role_prompt(checkout: &Path, kind: Option<&str>) -> String {
+/// Largest role prompt override read from a repository.
+const MAX_OVERRIDE: usize = 64 * 1024;
+
+/// The role prompt for `kind`: the repository's `.ai/prompts/<role>.md` as committed at HEAD
+/// (read from git, not the work tree, so a symlink cannot smuggle in another file), else the
+/// built-in one.
+pub fn role_prompt(repo: &git2::Repository, kind: Option<&str>) -> String {
     let role = Role::of_kind(kind);
-    let custom = checkout
-        .join(".ai/prompts")
-        .join(format!("{}.md", role.name()));
-    match std::fs::read_to_string(custom) {
-        Ok(text) if !text.trim().is_empty() => text,
+    let path = format!(".ai/prompts/{}.md", role.name());
+    let custom = (|| {
+        let tree = repo.head().ok()?.peel_to_tree().ok()?;
+        let entry = tree.get_path(Path::new(&path)).ok()?;
+        if entry.filemode() != i32::from(git2::FileMode::Blob)
+            && entry.filemode() != i32::from(git2::FileMode::BlobExecutable)
+        {
+            return None;
+        }
+        let blob = repo.find_blob(entry.id()).ok()?;
+        if blob.size() > MAX_OVERRIDE {
+            return None;
+        }
+        String::from_utf8(blob.content().to_vec()).ok()
+    })();
+    match custom {
+        Some(text) if !text.trim().is_empty() => text,
         _ => role.builtin().to_string(),
     }
 }
@@ -79,18 +96,40 @@ mod tests {
         assert_eq!(Role::of_kind(None), Role::Implement);
         assert_eq!(Role::of_kind(Some("docs")), Role::Implement);
         let dir = tempfile::tempdir().unwrap();
-        assert!(role_prompt(dir.path(), Some("review")).contains("reviewer"));
-        std::fs::create_dir_all(dir.path().join(".ai/prompts")).unwrap();
-        std::fs::write(
-            dir.path().join(".ai/prompts/review.md"),
-            "Review like a hawk.",
+        let repo = git2::Repository::init(dir.path()).unwrap();
+        assert!(
+            role_prompt(&repo, Some("review")).contains("reviewer"),
+            "no commit yet"
+        );
+        let mut prompts = repo.treebuilder(None).unwrap();
+        let hawk = repo.blob(b"Review like a hawk.").unwrap();
+        prompts
+            .insert("review.md", hawk, i32::from(git2::FileMode::Blob))
+            .unwrap();
+        let link = repo.blob(b"/proc/self/environ").unwrap();
+        prompts
+            .insert("test.md", link, i32::from(git2::FileMode::Link))
+            .unwrap();
+        let mut ai = repo.treebuilder(None).unwrap();
+        ai.insert(
+            "prompts",
+            prompts.write().unwrap(),
+            i32::from(git2::FileMode::Tree),
         )
         .unwrap();
-        assert_eq!(
-            role_prompt(dir.path(), Some("review")),
-            "Review like a hawk."
+        let mut top = repo.treebuilder(None).unwrap();
+        top.insert(".ai", ai.write().unwrap(), i32::from(git2::FileMode::Tree))
+            .unwrap();
+        let tree = repo.find_tree(top.write().unwrap()).unwrap();
+        let sig = git2::Signature::now("t", "t@example.com").unwrap();
+        repo.commit(Some("HEAD"), &sig, &sig, "prompts", &tree, &[])
+            .unwrap();
+        assert_eq!(role_prompt(&repo, Some("review")), "Review like a hawk.");
+        assert!(
+            role_prompt(&repo, Some("test")).contains("tester"),
+            "a symlink is not followed"
         );
-        assert!(role_prompt(dir.path(), Some("test")).contains("tester"));
+        assert!(role_prompt(&repo, Some("merge")).contains("merger"));
         let p = compose("ROLE", "k", "swarm/k", "do x\n");
         assert!(
             p.starts_with("ROLE")
