@@ -370,7 +370,9 @@ pub fn changed_paths(
     let diff = repo.diff_tree_to_tree(Some(&old), Some(&new), Some(&mut opts))?;
     let mut out = Vec::new();
     for delta in diff.deltas() {
-        if delta.status() == git2::Delta::Deleted || delta.new_file().mode() == git2::FileMode::Commit {
+        if delta.status() == git2::Delta::Deleted
+            || delta.new_file().mode() == git2::FileMode::Commit
+        {
             continue;
         }
         let Some(path) = delta.new_file().path().and_then(|p| p.to_str()) else {

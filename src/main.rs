@@ -78,12 +78,40 @@ enum Command {
         #[command(flatten)]
         config: ConfigArg,
     },
+    /// Drop in epics for a project manager and see how they go.
+    Epic {
+        #[command(flatten)]
+        config: ConfigArg,
+        #[command(subcommand)]
+        command: EpicCommand,
+    },
     /// Inspect and steer tasks.
     Task {
         #[command(flatten)]
         config: ConfigArg,
         #[command(subcommand)]
         command: TaskCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum EpicCommand {
+    /// Commit a new epic for PROJECT's manager (`.ai/tasks/epic-<name>.yaml` on its default branch).
+    Add {
+        #[arg(long)]
+        project: String,
+        /// A short label for the epic (default: made from the text).
+        #[arg(long)]
+        name: Option<String>,
+        /// What the epic is about, in plain words.
+        text: String,
+    },
+    /// Each epic's state, progress and spend.
+    List {
+        #[arg(long)]
+        project: Option<String>,
+        #[arg(long)]
+        json: bool,
     },
 }
 
@@ -202,6 +230,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }),
         Command::Task { config, command } => tokio_main(task_command(config, command)),
+        Command::Epic { config, command } => tokio_main(epic_command(config, command)),
     }
 }
 
@@ -357,6 +386,77 @@ async fn print_summary(store: &Store, config: &Config) -> anyhow::Result<()> {
         config.data_dir.display()
     );
     Ok(())
+}
+
+async fn epic_command(config_arg: ConfigArg, command: EpicCommand) -> anyhow::Result<ExitCode> {
+    let config = load_config(&config_arg)?;
+    match command {
+        EpicCommand::Add {
+            project,
+            name,
+            text,
+        } => {
+            let submitted =
+                coding_swarm::epic::submit(&config, &project, &text, name.as_deref()).await?;
+            println!(
+                "epic {} committed to {} as {} ({}); the project manager takes it from here",
+                submitted.epic,
+                submitted.project,
+                submitted.path,
+                &submitted.commit[..10]
+            );
+        }
+        EpicCommand::List { project, json } => {
+            let store = Store::connect(&config.database_url()).await?;
+            let epics = store.epics(project.as_deref()).await?;
+            let mut rows = Vec::new();
+            for e in &epics {
+                let tasks = store
+                    .list(&TaskFilter {
+                        project: Some(e.project.clone()),
+                        epic: Some(e.name.clone()),
+                        limit: Some(100_000),
+                        ..TaskFilter::default()
+                    })
+                    .await?;
+                let work: Vec<&TaskRow> = tasks
+                    .iter()
+                    .filter(|t| t.origin == "file" && !t.addressee.starts_with("project-mgr-"))
+                    .collect();
+                let done = work
+                    .iter()
+                    .filter(|t| t.state() == TaskState::Completed)
+                    .count();
+                rows.push(serde_json::json!({
+                    "project": e.project, "epic": e.name, "state": e.state, "reason": e.reason,
+                    "tasks_done": done, "tasks": work.len(), "activations": e.activations,
+                    "consecutive_failures": e.consecutive_failures, "spend_usd": e.spend_usd,
+                }));
+            }
+            if json {
+                println!("{}", serde_json::to_string_pretty(&rows)?);
+            } else {
+                println!(
+                    "{:<14} {:<28} {:<9} {:>9} {:>9} {:>11}  {}",
+                    "PROJECT", "EPIC", "STATE", "PROGRESS", "SPEND", "ACTIVATIONS", "REASON"
+                );
+                for r in rows {
+                    println!(
+                        "{:<14} {:<28} {:<9} {:>9} {:>9} {:>11}  {}",
+                        r["project"].as_str().unwrap_or(""),
+                        r["epic"].as_str().unwrap_or(""),
+                        r["state"].as_str().unwrap_or(""),
+                        format!("{}/{}", r["tasks_done"], r["tasks"]),
+                        format!("${:.2}", r["spend_usd"].as_f64().unwrap_or(0.0)),
+                        r["activations"],
+                        r["reason"].as_str().unwrap_or("")
+                    );
+                }
+            }
+            store.close().await;
+        }
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 /// Finds the one task a person means by KEY (or PROJECT/KEY, or --project).

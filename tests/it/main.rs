@@ -8,6 +8,7 @@ mod claude;
 mod cli;
 mod engine;
 mod githttp;
+mod green;
 mod model;
 mod runtime;
 mod schema;

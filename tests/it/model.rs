@@ -5,7 +5,6 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use axum::body::Bytes;
 use axum::extract::State;
@@ -29,8 +28,6 @@ pub enum Step {
         message: String,
         headers: Vec<(String, String)>,
     },
-    /// No answer for this long (then a text).
-    Hang(Duration),
 }
 
 impl Step {
@@ -53,9 +50,24 @@ pub struct Seen {
     pub body: Value,
 }
 
+/// What the scripted model knows about the conversation it answers.
+#[derive(Debug, Clone)]
+pub struct Turn {
+    /// Assistant turns so far in this conversation.
+    pub index: usize,
+    /// The CLI's working directory (the checkout), from its system prompt.
+    pub cwd: String,
+    /// The key in "# Your task: KEY (branch B)" of the first user message.
+    pub task_key: String,
+    /// The whole request body as text, to look for things in.
+    pub text: String,
+}
+
+type Script = Arc<dyn Fn(&Turn) -> Step + Send + Sync>;
+
 #[derive(Clone)]
 struct ServerState {
-    script: Arc<Vec<Step>>,
+    script: Script,
     seen: Arc<Mutex<Vec<Seen>>>,
 }
 
@@ -66,7 +78,19 @@ pub struct ModelServer {
 }
 
 impl ModelServer {
+    /// Answers turn N of every conversation with `script[N]`, then "Done.".
     pub async fn start(script: Vec<Step>) -> Self {
+        Self::start_with(move |t: &Turn| {
+            script
+                .get(t.index)
+                .cloned()
+                .unwrap_or_else(|| Step::text("Done."))
+        })
+        .await
+    }
+
+    /// Answers with whatever `script` decides for the turn.
+    pub async fn start_with(script: impl Fn(&Turn) -> Step + Send + Sync + 'static) -> Self {
         let seen: Arc<Mutex<Vec<Seen>>> = Arc::default();
         let state = ServerState {
             script: Arc::new(script),
@@ -158,19 +182,26 @@ async fn answer(
         .get("messages")
         .and_then(Value::as_array)
         .map_or(0, |m| m.iter().filter(|x| x["role"] == "assistant").count());
-    let step = state
-        .script
-        .get(turn)
-        .cloned()
-        .unwrap_or_else(|| Step::text("Done."));
     let cwd = cwd_of(&body);
-    let step = match step {
-        Step::Hang(d) => {
-            tokio::time::sleep(d).await;
-            Step::text("Woke up.")
-        }
-        other => other,
+    let text = body.to_string();
+    let task_key = text
+        .split("# Your task: ")
+        .nth(1)
+        .and_then(|r| r.split([' ', '\\']).next())
+        .unwrap_or("")
+        .to_string();
+    let script = state.script.clone();
+    let info = Turn {
+        index: turn,
+        cwd: cwd.clone(),
+        task_key,
+        text,
     };
+    // The script may look at the checkout (as a real model would, through tools): off the
+    // async threads.
+    let step = tokio::task::spawn_blocking(move || script(&info))
+        .await
+        .unwrap();
     let streaming = body.get("stream").and_then(Value::as_bool).unwrap_or(false);
     let (block, stop) = match &step {
         Step::Error {
@@ -197,7 +228,6 @@ async fn answer(
             json!({"type": "tool_use", "id": format!("toolu_{turn}"), "name": name, "input": fill(input, &cwd)}),
             "tool_use",
         ),
-        Step::Hang(_) => unreachable!(),
     };
     let usage = json!({"input_tokens": 100, "output_tokens": 20, "cache_creation_input_tokens": 0, "cache_read_input_tokens": 0});
     if !streaming {

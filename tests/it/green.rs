@@ -1,0 +1,673 @@
+//! The green layer end to end, with the real Claude Code CLI as both project manager and
+//! workers, against a scripted model that looks at the checkout as a real one would: an epic
+//! carried to the end, caps that stop a failing loop, a manager's invalid task file fed back
+//! to it, coalesced activations, and plan edits by people.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, Utc};
+use coding_swarm::config::Config;
+use coding_swarm::engine::green::ActivationItem;
+use coding_swarm::engine::{Engine, RunOptions};
+use coding_swarm::spec::TaskState;
+use coding_swarm::store::{Store, TaskFilter, TaskRow};
+use serde_json::json;
+
+use crate::model::{claude_bin, ModelServer, Step, Turn};
+use crate::support::{create_plan, task, Backend, TestDb, TestRepo};
+
+const SWARM: &str = env!("CARGO_BIN_EXE_swarm");
+const TOKEN: &str = crate::claude::TOKEN;
+
+fn config(data: &Path, db: &TestDb, repo: &TestRepo, server: &ModelServer, extra: &str) -> Config {
+    let text = format!(
+        r#"
+data_dir = {data:?}
+database_url = {db:?}
+retry_backoff = "500ms"
+poll_interval = "1s"
+{extra}
+[agents.claude]
+kind = "claude"
+command = [{bin:?}]
+env = {{ CLAUDE_CODE_OAUTH_TOKEN = "${{TEST_OAUTH_TOKEN}}", ANTHROPIC_BASE_URL = {url:?}, IS_SANDBOX = "1" }}
+max_turns = 8
+[[projects]]
+name = "proj"
+repo = {repo:?}
+"#,
+        data = data.display().to_string(),
+        db = db.url,
+        bin = claude_bin(),
+        url = server.url,
+        repo = repo.url()
+    );
+    Config::parse(&text, "test", data, std::iter::empty()).unwrap()
+}
+
+/// A shell command that writes `content` to `path` (relative to the checkout).
+fn write_file(path: &str, content: &str) -> String {
+    let dir = Path::new(path)
+        .parent()
+        .map(|p| p.display().to_string())
+        .unwrap_or_default();
+    format!("mkdir -p '{dir}' && cat > '{path}' <<'SWARM_EOF'\n{content}SWARM_EOF\n")
+}
+
+fn task_yaml(
+    addressee: &str,
+    kind: &str,
+    epic: &str,
+    prompt: &str,
+    branch: Option<&str>,
+) -> String {
+    let branch = branch.map(|b| format!("branch: {b}\n")).unwrap_or_default();
+    format!("addressee: {addressee}\nkind: {kind}\nepic: {epic}\n{branch}created_by: project-mgr-proj\nprompt: |\n  {prompt}\n")
+}
+
+fn bash(command: String) -> Step {
+    Step::tool(
+        "Bash",
+        json!({"command": command, "description": "scripted step"}),
+    )
+}
+
+fn read(cwd: &str, path: &str) -> Option<String> {
+    std::fs::read_to_string(Path::new(cwd).join(path)).ok()
+}
+
+/// The scripted world of the complete-epic test: a manager that plans two implementations,
+/// then a review, then a merge, then declares the epic complete; and the workers for each.
+fn epic_world(t: &Turn) -> Step {
+    let key = t.task_key.as_str();
+    let manager = key.starts_with("epic-") || key.starts_with("activation-");
+    if t.index > 0 {
+        return Step::text(&match key {
+            "impl-hello" => "Implemented hello.txt.".to_string(),
+            "impl-bye" => "Implemented bye.txt.".to_string(),
+            "review" => "APPROVED: both branches do what the plan says.".to_string(),
+            "merge" => "MERGED swarm/impl-hello and swarm/impl-bye into main.".to_string(),
+            _ if manager => {
+                let plan = read(&t.cwd, ".ai/plan.md").unwrap_or_default();
+                if plan.contains("EPIC COMPLETE") {
+                    "Everything is merged and reviewed. EPIC COMPLETE".into()
+                } else {
+                    "Plan updated; next step scheduled.".into()
+                }
+            }
+            _ => "Done.".into(),
+        });
+    }
+    match key {
+        "impl-hello" => bash("python3 -c 'import time; time.sleep(2)' && echo hello > hello.txt".into()),
+        "impl-bye" => bash("python3 -c 'import time; time.sleep(2)' && echo bye > bye.txt".into()),
+        "review" => bash("git log --oneline -1 origin/swarm/impl-hello && git log --oneline -1 origin/swarm/impl-bye".into()),
+        "merge" => bash("git merge --no-edit origin/swarm/impl-hello origin/swarm/impl-bye".into()),
+        _ if manager => bash(manager_action(&t.cwd, &t.text)),
+        other => Step::text(&format!("nothing scripted for {other}")),
+    }
+}
+
+/// The scripted manager: reads the plan in the checkout and the results in its prompt, marks
+/// what succeeded, and writes the next task (or the end) — only the next step.
+fn manager_action(cwd: &str, prompt: &str) -> String {
+    let Some(mut plan) = read(cwd, ".ai/plan.md") else {
+        let plan = "# Plan: greetings\n\n- [ ] impl-hello (retries: 0)\n- [ ] impl-bye (retries: 0)\n- [ ] review\n- [ ] merge\n";
+        return [
+            write_file(".ai/plan.md", plan),
+            write_file(
+                ".ai/tasks/impl-hello.yaml",
+                &task_yaml(
+                    "worker-hello",
+                    "implement",
+                    "greetings",
+                    "Write hello.txt.",
+                    None,
+                ),
+            ),
+            write_file(
+                ".ai/tasks/impl-bye.yaml",
+                &task_yaml(
+                    "worker-bye",
+                    "implement",
+                    "greetings",
+                    "Write bye.txt.",
+                    None,
+                ),
+            ),
+        ]
+        .join("");
+    };
+    for step in ["impl-hello", "impl-bye", "review", "merge"] {
+        if prompt.contains(&format!("Task `{step}` succeeded")) {
+            plan = plan.replace(&format!("- [ ] {step}"), &format!("- [x] {step}"));
+        }
+    }
+    let done = |s: &str| plan.contains(&format!("- [x] {s}"));
+    let exists = |s: &str| Path::new(cwd).join(format!(".ai/tasks/{s}.yaml")).exists();
+    let mut cmd = String::new();
+    if done("merge") {
+        plan.push_str("\nEPIC COMPLETE\n");
+    } else if done("review") && !exists("merge") {
+        cmd += &write_file(
+            ".ai/tasks/merge.yaml",
+            &task_yaml(
+                "worker-merge",
+                "merge",
+                "greetings",
+                "Merge swarm/impl-hello and swarm/impl-bye into main.",
+                Some("main"),
+            ),
+        );
+    } else if done("impl-hello") && done("impl-bye") && !exists("review") {
+        cmd += &write_file(
+            ".ai/tasks/review.yaml",
+            &task_yaml(
+                "worker-review",
+                "review",
+                "greetings",
+                "Review swarm/impl-hello and swarm/impl-bye.",
+                Some("swarm/review"),
+            ),
+        );
+    }
+    write_file(".ai/plan.md", &plan) + &cmd
+}
+
+async fn run_until(
+    engine: Engine,
+    what: &str,
+    timeout: Duration,
+    store: &Store,
+    mut done: impl AsyncFnMut(&Store) -> bool,
+) {
+    let (stop, stop_rx) = tokio::sync::watch::channel(false);
+    let handle = tokio::spawn(engine.run(RunOptions { once: false }, stop_rx));
+    let start = Instant::now();
+    while !done(store).await {
+        if start.elapsed() > timeout {
+            let tasks = store.list(&TaskFilter::default()).await.unwrap();
+            let summary: Vec<String> = tasks
+                .iter()
+                .map(|t| {
+                    format!(
+                        "{} {} {:?}",
+                        t.key,
+                        t.status,
+                        t.result().map(|r| (&r.summary, &r.error))
+                    )
+                })
+                .collect();
+            panic!("timed out waiting for {what}: {summary:#?}");
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    stop.send(true).unwrap();
+    handle.await.unwrap().unwrap();
+}
+
+fn span(t: &TaskRow) -> (DateTime<Utc>, DateTime<Utc>) {
+    let r = t
+        .result()
+        .unwrap_or_else(|| panic!("{} has no result", t.key));
+    (r.started_at.unwrap(), r.finished_at.unwrap())
+}
+
+async fn manager_tasks(store: &Store) -> Vec<TaskRow> {
+    let mut tasks: Vec<TaskRow> = store
+        .list(&TaskFilter {
+            addressee: Some("project-mgr-proj".into()),
+            ..TaskFilter::default()
+        })
+        .await
+        .unwrap();
+    tasks.sort_by_key(|t| t.result().and_then(|r| r.started_at));
+    tasks
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_epic_is_carried_to_the_end() {
+    std::env::set_var("TEST_OAUTH_TOKEN", TOKEN);
+    let server = ModelServer::start_with(epic_world).await;
+    let db = TestDb::sqlite().await;
+    let data = tempfile::tempdir().unwrap();
+    let repo = TestRepo::new();
+    repo.commit(&[("README.md", Some("# greeter\n"))], "init");
+    let cfg = config(data.path(), &db, &repo, &server, "");
+    let submitted = coding_swarm::epic::submit(
+        &cfg,
+        "proj",
+        "Say hello and goodbye in files.",
+        Some("greetings"),
+    )
+    .await
+    .unwrap();
+    assert_eq!(submitted.path, ".ai/tasks/epic-greetings.yaml");
+    let engine = Engine::new(cfg, db.store.clone(), SWARM.into());
+    run_until(
+        engine,
+        "the epic to complete",
+        Duration::from_secs(240),
+        &db.store,
+        async |s| {
+            s.epic("proj", "greetings")
+                .await
+                .unwrap()
+                .is_some_and(|e| e.state != "active")
+        },
+    )
+    .await;
+    let store = &db.store;
+    let epic = store.epic("proj", "greetings").await.unwrap().unwrap();
+    assert_eq!(epic.state, "complete", "{epic:?}");
+
+    // The final repository: the work merged on main, the plan complete.
+    assert_eq!(repo.read("main", "hello.txt").as_deref(), Some("hello\n"));
+    assert_eq!(repo.read("main", "bye.txt").as_deref(), Some("bye\n"));
+    let plan = repo.read("main", ".ai/plan.md").unwrap();
+    assert!(
+        plan.contains("EPIC COMPLETE") && plan.contains("- [x] merge"),
+        "{plan}"
+    );
+
+    // Every task completed and every task file has its status file (reports may trail a moment).
+    let file_tasks: Vec<TaskRow> = store
+        .list(&TaskFilter::default())
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|t| t.origin == "file")
+        .collect();
+    let keys: Vec<&str> = file_tasks.iter().map(|t| t.key.as_str()).collect();
+    for k in [
+        "epic-greetings",
+        "impl-hello",
+        "impl-bye",
+        "review",
+        "merge",
+    ] {
+        assert!(keys.contains(&k), "{k} in {keys:?}");
+    }
+    let start = Instant::now();
+    while file_tasks.iter().any(|t| {
+        repo.read("main", &format!(".ai/status/{}.yaml", t.key))
+            .is_none()
+    }) {
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "status files missing"
+        );
+        let engine = Engine::new(
+            config(data.path(), &db, &repo, &server, ""),
+            db.store.clone(),
+            SWARM.into(),
+        );
+        let (_s, rx) = tokio::sync::watch::channel(false);
+        engine.run(RunOptions { once: true }, rx).await.unwrap();
+    }
+    for t in &file_tasks {
+        assert!(
+            t.state() == TaskState::Completed && t.result().unwrap().success,
+            "{}: {:?}",
+            t.key,
+            t.result()
+        );
+    }
+
+    // The two implementations ran in parallel; manager runs never overlapped.
+    let by_key: HashMap<&str, &TaskRow> = file_tasks.iter().map(|t| (t.key.as_str(), t)).collect();
+    let (h, b) = (span(by_key["impl-hello"]), span(by_key["impl-bye"]));
+    assert!(
+        h.0 < b.1 && b.0 < h.1,
+        "the implementations should overlap: {h:?} {b:?}"
+    );
+    let managers = manager_tasks(store).await;
+    for pair in managers.windows(2) {
+        assert!(
+            span(&pair[0]).1 <= span(&pair[1]).0,
+            "manager runs {} and {} overlap",
+            pair[0].key,
+            pair[1].key
+        );
+    }
+    // The order of activations: the epic, then results of the implementations, the review,
+    // the merge.
+    assert_eq!(managers[0].key, "epic-greetings");
+    let mut seen = Vec::new();
+    for m in &managers[1..] {
+        assert_eq!(m.origin, "engine");
+        for item in m.context.as_ref().map(|c| c.0.clone()).unwrap_or_default() {
+            if let ActivationItem::Result {
+                key, success: true, ..
+            } = item
+            {
+                seen.push(key);
+            }
+        }
+    }
+    let pos = |k: &str| {
+        seen.iter()
+            .position(|s| s == k)
+            .unwrap_or_else(|| panic!("{k} never reached the manager: {seen:?}"))
+    };
+    assert!(
+        pos("impl-hello").max(pos("impl-bye")) < pos("review") && pos("review") < pos("merge"),
+        "{seen:?}"
+    );
+    assert_eq!(
+        epic.activations as usize,
+        managers.len(),
+        "every manager run counted"
+    );
+    db.drop_db().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_that_always_fails_is_stopped_by_the_caps() {
+    std::env::set_var("TEST_OAUTH_TOKEN", TOKEN);
+    let server = ModelServer::start_with(|t: &Turn| {
+        let key = t.task_key.as_str();
+        if key.starts_with("impl-") {
+            return Step::Error {
+                status: 400,
+                kind: "invalid_request_error".into(),
+                message: "this worker always fails".into(),
+                headers: vec![],
+            };
+        }
+        if t.index > 0 {
+            return Step::text("Scheduled another attempt.");
+        }
+        // A stubborn manager: every activation tries again with a new task.
+        let n = std::fs::read_dir(Path::new(&t.cwd).join(".ai/tasks"))
+            .map(|d| d.count())
+            .unwrap_or(0);
+        bash(write_file(
+            &format!(".ai/tasks/impl-{n}.yaml"),
+            &task_yaml("worker-a", "implement", "doomed", "Try again.", None),
+        ))
+    })
+    .await;
+    let db = TestDb::sqlite().await;
+    let data = tempfile::tempdir().unwrap();
+    let repo = TestRepo::new();
+    repo.commit(&[("README.md", Some("x\n"))], "init");
+    let cfg = config(
+        data.path(),
+        &db,
+        &repo,
+        &server,
+        "[epics]\nmax_consecutive_failures = 3\n",
+    );
+    coding_swarm::epic::submit(&cfg, "proj", "Do the impossible.", Some("doomed"))
+        .await
+        .unwrap();
+    let engine = Engine::new(cfg, db.store.clone(), SWARM.into());
+    run_until(
+        engine,
+        "the epic to fail",
+        Duration::from_secs(180),
+        &db.store,
+        async |s| {
+            s.epic("proj", "doomed")
+                .await
+                .unwrap()
+                .is_some_and(|e| e.state != "active")
+        },
+    )
+    .await;
+    let store = &db.store;
+    let epic = store.epic("proj", "doomed").await.unwrap().unwrap();
+    assert_eq!(epic.state, "failed");
+    assert!(
+        epic.reason
+            .as_deref()
+            .unwrap()
+            .contains("consecutive failures"),
+        "{epic:?}"
+    );
+    // Give a runaway loop the chance to show itself: nothing more happens.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let tasks = store.list(&TaskFilter::default()).await.unwrap();
+    let workers: Vec<&TaskRow> = tasks
+        .iter()
+        .filter(|t| t.key.starts_with("impl-"))
+        .collect();
+    assert_eq!(
+        workers.len(),
+        3,
+        "{:?}",
+        workers.iter().map(|t| &t.key).collect::<Vec<_>>()
+    );
+    assert!(workers
+        .iter()
+        .all(|t| t.attempts == 1 && !t.result().unwrap().success));
+    assert_eq!(
+        manager_tasks(store).await.len(),
+        3,
+        "the epic and two activations; none after the cap"
+    );
+    assert!(tasks.iter().all(|t| t.state() == TaskState::Completed));
+    db.drop_db().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_managers_invalid_task_file_fails_its_run_and_is_fed_back() {
+    std::env::set_var("TEST_OAUTH_TOKEN", TOKEN);
+    let server = ModelServer::start_with(|t: &Turn| {
+        let first = t.task_key.starts_with("epic-");
+        match (first, t.index) {
+            (true, 0) => bash(write_file(
+                ".ai/tasks/typo.yaml",
+                "addressee: worker-a\nprompt: x\npriorty: 1\n",
+            )),
+            (true, _) => Step::text("Created the task."),
+            (false, 0) if t.text.contains("priorty") => bash(write_file(
+                ".ai/plan.md",
+                "# Plan\n\nFixed the task file; nothing left to do.\nEPIC COMPLETE\n",
+            )),
+            (false, 0) => Step::text("I was not told what went wrong."),
+            (false, _) => Step::text("Fixed. EPIC COMPLETE"),
+        }
+    })
+    .await;
+    let db = TestDb::sqlite().await;
+    let data = tempfile::tempdir().unwrap();
+    let repo = TestRepo::new();
+    repo.commit(&[("README.md", Some("x\n"))], "init");
+    let cfg = config(data.path(), &db, &repo, &server, "");
+    coding_swarm::epic::submit(&cfg, "proj", "Make a task.", Some("typo"))
+        .await
+        .unwrap();
+    let engine = Engine::new(cfg, db.store.clone(), SWARM.into());
+    run_until(
+        engine,
+        "the epic to end",
+        Duration::from_secs(120),
+        &db.store,
+        async |s| {
+            s.epic("proj", "typo")
+                .await
+                .unwrap()
+                .is_some_and(|e| e.state != "active")
+        },
+    )
+    .await;
+    let store = &db.store;
+    let first = store.task("proj", "epic-typo").await.unwrap().unwrap();
+    let r = first.result().unwrap();
+    assert!(!r.success, "{r:?}");
+    let error = r.error.clone().unwrap();
+    assert!(
+        error.contains(".ai/tasks/typo.yaml:3:1:") && error.contains("priorty"),
+        "{error}"
+    );
+    assert!(
+        repo.read("main", ".ai/tasks/typo.yaml").is_none(),
+        "the invalid file was not pushed"
+    );
+    let managers = manager_tasks(store).await;
+    assert_eq!(managers.len(), 2);
+    let context = managers[1].context.as_ref().unwrap().0.clone();
+    assert!(
+        matches!(&context[0], ActivationItem::ManagerFailed { error, .. } if error.contains("priorty")),
+        "{context:?}"
+    );
+    assert!(server.messages_requests().iter().any(|r| r
+        .body
+        .to_string()
+        .contains("Your last run")
+        && r.body.to_string().contains("priorty")));
+    assert_eq!(
+        store.epic("proj", "typo").await.unwrap().unwrap().state,
+        "complete"
+    );
+    db.drop_db().await;
+}
+
+crate::on_both_backends!(results_arriving_while_an_activation_waits_are_coalesced);
+
+async fn results_arriving_while_an_activation_waits_are_coalesced(backend: Backend) {
+    let db = TestDb::new(backend).await;
+    let s = &db.store;
+    let item = |k: &str| ActivationItem::Result {
+        key: k.into(),
+        epic: Some("e".into()),
+        success: true,
+        summary: None,
+        error: None,
+        error_class: None,
+        branch: None,
+        commit: None,
+    };
+    let (k1, created1) = s
+        .enqueue_activation("p", Some("e"), "main", item("a"), Utc::now())
+        .await
+        .unwrap();
+    let (k2, created2) = s
+        .enqueue_activation("p", Some("e"), "main", item("b"), Utc::now())
+        .await
+        .unwrap();
+    let (k3, created3) = s
+        .enqueue_activation("p", Some("e"), "main", item("c"), Utc::now())
+        .await
+        .unwrap();
+    assert_eq!((created1, created2, created3), (true, false, false));
+    assert!(k1 == k2 && k2 == k3);
+    let row = s.task("p", &k1).await.unwrap().unwrap();
+    assert_eq!(
+        (
+            row.origin.as_str(),
+            row.addressee.as_str(),
+            row.kind.as_deref(),
+            row.branch.as_str()
+        ),
+        ("engine", "project-mgr-p", Some("plan"), "main")
+    );
+    assert_eq!(row.context.as_ref().unwrap().0.len(), 3);
+    // Once it runs, the next result starts a new activation.
+    let limits = coding_swarm::store::ClaimLimits {
+        max_running: 5,
+        max_running_per_project: 5,
+        per_project_overrides: HashMap::new(),
+        batch: 5,
+        paused_agents: Default::default(),
+        default_agent: "claude".into(),
+    };
+    assert_eq!(s.claim(&limits, Utc::now()).await.unwrap().len(), 1);
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    let (k4, created4) = s
+        .enqueue_activation("p", Some("e"), "main", item("d"), Utc::now())
+        .await
+        .unwrap();
+    assert!(created4 && k4 != k1);
+    // Two at the same moment never make two.
+    let (a, b) = tokio::join!(
+        s.enqueue_activation("q", None, "main", item("x"), Utc::now()),
+        s.enqueue_activation("q", None, "main", item("y"), Utc::now())
+    );
+    assert_eq!(a.unwrap().1 as u8 + b.unwrap().1 as u8, 1);
+    let _ = create_plan(vec![task("unused", "addressee: w\nprompt: p\n")]);
+    db.drop_db().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_persons_plan_edit_activates_the_manager_and_its_own_do_not() {
+    let db = TestDb::sqlite().await;
+    let data = tempfile::tempdir().unwrap();
+    let repo = TestRepo::new();
+    repo.commit(
+        &[(".ai/plan.md", Some("# Plan\n- [ ] one\n- [ ] two\n"))],
+        "init",
+    );
+    let text = format!(
+        "data_dir = {:?}\ndatabase_url = {:?}\ndefault_agent = \"sh\"\npoll_interval = \"1h\"\n[agents.sh]\ncommand = [\"sh\", \"-c\", \"echo read the plan\"]\n[[projects]]\nname = \"proj\"\nrepo = {:?}\n",
+        data.path().display().to_string(),
+        db.url,
+        repo.url()
+    );
+    let cfg = Config::parse(&text, "test", data.path(), std::iter::empty()).unwrap();
+    let engine = Engine::new(cfg, db.store.clone(), SWARM.into());
+    let (stop, stop_rx) = tokio::sync::watch::channel(false);
+    let handle = tokio::spawn(engine.run(RunOptions { once: false }, stop_rx));
+    let store = db.store.clone();
+    let synced = |commit: git2::Oid| {
+        let store = store.clone();
+        async move {
+            let start = Instant::now();
+            while store
+                .project("proj")
+                .await
+                .unwrap()
+                .and_then(|p| p.synced_commit)
+                != Some(commit.to_string())
+            {
+                assert!(start.elapsed() < Duration::from_secs(20), "not synced");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    };
+    synced(repo.head().unwrap()).await;
+    let activations = || async {
+        store
+            .list(&TaskFilter::default())
+            .await
+            .unwrap()
+            .into_iter()
+            .filter(|t| t.origin == "engine")
+            .collect::<Vec<_>>()
+    };
+    assert!(
+        activations().await.is_empty(),
+        "the first sync of an existing plan activates nothing"
+    );
+
+    // A person reorders the plan: the manager is activated once, with the change.
+    let edit = repo.commit(
+        &[(".ai/plan.md", Some("# Plan\n- [ ] two\n- [ ] one\n"))],
+        "Do two first",
+    );
+    synced(edit).await;
+    let found = activations().await;
+    assert_eq!(found.len(), 1);
+    let context = found[0].context.as_ref().unwrap().0.clone();
+    assert!(
+        matches!(&context[0], ActivationItem::PlanEdit { author, message, diff, .. }
+        if author == "Test Person" && message == "Do two first" && diff.contains("+- [ ] one")),
+        "{context:?}"
+    );
+
+    // The manager's own plan commits (marked by the worker's trailer) activate nothing.
+    let own = repo.commit(
+        &[(".ai/plan.md", Some("# Plan\n- [x] two\n- [ ] one\n"))],
+        "swarm: activation (plan)\n\nSwarm-Task: proj/activation-1\nSwarm-Role: manager\n",
+    );
+    synced(own).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(activations().await.len(), 1);
+    stop.send(true).unwrap();
+    handle.await.unwrap().unwrap();
+    db.drop_db().await;
+}
