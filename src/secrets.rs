@@ -67,7 +67,7 @@ impl Redactor {
         let value = value.trim();
         if value.len() >= MIN_SECRET_LEN && !self.secrets.iter().any(|(v, _)| v == value) {
             self.secrets.push((value.to_string(), name.to_string()));
-            self.secrets.sort_by(|a, b| b.0.len().cmp(&a.0.len()));
+            self.secrets.sort_by_key(|s| std::cmp::Reverse(s.0.len()));
         }
     }
 

@@ -211,6 +211,17 @@ pub fn cap_hit(c: &EpicCounters, caps: &EpicCaps) -> Option<String> {
     None
 }
 
+/// The spec of an engine-made activation task: the manager's addressee, kind `plan`.
+pub fn activation_spec(addressee: &str, epic: Option<&str>) -> crate::spec::TaskSpec {
+    let mut yaml = format!(
+        "addressee: {addressee}\nkind: plan\nprompt: |\n  You are activated: read .ai/plan.md, the results below and the status files, and decide the next step.\ncreated_by: engine\n"
+    );
+    if let Some(e) = epic {
+        yaml.push_str(&format!("epic: {e}\n"));
+    }
+    crate::spec::parse_task(yaml.as_bytes()).expect("the activation spec is valid by construction")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -314,15 +325,4 @@ mod tests {
             assert!(text.contains(want), "{want}: {text}");
         }
     }
-}
-
-/// The spec of an engine-made activation task: the manager's addressee, kind `plan`.
-pub fn activation_spec(addressee: &str, epic: Option<&str>) -> crate::spec::TaskSpec {
-    let mut yaml = format!(
-        "addressee: {addressee}\nkind: plan\nprompt: |\n  You are activated: read .ai/plan.md, the results below and the status files, and decide the next step.\ncreated_by: engine\n"
-    );
-    if let Some(e) = epic {
-        yaml.push_str(&format!("epic: {e}\n"));
-    }
-    crate::spec::parse_task(yaml.as_bytes()).expect("the activation spec is valid by construction")
 }
