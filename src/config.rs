@@ -66,6 +66,10 @@ pub struct Config {
     pub limits: Limits,
     #[serde(default)]
     pub git: GitIdentity,
+    #[serde(default)]
+    pub kubernetes: KubernetesConfig,
+    #[serde(default)]
+    pub http: HttpConfig,
     /// Hard caps per epic; hitting one fails the epic.
     #[serde(default)]
     pub epics: crate::engine::green::EpicCaps,
@@ -240,6 +244,96 @@ pub struct ProjectConfig {
 pub enum RuntimeKind {
     #[default]
     Local,
+    Kubernetes,
+}
+
+/// The `kubernetes` runtime: one Job per run.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KubernetesConfig {
+    /// Where the Jobs run.
+    #[serde(default = "default_namespace")]
+    pub namespace: String,
+    /// The worker image (see worker/).
+    #[serde(default = "default_image")]
+    pub image: String,
+    #[serde(default)]
+    pub image_pull_policy: Option<String>,
+    /// The Secret whose keys become the workers' environment (by reference only).
+    #[serde(default = "default_secret")]
+    pub secret: String,
+    /// How long a finished Job stays for inspection.
+    #[serde(default = "default_ttl")]
+    pub ttl_seconds_after_finished: i32,
+    /// Requests per second to the API server, at most; a burst of tasks queues in the engine.
+    #[serde(default = "default_rps")]
+    pub requests_per_second: u64,
+    #[serde(default)]
+    pub resources: Option<k8s_openapi::api::core::v1::ResourceRequirements>,
+    #[serde(default)]
+    pub node_selector: BTreeMap<String, String>,
+    #[serde(default)]
+    pub tolerations: Vec<k8s_openapi::api::core::v1::Toleration>,
+    #[serde(default)]
+    pub service_account: Option<String>,
+    /// The API server, when not running in the cluster and not from ~/.kube/config.
+    #[serde(default)]
+    pub api_url: Option<String>,
+}
+
+impl Default for KubernetesConfig {
+    fn default() -> Self {
+        Self {
+            namespace: default_namespace(),
+            image: default_image(),
+            image_pull_policy: None,
+            secret: default_secret(),
+            ttl_seconds_after_finished: default_ttl(),
+            requests_per_second: default_rps(),
+            resources: None,
+            node_selector: BTreeMap::new(),
+            tolerations: Vec::new(),
+            service_account: None,
+            api_url: None,
+        }
+    }
+}
+
+fn default_namespace() -> String {
+    "coding-swarm".into()
+}
+fn default_image() -> String {
+    "coding-swarm-worker:latest".into()
+}
+fn default_secret() -> String {
+    "coding-swarm-secrets".into()
+}
+fn default_ttl() -> i32 {
+    3600
+}
+fn default_rps() -> u64 {
+    20
+}
+
+/// The engine's HTTP server: health, readiness, metrics (and, later, the API).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpConfig {
+    /// Where to listen. Off when empty.
+    #[serde(default = "default_listen")]
+    pub listen: String,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        Self {
+            listen: default_listen(),
+        }
+    }
+}
+
+fn default_listen() -> String {
+    "127.0.0.1:8080".into()
 }
 
 /// A database URL; its password never prints.
@@ -330,6 +424,8 @@ const ENV_KEYS: &[&str] = &[
     "limits",
     "git",
     "epics",
+    "kubernetes",
+    "http",
 ];
 
 impl Config {
@@ -457,6 +553,14 @@ impl Config {
                 "default_agent: no agent profile named {:?} in [agents]",
                 self.default_agent
             ));
+        }
+        let caps = &self.epics;
+        if caps.max_tasks == 0
+            || caps.max_consecutive_failures == 0
+            || caps.max_activations == 0
+            || !(caps.max_spend_usd > 0.0)
+        {
+            return Err("epics: every cap (max_tasks, max_consecutive_failures, max_activations, max_spend_usd) must be above 0".into());
         }
         if self.limits.max_running == 0 {
             return Err("limits.max_running: must be at least 1".into());

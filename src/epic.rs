@@ -101,13 +101,11 @@ pub async fn submit(
         Some(n) => n.to_string(),
         None => slug(text),
     };
+    // Check it as the engine will, before touching git.
     let spec = epic_spec(&p.name, &epic, text)?;
-    let body = format!(
-        "# An epic for the project manager, submitted with `swarm epic add`.\n{}",
-        serde_saphyr::to_string(&spec).map_err(|e| EpicError::Text(e.to_string()))?
-    );
-    // Check it as the engine will.
+    let body = serde_saphyr::to_string(&spec).map_err(|e| EpicError::Text(e.to_string()))?;
     crate::spec::parse_task(body.as_bytes()).map_err(|e| EpicError::Text(e.to_string()))?;
+    let text = text.to_string();
     let cache = crate::sync::cache_path(&config.data_dir, &p.name);
     let (git_name, git_email) = (config.git.name.clone(), config.git.email.clone());
     let pname = p.name.clone();
@@ -144,6 +142,13 @@ pub async fn submit(
                 name: key.clone(),
                 why,
             })?;
+            // The epic's name follows its key, so a reused name makes a new epic.
+            let epic = key.as_str().trim_start_matches("epic-").to_string();
+            let spec = epic_spec(&pname, &epic, &text)?;
+            let body = format!(
+                "# An epic for the project manager, submitted with `swarm epic add`.\n{}",
+                serde_saphyr::to_string(&spec).map_err(|e| EpicError::Text(e.to_string()))?
+            );
             let path = crate::spec::task_path(&key);
             let message = format!("swarm: new epic {epic}\n\nSwarm-Epic: {epic}\n");
             let commit = gitops::commit_files(

@@ -364,7 +364,13 @@ async fn print_summary(store: &Store, config: &Config) -> anyhow::Result<()> {
             .map(|r| {
                 r.commit_sha
                     .as_deref()
-                    .map(|c| format!(" -> {} @ {}", t.branch, &c[..c.len().min(10)]))
+                    .map(|c| {
+                        format!(
+                            " -> {} @ {}",
+                            r.branch.as_deref().unwrap_or(&t.branch),
+                            &c[..c.len().min(10)]
+                        )
+                    })
                     .unwrap_or_default()
             })
             .unwrap_or_default();

@@ -17,7 +17,7 @@ use tokio::sync::{mpsc, watch, Notify};
 pub use outcome::{decide, Outcome, RetryPolicy};
 
 use crate::config::{AgentProfile, Config, ProjectConfig};
-use crate::runtime::{run_name, Completion, Launch, LocalRuntime};
+use crate::runtime::{run_name, Completion, Launch, LocalRuntime, Runtime};
 use crate::spec::{ErrorClass, RunResult, TaskState};
 use crate::store::{ClaimLimits, EpicCount, Store, StoreError, TaskRow};
 use crate::worker::prompts::Role;
@@ -37,10 +37,10 @@ pub struct RunOptions {
 }
 
 /// The engine. Holds the config, the store and the runtime.
-pub struct Engine {
+pub struct Engine<R: Runtime = LocalRuntime> {
     config: Arc<Config>,
     store: Store,
-    runtime: LocalRuntime,
+    runtime: R,
     completions: mpsc::UnboundedReceiver<Completion>,
     report_wake: Arc<Notify>,
     /// Consecutive failed report passes.
@@ -49,11 +49,24 @@ pub struct Engine {
     policy: RetryPolicy,
 }
 
-impl Engine {
-    /// `worker_exe` is the binary the local runtime starts as `swarm worker`.
+impl Engine<LocalRuntime> {
+    /// An engine on the local runtime; `worker_exe` is the binary it starts as `swarm worker`.
     pub fn new(config: Config, store: Store, worker_exe: std::path::PathBuf) -> Self {
         let (tx, rx) = mpsc::unbounded_channel();
         let runtime = LocalRuntime::new(config.data_dir.join("runs"), worker_exe, tx);
+        Engine::with_runtime(config, store, runtime, rx)
+    }
+}
+
+impl<R: Runtime> Engine<R> {
+    /// An engine on `runtime`, whose run ends arrive on `completions`.
+    pub fn with_runtime(
+        config: Config,
+        store: Store,
+        runtime: R,
+        completions: mpsc::UnboundedReceiver<Completion>,
+    ) -> Self {
+        let rx = completions;
         let sync_triggers = config
             .projects
             .iter()
@@ -468,6 +481,10 @@ impl Engine {
         if let Some(reason) = green::cap_hit(&epic.counters(), &self.config.epics) {
             self.end_epic(&row.project, &epic_name, Some(&reason), &row.key)
                 .await?;
+            return Ok(());
+        }
+        if result.error_class == Some(ErrorClass::Cancelled) {
+            // A person (or a deleted file) stopped it: that is a decision, not a result to react to.
             return Ok(());
         }
         let item = match (manager, result.success) {

@@ -22,7 +22,7 @@ use std::time::Duration;
 use chrono::Utc;
 use tokio::sync::mpsc;
 
-use super::{Completion, Launch, RuntimeError};
+use super::{Completion, Launch, Runtime, RuntimeError};
 use crate::spec::{truncate, ErrorClass, RunResult};
 
 /// Files of a run directory.
@@ -80,7 +80,7 @@ impl LocalRuntime {
         self.runs_dir.join(run_name)
     }
 
-    /// Starts the run, or — when a run of that name exists already — adopts it (still alive),
+    /// See [`Runtime::launch`]. Starts the run, or — when a run of that name exists already — adopts it (still alive),
     /// completes it (it left a result) or fails it over (it started and died without one).
     /// Idempotent: the run's lock decides, never a file written after the spawn.
     pub async fn launch(&self, launch: Launch) -> Result<(), RuntimeError> {
@@ -446,4 +446,30 @@ pub fn read_tail(path: &Path, max: usize) -> String {
         text.into_owned()
     };
     truncate(text.trim_end(), max)
+}
+
+impl Runtime for LocalRuntime {
+    async fn launch(&self, launch: Launch) -> Result<(), RuntimeError> {
+        LocalRuntime::launch(self, launch).await
+    }
+
+    async fn stop(&self, run_name: &str) {
+        LocalRuntime::stop(self, run_name).await
+    }
+
+    fn is_tracked(&self, run_name: &str) -> bool {
+        LocalRuntime::is_tracked(self, run_name)
+    }
+
+    async fn logs(&self, run_name: &str) -> Result<String, RuntimeError> {
+        let path = self.run_dir(run_name).join(LOG_FILE);
+        if !path.exists() {
+            return Err(RuntimeError::NoRun(run_name.to_string()));
+        }
+        Ok(read_tail(&path, 256 * 1024))
+    }
+
+    async fn ready(&self) -> Result<(), RuntimeError> {
+        Ok(())
+    }
 }

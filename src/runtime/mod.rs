@@ -1,11 +1,31 @@
-//! Where jobs run. The local runtime (the default) runs each job as a process on this machine;
-//! every run is keyed by a persisted run name so a restarted engine can adopt it.
+//! Where jobs run: the [`Runtime`] trait and its two implementations, the local runtime (the
+//! default: a process on this machine) and Kubernetes (a Job per run). Every method is keyed by
+//! the persisted run name, so a restarted engine can adopt what is running.
 
+pub mod kubernetes;
 pub mod local;
+
+use std::future::Future;
 
 use chrono::{DateTime, Utc};
 
+pub use kubernetes::KubeRuntime;
 pub use local::LocalRuntime;
+
+/// Where jobs run. Ends of runs are reported on the completion channel the runtime was made
+/// with, exactly once per launch that the runtime accepted.
+pub trait Runtime: Send + Sync + 'static {
+    /// Starts the run, or adopts it when a run of that name exists already. Idempotent.
+    fn launch(&self, launch: Launch) -> impl Future<Output = Result<(), RuntimeError>> + Send;
+    /// Stops a run this runtime watches; it then completes as cancelled.
+    fn stop(&self, run_name: &str) -> impl Future<Output = ()> + Send;
+    /// Whether this runtime watches the run.
+    fn is_tracked(&self, run_name: &str) -> bool;
+    /// The run's log (the last part of it).
+    fn logs(&self, run_name: &str) -> impl Future<Output = Result<String, RuntimeError>> + Send;
+    /// Whether the runtime can start jobs now (for readiness).
+    fn ready(&self) -> impl Future<Output = Result<(), RuntimeError>> + Send;
+}
 
 use crate::spec::RunResult;
 use crate::worker::WorkerTask;
@@ -31,6 +51,16 @@ pub struct Completion {
 
 #[derive(Debug, thiserror::Error)]
 pub enum RuntimeError {
+    #[error("the Kubernetes API refused {what}: {message} (check the engine's Role in deploy/role.yaml)")]
+    Forbidden { what: String, message: String },
+    #[error("the Kubernetes API failed to {what}")]
+    Kube {
+        what: String,
+        #[source]
+        source: kube::Error,
+    },
+    #[error("no run {0}")]
+    NoRun(String),
     #[error("cannot prepare run {run}")]
     Prepare {
         run: String,

@@ -343,13 +343,19 @@ impl Store {
                             .execute(&mut *tx).await.map_err(q("create a task"))?;
                         insert_event(&mut *tx, project, &t.key, 1, now, "created", &format!("task file added in {}", short(commit)), None).await?;
                         if let Some(epic) = &t.epic {
-                            // An epic's own task opens it; every other task counts against its cap.
-                            let counts = crate::worker::prompts::Role::of_kind(t.kind.as_deref()) != crate::worker::prompts::Role::Manager;
-                            sqlx::query(
-                                "INSERT INTO epics (project, name, tasks, created_at, updated_at) VALUES ($1, $2, $3, $4, $4)
-                                 ON CONFLICT (project, name) DO UPDATE SET tasks = epics.tasks + $3, updated_at = $4")
-                                .bind(project).bind(epic).bind(counts as i32).bind(now)
-                                .execute(&mut *tx).await.map_err(q("count an epic's task"))?;
+                            // An epic's own task (kind epic) opens it; every other task of an open
+                            // epic counts against its cap. A label with no epic task opens nothing.
+                            if t.kind.as_deref() == Some("epic") {
+                                sqlx::query(
+                                    "INSERT INTO epics (project, name, created_at, updated_at) VALUES ($1, $2, $3, $3)
+                                     ON CONFLICT (project, name) DO NOTHING")
+                                    .bind(project).bind(epic).bind(now)
+                                    .execute(&mut *tx).await.map_err(q("open an epic"))?;
+                            } else if crate::worker::prompts::Role::of_kind(t.kind.as_deref()) != crate::worker::prompts::Role::Manager {
+                                sqlx::query("UPDATE epics SET tasks = tasks + 1, updated_at = $3 WHERE project = $1 AND name = $2")
+                                    .bind(project).bind(epic).bind(now)
+                                    .execute(&mut *tx).await.map_err(q("count an epic's task"))?;
+                            }
                         }
                     }
                     (A::Create(t) | A::Update { task: t, .. }, Some((state, generation))) => {
@@ -767,9 +773,10 @@ impl Store {
             EpicCount::CostOnly => ("consecutive_failures", 0),
         };
         let sql = format!(
-            "INSERT INTO epics (project, name, spend_usd, activations, created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $5)
-             ON CONFLICT (project, name) DO UPDATE SET spend_usd = epics.spend_usd + $3, activations = epics.activations + $4,
-                consecutive_failures = {failures_sql}, updated_at = $5");
+            "UPDATE epics SET spend_usd = spend_usd + $3, activations = activations + $4,
+                consecutive_failures = {failures_sql}, updated_at = $5
+             WHERE project = $1 AND name = $2"
+        );
         on_pool!(self, pool => sqlx::query(&sql)
             .bind(project).bind(name).bind(cost).bind(activations).bind(now)
             .execute(pool).await.map(|_| ()).map_err(q("count for an epic")))?;

@@ -413,8 +413,23 @@ fn check_task_files(
     start: git2::Oid,
     head: git2::Oid,
 ) -> Result<(), CommitError> {
-    let changed = gitops::changed_paths(repo, start, head, crate::spec::AI_DIR)
-        .map_err(|e| CommitError::Git(e.message().to_string()))?;
+    // Only what this run's own (non-merge) commits change: content merged in from another
+    // branch was checked where it was made.
+    let m = |e: git2::Error| CommitError::Git(e.message().to_string());
+    let mut changed = Vec::new();
+    let mut walk = repo.revwalk().map_err(m)?;
+    walk.push(head).map_err(m)?;
+    walk.hide(start).map_err(m)?;
+    for id in walk {
+        let commit = repo.find_commit(id.map_err(m)?).map_err(m)?;
+        if commit.parent_count() != 1 {
+            continue;
+        }
+        let parent = commit.parent_id(0).map_err(m)?;
+        changed.extend(
+            gitops::changed_paths(repo, parent, commit.id(), crate::spec::AI_DIR).map_err(m)?,
+        );
+    }
     let mut problems = Vec::new();
     for (path, content) in changed {
         if path.starts_with(crate::spec::STATUS_DIR) {

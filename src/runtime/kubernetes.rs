@@ -1,0 +1,653 @@
+//! The `kubernetes` runtime: one Job per run, built here (pure: [`build_job`]) and created
+//! through a rate-limited kube client; a watch on the engine's Jobs turns their ends into
+//! results, from the worker's termination message or, when there is none, from what
+//! Kubernetes says went wrong (deadline, OOM kill, eviction, image pull, deletion).
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures::StreamExt;
+use k8s_openapi::api::batch::v1::{Job, JobSpec};
+use k8s_openapi::api::core::v1::{
+    Capabilities, Container, EmptyDirVolumeSource, EnvFromSource, EnvVar, Pod, PodSecurityContext,
+    PodSpec, PodTemplateSpec, SeccompProfile, SecretEnvSource, SecurityContext, Volume,
+    VolumeMount,
+};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use kube::api::{Api, DeleteParams, ListParams, LogParams, PostParams, PropagationPolicy};
+use kube::runtime::watcher::{self, Event};
+use kube::runtime::WatchStreamExt;
+use kube::Client;
+use tokio::sync::mpsc;
+
+use super::{Completion, Launch, Runtime, RuntimeError};
+use crate::config::KubernetesConfig;
+use crate::spec::{ErrorClass, RunResult};
+
+pub const MANAGED_BY: &str = "app.kubernetes.io/managed-by";
+pub const LABEL_PROJECT: &str = "coding-swarm/project";
+pub const LABEL_TASK: &str = "coding-swarm/task";
+pub const LABEL_GENERATION: &str = "coding-swarm/generation";
+pub const LABEL_ATTEMPT: &str = "coding-swarm/attempt";
+/// Where the worker writes its result for Kubernetes to keep as the termination message.
+pub const TERMINATION_LOG: &str = "/dev/termination-log";
+const CONTAINER: &str = "worker";
+const WORKSPACE: &str = "/workspace";
+
+/// A label value: at most 63 characters, alphanumeric at both ends.
+fn label_value(s: &str) -> String {
+    let clean: String = s
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.') {
+                c
+            } else {
+                '-'
+            }
+        })
+        .take(63)
+        .collect();
+    clean
+        .trim_matches(|c: char| !c.is_ascii_alphanumeric())
+        .to_string()
+}
+
+/// The Job of a run. No secret value is in it: credentials reach the pod only through
+/// `envFrom` the configured Secret, and the task carries `${NAME}` references, not values.
+pub fn build_job(launch: &Launch, cfg: &KubernetesConfig) -> Job {
+    let t = &launch.task;
+    let labels = BTreeMap::from([
+        (MANAGED_BY.to_string(), "coding-swarm".to_string()),
+        (LABEL_PROJECT.to_string(), label_value(&t.project)),
+        (LABEL_TASK.to_string(), label_value(&t.key)),
+        (LABEL_GENERATION.to_string(), t.generation.to_string()),
+        (LABEL_ATTEMPT.to_string(), t.attempt.to_string()),
+    ]);
+    let annotations = BTreeMap::from([
+        ("coding-swarm/project".to_string(), t.project.clone()),
+        ("coding-swarm/task".to_string(), t.key.clone()),
+        (
+            "coding-swarm/task-id".to_string(),
+            launch.task_id.to_string(),
+        ),
+    ]);
+    let timeout = (launch.deadline - chrono::Utc::now()).num_seconds().max(1);
+    let task_json = serde_json::to_string(t).unwrap_or_default();
+    let container = Container {
+        name: CONTAINER.into(),
+        image: Some(cfg.image.clone()),
+        image_pull_policy: cfg.image_pull_policy.clone(),
+        args: Some(vec![
+            "--run-dir".into(),
+            format!("{WORKSPACE}/run"),
+            "--termination-log".into(),
+            TERMINATION_LOG.into(),
+        ]),
+        env: Some(vec![
+            EnvVar {
+                name: "SWARM_TASK_JSON".into(),
+                value: Some(task_json),
+                ..EnvVar::default()
+            },
+            EnvVar {
+                name: "HOME".into(),
+                value: Some(format!("{WORKSPACE}/home")),
+                ..EnvVar::default()
+            },
+        ]),
+        env_from: Some(vec![EnvFromSource {
+            secret_ref: Some(SecretEnvSource {
+                name: cfg.secret.clone(),
+                optional: Some(false),
+            }),
+            ..EnvFromSource::default()
+        }]),
+        resources: cfg.resources.clone(),
+        security_context: Some(SecurityContext {
+            allow_privilege_escalation: Some(false),
+            run_as_non_root: Some(true),
+            run_as_user: Some(1000),
+            run_as_group: Some(1000),
+            capabilities: Some(Capabilities {
+                drop: Some(vec!["ALL".into()]),
+                add: None,
+            }),
+            seccomp_profile: Some(SeccompProfile {
+                type_: "RuntimeDefault".into(),
+                localhost_profile: None,
+            }),
+            ..SecurityContext::default()
+        }),
+        termination_message_path: Some(TERMINATION_LOG.into()),
+        termination_message_policy: Some("File".into()),
+        volume_mounts: Some(vec![VolumeMount {
+            name: "workspace".into(),
+            mount_path: WORKSPACE.into(),
+            ..VolumeMount::default()
+        }]),
+        working_dir: Some(WORKSPACE.into()),
+        ..Container::default()
+    };
+    Job {
+        metadata: ObjectMeta {
+            name: Some(launch.run_name.clone()),
+            namespace: Some(cfg.namespace.clone()),
+            labels: Some(labels.clone()),
+            annotations: Some(annotations),
+            ..ObjectMeta::default()
+        },
+        spec: Some(JobSpec {
+            backoff_limit: Some(0),
+            active_deadline_seconds: Some(timeout),
+            ttl_seconds_after_finished: Some(cfg.ttl_seconds_after_finished),
+            template: PodTemplateSpec {
+                metadata: Some(ObjectMeta {
+                    labels: Some(labels),
+                    ..ObjectMeta::default()
+                }),
+                spec: Some(PodSpec {
+                    restart_policy: Some("Never".into()),
+                    // The pod gets its task, not credentials for the Kubernetes API.
+                    automount_service_account_token: Some(false),
+                    service_account_name: cfg.service_account.clone(),
+                    security_context: Some(PodSecurityContext {
+                        run_as_non_root: Some(true),
+                        run_as_user: Some(1000),
+                        run_as_group: Some(1000),
+                        fs_group: Some(1000),
+                        seccomp_profile: Some(SeccompProfile {
+                            type_: "RuntimeDefault".into(),
+                            localhost_profile: None,
+                        }),
+                        ..PodSecurityContext::default()
+                    }),
+                    containers: vec![container],
+                    volumes: Some(vec![Volume {
+                        name: "workspace".into(),
+                        empty_dir: Some(EmptyDirVolumeSource::default()),
+                        ..Volume::default()
+                    }]),
+                    node_selector: (!cfg.node_selector.is_empty())
+                        .then(|| cfg.node_selector.clone()),
+                    tolerations: (!cfg.tolerations.is_empty()).then(|| cfg.tolerations.clone()),
+                    ..PodSpec::default()
+                }),
+            },
+            ..JobSpec::default()
+        }),
+        status: None,
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Tracked {
+    task_id: i64,
+    attempt: i32,
+    stop: bool,
+}
+
+#[derive(Default)]
+struct State {
+    runs: HashMap<String, Tracked>,
+    /// Jobs seen finished (or deleted) before anyone tracked them: a launch that adopts one
+    /// completes at once.
+    ended: HashSet<String>,
+}
+
+/// Runs jobs as Kubernetes Jobs.
+#[derive(Clone)]
+pub struct KubeRuntime {
+    client: Client,
+    namespace: String,
+    cfg: Arc<KubernetesConfig>,
+    completions: mpsc::UnboundedSender<Completion>,
+    state: Arc<Mutex<State>>,
+}
+
+impl KubeRuntime {
+    /// Connects (in-cluster, kubeconfig, or `api_url`) through a client limited to
+    /// `requests_per_second`, and starts watching the engine's Jobs.
+    pub async fn connect(
+        cfg: &KubernetesConfig,
+        completions: mpsc::UnboundedSender<Completion>,
+    ) -> Result<Self, RuntimeError> {
+        let kerr = |what: &str| {
+            let what = what.to_string();
+            move |source| RuntimeError::Kube { what, source }
+        };
+        let mut config = match &cfg.api_url {
+            Some(url) => kube::Config::new(url.parse().map_err(|e| RuntimeError::Kube {
+                what: format!("use api_url {url:?}"),
+                source: kube::Error::Service(Box::new(e)),
+            })?),
+            None => kube::Config::infer()
+                .await
+                .map_err(|e| RuntimeError::Kube {
+                    what: "find the cluster (in-cluster or ~/.kube/config)".into(),
+                    source: kube::Error::Service(Box::new(e)),
+                })?,
+        };
+        config.default_namespace = cfg.namespace.clone();
+        let rps = cfg.requests_per_second.max(1);
+        let client = kube::client::ClientBuilder::try_from(config)
+            .map_err(kerr("build the client"))?
+            .with_layer(&tower::limit::RateLimitLayer::new(
+                rps,
+                Duration::from_secs(1),
+            ))
+            .build();
+        let rt = Self {
+            client,
+            namespace: cfg.namespace.clone(),
+            cfg: Arc::new(cfg.clone()),
+            completions,
+            state: Arc::default(),
+        };
+        tokio::spawn(rt.clone().watch());
+        Ok(rt)
+    }
+
+    fn jobs(&self) -> Api<Job> {
+        Api::namespaced(self.client.clone(), &self.namespace)
+    }
+
+    fn pods(&self) -> Api<Pod> {
+        Api::namespaced(self.client.clone(), &self.namespace)
+    }
+
+    async fn watch(self) {
+        let selector = format!("{MANAGED_BY}=coding-swarm");
+        let stream = watcher::watcher(self.jobs(), watcher::Config::default().labels(&selector))
+            .default_backoff();
+        futures::pin_mut!(stream);
+        while let Some(event) = stream.next().await {
+            match event {
+                Ok(Event::Apply(job) | Event::InitApply(job)) => self.observe(job).await,
+                Ok(Event::Delete(job)) => self.deleted(job).await,
+                Ok(_) => {}
+                Err(e) => tracing::warn!("watching Jobs: {e}; retrying"),
+            }
+        }
+    }
+
+    async fn observe(&self, job: Job) {
+        let Some(name) = job.metadata.name.clone() else {
+            return;
+        };
+        if !finished(&job) {
+            return;
+        }
+        let tracked = {
+            let mut st = self.state.lock().unwrap_or_else(|p| p.into_inner());
+            match st.runs.remove(&name) {
+                Some(t) => Some(t),
+                None => {
+                    st.ended.insert(name.clone());
+                    None
+                }
+            }
+        };
+        if let Some(t) = tracked {
+            let result = self.result_of(&job, t.stop).await;
+            let _ = self.completions.send(Completion {
+                task_id: t.task_id,
+                attempt: t.attempt,
+                run_name: name,
+                result,
+            });
+        }
+    }
+
+    async fn deleted(&self, job: Job) {
+        let Some(name) = job.metadata.name.clone() else {
+            return;
+        };
+        let tracked = {
+            let mut st = self.state.lock().unwrap_or_else(|p| p.into_inner());
+            let t = st.runs.remove(&name);
+            if t.is_none() {
+                st.ended.insert(name.clone());
+            }
+            t
+        };
+        if let Some(t) = tracked {
+            let result = if finished(&job) {
+                self.result_of(&job, t.stop).await
+            } else if t.stop {
+                RunResult::failure(ErrorClass::Cancelled, "the run was stopped")
+            } else {
+                RunResult::failure(
+                    ErrorClass::Infrastructure,
+                    format!("the Job {name} was deleted by someone else"),
+                )
+            };
+            let _ = self.completions.send(Completion {
+                task_id: t.task_id,
+                attempt: t.attempt,
+                run_name: name,
+                result,
+            });
+        }
+    }
+
+    /// What a finished Job means: the worker's own result from its termination message, or
+    /// the failure Kubernetes reports.
+    async fn result_of(&self, job: &Job, stopped: bool) -> RunResult {
+        let name = job.metadata.name.clone().unwrap_or_default();
+        let pods = retry(&format!("list the pods of Job {name}"), || {
+            let (api, lp) = (
+                self.pods(),
+                ListParams::default().labels(&format!("job-name={name}")),
+            );
+            async move { api.list(&lp).await }
+        })
+        .await
+        .map(|l| l.items)
+        .unwrap_or_default();
+        classify_job(job, &pods, stopped)
+    }
+
+    /// Begins tracking; completes at once when the Job ended before anyone tracked it.
+    async fn track(&self, launch: &Launch) {
+        let ended = {
+            let mut st = self.state.lock().unwrap_or_else(|p| p.into_inner());
+            st.runs.insert(
+                launch.run_name.clone(),
+                Tracked {
+                    task_id: launch.task_id,
+                    attempt: launch.attempt,
+                    stop: false,
+                },
+            );
+            st.ended.remove(&launch.run_name)
+        };
+        if ended {
+            match retry(&format!("read Job {}", launch.run_name), || {
+                let (api, name) = (self.jobs(), launch.run_name.clone());
+                async move { api.get_opt(&name).await }
+            })
+            .await
+            {
+                Ok(Some(job)) => self.observe(job).await,
+                Ok(None) => {
+                    let run = launch.run_name.clone();
+                    if self
+                        .state
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .runs
+                        .remove(&run)
+                        .is_some()
+                    {
+                        let result = RunResult::failure(
+                            ErrorClass::Infrastructure,
+                            format!("the Job {run} is gone"),
+                        );
+                        let _ = self.completions.send(Completion {
+                            task_id: launch.task_id,
+                            attempt: launch.attempt,
+                            run_name: run,
+                            result,
+                        });
+                    }
+                }
+                Err(e) => tracing::warn!(run = %launch.run_name, "{e}"),
+            }
+        }
+    }
+}
+
+/// Whether a Job has ended.
+pub fn finished(job: &Job) -> bool {
+    let Some(status) = &job.status else {
+        return false;
+    };
+    status.succeeded.unwrap_or(0) > 0
+        || status.failed.unwrap_or(0) > 0
+        || status
+            .conditions
+            .iter()
+            .flatten()
+            .any(|c| (c.type_ == "Complete" || c.type_ == "Failed") && c.status == "True")
+}
+
+/// The result of a finished Job and its pods. Pure.
+pub fn classify_job(job: &Job, pods: &[Pod], stopped: bool) -> RunResult {
+    let name = job.metadata.name.clone().unwrap_or_default();
+    let statuses: Vec<_> = pods.iter().filter_map(|p| p.status.as_ref()).collect();
+    let worker = statuses
+        .iter()
+        .flat_map(|s| s.container_statuses.iter().flatten())
+        .find(|c| c.name == CONTAINER);
+    let terminated = worker
+        .and_then(|c| c.state.as_ref())
+        .and_then(|s| s.terminated.as_ref());
+    if let Some(message) = terminated.and_then(|t| t.message.as_deref()) {
+        if let Ok(result) = serde_json::from_str::<RunResult>(message.trim()) {
+            return result;
+        }
+    }
+    if stopped {
+        return RunResult::failure(ErrorClass::Cancelled, "the run was stopped");
+    }
+    let failed_reason = job
+        .status
+        .as_ref()
+        .and_then(|s| s.conditions.as_ref())
+        .and_then(|cs| {
+            cs.iter()
+                .find(|c| c.type_ == "Failed" && c.status == "True")
+        })
+        .map(|c| {
+            (
+                c.reason.clone().unwrap_or_default(),
+                c.message.clone().unwrap_or_default(),
+            )
+        });
+    if let Some(t) = terminated {
+        if t.reason.as_deref() == Some("OOMKilled") {
+            return RunResult::failure(
+                ErrorClass::Infrastructure,
+                format!(
+                    "the worker of Job {name} was OOM-killed (exit {}); raise its memory limit",
+                    t.exit_code
+                ),
+            );
+        }
+    }
+    if let Some(evicted) = statuses
+        .iter()
+        .find(|s| s.reason.as_deref() == Some("Evicted"))
+    {
+        return RunResult::failure(
+            ErrorClass::Infrastructure,
+            format!(
+                "the pod of Job {name} was evicted: {}",
+                evicted.message.clone().unwrap_or_default()
+            ),
+        );
+    }
+    let waiting = worker
+        .and_then(|c| c.state.as_ref())
+        .and_then(|s| s.waiting.as_ref());
+    if let Some(w) = waiting.filter(|w| {
+        matches!(
+            w.reason.as_deref(),
+            Some("ErrImagePull" | "ImagePullBackOff" | "InvalidImageName")
+        )
+    }) {
+        return RunResult::failure(
+            ErrorClass::Infrastructure,
+            format!(
+                "cannot pull the worker image: {}",
+                w.message.clone().unwrap_or_default()
+            ),
+        );
+    }
+    match failed_reason {
+        Some((reason, message)) if reason == "DeadlineExceeded" => RunResult::failure(
+            ErrorClass::Timeout,
+            format!("the Job {name} exceeded its deadline: {message}"),
+        ),
+        Some((reason, message)) => match terminated {
+            Some(t) => RunResult::failure(
+                ErrorClass::Crash,
+                format!(
+                    "the worker exited with {} and no result ({reason}: {message})",
+                    t.exit_code
+                ),
+            ),
+            None => RunResult::failure(
+                ErrorClass::Infrastructure,
+                format!("the Job {name} failed: {reason}: {message}"),
+            ),
+        },
+        None => match terminated {
+            Some(t) => RunResult::failure(
+                ErrorClass::Crash,
+                format!("the worker exited with {} and left no result", t.exit_code),
+            ),
+            None => RunResult::failure(
+                ErrorClass::Infrastructure,
+                format!("the Job {name} ended without a pod"),
+            ),
+        },
+    }
+}
+
+/// Runs `op`, retrying with backoff on throttling (429), server errors (5xx) and transport
+/// errors; a 403 becomes a clear error about the engine's permissions.
+async fn retry<T, F, Fut>(what: &str, mut op: F) -> Result<T, RuntimeError>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, kube::Error>>,
+{
+    let mut delay = Duration::from_millis(200);
+    let mut tries = 0;
+    loop {
+        tries += 1;
+        match op().await {
+            Ok(v) => return Ok(v),
+            Err(kube::Error::Api(s)) if s.code == 403 => {
+                return Err(RuntimeError::Forbidden {
+                    what: what.to_string(),
+                    message: s.message.clone(),
+                })
+            }
+            Err(e) if tries < 6 && transient(&e) => {
+                tracing::warn!("{what}: {e}; retrying in {delay:?}");
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(10));
+            }
+            Err(source) => {
+                return Err(RuntimeError::Kube {
+                    what: what.to_string(),
+                    source,
+                })
+            }
+        }
+    }
+}
+
+fn transient(e: &kube::Error) -> bool {
+    match e {
+        kube::Error::Api(s) => s.code == 429 || s.code >= 500,
+        kube::Error::HyperError(_) | kube::Error::Service(_) => true,
+        _ => false,
+    }
+}
+
+impl Runtime for KubeRuntime {
+    async fn launch(&self, launch: Launch) -> Result<(), RuntimeError> {
+        let job = build_job(&launch, &self.cfg);
+        match retry(&format!("create Job {}", launch.run_name), || {
+            let (api, job) = (self.jobs(), job.clone());
+            async move { api.create(&PostParams::default(), &job).await }
+        })
+        .await
+        {
+            Ok(_) => {}
+            Err(RuntimeError::Kube {
+                source: kube::Error::Api(s),
+                ..
+            }) if s.code == 409 => {
+                // It exists: an earlier engine created it. Adopt it.
+                tracing::info!(run = %launch.run_name, "adopting an existing Job");
+                let mut st = self.state.lock().unwrap_or_else(|p| p.into_inner());
+                st.ended.insert(launch.run_name.clone());
+            }
+            Err(e) => return Err(e),
+        }
+        self.track(&launch).await;
+        Ok(())
+    }
+
+    async fn stop(&self, run_name: &str) {
+        {
+            let mut st = self.state.lock().unwrap_or_else(|p| p.into_inner());
+            match st.runs.get_mut(run_name) {
+                Some(t) if !t.stop => t.stop = true,
+                _ => return,
+            }
+        }
+        let dp = DeleteParams {
+            propagation_policy: Some(PropagationPolicy::Background),
+            ..DeleteParams::default()
+        };
+        if let Err(e) = retry(&format!("delete Job {run_name}"), || {
+            let (api, name, dp) = (self.jobs(), run_name.to_string(), dp.clone());
+            async move { api.delete(&name, &dp).await }
+        })
+        .await
+        {
+            tracing::warn!(run = run_name, "{e}");
+        }
+    }
+
+    fn is_tracked(&self, run_name: &str) -> bool {
+        self.state
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .runs
+            .contains_key(run_name)
+    }
+
+    async fn logs(&self, run_name: &str) -> Result<String, RuntimeError> {
+        let pods = retry(&format!("list the pods of Job {run_name}"), || {
+            let (api, lp) = (
+                self.pods(),
+                ListParams::default().labels(&format!("job-name={run_name}")),
+            );
+            async move { api.list(&lp).await }
+        })
+        .await?;
+        let pod = pods
+            .items
+            .into_iter()
+            .last()
+            .and_then(|p| p.metadata.name)
+            .ok_or_else(|| RuntimeError::NoRun(run_name.to_string()))?;
+        let lp = LogParams {
+            container: Some(CONTAINER.into()),
+            tail_lines: Some(5000),
+            ..LogParams::default()
+        };
+        retry(&format!("read the log of pod {pod}"), || {
+            let (api, pod, lp) = (self.pods(), pod.clone(), lp.clone());
+            async move { api.logs(&pod, &lp).await }
+        })
+        .await
+    }
+
+    async fn ready(&self) -> Result<(), RuntimeError> {
+        self.client
+            .apiserver_version()
+            .await
+            .map(|_| ())
+            .map_err(|source| RuntimeError::Kube {
+                what: "reach the API server".into(),
+                source,
+            })
+    }
+}
