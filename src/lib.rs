@@ -15,4 +15,5 @@ pub mod secrets;
 pub mod spec;
 pub mod store;
 pub mod sync;
+pub mod web;
 pub mod worker;

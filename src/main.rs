@@ -3,6 +3,7 @@
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{bail, Context};
@@ -50,9 +51,12 @@ enum Command {
     },
     /// Run one task inside a job (started by the engine's runtime).
     Worker {
-        /// The run directory holding task.json; result.json is written there.
+        /// The run directory holding task.json (or SWARM_TASK_JSON); result.json is written there.
         #[arg(long)]
         run_dir: PathBuf,
+        /// Also write a compact result here (Kubernetes keeps it as the termination message).
+        #[arg(long)]
+        termination_log: Option<PathBuf>,
     },
     /// The built-in demo agent (deterministic file edits; used by the `demo` profile).
     #[command(hide = true)]
@@ -141,6 +145,12 @@ enum TaskCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Show the log of a task's latest run (local run directory or Kubernetes pod).
+    Logs {
+        key: String,
+        #[arg(long)]
+        project: Option<String>,
+    },
     /// Stop a task: a pending one is cancelled, a running one is stopped by the engine.
     Stop {
         key: String,
@@ -181,9 +191,29 @@ fn init_tracing(quiet: bool) {
 
 fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
-        Command::Worker { run_dir } => {
-            let result =
-                coding_swarm::worker::run(&coding_swarm::worker::resolve_run_dir(&run_dir));
+        Command::Worker {
+            run_dir,
+            termination_log,
+        } => {
+            std::fs::create_dir_all(&run_dir)
+                .with_context(|| format!("cannot create {}", run_dir.display()))?;
+            let run_dir = coding_swarm::worker::resolve_run_dir(&run_dir);
+            // In a pod the task comes in the environment.
+            let task_file = run_dir.join(coding_swarm::runtime::local::TASK_FILE);
+            if let (false, Ok(json)) = (task_file.exists(), std::env::var("SWARM_TASK_JSON")) {
+                std::fs::write(&task_file, json)
+                    .with_context(|| format!("cannot write {}", task_file.display()))?;
+            }
+            let result = coding_swarm::worker::run(&run_dir);
+            if let Some(path) = termination_log {
+                let compact = coding_swarm::worker::compact_result(&result, 4000);
+                if let Err(e) = std::fs::write(&path, compact) {
+                    tracing::error!(
+                        "cannot write the termination message {}: {e}",
+                        path.display()
+                    );
+                }
+            }
             Ok(ExitCode::from(coding_swarm::worker::exit_code(&result)))
         }
         Command::DemoAgent => {
@@ -290,16 +320,64 @@ async fn up(
         bail!("no projects configured: add a [[projects]] table to swarm.toml (see README.md), or try `swarm up --demo`");
     }
     let store = Store::connect(&config.database_url()).await?;
-    tracing::info!(database = %coding_swarm::config::redact_url(&config.database_url()), projects = config.projects.len(), "engine starting");
-    let exe = std::env::current_exe().context("cannot find the swarm binary for workers")?;
-    let engine = Engine::new(config.clone(), store.clone(), exe);
+    tracing::info!(database = %coding_swarm::config::redact_url(&config.database_url()), projects = config.projects.len(), runtime = ?config.runtime, "engine starting");
+    let leader =
+        coding_swarm::engine::leader::acquire(&config.database_url(), &config.data_dir, || {
+            tracing::info!("another engine leads; waiting to take over")
+        })
+        .await?;
+    tracing::info!("this engine leads");
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    tokio::spawn(async move {
-        let _ = tokio::signal::ctrl_c().await;
-        let _ = stop_tx.send(true);
-    });
+    {
+        let stop_tx = stop_tx.clone();
+        tokio::spawn(async move {
+            let mut term =
+                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = async { match term.as_mut() { Some(t) => { t.recv().await; } None => std::future::pending().await } } => {}
+            }
+            let _ = stop_tx.send(true);
+        });
+    }
+    let leadership_lost = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    {
+        let (mut lost, stop_tx, flag) = (
+            leader.lost.clone(),
+            stop_tx.clone(),
+            leadership_lost.clone(),
+        );
+        tokio::spawn(async move {
+            while !*lost.borrow() {
+                if lost.changed().await.is_err() {
+                    return;
+                }
+            }
+            tracing::error!("lost the leader lock: stopping, another engine may take over");
+            flag.store(true, std::sync::atomic::Ordering::SeqCst);
+            let _ = stop_tx.send(true);
+        });
+    }
     let progress = once.then(|| tokio::spawn(show_progress(store.clone())));
-    engine.run(RunOptions { once }, stop_rx).await?;
+    let exe = std::env::current_exe().context("cannot find the swarm binary for workers")?;
+    match config.runtime {
+        coding_swarm::config::RuntimeKind::Local => {
+            let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+            let runtime =
+                coding_swarm::runtime::LocalRuntime::new(config.data_dir.join("runs"), exe, tx);
+            run_engine(&config, &store, runtime, rx, once, stop_rx).await?;
+        }
+        coding_swarm::config::RuntimeKind::Kubernetes => {
+            let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+            let runtime =
+                coding_swarm::runtime::KubeRuntime::connect(&config.kubernetes, tx).await?;
+            run_engine(&config, &store, runtime, rx, once, stop_rx).await?;
+        }
+    }
+    drop(leader);
+    if leadership_lost.load(std::sync::atomic::Ordering::SeqCst) {
+        bail!("stopped: the leader lock was lost");
+    }
     if let Some(p) = progress {
         p.abort();
     }
@@ -325,6 +403,44 @@ async fn up(
     } else {
         ExitCode::SUCCESS
     })
+}
+
+/// Runs the engine on `runtime`, with the HTTP server (health, readiness, metrics) unless
+/// `--once`.
+async fn run_engine<R: coding_swarm::runtime::Runtime + Clone>(
+    config: &Config,
+    store: &Store,
+    runtime: R,
+    completions: tokio::sync::mpsc::UnboundedReceiver<coding_swarm::runtime::Completion>,
+    once: bool,
+    stop: tokio::sync::watch::Receiver<bool>,
+) -> anyhow::Result<()> {
+    let engine = Engine::with_runtime(config.clone(), store.clone(), runtime.clone(), completions);
+    let metrics = engine.metrics();
+    metrics.leader.set(1);
+    if !once && !config.http.listen.is_empty() {
+        let ready: coding_swarm::web::ReadyCheck = Arc::new(move || {
+            let rt = runtime.clone();
+            Box::pin(async move {
+                coding_swarm::runtime::Runtime::ready(&rt)
+                    .await
+                    .map_err(|e| coding_swarm::engine::error_chain(&e))
+            })
+        });
+        let state = coding_swarm::web::WebState {
+            store: store.clone(),
+            metrics: metrics.clone(),
+            runtime_ready: ready,
+        };
+        let (listen, stop) = (config.http.listen.clone(), stop.clone());
+        let router = coding_swarm::web::router(state);
+        tokio::spawn(async move {
+            if let Err(e) = coding_swarm::web::serve(&listen, router, stop).await {
+                tracing::error!("the HTTP server on {listen} failed: {e}");
+            }
+        });
+    }
+    engine.run(RunOptions { once }, stop).await
 }
 
 async fn show_progress(store: Store) {
@@ -588,6 +704,35 @@ async fn task_command(config_arg: ConfigArg, command: TaskCommand) -> anyhow::Re
                 ),
                 _ => println!("{}/{} cancelled before it ran", task.project, task.key),
             }
+        }
+        TaskCommand::Logs { key, project } => {
+            let task = find_task(&store, &key, project.as_deref()).await?;
+            if task.attempts == 0 {
+                bail!("{}/{} has not run yet", task.project, task.key);
+            }
+            let name = coding_swarm::runtime::run_name(
+                &task.project,
+                &task.key,
+                task.generation,
+                task.attempts,
+            );
+            let (tx, _rx) = tokio::sync::mpsc::unbounded_channel();
+            let log = match config.runtime {
+                coding_swarm::config::RuntimeKind::Local => {
+                    let rt = coding_swarm::runtime::LocalRuntime::new(
+                        config.data_dir.join("runs"),
+                        std::env::current_exe()?,
+                        tx,
+                    );
+                    coding_swarm::runtime::Runtime::logs(&rt, &name).await?
+                }
+                coding_swarm::config::RuntimeKind::Kubernetes => {
+                    let rt =
+                        coding_swarm::runtime::KubeRuntime::connect(&config.kubernetes, tx).await?;
+                    coding_swarm::runtime::Runtime::logs(&rt, &name).await?
+                }
+            };
+            print!("{log}");
         }
         TaskCommand::Retry { key, project } => {
             let task = find_task(&store, &key, project.as_deref()).await?;

@@ -3,6 +3,7 @@
 //! pass looks at the store afresh, so a missed wake-up costs latency, never correctness.
 
 pub mod green;
+pub mod leader;
 mod outcome;
 pub mod report;
 
@@ -20,6 +21,7 @@ use crate::config::{AgentProfile, Config, ProjectConfig};
 use crate::runtime::{run_name, Completion, Launch, LocalRuntime, Runtime};
 use crate::spec::{ErrorClass, RunResult, TaskState};
 use crate::store::{ClaimLimits, EpicCount, Store, StoreError, TaskRow};
+use crate::web::Metrics;
 use crate::worker::prompts::Role;
 use crate::worker::WorkerTask;
 
@@ -47,6 +49,7 @@ pub struct Engine<R: Runtime = LocalRuntime> {
     report_failures: Arc<AtomicU32>,
     sync_triggers: HashMap<String, Arc<Notify>>,
     policy: RetryPolicy,
+    metrics: Arc<Metrics>,
 }
 
 impl Engine<LocalRuntime> {
@@ -85,7 +88,13 @@ impl<R: Runtime> Engine<R> {
             report_failures: Arc::default(),
             sync_triggers,
             policy,
+            metrics: Arc::default(),
         }
+    }
+
+    /// The engine's metrics, for the HTTP server.
+    pub fn metrics(&self) -> Arc<Metrics> {
+        self.metrics.clone()
     }
 
     /// A handle that makes a project sync at once (webhooks, file watches).
@@ -105,7 +114,7 @@ impl<R: Runtime> Engine<R> {
         // One sync loop per project; in `once` mode the first pass of each happens before dispatch.
         if options.once {
             for p in &self.config.projects {
-                sync_once(&self.store, &self.config, p).await;
+                sync_once(&self.store, &self.config, p, &self.metrics).await;
             }
         }
         let mut tasks = tokio::task::JoinSet::new();
@@ -116,7 +125,15 @@ impl<R: Runtime> Engine<R> {
                 self.sync_triggers[&p.name].clone(),
                 shutdown.clone(),
             );
-            tasks.spawn(sync_loop(store, config, p, trigger, wake, options.once));
+            tasks.spawn(sync_loop(
+                store,
+                config,
+                p,
+                trigger,
+                wake,
+                options.once,
+                self.metrics.clone(),
+            ));
         }
         let _watcher = self.watch_local_repos(&mut tasks);
         if self.store.is_postgres() {
@@ -264,6 +281,8 @@ impl<R: Runtime> Engine<R> {
             }
         };
         tracing::info!(project = %row.project, task = %row.key, run = %name, "launching");
+        let waited = (Utc::now() - row.updated_at).to_std().unwrap_or_default();
+        self.metrics.dispatch_latency.observe(waited.as_secs_f64());
         if let Err(e) = self.runtime.launch(launch).await {
             let result = RunResult::failure(ErrorClass::Infrastructure, error_chain(&e));
             self.complete(Completion {
@@ -366,6 +385,14 @@ impl<R: Runtime> Engine<R> {
         };
         let outcome = decide(&row, c.result, &self.policy, Utc::now());
         let (kind, message) = outcome.describe(c.attempt);
+        self.metrics.run_finished(match &outcome {
+            Outcome::Completed(r) if r.success => "succeeded",
+            Outcome::Completed(r) => r.error_class.map_or("failed", ErrorClass::as_str),
+            Outcome::Retry { .. } => "retried",
+            Outcome::Requeue { .. } => "rate_limited",
+            Outcome::NextGeneration(_) => "superseded",
+            Outcome::Deleted(_) => "deleted",
+        });
         if let Outcome::Requeue { not_before, .. } = &outcome {
             // The limit belongs to the credential, so every run of this agent waits.
             let agent = row
@@ -657,7 +684,12 @@ async fn after_sync(
     Ok(())
 }
 
-async fn sync_once(store: &Store, config: &Config, project: &ProjectConfig) -> bool {
+async fn sync_once(
+    store: &Store,
+    config: &Config,
+    project: &ProjectConfig,
+    metrics: &Metrics,
+) -> bool {
     match crate::sync::sync_project(store, &config.data_dir, project).await {
         Ok(report) => {
             if let Err(e) = after_sync(store, config, project, &report).await {
@@ -672,6 +704,7 @@ async fn sync_once(store: &Store, config: &Config, project: &ProjectConfig) -> b
         Err(e) => {
             let message = error_chain(&e);
             tracing::warn!(project = %project.name, "{message}");
+            metrics.sync_failed(&project.name);
             let _ = store
                 .record_sync_error(&project.name, &message, Utc::now())
                 .await;
@@ -689,6 +722,7 @@ async fn sync_loop(
     trigger: Arc<Notify>,
     mut shutdown: watch::Receiver<bool>,
     skip_first: bool,
+    metrics: Arc<Metrics>,
 ) {
     let poll = config.poll_interval_for(&project);
     let mut failures = 0u32;
@@ -712,7 +746,7 @@ async fn sync_loop(
             }
         }
         first = false;
-        if sync_once(&store, &config, &project).await {
+        if sync_once(&store, &config, &project, &metrics).await {
             failures = 0;
         } else {
             failures += 1;

@@ -43,6 +43,30 @@ pub struct WorkerTask {
     pub git_email: String,
 }
 
+/// The result as JSON of at most `max` bytes (a termination message holds 4096): long texts are
+/// cut until it fits.
+pub fn compact_result(result: &RunResult, max: usize) -> String {
+    let mut r = result.clone();
+    for budget in [2000usize, 1000, 400, 100, 0] {
+        let json = serde_json::to_string(&r).unwrap_or_default();
+        if json.len() <= max {
+            return json;
+        }
+        r.logs = None;
+        r.summary = result.summary.as_deref().map(|s| truncate(s, budget));
+        r.error = result
+            .error
+            .as_deref()
+            .map(|s| agent::truncate_start(s, budget));
+    }
+    serde_json::to_string(&RunResult {
+        success: r.success,
+        error_class: r.error_class,
+        ..RunResult::default()
+    })
+    .unwrap_or_default()
+}
+
 /// The exit code of `swarm worker` for a result.
 pub fn exit_code(result: &RunResult) -> u8 {
     match (result.success, result.error_class) {

@@ -1,0 +1,128 @@
+//! One engine at a time. With Postgres: a session-level advisory lock on a connection of its
+//! own, which Postgres releases when that connection dies (the engine crashed, its pod went
+//! away). With SQLite: an exclusive `flock` on `<data_dir>/engine.lock`. A second engine waits
+//! and takes over when the first is gone. The database invariants (one running task per
+//! addressee, serialised claims) hold even if two engines ever overlapped.
+
+use std::fs::File;
+use std::os::fd::AsRawFd;
+use std::time::Duration;
+
+use sqlx::Connection;
+use tokio::sync::watch;
+
+/// The advisory lock key: "swarm" in ASCII.
+const LOCK_KEY: i64 = 0x73_77_61_72_6d;
+const RETRY: Duration = Duration::from_secs(2);
+const CHECK: Duration = Duration::from_secs(5);
+
+#[derive(Debug, thiserror::Error)]
+pub enum LeaderError {
+    #[error("cannot reach the database to take the leader lock")]
+    Connect(#[source] sqlx::Error),
+    #[error("cannot open the leader lock file {path}")]
+    LockFile {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// Held leadership. Dropping it gives leadership up. `lost` turns true if the lock's
+/// connection fails: the engine must stop then, as another may have taken over.
+pub struct Leader {
+    pub lost: watch::Receiver<bool>,
+    _hold: Hold,
+}
+
+enum Hold {
+    Postgres(tokio::task::JoinHandle<()>),
+    File {
+        _file: File,
+        _tx: watch::Sender<bool>,
+    },
+}
+
+impl Drop for Leader {
+    fn drop(&mut self) {
+        if let Hold::Postgres(task) = &self._hold {
+            task.abort();
+        }
+    }
+}
+
+/// Waits until this engine leads. `on_wait` is called once when another engine leads now.
+pub async fn acquire(
+    database_url: &str,
+    data_dir: &std::path::Path,
+    mut on_wait: impl FnMut(),
+) -> Result<Leader, LeaderError> {
+    let (tx, rx) = watch::channel(false);
+    if database_url.starts_with("postgres") {
+        let mut waited = false;
+        loop {
+            let mut conn = sqlx::PgConnection::connect(database_url)
+                .await
+                .map_err(LeaderError::Connect)?;
+            let got: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock($1)")
+                .bind(LOCK_KEY)
+                .fetch_one(&mut conn)
+                .await
+                .map_err(LeaderError::Connect)?;
+            if got {
+                // Keep the connection (and with it the lock); watch that it stays alive.
+                let task = tokio::spawn(async move {
+                    loop {
+                        tokio::time::sleep(CHECK).await;
+                        if sqlx::query("SELECT 1").execute(&mut conn).await.is_err() {
+                            let _ = tx.send(true);
+                            return;
+                        }
+                    }
+                });
+                return Ok(Leader {
+                    lost: rx,
+                    _hold: Hold::Postgres(task),
+                });
+            }
+            let _ = conn.close().await;
+            if !waited {
+                waited = true;
+                on_wait();
+            }
+            tokio::time::sleep(RETRY).await;
+        }
+    }
+    std::fs::create_dir_all(data_dir).map_err(|source| LeaderError::LockFile {
+        path: data_dir.display().to_string(),
+        source,
+    })?;
+    let path = data_dir.join("engine.lock");
+    let file = File::options()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(|source| LeaderError::LockFile {
+            path: path.display().to_string(),
+            source,
+        })?;
+    let mut waited = false;
+    loop {
+        // SAFETY: flock on our own descriptor.
+        if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } == 0 {
+            return Ok(Leader {
+                lost: rx,
+                _hold: Hold::File {
+                    _file: file,
+                    _tx: tx,
+                },
+            });
+        }
+        if !waited {
+            waited = true;
+            on_wait();
+        }
+        tokio::time::sleep(RETRY).await;
+    }
+}
