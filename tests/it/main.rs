@@ -9,6 +9,8 @@ mod cli;
 mod engine;
 mod githttp;
 mod green;
+mod kube;
+mod kubeapi;
 mod model;
 mod runtime;
 mod schema;

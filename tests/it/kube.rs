@@ -1,0 +1,486 @@
+//! The Kubernetes runtime with the real kube client against the API at the HTTP level: the Job
+//! it builds (every security field, no literal secret), create (201), already exists (409,
+//! adopted), a watch that ends in Complete, in Failed with DeadlineExceeded, with an OOM-killed
+//! pod, an eviction and a deletion; the termination message as the result; 403 as a clear
+//! error; 429 and 500 retried; stop; logs; the client's rate limit.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use chrono::Utc;
+use coding_swarm::config::{AgentProfile, KubernetesConfig};
+use coding_swarm::runtime::kubernetes::build_job;
+use coding_swarm::runtime::{Completion, KubeRuntime, Launch, Runtime, RuntimeError};
+use coding_swarm::spec::{ErrorClass, RunResult};
+use coding_swarm::worker::WorkerTask;
+use k8s_openapi::api::batch::v1::Job;
+use serde_json::json;
+use tokio::sync::mpsc;
+
+use crate::kubeapi::{complete, failed, pod_terminated, ApiServer, NS};
+
+fn cfg(url: &str) -> KubernetesConfig {
+    let mut c: KubernetesConfig = toml::from_str(&format!(
+        r#"
+namespace = "{NS}"
+image = "registry.example.com/coding-swarm-worker:1.0"
+ttl_seconds_after_finished = 600
+requests_per_second = 50
+node_selector = {{ pool = "agents" }}
+tolerations = [{{ key = "dedicated", operator = "Equal", value = "agents", effect = "NoSchedule" }}]
+[resources.requests]
+cpu = "500m"
+memory = "1Gi"
+[resources.limits]
+memory = "4Gi"
+"#
+    ))
+    .unwrap();
+    c.api_url = Some(url.to_string());
+    c
+}
+
+fn launch(name: &str, timeout_secs: i64) -> Launch {
+    let mut agent = AgentProfile::default_claude();
+    agent.env = BTreeMap::from([(
+        "CLAUDE_CODE_OAUTH_TOKEN".into(),
+        "${CLAUDE_CODE_OAUTH_TOKEN}".into(),
+    )]);
+    Launch {
+        task_id: 42,
+        attempt: 1,
+        run_name: name.into(),
+        deadline: Utc::now() + chrono::Duration::seconds(timeout_secs),
+        task: WorkerTask {
+            project: "webapp".into(),
+            key: "login-form".into(),
+            generation: 2,
+            attempt: 1,
+            run_name: name.into(),
+            repo: "https://github.com/example/webapp.git".into(),
+            branch: "swarm/login-form".into(),
+            base: "main".into(),
+            kind: Some("implement".into()),
+            prompt: "Build the login form.".into(),
+            agent_name: "claude".into(),
+            agent,
+            git_name: "swarm".into(),
+            git_email: "swarm@example.com".into(),
+        },
+    }
+}
+
+async fn runtime(server: &ApiServer) -> (KubeRuntime, mpsc::UnboundedReceiver<Completion>) {
+    let (tx, rx) = mpsc::unbounded_channel();
+    (
+        KubeRuntime::connect(&cfg(&server.url), tx).await.unwrap(),
+        rx,
+    )
+}
+
+async fn next(rx: &mut mpsc::UnboundedReceiver<Completion>) -> Completion {
+    tokio::time::timeout(Duration::from_secs(20), rx.recv())
+        .await
+        .expect("a completion")
+        .expect("open")
+}
+
+async fn created(server: &ApiServer, name: &str) {
+    let start = Instant::now();
+    while server.api.job(name).is_none() {
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "job {name} never created"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[test]
+fn the_job_is_locked_down_and_carries_no_secret() {
+    std::env::set_var(
+        "CLAUDE_CODE_OAUTH_TOKEN",
+        "sk-ant-oat01-must-not-appear-in-the-job",
+    );
+    let job: Job = build_job(
+        &launch("webapp-login-form-1a2b3c4d-g2-a1", 1800),
+        &cfg("http://unused"),
+    );
+    let text = serde_json::to_string(&job).unwrap();
+    assert!(
+        !text.contains("sk-ant-oat01-must-not-appear-in-the-job"),
+        "{text}"
+    );
+    assert!(!text.contains("DATABASE_URL"));
+    let meta = &job.metadata;
+    assert_eq!(
+        meta.name.as_deref(),
+        Some("webapp-login-form-1a2b3c4d-g2-a1")
+    );
+    let labels = meta.labels.as_ref().unwrap();
+    for (k, v) in [
+        ("app.kubernetes.io/managed-by", "coding-swarm"),
+        ("coding-swarm/project", "webapp"),
+        ("coding-swarm/task", "login-form"),
+        ("coding-swarm/generation", "2"),
+        ("coding-swarm/attempt", "1"),
+    ] {
+        assert_eq!(labels.get(k).map(String::as_str), Some(v), "{k}");
+    }
+    let spec = job.spec.as_ref().unwrap();
+    assert_eq!(spec.backoff_limit, Some(0));
+    assert!((1790..=1800).contains(&spec.active_deadline_seconds.unwrap()));
+    assert_eq!(spec.ttl_seconds_after_finished, Some(600));
+    let pod = spec.template.spec.as_ref().unwrap();
+    assert_eq!(pod.restart_policy.as_deref(), Some("Never"));
+    assert_eq!(pod.automount_service_account_token, Some(false));
+    let psc = pod.security_context.as_ref().unwrap();
+    assert_eq!(
+        (psc.run_as_user, psc.run_as_group, psc.run_as_non_root),
+        (Some(1000), Some(1000), Some(true))
+    );
+    assert_eq!(
+        psc.seccomp_profile.as_ref().unwrap().type_,
+        "RuntimeDefault"
+    );
+    assert_eq!(
+        pod.node_selector
+            .as_ref()
+            .unwrap()
+            .get("pool")
+            .map(String::as_str),
+        Some("agents")
+    );
+    assert_eq!(
+        pod.tolerations.as_ref().unwrap()[0].key.as_deref(),
+        Some("dedicated")
+    );
+    assert!(pod
+        .volumes
+        .as_ref()
+        .unwrap()
+        .iter()
+        .any(|v| v.name == "workspace" && v.empty_dir.is_some()));
+    let c = &pod.containers[0];
+    assert_eq!(
+        c.image.as_deref(),
+        Some("registry.example.com/coding-swarm-worker:1.0")
+    );
+    let sc = c.security_context.as_ref().unwrap();
+    assert_eq!(
+        (
+            sc.run_as_user,
+            sc.run_as_group,
+            sc.run_as_non_root,
+            sc.allow_privilege_escalation
+        ),
+        (Some(1000), Some(1000), Some(true), Some(false))
+    );
+    assert_eq!(
+        sc.capabilities.as_ref().unwrap().drop.as_deref(),
+        Some(&["ALL".to_string()][..])
+    );
+    assert_eq!(sc.seccomp_profile.as_ref().unwrap().type_, "RuntimeDefault");
+    // Secrets only by reference; values that are there are not secrets.
+    let from = c.env_from.as_ref().unwrap();
+    assert_eq!(
+        from[0].secret_ref.as_ref().unwrap().name,
+        "coding-swarm-secrets"
+    );
+    for e in c.env.iter().flatten() {
+        assert!(e.value_from.is_none() || e.value_from.as_ref().unwrap().secret_key_ref.is_some());
+        assert!(
+            ![
+                "CLAUDE_CODE_OAUTH_TOKEN",
+                "SWARM_GIT_TOKEN",
+                "ANTHROPIC_API_KEY"
+            ]
+            .contains(&e.name.as_str()),
+            "{} is a literal",
+            e.name
+        );
+    }
+    let task_env = c
+        .env
+        .iter()
+        .flatten()
+        .find(|e| e.name == "SWARM_TASK_JSON")
+        .unwrap();
+    assert!(
+        task_env
+            .value
+            .as_deref()
+            .unwrap()
+            .contains("${CLAUDE_CODE_OAUTH_TOKEN}"),
+        "the task names the secret, it does not hold it"
+    );
+    let res = c.resources.as_ref().unwrap();
+    assert_eq!(res.requests.as_ref().unwrap()["cpu"].0, "500m");
+    assert_eq!(
+        c.termination_message_path.as_deref(),
+        Some("/dev/termination-log")
+    );
+    assert!(c
+        .args
+        .as_ref()
+        .unwrap()
+        .join(" ")
+        .contains("--termination-log /dev/termination-log"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_runs_to_completion_and_its_termination_message_is_the_result() {
+    let server = ApiServer::start().await;
+    let (rt, mut rx) = runtime(&server).await;
+    rt.ready().await.unwrap();
+    let name = "webapp-login-form-1a2b3c4d-g2-a1";
+    rt.launch(launch(name, 600)).await.unwrap();
+    assert!(rt.is_tracked(name));
+    let posted = server
+        .api
+        .requests()
+        .into_iter()
+        .find(|r| r.0 == "POST")
+        .unwrap();
+    assert_eq!(posted.2["spec"]["backoffLimit"], json!(0));
+    let result = RunResult {
+        success: true,
+        summary: Some("Built the login form.".into()),
+        cost_usd: Some(0.42),
+        turns: Some(7),
+        ..RunResult::default()
+    };
+    let message = serde_json::to_string(&result).unwrap();
+    server.api.finish(
+        name,
+        complete(),
+        pod_terminated(0, "Completed", Some(&message)),
+    );
+    let c = next(&mut rx).await;
+    assert_eq!((c.task_id, c.attempt, c.run_name.as_str()), (42, 1, name));
+    assert_eq!(c.result, result);
+    assert!(!rt.is_tracked(name));
+    server
+        .api
+        .set_log(&format!("{name}-x7k2p"), "worker starts\nrun succeeded\n");
+    assert_eq!(
+        rt.logs(name).await.unwrap(),
+        "worker starts\nrun succeeded\n"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failures_map_to_result_classes() {
+    let server = ApiServer::start().await;
+    let (rt, mut rx) = runtime(&server).await;
+    let cases = [
+        (
+            "run-deadline",
+            failed(
+                "DeadlineExceeded",
+                "Job was active longer than specified deadline",
+            ),
+            json!({"phase": "Failed"}),
+            ErrorClass::Timeout,
+        ),
+        (
+            "run-oom",
+            failed(
+                "BackoffLimitExceeded",
+                "Job has reached the specified backoff limit",
+            ),
+            pod_terminated(137, "OOMKilled", None),
+            ErrorClass::Infrastructure,
+        ),
+        (
+            "run-evicted",
+            failed(
+                "BackoffLimitExceeded",
+                "Job has reached the specified backoff limit",
+            ),
+            json!({"phase": "Failed", "reason": "Evicted", "message": "The node was low on resource: memory."}),
+            ErrorClass::Infrastructure,
+        ),
+        (
+            "run-crash",
+            failed(
+                "BackoffLimitExceeded",
+                "Job has reached the specified backoff limit",
+            ),
+            pod_terminated(101, "Error", None),
+            ErrorClass::Crash,
+        ),
+        (
+            "run-image",
+            failed(
+                "DeadlineExceeded",
+                "Job was active longer than specified deadline",
+            ),
+            json!({"phase": "Pending", "containerStatuses": [{"name": "worker", "ready": false, "restartCount": 0, "image": "coding-swarm-worker:test", "imageID": "",
+                "state": {"waiting": {"reason": "ImagePullBackOff", "message": "Back-off pulling image \"coding-swarm-worker:test\""}}}]}),
+            ErrorClass::Infrastructure,
+        ),
+    ];
+    for (name, job_status, pod_status, class) in cases {
+        rt.launch(launch(name, 600)).await.unwrap();
+        server.api.finish(name, job_status, pod_status);
+        let c = next(&mut rx).await;
+        assert_eq!(c.run_name, name);
+        assert_eq!(c.result.error_class, Some(class), "{name}: {:?}", c.result);
+        if name == "run-oom" {
+            assert!(
+                c.result.error.as_deref().unwrap().contains("OOM"),
+                "{:?}",
+                c.result
+            );
+        }
+        if name == "run-image" {
+            assert!(
+                c.result.error.as_deref().unwrap().contains("pull"),
+                "{:?}",
+                c.result
+            );
+        }
+    }
+    // An agent failure is the worker's own result, carried in the termination message.
+    let agent_failure = RunResult::failure(ErrorClass::Agent, "tests failed");
+    rt.launch(launch("run-agent", 600)).await.unwrap();
+    server.api.finish(
+        "run-agent",
+        failed(
+            "BackoffLimitExceeded",
+            "Job has reached the specified backoff limit",
+        ),
+        pod_terminated(
+            2,
+            "Error",
+            Some(&serde_json::to_string(&agent_failure).unwrap()),
+        ),
+    );
+    assert_eq!(next(&mut rx).await.result, agent_failure);
+    // Deleted by someone else.
+    rt.launch(launch("run-deleted", 600)).await.unwrap();
+    server.api.delete_job("run-deleted");
+    let c = next(&mut rx).await;
+    assert_eq!(c.result.error_class, Some(ErrorClass::Infrastructure));
+    assert!(c.result.error.unwrap().contains("deleted"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_existing_job_is_adopted_after_a_restart() {
+    let server = ApiServer::start().await;
+    // An earlier engine created this Job, then died.
+    let earlier =
+        serde_json::to_value(build_job(&launch("run-adopted", 600), &cfg(&server.url))).unwrap();
+    server.api.insert_job(earlier);
+    let (rt, mut rx) = runtime(&server).await;
+    rt.launch(launch("run-adopted", 600)).await.unwrap();
+    assert!(rt.is_tracked("run-adopted"), "adopted, not failed");
+    assert_eq!(
+        server
+            .api
+            .requests()
+            .iter()
+            .filter(|r| r.0 == "POST")
+            .count(),
+        1,
+        "one create, answered 409"
+    );
+    let done = RunResult {
+        success: true,
+        summary: Some("finished while adopted".into()),
+        ..RunResult::default()
+    };
+    server.api.finish(
+        "run-adopted",
+        complete(),
+        pod_terminated(0, "Completed", Some(&serde_json::to_string(&done).unwrap())),
+    );
+    assert_eq!(next(&mut rx).await.result, done);
+
+    // One that finished while no engine watched completes at once when adopted.
+    let mut gone =
+        serde_json::to_value(build_job(&launch("run-finished", 600), &cfg(&server.url))).unwrap();
+    gone["status"] = complete();
+    server.api.insert_job(gone);
+    let (rt2, mut rx2) = runtime(&server).await;
+    server.api.finish(
+        "run-finished",
+        complete(),
+        pod_terminated(0, "Completed", Some(&serde_json::to_string(&done).unwrap())),
+    );
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    rt2.launch(launch("run-finished", 600)).await.unwrap();
+    assert_eq!(next(&mut rx2).await.result, done);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forbidden_is_clear_and_throttling_is_retried() {
+    let server = ApiServer::start().await;
+    let (rt, _rx) = runtime(&server).await;
+    server.api.fail_next_creates(&[403]);
+    let err = rt.launch(launch("run-forbidden", 600)).await.unwrap_err();
+    assert!(matches!(err, RuntimeError::Forbidden { .. }), "{err}");
+    let text = err.to_string();
+    assert!(
+        text.contains("cannot create resource \"jobs\"") && text.contains("deploy/role.yaml"),
+        "{text}"
+    );
+    assert!(!rt.is_tracked("run-forbidden"));
+
+    server.api.fail_next_creates(&[429, 500, 503]);
+    rt.launch(launch("run-retried", 600)).await.unwrap();
+    created(&server, "run-retried").await;
+    let posts = server
+        .api
+        .requests()
+        .into_iter()
+        .filter(|r| r.0 == "POST" && r.2["metadata"]["name"] == "run-retried")
+        .count();
+    assert_eq!(posts, 4, "three refusals, then the create");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stop_deletes_the_job_with_its_pods() {
+    let server = ApiServer::start().await;
+    let (rt, mut rx) = runtime(&server).await;
+    rt.launch(launch("run-stopped", 600)).await.unwrap();
+    rt.stop("run-stopped").await;
+    let c = next(&mut rx).await;
+    assert_eq!(c.result.error_class, Some(ErrorClass::Cancelled));
+    let delete = server
+        .api
+        .requests()
+        .into_iter()
+        .find(|r| r.0 == "DELETE")
+        .expect("a DELETE");
+    assert!(delete.1.contains("/jobs/run-stopped"));
+    assert_eq!(
+        delete.2["propagationPolicy"],
+        json!("Background"),
+        "pods go with the Job: {:?}",
+        delete.2
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_client_is_rate_limited() {
+    let server = ApiServer::start().await;
+    let (tx, _rx) = mpsc::unbounded_channel();
+    let mut c = cfg(&server.url);
+    c.requests_per_second = 2;
+    let rt = KubeRuntime::connect(&c, tx).await.unwrap();
+    let start = Instant::now();
+    let launches: Vec<_> = (0..6)
+        .map(|i| rt.launch(launch(&format!("run-burst-{i}"), 600)))
+        .collect();
+    for r in futures::future::join_all(launches).await {
+        r.unwrap();
+    }
+    // Six creates (plus the watch's list) at two per second need at least two more windows.
+    assert!(
+        start.elapsed() >= Duration::from_millis(1900),
+        "{:?}",
+        start.elapsed()
+    );
+}
