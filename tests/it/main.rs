@@ -12,6 +12,7 @@ mod green;
 mod kube;
 mod kubeapi;
 mod model;
+mod ops;
 mod runtime;
 mod schema;
 mod store;

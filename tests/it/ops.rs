@@ -1,0 +1,90 @@
+//! Operating the engine: one leader at a time (on both databases), and the HTTP endpoints for
+//! health, readiness and metrics of a running `swarm up`.
+
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use coding_swarm::engine::leader;
+
+use crate::support::{Backend, TestDb, TestRepo};
+
+crate::on_both_backends!(a_second_engine_waits_and_takes_over);
+
+async fn a_second_engine_waits_and_takes_over(backend: Backend) {
+    let db = TestDb::new(backend).await;
+    let data = tempfile::tempdir().unwrap();
+    let first = leader::acquire(&db.url, data.path(), || {}).await.unwrap();
+    let (url, dir) = (db.url.clone(), data.path().to_path_buf());
+    let waited = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let flag = waited.clone();
+    let second = tokio::spawn(async move { leader::acquire(&url, &dir, move || flag.store(true, std::sync::atomic::Ordering::SeqCst)).await });
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert!(!second.is_finished(), "the second engine must wait while the first leads");
+    assert!(waited.load(std::sync::atomic::Ordering::SeqCst));
+    drop(first);
+    let second = tokio::time::timeout(Duration::from_secs(10), second).await.expect("the second takes over").unwrap().unwrap();
+    assert!(!*second.lost.borrow());
+    drop(second);
+    db.drop_db().await;
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+async fn get(url: &str) -> Option<(u16, String)> {
+    let uri: axum::http::Uri = url.parse().unwrap();
+    let mut stream = tokio::net::TcpStream::connect(uri.authority().unwrap().as_str()).await.ok()?;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let req = format!("GET {} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n\r\n", uri.path(), uri.authority().unwrap());
+    stream.write_all(req.as_bytes()).await.ok()?;
+    let mut buf = Vec::new();
+    stream.read_to_end(&mut buf).await.ok()?;
+    let text = String::from_utf8_lossy(&buf).to_string();
+    let code = text.split_whitespace().nth(1)?.parse().ok()?;
+    let body = text.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
+    Some((code, body))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_readiness_and_metrics_of_a_running_engine() {
+    let repo = TestRepo::new();
+    repo.commit(&[(".ai/tasks/one.yaml", Some("addressee: w\nprompt: p\n"))], "task");
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    std::fs::write(
+        dir.path().join("swarm.toml"),
+        format!(
+            "data_dir = \"d\"\ndefault_agent = \"sh\"\n[http]\nlisten = \"127.0.0.1:{port}\"\n[agents.sh]\ncommand = [\"sh\", \"-c\", \"echo ok\"]\n[[projects]]\nname = \"proj\"\nrepo = {:?}\n",
+            repo.url()
+        ),
+    )
+    .unwrap();
+    let mut engine = Command::new(env!("CARGO_BIN_EXE_swarm"))
+        .args(["up", "--config", "swarm.toml"])
+        .current_dir(dir.path())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let base = format!("http://127.0.0.1:{port}");
+    let start = Instant::now();
+    let metrics = loop {
+        if let Some((200, body)) = get(&format!("{base}/metrics")).await {
+            if body.contains("swarm_tasks{status=\"completed\"} 1") {
+                break body;
+            }
+        }
+        assert!(start.elapsed() < Duration::from_secs(30), "metrics never showed the completed task");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert!(metrics.contains("swarm_leader 1"), "{metrics}");
+    assert!(metrics.contains("swarm_runs_total{outcome=\"succeeded\"} 1"), "{metrics}");
+    assert!(metrics.contains("swarm_dispatch_latency_seconds_count 1"), "{metrics}");
+    assert!(metrics.contains("swarm_sync_errors_total") || !metrics.contains("sync_errors_total{"), "{metrics}");
+    assert_eq!(get(&format!("{base}/healthz")).await.unwrap().0, 200);
+    assert_eq!(get(&format!("{base}/readyz")).await.unwrap(), (200, "ready\n".to_string()));
+    let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(engine.id() as i32), nix::sys::signal::Signal::SIGTERM);
+    let status = engine.wait().unwrap();
+    assert!(status.success(), "SIGTERM stops the engine cleanly: {status:?}");
+}
