@@ -6,6 +6,7 @@ mod support;
 
 mod claude;
 mod cli;
+mod deploy;
 mod engine;
 mod githttp;
 mod green;
