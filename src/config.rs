@@ -135,8 +135,9 @@ pub struct AgentProfile {
     pub kind: AgentKind,
     #[serde(default)]
     pub command: Vec<String>,
-    /// Extra environment for the agent. Values may name a variable of the engine's
-    /// environment as `${NAME}`; they are never written to logs.
+    /// Extra environment for the agent. Values may name a variable of the worker's
+    /// environment as `${NAME}` (the engine's, for the local runtime; the pod's, from the
+    /// Secret, for Kubernetes); the worker fills them in and never writes them to logs.
     #[serde(default)]
     pub env: BTreeMap<String, String>,
     /// Claude: `--max-turns`.
@@ -511,6 +512,12 @@ impl Config {
             }
             if p.repo.trim().is_empty() {
                 return Err(format!("projects[{i}].repo: must not be empty"));
+            }
+            if redact_url(&p.repo) != p.repo {
+                return Err(format!(
+                    "projects[{i}].repo: the URL holds a password; give credentials as SWARM_GIT_TOKEN (or an ssh-agent) instead, \
+                     a URL is copied into logs and Jobs"
+                ));
             }
             crate::spec::BranchName::new(&p.default_branch)
                 .map_err(|e| format!("projects[{i}].default_branch: {e}"))?;

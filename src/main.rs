@@ -321,6 +321,24 @@ async fn up(
     }
     let store = Store::connect(&config.database_url()).await?;
     tracing::info!(database = %coding_swarm::config::redact_url(&config.database_url()), projects = config.projects.len(), runtime = ?config.runtime, "engine starting");
+    // Health comes first: a standby engine waiting for the lock is alive, just not ready.
+    let web = (!once && !config.http.listen.is_empty()).then(|| coding_swarm::web::WebState {
+        store: store.clone(),
+        metrics: Arc::default(),
+        runtime_ready: Arc::default(),
+    });
+    let (web_stop_tx, web_stop_rx) = tokio::sync::watch::channel(false);
+    if let Some(state) = web.clone() {
+        let listen = config.http.listen.clone();
+        tokio::spawn(async move {
+            if let Err(e) =
+                coding_swarm::web::serve(&listen, coding_swarm::web::router(state), web_stop_rx)
+                    .await
+            {
+                tracing::error!("the HTTP server on {listen} failed: {e}");
+            }
+        });
+    }
     let leader =
         coding_swarm::engine::leader::acquire(&config.database_url(), &config.data_dir, || {
             tracing::info!("another engine leads; waiting to take over")
@@ -365,15 +383,16 @@ async fn up(
             let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
             let runtime =
                 coding_swarm::runtime::LocalRuntime::new(config.data_dir.join("runs"), exe, tx);
-            run_engine(&config, &store, runtime, rx, once, stop_rx).await?;
+            run_engine(&config, &store, runtime, rx, once, stop_rx, web.as_ref()).await?;
         }
         coding_swarm::config::RuntimeKind::Kubernetes => {
             let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
             let runtime =
                 coding_swarm::runtime::KubeRuntime::connect(&config.kubernetes, tx).await?;
-            run_engine(&config, &store, runtime, rx, once, stop_rx).await?;
+            run_engine(&config, &store, runtime, rx, once, stop_rx, web.as_ref()).await?;
         }
     }
+    let _ = web_stop_tx.send(true);
     drop(leader);
     if leadership_lost.load(std::sync::atomic::Ordering::SeqCst) {
         bail!("stopped: the leader lock was lost");
@@ -405,8 +424,8 @@ async fn up(
     })
 }
 
-/// Runs the engine on `runtime`, with the HTTP server (health, readiness, metrics) unless
-/// `--once`.
+/// Runs the engine on `runtime`; with the HTTP server's state, readiness follows the runtime
+/// and the metrics are the engine's.
 async fn run_engine<R: coding_swarm::runtime::Runtime + Clone>(
     config: &Config,
     store: &Store,
@@ -414,11 +433,12 @@ async fn run_engine<R: coding_swarm::runtime::Runtime + Clone>(
     completions: tokio::sync::mpsc::UnboundedReceiver<coding_swarm::runtime::Completion>,
     once: bool,
     stop: tokio::sync::watch::Receiver<bool>,
+    web: Option<&coding_swarm::web::WebState>,
 ) -> anyhow::Result<()> {
-    let engine = Engine::with_runtime(config.clone(), store.clone(), runtime.clone(), completions);
-    let metrics = engine.metrics();
-    metrics.leader.set(1);
-    if !once && !config.http.listen.is_empty() {
+    let mut engine =
+        Engine::with_runtime(config.clone(), store.clone(), runtime.clone(), completions);
+    if let Some(web) = web {
+        engine = engine.with_metrics(web.metrics.clone());
         let ready: coding_swarm::web::ReadyCheck = Arc::new(move || {
             let rt = runtime.clone();
             Box::pin(async move {
@@ -427,19 +447,9 @@ async fn run_engine<R: coding_swarm::runtime::Runtime + Clone>(
                     .map_err(|e| coding_swarm::engine::error_chain(&e))
             })
         });
-        let state = coding_swarm::web::WebState {
-            store: store.clone(),
-            metrics: metrics.clone(),
-            runtime_ready: ready,
-        };
-        let (listen, stop) = (config.http.listen.clone(), stop.clone());
-        let router = coding_swarm::web::router(state);
-        tokio::spawn(async move {
-            if let Err(e) = coding_swarm::web::serve(&listen, router, stop).await {
-                tracing::error!("the HTTP server on {listen} failed: {e}");
-            }
-        });
+        let _ = web.runtime_ready.set(ready);
     }
+    engine.metrics().leader.set(1);
     engine.run(RunOptions { once }, stop).await
 }
 

@@ -92,6 +92,12 @@ impl<R: Runtime> Engine<R> {
         }
     }
 
+    /// Records into `metrics` (shared with the HTTP server) instead of its own.
+    pub fn with_metrics(mut self, metrics: Arc<Metrics>) -> Self {
+        self.metrics = metrics;
+        self
+    }
+
     /// The engine's metrics, for the HTTP server.
     pub fn metrics(&self) -> Arc<Metrics> {
         self.metrics.clone()

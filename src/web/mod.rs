@@ -1,5 +1,5 @@
-//! The engine's HTTP server: `/healthz` (the process answers), `/readyz` (the store and the
-//! runtime answer) and `/metrics` (Prometheus). I/O at the edge; handlers are thin.
+//! The engine's HTTP server: `/healthz` (the process answers, from its start), `/readyz` (it
+//! leads, and the store and the runtime answer) and `/metrics` (Prometheus). I/O at the edge; handlers are thin.
 
 pub mod metrics;
 
@@ -25,7 +25,8 @@ pub type ReadyCheck =
 pub struct WebState {
     pub store: Store,
     pub metrics: Arc<Metrics>,
-    pub runtime_ready: ReadyCheck,
+    /// Set once this engine leads and its runtime is up; until then it is not ready.
+    pub runtime_ready: Arc<std::sync::OnceLock<ReadyCheck>>,
 }
 
 pub fn router(state: WebState) -> Router {
@@ -40,7 +41,13 @@ async fn readyz(State(s): State<WebState>) -> impl IntoResponse {
     if let Err(e) = s.store.counts().await {
         return (StatusCode::SERVICE_UNAVAILABLE, format!("store: {e}\n"));
     }
-    if let Err(e) = (s.runtime_ready)().await {
+    let Some(check) = s.runtime_ready.get() else {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "waiting for leadership\n".to_string(),
+        );
+    };
+    if let Err(e) = check().await {
         return (StatusCode::SERVICE_UNAVAILABLE, format!("runtime: {e}\n"));
     }
     (StatusCode::OK, "ready\n".to_string())

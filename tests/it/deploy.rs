@@ -13,7 +13,8 @@ fn deploy() -> PathBuf {
 }
 
 fn yaml(path: &Path) -> Value {
-    serde_saphyr::from_str(&std::fs::read_to_string(path).unwrap()).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+    serde_saphyr::from_str(&std::fs::read_to_string(path).unwrap())
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
 }
 
 /// Removes nulls and empty maps/lists, which serialization may drop or add.
@@ -22,7 +23,11 @@ fn normalize(v: Value) -> Value {
         Value::Object(m) => Value::Object(
             m.into_iter()
                 .map(|(k, v)| (k, normalize(v)))
-                .filter(|(_, v)| !(v.is_null() || v.as_object().is_some_and(|o| o.is_empty()) || v.as_array().is_some_and(|a| a.is_empty())))
+                .filter(|(_, v)| {
+                    !(v.is_null()
+                        || v.as_object().is_some_and(|o| o.is_empty())
+                        || v.as_array().is_some_and(|a| a.is_empty()))
+                })
                 .collect(),
         ),
         Value::Array(a) => Value::Array(a.into_iter().map(normalize).collect()),
@@ -33,10 +38,16 @@ fn normalize(v: Value) -> Value {
 }
 
 fn round_trip<T: DeserializeOwned + Serialize>(path: &Path, original: &Value) {
-    let typed: T = serde_json::from_value(original.clone()).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let typed: T = serde_json::from_value(original.clone())
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     let back = serde_json::to_value(&typed).unwrap();
     let (a, b) = (normalize(original.clone()), normalize(back));
-    assert!(a == b, "{}: a field is not part of the {} type (misspelled or misplaced?)\nfile:  {a}\ntyped: {b}", path.display(), std::any::type_name::<T>());
+    assert!(
+        a == b,
+        "{}: a field is not part of the {} type (misspelled or misplaced?)\nfile:  {a}\ntyped: {b}",
+        path.display(),
+        std::any::type_name::<T>()
+    );
 }
 
 fn check(path: &Path) -> String {
@@ -44,7 +55,10 @@ fn check(path: &Path) -> String {
     use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Secret, Service, ServiceAccount};
     use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
     let v = yaml(path);
-    let kind = v["kind"].as_str().unwrap_or_else(|| panic!("{}: no kind", path.display())).to_string();
+    let kind = v["kind"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{}: no kind", path.display()))
+        .to_string();
     match kind.as_str() {
         "Namespace" => round_trip::<Namespace>(path, &v),
         "ServiceAccount" => round_trip::<ServiceAccount>(path, &v),
@@ -74,14 +88,31 @@ fn every_manifest_is_a_valid_object_and_the_kustomization_lists_them_all() {
     for m in &manifests {
         kinds.push(check(&dir.join(m)));
     }
-    for want in ["Namespace", "ServiceAccount", "Role", "RoleBinding", "ConfigMap", "Deployment", "Service", "StatefulSet"] {
+    for want in [
+        "Namespace",
+        "ServiceAccount",
+        "Role",
+        "RoleBinding",
+        "ConfigMap",
+        "Deployment",
+        "Service",
+        "StatefulSet",
+    ] {
         assert!(kinds.iter().any(|k| k == want), "no {want} in deploy/");
     }
     let k = yaml(&dir.join("kustomization.yaml"));
     assert_eq!(k["kind"], "Kustomization");
-    let mut listed: Vec<String> = k["resources"].as_array().unwrap().iter().map(|r| r.as_str().unwrap().to_string()).collect();
+    let mut listed: Vec<String> = k["resources"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r.as_str().unwrap().to_string())
+        .collect();
     listed.sort();
-    assert_eq!(listed, manifests, "kustomization.yaml must list every manifest");
+    assert_eq!(
+        listed, manifests,
+        "kustomization.yaml must list every manifest"
+    );
     for e in std::fs::read_dir(dir.join("examples")).unwrap().flatten() {
         assert_eq!(check(&e.path()), "Secret");
     }
@@ -93,7 +124,12 @@ fn the_deployment_and_role_are_what_the_engine_needs() {
     use k8s_openapi::api::rbac::v1::Role;
     let dir = deploy();
     let find = |kind: &str| {
-        std::fs::read_dir(&dir).unwrap().flatten().map(|e| e.path()).find(|p| p.extension().is_some_and(|x| x == "yaml") && yaml(p)["kind"] == kind).unwrap()
+        std::fs::read_dir(&dir)
+            .unwrap()
+            .flatten()
+            .map(|e| e.path())
+            .find(|p| p.extension().is_some_and(|x| x == "yaml") && yaml(p)["kind"] == kind)
+            .unwrap()
     };
     let d: Deployment = serde_json::from_value(yaml(&find("Deployment"))).unwrap();
     let spec = d.spec;
@@ -101,8 +137,28 @@ fn the_deployment_and_role_are_what_the_engine_needs() {
     assert_eq!(spec.strategy.unwrap().type_.as_deref(), Some("Recreate"));
     let pod = spec.template.spec.unwrap();
     let c = &pod.containers[0];
-    assert_eq!(c.liveness_probe.as_ref().unwrap().http_get.as_ref().unwrap().path.as_deref(), Some("/healthz"));
-    assert_eq!(c.readiness_probe.as_ref().unwrap().http_get.as_ref().unwrap().path.as_deref(), Some("/readyz"));
+    assert_eq!(
+        c.liveness_probe
+            .as_ref()
+            .unwrap()
+            .http_get
+            .as_ref()
+            .unwrap()
+            .path
+            .as_deref(),
+        Some("/healthz")
+    );
+    assert_eq!(
+        c.readiness_probe
+            .as_ref()
+            .unwrap()
+            .http_get
+            .as_ref()
+            .unwrap()
+            .path
+            .as_deref(),
+        Some("/readyz")
+    );
     let role: Role = serde_json::from_value(yaml(&find("Role"))).unwrap();
     let mut rules: Vec<String> = role
         .rules
@@ -111,22 +167,48 @@ fn the_deployment_and_role_are_what_the_engine_needs() {
         .flat_map(|r| {
             let groups = r.api_groups.clone().unwrap_or_default();
             let verbs = r.verbs.clone();
-            r.resources.clone().unwrap_or_default().into_iter().flat_map(move |res| {
-                let groups = groups.clone();
-                verbs.clone().into_iter().map(move |v| format!("{}/{res}:{v}", groups.join(",")))
-            })
+            r.resources
+                .clone()
+                .unwrap_or_default()
+                .into_iter()
+                .flat_map(move |res| {
+                    let groups = groups.clone();
+                    verbs
+                        .clone()
+                        .into_iter()
+                        .map(move |v| format!("{}/{res}:{v}", groups.join(",")))
+                })
         })
         .collect();
     rules.sort();
-    let mut want: Vec<String> = ["batch/jobs:create", "batch/jobs:get", "batch/jobs:list", "batch/jobs:watch", "batch/jobs:delete", "/pods:get", "/pods:list", "/pods:watch", "/pods/log:get"]
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
+    let mut want: Vec<String> = [
+        "batch/jobs:create",
+        "batch/jobs:get",
+        "batch/jobs:list",
+        "batch/jobs:watch",
+        "batch/jobs:delete",
+        "/pods:get",
+        "/pods:list",
+        "/pods:watch",
+        "/pods/log:get",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
     want.sort();
     assert_eq!(rules, want, "only what the engine needs");
     // The ConfigMap's swarm.toml is a config the engine accepts.
     let cm = yaml(&find("ConfigMap"));
     let toml_text = cm["data"]["swarm.toml"].as_str().unwrap();
-    let config = coding_swarm::config::Config::parse(toml_text, "deploy/configmap.yaml", Path::new("/etc/swarm"), std::iter::empty()).unwrap();
-    assert_eq!(config.runtime, coding_swarm::config::RuntimeKind::Kubernetes);
+    let config = coding_swarm::config::Config::parse(
+        toml_text,
+        "deploy/configmap.yaml",
+        Path::new("/etc/swarm"),
+        std::iter::empty(),
+    )
+    .unwrap();
+    assert_eq!(
+        config.runtime,
+        coding_swarm::config::RuntimeKind::Kubernetes
+    );
 }

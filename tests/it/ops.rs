@@ -17,39 +17,67 @@ async fn a_second_engine_waits_and_takes_over(backend: Backend) {
     let (url, dir) = (db.url.clone(), data.path().to_path_buf());
     let waited = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let flag = waited.clone();
-    let second = tokio::spawn(async move { leader::acquire(&url, &dir, move || flag.store(true, std::sync::atomic::Ordering::SeqCst)).await });
+    let second = tokio::spawn(async move {
+        leader::acquire(&url, &dir, move || {
+            flag.store(true, std::sync::atomic::Ordering::SeqCst)
+        })
+        .await
+    });
     tokio::time::sleep(Duration::from_millis(1500)).await;
-    assert!(!second.is_finished(), "the second engine must wait while the first leads");
+    assert!(
+        !second.is_finished(),
+        "the second engine must wait while the first leads"
+    );
     assert!(waited.load(std::sync::atomic::Ordering::SeqCst));
     drop(first);
-    let second = tokio::time::timeout(Duration::from_secs(10), second).await.expect("the second takes over").unwrap().unwrap();
+    let second = tokio::time::timeout(Duration::from_secs(10), second)
+        .await
+        .expect("the second takes over")
+        .unwrap()
+        .unwrap();
     assert!(!*second.lost.borrow());
     drop(second);
     db.drop_db().await;
 }
 
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 async fn get(url: &str) -> Option<(u16, String)> {
     let uri: axum::http::Uri = url.parse().unwrap();
-    let mut stream = tokio::net::TcpStream::connect(uri.authority().unwrap().as_str()).await.ok()?;
+    let mut stream = tokio::net::TcpStream::connect(uri.authority().unwrap().as_str())
+        .await
+        .ok()?;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let req = format!("GET {} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n\r\n", uri.path(), uri.authority().unwrap());
+    let req = format!(
+        "GET {} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n\r\n",
+        uri.path(),
+        uri.authority().unwrap()
+    );
     stream.write_all(req.as_bytes()).await.ok()?;
     let mut buf = Vec::new();
     stream.read_to_end(&mut buf).await.ok()?;
     let text = String::from_utf8_lossy(&buf).to_string();
     let code = text.split_whitespace().nth(1)?.parse().ok()?;
-    let body = text.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
+    let body = text
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
     Some((code, body))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn health_readiness_and_metrics_of_a_running_engine() {
     let repo = TestRepo::new();
-    repo.commit(&[(".ai/tasks/one.yaml", Some("addressee: w\nprompt: p\n"))], "task");
+    repo.commit(
+        &[(".ai/tasks/one.yaml", Some("addressee: w\nprompt: p\n"))],
+        "task",
+    );
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();
     std::fs::write(
@@ -75,16 +103,37 @@ async fn health_readiness_and_metrics_of_a_running_engine() {
                 break body;
             }
         }
-        assert!(start.elapsed() < Duration::from_secs(30), "metrics never showed the completed task");
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "metrics never showed the completed task"
+        );
         tokio::time::sleep(Duration::from_millis(200)).await;
     };
     assert!(metrics.contains("swarm_leader 1"), "{metrics}");
-    assert!(metrics.contains("swarm_runs_total{outcome=\"succeeded\"} 1"), "{metrics}");
-    assert!(metrics.contains("swarm_dispatch_latency_seconds_count 1"), "{metrics}");
-    assert!(metrics.contains("swarm_sync_errors_total") || !metrics.contains("sync_errors_total{"), "{metrics}");
+    assert!(
+        metrics.contains("swarm_runs_total{outcome=\"succeeded\"} 1"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("swarm_dispatch_latency_seconds_count 1"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("swarm_sync_errors_total") || !metrics.contains("sync_errors_total{"),
+        "{metrics}"
+    );
     assert_eq!(get(&format!("{base}/healthz")).await.unwrap().0, 200);
-    assert_eq!(get(&format!("{base}/readyz")).await.unwrap(), (200, "ready\n".to_string()));
-    let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(engine.id() as i32), nix::sys::signal::Signal::SIGTERM);
+    assert_eq!(
+        get(&format!("{base}/readyz")).await.unwrap(),
+        (200, "ready\n".to_string())
+    );
+    let _ = nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(engine.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    );
     let status = engine.wait().unwrap();
-    assert!(status.success(), "SIGTERM stops the engine cleanly: {status:?}");
+    assert!(
+        status.success(),
+        "SIGTERM stops the engine cleanly: {status:?}"
+    );
 }
