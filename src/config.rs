@@ -68,6 +68,9 @@ pub struct Config {
     pub git: GitIdentity,
     #[serde(default)]
     pub kubernetes: KubernetesConfig,
+    /// GitHub: webhooks in, status comments and commit statuses out. Off when absent.
+    #[serde(default)]
+    pub github: Option<GitHubConfig>,
     #[serde(default)]
     pub http: HttpConfig,
     /// Hard caps per epic; hitting one fails the epic.
@@ -238,6 +241,26 @@ pub struct ProjectConfig {
     pub poll_interval: Option<Duration>,
     #[serde(default)]
     pub max_running: Option<u32>,
+    /// The GitHub repository (`owner/name`) when `repo` does not say it (a mirror, say).
+    #[serde(default)]
+    pub github: Option<String>,
+}
+
+impl ProjectConfig {
+    /// `owner/name` on GitHub: `github`, or read from a github.com `repo` URL.
+    pub fn github_repo(&self) -> Option<String> {
+        if let Some(r) = &self.github {
+            return Some(r.clone());
+        }
+        let rest = self
+            .repo
+            .strip_prefix("https://github.com/")
+            .or_else(|| self.repo.strip_prefix("http://github.com/"))
+            .or_else(|| self.repo.strip_prefix("git@github.com:"))
+            .or_else(|| self.repo.strip_prefix("ssh://git@github.com/"))?;
+        let rest = rest.trim_end_matches('/').trim_end_matches(".git");
+        (rest.split('/').count() == 2).then(|| rest.to_string())
+    }
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
@@ -314,6 +337,40 @@ fn default_ttl() -> i32 {
 }
 fn default_rps() -> u64 {
     20
+}
+
+/// GitHub. Credentials come from the environment, never from this file:
+/// `SWARM_GITHUB_WEBHOOK_SECRET`; a token (`SWARM_GITHUB_TOKEN` or `GITHUB_TOKEN`) or a GitHub
+/// App (`app_id` here, its private key PEM in `SWARM_GITHUB_APP_KEY`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GitHubConfig {
+    #[serde(default = "default_github_api")]
+    pub api_url: String,
+    #[serde(default)]
+    pub app_id: Option<u64>,
+    /// The App's installation; found per repository when absent.
+    #[serde(default)]
+    pub installation_id: Option<u64>,
+    /// Open a draft pull request for each implement task that finished with changes.
+    #[serde(default)]
+    pub draft_pull_requests: bool,
+    /// The least time between two writes (GitHub asks for about a second).
+    #[serde(default = "default_write_interval", deserialize_with = "de_duration")]
+    pub min_write_interval: Duration,
+    /// What a comment mentions to ask the swarm for something.
+    #[serde(default = "default_mention")]
+    pub mention: String,
+}
+
+fn default_github_api() -> String {
+    "https://api.github.com".into()
+}
+fn default_write_interval() -> Duration {
+    Duration::from_secs(1)
+}
+fn default_mention() -> String {
+    "@swarm".into()
 }
 
 /// The engine's HTTP server: health, readiness, metrics (and, later, the API).
@@ -427,6 +484,7 @@ const ENV_KEYS: &[&str] = &[
     "epics",
     "kubernetes",
     "http",
+    "github",
 ];
 
 impl Config {
@@ -513,7 +571,13 @@ impl Config {
             if p.repo.trim().is_empty() {
                 return Err(format!("projects[{i}].repo: must not be empty"));
             }
-            if redact_url(&p.repo) != p.repo {
+            let userinfo = p
+                .repo
+                .split_once("://")
+                .filter(|(scheme, _)| scheme.starts_with("http"))
+                .and_then(|(_, rest)| rest.split('/').next())
+                .is_some_and(|authority| authority.contains('@'));
+            if redact_url(&p.repo) != p.repo || userinfo {
                 return Err(format!(
                     "projects[{i}].repo: the URL holds a password; give credentials as SWARM_GIT_TOKEN (or an ssh-agent) instead, \
                      a URL is copied into logs and Jobs"

@@ -74,7 +74,10 @@ pub async fn acquire(
                 let task = tokio::spawn(async move {
                     loop {
                         tokio::time::sleep(CHECK).await;
-                        if sqlx::query("SELECT 1").execute(&mut conn).await.is_err() {
+                        let alive =
+                            tokio::time::timeout(CHECK, sqlx::query("SELECT 1").execute(&mut conn))
+                                .await;
+                        if !matches!(alive, Ok(Ok(_))) {
                             let _ = tx.send(true);
                             return;
                         }

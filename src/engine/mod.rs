@@ -226,7 +226,8 @@ impl<R: Runtime> Engine<R> {
                 // store failed at that moment). Launching is idempotent: the runtime adopts
                 // it, or completes it again from its result.
                 tracing::info!(project = %row.project, task = %row.key, run = %name, "watching a run again");
-                self.launch(row).await;
+                let launched = self.launched_before(&row, &name).await;
+                self.launch_run(row, launched).await;
                 continue;
             }
             if row.cancel_requested {
@@ -272,9 +273,15 @@ impl<R: Runtime> Engine<R> {
     }
 
     async fn launch(&mut self, row: TaskRow) {
+        self.launch_run(row, false).await
+    }
+
+    /// Launches the current run of `row`; `adopt_only` for a run launched before (see
+    /// [`Launch::adopt_only`]).
+    async fn launch_run(&mut self, row: TaskRow, adopt_only: bool) {
         let name = run_name(&row.project, &row.key, row.generation, row.attempts);
         let launch = match self.launch_for(&row, &name) {
-            Ok(l) => l,
+            Ok(l) => Launch { adopt_only, ..l },
             Err(result) => {
                 self.complete(Completion {
                     task_id: row.id,
@@ -362,6 +369,7 @@ impl<R: Runtime> Engine<R> {
         let deadline =
             Utc::now() + chrono::Duration::from_std(timeout).unwrap_or(chrono::Duration::hours(1));
         Ok(Launch {
+            adopt_only: false,
             task_id: row.id,
             attempt: row.attempts,
             run_name: name.to_string(),
@@ -577,9 +585,18 @@ impl<R: Runtime> Engine<R> {
                     Utc::now(),
                 )
                 .await;
-            self.launch(row).await;
+            let launched = self.launched_before(&row, &name).await;
+            self.launch_run(row, launched).await;
         }
         Ok(())
+    }
+
+    /// Whether the event log says this run was started (so it must be adopted, not restarted).
+    async fn launched_before(&self, row: &TaskRow, name: &str) -> bool {
+        self.store
+            .has_event(&row.project, &row.key, "launched", name)
+            .await
+            .unwrap_or(true)
     }
 
     fn watch_local_repos(

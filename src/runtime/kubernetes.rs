@@ -283,6 +283,10 @@ impl KubeRuntime {
             match st.runs.remove(&name) {
                 Some(t) => Some(t),
                 None => {
+                    // Only useful right after a start; bounded so it cannot grow for ever.
+                    if st.ended.len() > 10_000 {
+                        st.ended.clear();
+                    }
                     st.ended.insert(name.clone());
                     None
                 }
@@ -474,7 +478,12 @@ pub fn classify_job(job: &Job, pods: &[Pod], stopped: bool) -> RunResult {
     if let Some(w) = waiting.filter(|w| {
         matches!(
             w.reason.as_deref(),
-            Some("ErrImagePull" | "ImagePullBackOff" | "InvalidImageName")
+            Some(
+                "ErrImagePull"
+                    | "ImagePullBackOff"
+                    | "InvalidImageName"
+                    | "CreateContainerConfigError"
+            )
         )
     }) {
         return RunResult::failure(
@@ -560,6 +569,35 @@ fn transient(e: &kube::Error) -> bool {
 
 impl Runtime for KubeRuntime {
     async fn launch(&self, launch: Launch) -> Result<(), RuntimeError> {
+        if launch.adopt_only {
+            let existing = retry(&format!("read Job {}", launch.run_name), || {
+                let (api, name) = (self.jobs(), launch.run_name.clone());
+                async move { api.get_opt(&name).await }
+            })
+            .await?;
+            if existing.is_none() {
+                // Launched before the restart and gone now (its TTL ran out, or someone
+                // deleted it): starting it again would run the attempt twice.
+                let result = RunResult::failure(
+                    ErrorClass::Infrastructure,
+                    format!("the Job {} is gone (finished and cleaned up, or deleted, while no engine watched); its result is lost", launch.run_name),
+                );
+                let _ = self.completions.send(Completion {
+                    task_id: launch.task_id,
+                    attempt: launch.attempt,
+                    run_name: launch.run_name.clone(),
+                    result,
+                });
+                return Ok(());
+            }
+            self.state
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .ended
+                .insert(launch.run_name.clone());
+            self.track(&launch).await;
+            return Ok(());
+        }
         let job = build_job(&launch, &self.cfg);
         match retry(&format!("create Job {}", launch.run_name), || {
             let (api, job) = (self.jobs(), job.clone());

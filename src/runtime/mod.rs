@@ -38,6 +38,9 @@ pub struct Launch {
     pub run_name: String,
     pub deadline: DateTime<Utc>,
     pub task: WorkerTask,
+    /// Set after an engine restart for a run that was launched before: the runtime adopts
+    /// it if it still exists and reports it lost if not, but never starts it again.
+    pub adopt_only: bool,
 }
 
 /// A job that ended, with its result.

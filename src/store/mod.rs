@@ -495,7 +495,7 @@ impl Store {
                 };
                 let sql = format!(
                     "UPDATE tasks SET status = 'running', attempts = attempts + 1, started_at = $1, completed_at = NULL,
-                        updated_at = $1, run_spec_hash = spec_hash, result = NULL, not_before = NULL
+                        run_spec_hash = spec_hash, result = NULL, not_before = NULL
                      WHERE status = 'pending' AND id IN {id_set} RETURNING {TASK_COLUMNS}");
                 rows = sqlx::query_as::<_, TaskRow>(&sql).bind(now).bind(&json)
                     .fetch_all(&mut *tx).await.map_err(q("claim tasks"))?;
@@ -616,6 +616,22 @@ impl Store {
         now: DateTime<Utc>,
     ) -> Result<()> {
         on_pool!(self, pool => insert_event(pool, project, key, generation, now, kind, message, None).await)
+    }
+
+    /// Whether the task's log has an event of `kind` whose message mentions `needle`.
+    pub async fn has_event(
+        &self,
+        project: &str,
+        key: &str,
+        kind: &str,
+        needle: &str,
+    ) -> Result<bool> {
+        let pattern = format!("%{}%", needle.replace('%', "").replace('_', "\\_"));
+        let found: Option<i64> = on_pool!(self, pool => sqlx::query_scalar(
+            "SELECT id FROM task_events WHERE project = $1 AND key = $2 AND kind = $3 AND message LIKE $4 ESCAPE '\\' LIMIT 1")
+            .bind(project).bind(key).bind(kind).bind(&pattern)
+            .fetch_optional(pool).await.map_err(q("look for an event")))?;
+        Ok(found.is_some())
     }
 
     /// Running tasks, for adoption after a restart and for stop requests.

@@ -543,3 +543,37 @@ fn url_password(url: &str) -> Option<String> {
 pub fn resolve_run_dir(dir: &Path) -> PathBuf {
     std::fs::canonicalize(dir).unwrap_or_else(|_| dir.to_path_buf())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn compact_results_fit_a_termination_message() {
+        let big = RunResult {
+            success: false,
+            error_class: Some(ErrorClass::Agent),
+            error: Some(format!("{}the real error at the end", "x".repeat(20_000))),
+            summary: Some("s".repeat(20_000)),
+            logs: Some("l".repeat(20_000)),
+            ..RunResult::default()
+        };
+        let json = compact_result(&big, 4000);
+        assert!(json.len() <= 4000, "{}", json.len());
+        let back: RunResult = serde_json::from_str(&json).unwrap();
+        assert_eq!(back.error_class, Some(ErrorClass::Agent));
+        assert!(
+            back.error.unwrap().ends_with("the real error at the end"),
+            "the end of an error is kept"
+        );
+        let small = RunResult {
+            success: true,
+            summary: Some("done".into()),
+            ..RunResult::default()
+        };
+        assert_eq!(
+            serde_json::from_str::<RunResult>(&compact_result(&small, 4000)).unwrap(),
+            small
+        );
+    }
+}

@@ -522,6 +522,7 @@ async fn a_run_past_its_timeout_leaves_no_process_behind() {
     let mut t = task(&repo, profile(&server));
     t.run_name = "slow".into();
     rt.launch(Launch {
+        adopt_only: false,
         task_id: 1,
         attempt: 1,
         run_name: "slow".into(),

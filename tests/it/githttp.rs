@@ -291,6 +291,7 @@ mod tests {
             default_branch: "main".into(),
             poll_interval: None,
             max_running: None,
+            github: None,
         };
         coding_swarm::sync::sync_project(&db.store, data.path(), &project)
             .await

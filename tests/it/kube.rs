@@ -47,6 +47,7 @@ fn launch(name: &str, timeout_secs: i64) -> Launch {
         "${CLAUDE_CODE_OAUTH_TOKEN}".into(),
     )]);
     Launch {
+        adopt_only: false,
         task_id: 42,
         attempt: 1,
         run_name: name.into(),
@@ -483,4 +484,38 @@ async fn the_client_is_rate_limited() {
         "{:?}",
         start.elapsed()
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_launched_run_whose_job_is_gone_is_lost_not_started_again() {
+    let server = ApiServer::start().await;
+    let (rt, mut rx) = runtime(&server).await;
+    let mut l = launch("run-vanished", 600);
+    l.adopt_only = true;
+    rt.launch(l).await.unwrap();
+    let c = next(&mut rx).await;
+    assert_eq!(c.result.error_class, Some(ErrorClass::Infrastructure));
+    assert!(c.result.error.unwrap().contains("gone"));
+    assert_eq!(
+        server
+            .api
+            .requests()
+            .iter()
+            .filter(|r| r.0 == "POST")
+            .count(),
+        0,
+        "never created again"
+    );
+    // One that still exists is adopted.
+    server.api.insert_job(
+        serde_json::to_value(build_job(
+            &launch("run-still-there", 600),
+            &cfg(&server.url),
+        ))
+        .unwrap(),
+    );
+    let mut l = launch("run-still-there", 600);
+    l.adopt_only = true;
+    rt.launch(l).await.unwrap();
+    assert!(rt.is_tracked("run-still-there"));
 }

@@ -20,6 +20,7 @@ const SWARM: &str = env!("CARGO_BIN_EXE_swarm");
 
 fn launch(repo: &TestRepo, name: &str, script: &str, timeout: Duration) -> Launch {
     Launch {
+        adopt_only: false,
         task_id: 7,
         attempt: 1,
         run_name: name.into(),

@@ -26,6 +26,7 @@ fn project(repo: &TestRepo) -> ProjectConfig {
         default_branch: "main".into(),
         poll_interval: None,
         max_running: None,
+        github: None,
     }
 }
 
