@@ -9,6 +9,7 @@ pub mod demo;
 pub mod doctor;
 pub mod engine;
 pub mod epic;
+pub mod forge;
 pub mod gitops;
 pub mod runtime;
 pub mod secrets;

@@ -322,7 +322,20 @@ async fn up(
     let store = Store::connect(&config.database_url()).await?;
     tracing::info!(database = %coding_swarm::config::redact_url(&config.database_url()), projects = config.projects.len(), runtime = ?config.runtime, "engine starting");
     // Health comes first: a standby engine waiting for the lock is alive, just not ready.
+    let (delivery_tx, deliveries) = tokio::sync::mpsc::channel(1000);
+    let webhook = match (&config.github, std::env::var("SWARM_GITHUB_WEBHOOK_SECRET")) {
+        (Some(_), Ok(secret)) if !secret.is_empty() => Some(coding_swarm::web::WebhookIn {
+            secret: secret.into_bytes(),
+            deliveries: delivery_tx,
+        }),
+        (Some(_), _) => {
+            tracing::warn!("[github] is configured but SWARM_GITHUB_WEBHOOK_SECRET is not set: webhooks are refused");
+            None
+        }
+        _ => None,
+    };
     let web = (!once && !config.http.listen.is_empty()).then(|| coding_swarm::web::WebState {
+        webhook: webhook.clone(),
         store: store.clone(),
         metrics: Arc::default(),
         runtime_ready: Arc::default(),
@@ -383,13 +396,33 @@ async fn up(
             let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
             let runtime =
                 coding_swarm::runtime::LocalRuntime::new(config.data_dir.join("runs"), exe, tx);
-            run_engine(&config, &store, runtime, rx, once, stop_rx, web.as_ref()).await?;
+            run_engine(
+                &config,
+                &store,
+                runtime,
+                rx,
+                once,
+                stop_rx,
+                web.as_ref(),
+                deliveries,
+            )
+            .await?;
         }
         coding_swarm::config::RuntimeKind::Kubernetes => {
             let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
             let runtime =
                 coding_swarm::runtime::KubeRuntime::connect(&config.kubernetes, tx).await?;
-            run_engine(&config, &store, runtime, rx, once, stop_rx, web.as_ref()).await?;
+            run_engine(
+                &config,
+                &store,
+                runtime,
+                rx,
+                once,
+                stop_rx,
+                web.as_ref(),
+                deliveries,
+            )
+            .await?;
         }
     }
     let _ = web_stop_tx.send(true);
@@ -426,6 +459,7 @@ async fn up(
 
 /// Runs the engine on `runtime`; with the HTTP server's state, readiness follows the runtime
 /// and the metrics are the engine's.
+#[allow(clippy::too_many_arguments)]
 async fn run_engine<R: coding_swarm::runtime::Runtime + Clone>(
     config: &Config,
     store: &Store,
@@ -434,9 +468,24 @@ async fn run_engine<R: coding_swarm::runtime::Runtime + Clone>(
     once: bool,
     stop: tokio::sync::watch::Receiver<bool>,
     web: Option<&coding_swarm::web::WebState>,
+    mut deliveries: tokio::sync::mpsc::Receiver<coding_swarm::forge::Delivery>,
 ) -> anyhow::Result<()> {
     let mut engine =
         Engine::with_runtime(config.clone(), store.clone(), runtime.clone(), completions);
+    if !once {
+        if let Some(forge) =
+            coding_swarm::forge::Forge::new(Arc::new(config.clone()), store.clone())?
+        {
+            tracing::info!("GitHub: reporting to pull requests and taking webhooks");
+            tokio::spawn(forge.clone().run(stop.clone()));
+            let triggers = engine.sync_triggers();
+            tokio::spawn(async move {
+                while let Some(d) = deliveries.recv().await {
+                    forge.handle(&d, &triggers).await;
+                }
+            });
+        }
+    }
     if let Some(web) = web {
         engine = engine.with_metrics(web.metrics.clone());
         let ready: coding_swarm::web::ReadyCheck = Arc::new(move || {

@@ -34,6 +34,14 @@ pub enum ActivationItem {
         message: String,
         diff: String,
     },
+    /// A person asked for something on a pull request (a comment mentioning the swarm).
+    Request {
+        pull_request: u64,
+        branch: String,
+        task: Option<String>,
+        author: String,
+        body: String,
+    },
 }
 
 impl ActivationItem {
@@ -96,6 +104,19 @@ pub fn render(items: &[ActivationItem]) -> String {
             }
             ActivationItem::ManagerFailed { key, error } => {
                 out.push_str(&format!("## Your last run (`{key}`) FAILED\n\n{error}\n\nFix what it says; task files must validate.\n"));
+            }
+            ActivationItem::Request {
+                pull_request,
+                branch,
+                task,
+                author,
+                body,
+            } => {
+                out.push_str(&format!(
+                    "## {author} asks on pull request #{pull_request} (branch `{branch}`{})\n\n{}\n\nDecide what to do about it: usually a task on that branch.\n",
+                    task.as_deref().map(|t| format!(", task `{t}`")).unwrap_or_default(),
+                    body.lines().map(|l| format!("> {l}")).collect::<Vec<_>>().join("\n")
+                ));
             }
             ActivationItem::PlanEdit {
                 commit,

@@ -103,6 +103,11 @@ impl<R: Runtime> Engine<R> {
         self.metrics.clone()
     }
 
+    /// The handles that make each project sync at once (webhooks, file watches).
+    pub fn sync_triggers(&self) -> HashMap<String, Arc<Notify>> {
+        self.sync_triggers.clone()
+    }
+
     /// A handle that makes a project sync at once (webhooks, file watches).
     pub fn sync_trigger(&self, project: &str) -> Option<Arc<Notify>> {
         self.sync_triggers.get(project).cloned()

@@ -91,6 +91,9 @@ macro_rules! on_pool {
     };
 }
 
+mod outbox;
+pub use outbox::OutboxRow;
+
 /// Opens a write transaction. On SQLite it takes the write lock at once (`BEGIN IMMEDIATE`),
 /// so a transaction that reads and then writes never fails half-way because another process
 /// (the CLI, say) wrote meanwhile; the busy timeout covers the wait.

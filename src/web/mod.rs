@@ -21,20 +21,100 @@ use crate::store::Store;
 pub type ReadyCheck =
     Arc<dyn Fn() -> Pin<Box<dyn Future<Output = Result<(), String>> + Send>> + Send + Sync>;
 
+/// Where verified webhook deliveries go.
+#[derive(Clone)]
+pub struct WebhookIn {
+    pub secret: Vec<u8>,
+    pub deliveries: tokio::sync::mpsc::Sender<crate::forge::Delivery>,
+}
+
 #[derive(Clone)]
 pub struct WebState {
+    /// GitHub webhooks, when configured.
+    pub webhook: Option<WebhookIn>,
     pub store: Store,
     pub metrics: Arc<Metrics>,
     /// Set once this engine leads and its runtime is up; until then it is not ready.
     pub runtime_ready: Arc<std::sync::OnceLock<ReadyCheck>>,
 }
 
+/// Largest webhook body accepted (GitHub caps payloads at 25 MB; ours are far smaller).
+pub const MAX_WEBHOOK_BODY: usize = 5 * 1024 * 1024;
+
 pub fn router(state: WebState) -> Router {
     Router::new()
+        .route(
+            "/webhooks/github",
+            axum::routing::post(github_webhook)
+                .layer(axum::extract::DefaultBodyLimit::max(MAX_WEBHOOK_BODY)),
+        )
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
         .with_state(state)
+}
+
+/// Verifies the signature before anything else, de-duplicates by delivery id, hands the
+/// delivery to the engine and answers at once.
+async fn github_webhook(
+    State(s): State<WebState>,
+    headers: axum::http::HeaderMap,
+    body: axum::body::Bytes,
+) -> impl IntoResponse {
+    let Some(hook) = &s.webhook else {
+        return (
+            StatusCode::NOT_FOUND,
+            "GitHub webhooks are not configured\n".to_string(),
+        );
+    };
+    let header = |name: &str| {
+        headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string)
+    };
+    if !crate::forge::webhook::verify_signature(
+        &hook.secret,
+        &body,
+        header("x-hub-signature-256").as_deref(),
+    ) {
+        tracing::warn!("rejected a webhook delivery with a missing or wrong signature");
+        return (StatusCode::UNAUTHORIZED, "bad signature\n".to_string());
+    }
+    let (Some(id), Some(event)) = (header("x-github-delivery"), header("x-github-event")) else {
+        return (
+            StatusCode::BAD_REQUEST,
+            "X-GitHub-Delivery and X-GitHub-Event are required\n".to_string(),
+        );
+    };
+    match s
+        .store
+        .record_delivery(&id, &event, chrono::Utc::now())
+        .await
+    {
+        Ok(false) => {
+            return (
+                StatusCode::OK,
+                "duplicate delivery, already processed\n".to_string(),
+            )
+        }
+        Ok(true) => {}
+        Err(e) => return (StatusCode::SERVICE_UNAVAILABLE, format!("{e}\n")),
+    }
+    match hook
+        .deliveries
+        .try_send(crate::forge::Delivery { id, event, body })
+    {
+        Ok(()) => (StatusCode::ACCEPTED, "accepted\n".to_string()),
+        Err(e) => {
+            // Not taken: forget it, so GitHub's redelivery is not mistaken for a duplicate.
+            let _ = s.store.forget_delivery(&e.into_inner().id).await;
+            (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "busy; deliver again later\n".to_string(),
+            )
+        }
+    }
 }
 
 async fn readyz(State(s): State<WebState>) -> impl IntoResponse {

@@ -157,7 +157,7 @@ async fn cgi(
     resp.body(Body::from(rest.to_vec())).unwrap()
 }
 
-mod tests {
+pub mod tests {
     use std::process::Command;
 
     use coding_swarm::config::{AgentProfile, ProjectConfig};

@@ -1,0 +1,153 @@
+//! What a task's status comment and commit status say. Pure: rendered from the task's row and
+//! its place in the queue; the marker lets the engine find its comment again after a restart.
+
+use serde_json::{json, Value};
+
+use crate::spec::{ErrorClass, TaskState};
+use crate::store::TaskRow;
+
+/// The hidden marker of a task's status comment.
+pub fn marker(project: &str, key: &str) -> String {
+    format!("<!-- coding-swarm:task={project}/{key} -->")
+}
+
+/// Where a pending task waits.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QueuePlace {
+    /// 1 = next for its addressee.
+    pub place: i64,
+    /// The running task of its addressee, if any.
+    pub behind: Option<String>,
+}
+
+/// Text from agents shown as text: no HTML, no mentions that ping people.
+fn quote(text: &str) -> String {
+    text.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('@', "@\u{200b}")
+        .lines()
+        .map(|l| format!("> {l}"))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+fn duration(secs: f64) -> String {
+    let s = secs.round() as u64;
+    match s {
+        0..=59 => format!("{s}s"),
+        60..=3599 => format!("{}m {}s", s / 60, s % 60),
+        _ => format!("{}h {}m", s / 3600, (s % 3600) / 60),
+    }
+}
+
+/// The status comment of a task.
+pub fn comment_body(
+    row: &TaskRow,
+    repo: &str,
+    default_branch: &str,
+    queue: Option<&QueuePlace>,
+) -> String {
+    let mut out = format!(
+        "{}\n**coding-swarm** · task `{}`",
+        marker(&row.project, &row.key),
+        row.key
+    );
+    if row.generation > 1 {
+        out.push_str(&format!(" (generation {})", row.generation));
+    }
+    out.push_str("\n\n");
+    match (row.state(), row.result()) {
+        (TaskState::Pending, _) => {
+            out.push_str("**Pending.**");
+            if let Some(q) = queue {
+                out.push_str(&format!(
+                    " Place {} in the queue of `{}`",
+                    q.place, row.addressee
+                ));
+                match &q.behind {
+                    Some(b) => out.push_str(&format!(", behind `{b}` (running).")),
+                    None => out.push('.'),
+                }
+            }
+            if let Some(nb) = row.not_before {
+                out.push_str(&format!(
+                    " Waits until {} (a retry or a usage limit).",
+                    nb.format("%Y-%m-%d %H:%M UTC")
+                ));
+            }
+            out.push('\n');
+        }
+        (TaskState::Running, _) => {
+            out.push_str(&format!("**Running** (attempt {}", row.attempts));
+            if let Some(s) = row.started_at {
+                out.push_str(&format!(", since {}", s.format("%H:%M:%S UTC")));
+            }
+            out.push_str(").\n");
+        }
+        (TaskState::Completed, Some(r)) => {
+            let verdict = if r.success {
+                "**Succeeded**".to_string()
+            } else if r.error_class == Some(ErrorClass::Cancelled) {
+                "**Stopped**".to_string()
+            } else {
+                format!(
+                    "**Failed** ({})",
+                    r.error_class.map_or("error", ErrorClass::as_str)
+                )
+            };
+            out.push_str(&verdict);
+            let mut facts = Vec::new();
+            if let Some(d) = r.duration_seconds() {
+                facts.push(format!("in {}", duration(d)));
+            }
+            if let Some(c) = r.cost_usd {
+                facts.push(format!("${c:.2}"));
+            }
+            if let Some(t) = r.turns {
+                facts.push(format!("{t} turns"));
+            }
+            if !facts.is_empty() {
+                out.push_str(&format!(" · {}", facts.join(" · ")));
+            }
+            out.push_str(".\n");
+            if let Some(e) = r.error.as_deref().filter(|_| !r.success) {
+                out.push_str(&format!("\n{}\n", quote(&crate::spec::truncate(e, 1500))));
+            }
+            if let Some(s) = &r.summary {
+                out.push_str(&format!("\n{}\n", quote(&crate::spec::truncate(s, 3000))));
+            }
+        }
+        (TaskState::Completed, None) => out.push_str("**Completed.**\n"),
+    }
+    let branch = row
+        .result()
+        .and_then(|r| r.branch.clone())
+        .unwrap_or_else(|| row.branch.clone());
+    out.push_str(&format!(
+        "\nBranch [`{branch}`](https://github.com/{repo}/tree/{branch}) · status file [`.ai/status/{key}.yaml`](https://github.com/{repo}/blob/{default_branch}/.ai/status/{key}.yaml)\n",
+        key = row.key
+    ));
+    out
+}
+
+/// The commit status `swarm/<key>` of a task.
+pub fn commit_status(row: &TaskRow) -> Value {
+    let (state, description) = match (row.state(), row.result()) {
+        (TaskState::Pending, _) => ("pending", "waiting in the queue".to_string()),
+        (TaskState::Running, _) => ("pending", format!("running (attempt {})", row.attempts)),
+        (TaskState::Completed, Some(r)) if r.success => ("success", "succeeded".to_string()),
+        (TaskState::Completed, Some(r)) if r.error_class == Some(ErrorClass::Cancelled) => {
+            ("error", "stopped".to_string())
+        }
+        (TaskState::Completed, Some(r)) => (
+            "failure",
+            format!(
+                "failed ({})",
+                r.error_class.map_or("error", ErrorClass::as_str)
+            ),
+        ),
+        (TaskState::Completed, None) => ("success", "completed".to_string()),
+    };
+    json!({"state": state, "context": format!("swarm/{}", row.key), "description": crate::spec::truncate(&description, 130)})
+}

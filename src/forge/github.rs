@@ -1,0 +1,461 @@
+//! The GitHub REST API through octocrab: with a personal access token or as a GitHub App (a
+//! JWT for an installation token, which octocrab caches and refreshes before it expires).
+//! Raw requests, so the rate-limit headers (`Retry-After`, `X-RateLimit-*`) reach the outbox.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, TimeZone, Utc};
+use http_body_util::BodyExt;
+use octocrab::Octocrab;
+use serde_json::{json, Value};
+
+use crate::config::GitHubConfig;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ForgeError {
+    #[error("GitHub asks to wait until {until}: {message}")]
+    RateLimited {
+        until: DateTime<Utc>,
+        message: String,
+    },
+    #[error("GitHub answered {status} to {what}: {message}")]
+    Http {
+        what: String,
+        status: u16,
+        message: String,
+    },
+    #[error("cannot reach GitHub to {what}")]
+    Client {
+        what: String,
+        #[source]
+        source: octocrab::Error,
+    },
+    #[error("no GitHub credentials: set SWARM_GITHUB_TOKEN (or GITHUB_TOKEN), or app_id with SWARM_GITHUB_APP_KEY")]
+    NoCredentials,
+    #[error("the GitHub App key in SWARM_GITHUB_APP_KEY is not an RSA private key in PEM form")]
+    BadAppKey,
+}
+
+struct Response {
+    status: u16,
+    headers: http::HeaderMap,
+    body: Value,
+}
+
+enum Auth {
+    Token(Octocrab),
+    App {
+        app: Octocrab,
+        installation: Option<u64>,
+        clients: Mutex<HashMap<String, Octocrab>>,
+    },
+    None,
+}
+
+/// A GitHub client for the configured repositories.
+pub struct GitHub {
+    auth: Auth,
+    permissions: Mutex<HashMap<(String, String), (String, Instant)>>,
+}
+
+const PERMISSION_TTL: Duration = Duration::from_secs(300);
+
+impl GitHub {
+    /// From the config and the environment (`SWARM_GITHUB_TOKEN` or `GITHUB_TOKEN`; or
+    /// `app_id` and `SWARM_GITHUB_APP_KEY`).
+    pub fn from_env(cfg: &GitHubConfig) -> Result<Self, ForgeError> {
+        let base = || {
+            octocrab::OctocrabBuilder::new()
+                .base_uri(cfg.api_url.as_str())
+                .map_err(|source| ForgeError::Client {
+                    what: "use api_url".into(),
+                    source,
+                })
+        };
+        let auth =
+            if let (Some(app_id), Ok(key)) = (cfg.app_id, std::env::var("SWARM_GITHUB_APP_KEY")) {
+                let key = jsonwebtoken::EncodingKey::from_rsa_pem(key.as_bytes())
+                    .map_err(|_| ForgeError::BadAppKey)?;
+                let app = base()?
+                    .app(octocrab::models::AppId(app_id), key)
+                    .build()
+                    .map_err(|source| ForgeError::Client {
+                        what: "build the App client".into(),
+                        source,
+                    })?;
+                Auth::App {
+                    app,
+                    installation: cfg.installation_id,
+                    clients: Mutex::default(),
+                }
+            } else if let Some(token) = std::env::var("SWARM_GITHUB_TOKEN")
+                .ok()
+                .or_else(|| std::env::var("GITHUB_TOKEN").ok())
+                .filter(|t| !t.is_empty())
+            {
+                Auth::Token(base()?.personal_token(token).build().map_err(|source| {
+                    ForgeError::Client {
+                        what: "build the client".into(),
+                        source,
+                    }
+                })?)
+            } else {
+                Auth::None
+            };
+        Ok(Self {
+            auth,
+            permissions: Mutex::default(),
+        })
+    }
+
+    /// The client for `repo`: the token client, or the App's installation client.
+    async fn client(&self, repo: &str) -> Result<Octocrab, ForgeError> {
+        match &self.auth {
+            Auth::Token(c) => Ok(c.clone()),
+            Auth::None => Err(ForgeError::NoCredentials),
+            Auth::App {
+                app,
+                installation,
+                clients,
+            } => {
+                if let Some(c) = clients.lock().unwrap_or_else(|p| p.into_inner()).get(repo) {
+                    return Ok(c.clone());
+                }
+                let id = match installation {
+                    Some(id) => *id,
+                    None => {
+                        let r = self
+                            .send(
+                                app,
+                                http::Method::GET,
+                                &format!("/repos/{repo}/installation"),
+                                None,
+                            )
+                            .await?;
+                        expect_ok(&r, "find the App's installation")?;
+                        r.body["id"].as_u64().ok_or_else(|| ForgeError::Http {
+                            what: "find the App's installation".into(),
+                            status: r.status,
+                            message: "no id".into(),
+                        })?
+                    }
+                };
+                let c = app
+                    .installation(octocrab::models::InstallationId(id))
+                    .map_err(|source| ForgeError::Client {
+                        what: "use the App's installation".into(),
+                        source,
+                    })?;
+                clients
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .insert(repo.to_string(), c.clone());
+                Ok(c)
+            }
+        }
+    }
+
+    async fn send(
+        &self,
+        client: &Octocrab,
+        method: http::Method,
+        path: &str,
+        body: Option<&Value>,
+    ) -> Result<Response, ForgeError> {
+        let what = format!("{method} {}", path.split('?').next().unwrap_or(path));
+        let client_err = |source| ForgeError::Client {
+            what: what.clone(),
+            source,
+        };
+        let res = match method {
+            http::Method::GET => client._get(path).await,
+            http::Method::POST => client._post(path, body).await,
+            http::Method::PATCH => client._patch(path, body).await,
+            _ => client._delete(path, body).await,
+        }
+        .map_err(client_err)?;
+        let status = res.status().as_u16();
+        let headers = res.headers().clone();
+        let bytes = res
+            .into_body()
+            .collect()
+            .await
+            .map_err(|e| ForgeError::Client {
+                what: what.clone(),
+                source: e,
+            })?
+            .to_bytes();
+        let body = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+        let r = Response {
+            status,
+            headers,
+            body,
+        };
+        if let Some(until) = rate_limited(&r) {
+            return Err(ForgeError::RateLimited {
+                until,
+                message: message(&r),
+            });
+        }
+        Ok(r)
+    }
+
+    async fn call(
+        &self,
+        repo: &str,
+        method: http::Method,
+        path: &str,
+        body: Option<&Value>,
+    ) -> Result<Response, ForgeError> {
+        let client = self.client(repo).await?;
+        self.send(&client, method, path, body).await
+    }
+
+    /// The permission of `user` on `repo` (`admin`, `write`, `read` or `none`), cached.
+    pub async fn permission(&self, repo: &str, user: &str) -> Result<String, ForgeError> {
+        let key = (repo.to_string(), user.to_string());
+        if let Some((p, at)) = self
+            .permissions
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&key)
+        {
+            if at.elapsed() < PERMISSION_TTL {
+                return Ok(p.clone());
+            }
+        }
+        let r = self
+            .call(
+                repo,
+                http::Method::GET,
+                &format!("/repos/{repo}/collaborators/{user}/permission"),
+                None,
+            )
+            .await?;
+        let permission = match r.status {
+            200 => r.body["permission"].as_str().unwrap_or("none").to_string(),
+            404 => "none".to_string(),
+            _ => return Err(http_error(&r, "check a collaborator's permission")),
+        };
+        self.permissions
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(key, (permission.clone(), Instant::now()));
+        Ok(permission)
+    }
+
+    /// The open pull request whose head is `branch`, if any.
+    pub async fn pull_for_branch(
+        &self,
+        repo: &str,
+        branch: &str,
+    ) -> Result<Option<u64>, ForgeError> {
+        let owner = repo.split('/').next().unwrap_or("");
+        let r = self
+            .call(
+                repo,
+                http::Method::GET,
+                &format!("/repos/{repo}/pulls?head={owner}:{branch}&state=open&per_page=1"),
+                None,
+            )
+            .await?;
+        expect_ok(&r, "find a pull request")?;
+        Ok(r.body
+            .as_array()
+            .and_then(|a| a.first())
+            .and_then(|p| p["number"].as_u64()))
+    }
+
+    /// The head branch of pull request `number`.
+    pub async fn pull_head(&self, repo: &str, number: u64) -> Result<String, ForgeError> {
+        let r = self
+            .call(
+                repo,
+                http::Method::GET,
+                &format!("/repos/{repo}/pulls/{number}"),
+                None,
+            )
+            .await?;
+        expect_ok(&r, "read a pull request")?;
+        Ok(r.body["head"]["ref"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string())
+    }
+
+    /// The comment on issue or pull request `number` that holds `marker`, if any.
+    pub async fn find_comment(
+        &self,
+        repo: &str,
+        number: u64,
+        marker: &str,
+    ) -> Result<Option<u64>, ForgeError> {
+        for page in 1..=10 {
+            let r = self
+                .call(
+                    repo,
+                    http::Method::GET,
+                    &format!("/repos/{repo}/issues/{number}/comments?per_page=100&page={page}"),
+                    None,
+                )
+                .await?;
+            expect_ok(&r, "list comments")?;
+            let Some(comments) = r.body.as_array() else {
+                return Ok(None);
+            };
+            if let Some(c) = comments
+                .iter()
+                .find(|c| c["body"].as_str().is_some_and(|b| b.contains(marker)))
+            {
+                return Ok(c["id"].as_u64());
+            }
+            if comments.len() < 100 {
+                break;
+            }
+        }
+        Ok(None)
+    }
+
+    pub async fn create_comment(
+        &self,
+        repo: &str,
+        number: u64,
+        body: &str,
+    ) -> Result<u64, ForgeError> {
+        let r = self
+            .call(
+                repo,
+                http::Method::POST,
+                &format!("/repos/{repo}/issues/{number}/comments"),
+                Some(&json!({"body": body})),
+            )
+            .await?;
+        expect_ok(&r, "create a comment")?;
+        r.body["id"]
+            .as_u64()
+            .ok_or_else(|| http_error(&r, "create a comment"))
+    }
+
+    /// Edits a comment; false when it no longer exists.
+    pub async fn update_comment(
+        &self,
+        repo: &str,
+        id: u64,
+        body: &str,
+    ) -> Result<bool, ForgeError> {
+        let r = self
+            .call(
+                repo,
+                http::Method::PATCH,
+                &format!("/repos/{repo}/issues/comments/{id}"),
+                Some(&json!({"body": body})),
+            )
+            .await?;
+        if r.status == 404 {
+            return Ok(false);
+        }
+        expect_ok(&r, "edit a comment")?;
+        Ok(true)
+    }
+
+    /// The commit at the head of `branch`, if the branch exists.
+    pub async fn branch_head(
+        &self,
+        repo: &str,
+        branch: &str,
+    ) -> Result<Option<String>, ForgeError> {
+        let r = self
+            .call(
+                repo,
+                http::Method::GET,
+                &format!("/repos/{repo}/branches/{branch}"),
+                None,
+            )
+            .await?;
+        if r.status == 404 {
+            return Ok(None);
+        }
+        expect_ok(&r, "read a branch")?;
+        Ok(r.body["commit"]["sha"].as_str().map(str::to_string))
+    }
+
+    pub async fn create_status(
+        &self,
+        repo: &str,
+        sha: &str,
+        status: &Value,
+    ) -> Result<(), ForgeError> {
+        let r = self
+            .call(
+                repo,
+                http::Method::POST,
+                &format!("/repos/{repo}/statuses/{sha}"),
+                Some(status),
+            )
+            .await?;
+        expect_ok(&r, "set a commit status")
+    }
+
+    pub async fn create_pull(&self, repo: &str, pull: &Value) -> Result<u64, ForgeError> {
+        let r = self
+            .call(
+                repo,
+                http::Method::POST,
+                &format!("/repos/{repo}/pulls"),
+                Some(pull),
+            )
+            .await?;
+        expect_ok(&r, "open a pull request")?;
+        r.body["number"]
+            .as_u64()
+            .ok_or_else(|| http_error(&r, "open a pull request"))
+    }
+}
+
+fn message(r: &Response) -> String {
+    r.body["message"].as_str().unwrap_or("").to_string()
+}
+
+fn http_error(r: &Response, what: &str) -> ForgeError {
+    ForgeError::Http {
+        what: what.to_string(),
+        status: r.status,
+        message: message(r),
+    }
+}
+
+fn expect_ok(r: &Response, what: &str) -> Result<(), ForgeError> {
+    if (200..300).contains(&r.status) {
+        Ok(())
+    } else {
+        Err(http_error(r, what))
+    }
+}
+
+/// When a response says to stop writing: `Retry-After` (secondary limits), or an exhausted
+/// primary limit (`X-RateLimit-Remaining: 0` until `X-RateLimit-Reset`).
+fn rate_limited(r: &Response) -> Option<DateTime<Utc>> {
+    if !matches!(r.status, 403 | 429) {
+        return None;
+    }
+    let header = |name: &str| {
+        r.headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string)
+    };
+    if let Some(secs) = header("retry-after").and_then(|v| v.trim().parse::<i64>().ok()) {
+        return Some(Utc::now() + chrono::Duration::seconds(secs.clamp(0, 3600)));
+    }
+    if header("x-ratelimit-remaining").as_deref() == Some("0") {
+        if let Some(reset) = header("x-ratelimit-reset").and_then(|v| v.parse::<i64>().ok()) {
+            return Utc.timestamp_opt(reset, 0).single();
+        }
+    }
+    message(r)
+        .to_ascii_lowercase()
+        .contains("rate limit")
+        .then(|| Utc::now() + chrono::Duration::seconds(60))
+}

@@ -1,0 +1,419 @@
+//! Git hosts: GitHub. Webhooks in (pushes sync at once; comment commands from people with write
+//! access), and out: one status comment per task on its pull request, edited in place, and a
+//! commit status `swarm/<key>`, all through a persisted outbox that coalesces, spaces its
+//! writes and waits when GitHub says so.
+
+pub mod comment;
+pub mod github;
+pub mod webhook;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use serde_json::json;
+use tokio::sync::{watch, Notify};
+
+pub use github::{ForgeError, GitHub};
+
+use crate::config::{Config, GitHubConfig, ProjectConfig};
+use crate::engine::green::ActivationItem;
+use crate::spec::TaskState;
+use crate::store::{OutboxRow, Store, TaskRow};
+use webhook::{Command, Event};
+
+/// A verified webhook delivery, waiting to be processed.
+#[derive(Debug, Clone)]
+pub struct Delivery {
+    pub id: String,
+    pub event: String,
+    pub body: bytes::Bytes,
+}
+
+/// GitHub for the configured projects.
+pub struct Forge {
+    gh: GitHub,
+    store: Store,
+    cfg: GitHubConfig,
+    /// `owner/name` (lower case) -> project
+    by_repo: HashMap<String, ProjectConfig>,
+}
+
+impl Forge {
+    /// None when `[github]` is not configured or no project is on GitHub.
+    pub fn new(config: Arc<Config>, store: Store) -> Result<Option<Arc<Self>>, ForgeError> {
+        let Some(cfg) = config.github.clone() else {
+            return Ok(None);
+        };
+        let by_repo: HashMap<String, ProjectConfig> = config
+            .projects
+            .iter()
+            .filter_map(|p| p.github_repo().map(|r| (r.to_ascii_lowercase(), p.clone())))
+            .collect();
+        if by_repo.is_empty() {
+            return Ok(None);
+        }
+        let gh = GitHub::from_env(&cfg)?;
+        Ok(Some(Arc::new(Self {
+            gh,
+            store,
+            cfg,
+            by_repo,
+        })))
+    }
+
+    fn repo_of(&self, project: &str) -> Option<String> {
+        self.by_repo
+            .iter()
+            .find(|(_, p)| p.name == project)
+            .map(|(r, _)| r.clone())
+    }
+
+    /// Reports task changes and writes the outbox, until `shutdown`.
+    pub async fn run(self: Arc<Self>, mut shutdown: watch::Receiver<bool>) {
+        // After a restart, the newest state of the last day is written again: writes are
+        // idempotent (comments are edited in place) and coalesced.
+        let mut since = Utc::now() - chrono::Duration::days(1);
+        let mut paused_until: Option<DateTime<Utc>> = None;
+        loop {
+            let now = Utc::now();
+            match self.observe(since).await {
+                Ok(()) => since = now - chrono::Duration::milliseconds(10),
+                Err(e) => tracing::warn!("cannot read task changes for GitHub: {e}"),
+            }
+            if paused_until.is_none_or(|t| t <= Utc::now()) {
+                paused_until = self.drain(&mut shutdown).await;
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(Duration::from_millis(300)) => {}
+                _ = shutdown.changed() => return,
+            }
+        }
+    }
+
+    /// Queues the newest state of every task that changed since `since`.
+    async fn observe(&self, since: DateTime<Utc>) -> Result<(), crate::store::StoreError> {
+        for (repo, project) in &self.by_repo {
+            for row in self.store.tasks_changed_since(&project.name, since).await? {
+                self.queue_task(repo, project, &row).await?;
+            }
+        }
+        Ok(())
+    }
+
+    async fn queue_task(
+        &self,
+        repo: &str,
+        project: &ProjectConfig,
+        row: &TaskRow,
+    ) -> Result<(), crate::store::StoreError> {
+        let now = Utc::now();
+        let queue = if row.state() == TaskState::Pending {
+            let (place, behind) = self.store.queue_place(row).await?;
+            Some(comment::QueuePlace { place, behind })
+        } else {
+            None
+        };
+        let branch = row
+            .result()
+            .and_then(|r| r.branch.clone())
+            .unwrap_or_else(|| crate::engine::effective_branch(row, &project.default_branch));
+        let body = comment::comment_body(row, repo, &project.default_branch, queue.as_ref());
+        let target = format!("{}/{}", row.project, row.key);
+        self.store
+            .outbox_put(
+                repo,
+                "comment",
+                &target,
+                &json!({"key": row.key, "project": row.project, "branch": branch, "body": body}),
+                now,
+            )
+            .await?;
+        let sha = row.result().and_then(|r| r.commit_sha.clone());
+        let mut status = comment::commit_status(row);
+        status["branch"] = json!(branch);
+        status["sha"] = json!(sha);
+        self.store
+            .outbox_put(repo, "status", &target, &status, now)
+            .await?;
+        let finished_implementation = row.state() == TaskState::Completed
+            && row.result().is_some_and(|r| r.success && r.changed)
+            && crate::worker::prompts::Role::of_kind(row.kind.as_deref())
+                == crate::worker::prompts::Role::Implement;
+        if self.cfg.draft_pull_requests
+            && finished_implementation
+            && branch != project.default_branch
+        {
+            let first = row
+                .prompt
+                .lines()
+                .find(|l| !l.trim().is_empty())
+                .unwrap_or(&row.key);
+            let pull = json!({"title": format!("swarm: {}", crate::spec::truncate(first.trim(), 80)), "head": branch, "base": row.base.clone().unwrap_or_else(|| project.default_branch.clone()),
+                "draft": true, "body": format!("Opened by coding-swarm for task `{}`.\n\n{}", row.key, row.result().and_then(|r| r.summary.clone()).unwrap_or_default())});
+            self.store
+                .outbox_put(repo, "draft_pr", &target, &pull, now)
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// Writes what is due, spaced by `min_write_interval`. Returns when GitHub asked to wait.
+    async fn drain(&self, shutdown: &mut watch::Receiver<bool>) -> Option<DateTime<Utc>> {
+        let due = match self.store.outbox_due(Utc::now(), 50).await {
+            Ok(d) => d,
+            Err(e) => {
+                tracing::warn!("cannot read the GitHub outbox: {e}");
+                return None;
+            }
+        };
+        for row in due {
+            match self.perform(&row).await {
+                Ok(wrote) => {
+                    if let Err(e) = self.store.outbox_done(&row).await {
+                        tracing::warn!("{e}");
+                    }
+                    if wrote {
+                        tokio::select! {
+                            _ = tokio::time::sleep(self.cfg.min_write_interval) => {}
+                            _ = shutdown.changed() => return None,
+                        }
+                    }
+                }
+                Err(ForgeError::RateLimited { until, message }) => {
+                    tracing::warn!(repo = %row.repo, "GitHub rate limit until {until}: {message}");
+                    let _ = self.store.outbox_retry(row.id, until, &message).await;
+                    return Some(until);
+                }
+                Err(e) => {
+                    let wait = chrono::Duration::seconds(2i64.pow((row.attempts as u32).min(9)));
+                    let text = crate::engine::error_chain(&e);
+                    tracing::warn!(repo = %row.repo, kind = %row.kind, "GitHub write failed, retrying in {wait}: {text}");
+                    let _ = self
+                        .store
+                        .outbox_retry(row.id, Utc::now() + wait, &text)
+                        .await;
+                }
+            }
+        }
+        None
+    }
+
+    /// Performs one write. Ok(false) when there was nothing to write (no pull request, no
+    /// branch yet).
+    async fn perform(&self, row: &OutboxRow) -> Result<bool, ForgeError> {
+        let p = &row.payload.0;
+        let s = |k: &str| p[k].as_str().unwrap_or_default().to_string();
+        match row.kind.as_str() {
+            "comment" => {
+                let (key, project, branch, body) = (s("key"), s("project"), s("branch"), s("body"));
+                let Some(pr) = self.gh.pull_for_branch(&row.repo, &branch).await? else {
+                    return Ok(false);
+                };
+                let known = self
+                    .store
+                    .comment_id(&row.repo, &key, pr)
+                    .await
+                    .ok()
+                    .flatten();
+                let id = match known {
+                    Some(id) => Some(id),
+                    None => {
+                        self.gh
+                            .find_comment(&row.repo, pr, &comment::marker(&project, &key))
+                            .await?
+                    }
+                };
+                match id {
+                    Some(id) if self.gh.update_comment(&row.repo, id, &body).await? => {
+                        let _ = self.store.set_comment_id(&row.repo, &key, pr, id).await;
+                    }
+                    _ => {
+                        let id = self.gh.create_comment(&row.repo, pr, &body).await?;
+                        let _ = self.store.set_comment_id(&row.repo, &key, pr, id).await;
+                    }
+                }
+                Ok(true)
+            }
+            "status" => {
+                let sha = match p["sha"].as_str() {
+                    Some(sha) => sha.to_string(),
+                    None => match self.gh.branch_head(&row.repo, &s("branch")).await? {
+                        Some(sha) => sha,
+                        None => return Ok(false),
+                    },
+                };
+                let status = json!({"state": p["state"], "context": p["context"], "description": p["description"]});
+                self.gh.create_status(&row.repo, &sha, &status).await?;
+                Ok(true)
+            }
+            "reply" => {
+                self.gh
+                    .create_comment(&row.repo, p["number"].as_u64().unwrap_or(0), &s("body"))
+                    .await?;
+                Ok(true)
+            }
+            "draft_pr" => {
+                if self
+                    .gh
+                    .pull_for_branch(&row.repo, &s("head"))
+                    .await?
+                    .is_some()
+                {
+                    return Ok(false);
+                }
+                self.gh.create_pull(&row.repo, p).await?;
+                Ok(true)
+            }
+            other => {
+                tracing::warn!("unknown GitHub outbox kind {other}; dropped");
+                Ok(false)
+            }
+        }
+    }
+
+    /// Processes a verified, new delivery: pushes sync at once; comments from people with
+    /// write access run commands; everything else is acknowledged and left alone.
+    pub async fn handle(&self, d: &Delivery, triggers: &HashMap<String, Arc<Notify>>) {
+        let event = match webhook::parse_event(&d.event, &d.body) {
+            Ok(e) => e,
+            Err(e) => {
+                tracing::warn!(delivery = %d.id, "{}", crate::engine::error_chain(&e));
+                return;
+            }
+        };
+        match event {
+            Event::Push { repo, branch, .. } => {
+                let Some(project) = self.by_repo.get(&repo.to_ascii_lowercase()) else {
+                    tracing::debug!(%repo, "push to a repository that is not a project; ignored");
+                    return;
+                };
+                if branch == project.default_branch {
+                    if let Some(t) = triggers.get(&project.name) {
+                        t.notify_one();
+                    }
+                }
+            }
+            Event::Comment {
+                repo,
+                number,
+                is_pull_request,
+                head_branch,
+                author,
+                author_is_bot,
+                body,
+            } => {
+                let Some(project) = self.by_repo.get(&repo.to_ascii_lowercase()).cloned() else {
+                    return;
+                };
+                // Bots (this engine's App among them) and the engine's own comments never
+                // start anything: no loop can begin with a comment.
+                if author_is_bot || body.contains("<!-- coding-swarm") {
+                    return;
+                }
+                let Some(command) = webhook::parse_command(&body, &self.cfg.mention) else {
+                    return;
+                };
+                let reply = self
+                    .run_command(
+                        &repo,
+                        &project,
+                        number,
+                        is_pull_request,
+                        head_branch,
+                        &author,
+                        command,
+                    )
+                    .await;
+                let reply = format!("<!-- coding-swarm:reply -->\n@{author} {reply}");
+                if let Err(e) = self
+                    .store
+                    .outbox_put(
+                        &repo.to_ascii_lowercase(),
+                        "reply",
+                        &d.id,
+                        &json!({"number": number, "body": reply}),
+                        Utc::now(),
+                    )
+                    .await
+                {
+                    tracing::warn!("{e}");
+                }
+            }
+            Event::Ignored { event } => tracing::debug!(delivery = %d.id, "{event}: nothing to do"),
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn run_command(
+        &self,
+        repo: &str,
+        project: &ProjectConfig,
+        number: u64,
+        is_pull_request: bool,
+        head_branch: Option<String>,
+        author: &str,
+        command: Command,
+    ) -> String {
+        let permission =
+            match self.gh.permission(repo, author).await {
+                Ok(p) => p,
+                Err(e) => return format!(
+                    "I could not check your permission on this repository ({e}), so I did nothing."
+                ),
+            };
+        if !matches!(permission.as_str(), "admin" | "write" | "maintain") {
+            return "sorry, only people with write access to this repository can ask the swarm for things. Nothing was done.".to_string();
+        }
+        let who = format!("@{author} on GitHub");
+        let now = Utc::now();
+        match command {
+            Command::Retry(key) => match self.store.retry(&project.name, &key, &who, now).await {
+                Ok(generation) => format!("`{key}` runs again (generation {generation})."),
+                Err(e) => format!("cannot retry `{key}`: {e}."),
+            },
+            Command::Stop(key) => match self.store.request_stop(&project.name, &key, &who, now).await {
+                Ok(TaskState::Running) => format!("stopping `{key}`."),
+                Ok(_) => format!("`{key}` is cancelled before it ran."),
+                Err(e) => format!("cannot stop `{key}`: {e}."),
+            },
+            Command::Status => {
+                let c = self.store.counts().await.unwrap_or_default();
+                let tasks = self.store.list(&crate::store::TaskFilter { project: Some(project.name.clone()), limit: Some(20), ..Default::default() }).await.unwrap_or_default();
+                let mut out = format!("{} pending, {} running, {} completed.\n\n| task | addressee | state |\n|---|---|---|\n", c.pending, c.running, c.completed);
+                for t in tasks {
+                    out.push_str(&format!("| `{}` | `{}` | {} |\n", t.key, t.addressee, crate::engine::describe_state(&t)));
+                }
+                out
+            }
+            Command::Request(text) => {
+                if !is_pull_request {
+                    return "requests work on pull requests of swarm tasks; on issues, use `/swarm status`, `/swarm retry KEY` or `/swarm stop KEY`.".into();
+                }
+                let branch = match head_branch {
+                    Some(b) => b,
+                    None => match self.gh.pull_head(repo, number).await {
+                        Ok(b) => b,
+                        Err(e) => return format!("I could not read this pull request ({e}), so I did nothing."),
+                    },
+                };
+                let task = self.store.tasks_by_keys(&project.name, None).await.unwrap_or_default().into_iter().find(|t| t.branch == branch);
+                let Some(task) = task else {
+                    return format!("`{branch}` is not the branch of a swarm task, so I leave this to people.");
+                };
+                let item = ActivationItem::Request { pull_request: number, branch, task: Some(task.key.clone()), author: author.to_string(), body: text };
+                match self.store.enqueue_activation(&project.name, task.epic.as_deref(), &project.default_branch, item, now).await {
+                    Ok(_) => "the project manager will look at this.".into(),
+                    Err(e) => format!("cannot activate the project manager: {e}."),
+                }
+            }
+            Command::Unknown(what) => format!("I do not know `/swarm {what}`. I understand `/swarm status`, `/swarm retry KEY`, `/swarm stop KEY`, and `{} <request>` on a swarm pull request.", self.cfg.mention),
+        }
+    }
+
+    /// The repository of a project on GitHub, if it is there.
+    pub fn repository(&self, project: &str) -> Option<String> {
+        self.repo_of(project)
+    }
+}

@@ -1,0 +1,277 @@
+//! GitHub webhooks, the pure part: the signature check (HMAC-SHA256 over the raw body,
+//! compared in constant time), the events we act on, and comment commands.
+
+use hmac::{Hmac, Mac};
+use serde::Deserialize;
+use sha2::Sha256;
+
+/// Whether `signature` (the `X-Hub-Signature-256` header, `sha256=<hex>`) is the HMAC-SHA256 of
+/// `body` under `secret`. Constant-time in the comparison.
+pub fn verify_signature(secret: &[u8], body: &[u8], signature: Option<&str>) -> bool {
+    let Some(hex_sig) = signature.and_then(|s| s.strip_prefix("sha256=")) else {
+        return false;
+    };
+    let Ok(expected) = hex::decode(hex_sig.trim()) else {
+        return false;
+    };
+    let Ok(mut mac) = Hmac::<Sha256>::new_from_slice(secret) else {
+        return false;
+    };
+    mac.update(body);
+    mac.verify_slice(&expected).is_ok()
+}
+
+/// The signature GitHub would send for `body`.
+pub fn sign(secret: &[u8], body: &[u8]) -> String {
+    let mut mac = Hmac::<Sha256>::new_from_slice(secret).expect("HMAC takes keys of any size");
+    mac.update(body);
+    format!("sha256={}", hex::encode(mac.finalize().into_bytes()))
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct Repository {
+    pub full_name: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct User {
+    pub login: String,
+    #[serde(rename = "type", default)]
+    pub kind: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+struct Comment {
+    body: Option<String>,
+    user: User,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+struct Issue {
+    number: u64,
+    #[serde(default)]
+    pull_request: Option<serde_json::Value>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+struct PullRequestRef {
+    #[serde(rename = "ref")]
+    name: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+struct PullRequest {
+    number: u64,
+    head: PullRequestRef,
+}
+
+/// An event we act on.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Event {
+    /// A push to a branch (`refs/heads/...`).
+    Push {
+        repo: String,
+        branch: String,
+        after: String,
+    },
+    /// A comment on an issue or a pull request (also a review's body).
+    Comment {
+        repo: String,
+        number: u64,
+        is_pull_request: bool,
+        head_branch: Option<String>,
+        author: String,
+        author_is_bot: bool,
+        body: String,
+    },
+    /// Anything else (ping, other actions): acknowledged, nothing to do.
+    Ignored { event: String },
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("the {event} payload is not what GitHub sends: {source}")]
+pub struct PayloadError {
+    pub event: String,
+    #[source]
+    pub source: serde_json::Error,
+}
+
+/// Parses a verified delivery by its `X-GitHub-Event` name.
+pub fn parse_event(event: &str, body: &[u8]) -> Result<Event, PayloadError> {
+    let err = |source| PayloadError {
+        event: event.to_string(),
+        source,
+    };
+    #[derive(Deserialize)]
+    struct Action {
+        #[serde(default)]
+        action: String,
+    }
+    let action = serde_json::from_slice::<Action>(body)
+        .map(|a| a.action)
+        .unwrap_or_default();
+    match event {
+        "push" => {
+            #[derive(Deserialize)]
+            struct Push {
+                #[serde(rename = "ref")]
+                name: String,
+                #[serde(default)]
+                after: String,
+                repository: Repository,
+            }
+            let p: Push = serde_json::from_slice(body).map_err(err)?;
+            match p.name.strip_prefix("refs/heads/") {
+                Some(branch) => Ok(Event::Push {
+                    repo: p.repository.full_name,
+                    branch: branch.to_string(),
+                    after: p.after,
+                }),
+                None => Ok(Event::Ignored {
+                    event: format!("push to {}", p.name),
+                }),
+            }
+        }
+        "issue_comment" if action == "created" => {
+            #[derive(Deserialize)]
+            struct P {
+                comment: Comment,
+                issue: Issue,
+                repository: Repository,
+            }
+            let p: P = serde_json::from_slice(body).map_err(err)?;
+            Ok(Event::Comment {
+                repo: p.repository.full_name,
+                number: p.issue.number,
+                is_pull_request: p.issue.pull_request.is_some(),
+                head_branch: None,
+                author_is_bot: p.comment.user.kind == "Bot",
+                author: p.comment.user.login,
+                body: p.comment.body.unwrap_or_default(),
+            })
+        }
+        "pull_request_review" if action == "submitted" => {
+            #[derive(Deserialize)]
+            struct P {
+                review: Comment,
+                pull_request: PullRequest,
+                repository: Repository,
+            }
+            let p: P = serde_json::from_slice(body).map_err(err)?;
+            Ok(Event::Comment {
+                repo: p.repository.full_name,
+                number: p.pull_request.number,
+                is_pull_request: true,
+                head_branch: Some(p.pull_request.head.name),
+                author_is_bot: p.review.user.kind == "Bot",
+                author: p.review.user.login,
+                body: p.review.body.unwrap_or_default(),
+            })
+        }
+        "pull_request_review_comment" if action == "created" => {
+            #[derive(Deserialize)]
+            struct P {
+                comment: Comment,
+                pull_request: PullRequest,
+                repository: Repository,
+            }
+            let p: P = serde_json::from_slice(body).map_err(err)?;
+            Ok(Event::Comment {
+                repo: p.repository.full_name,
+                number: p.pull_request.number,
+                is_pull_request: true,
+                head_branch: Some(p.pull_request.head.name),
+                author_is_bot: p.comment.user.kind == "Bot",
+                author: p.comment.user.login,
+                body: p.comment.body.unwrap_or_default(),
+            })
+        }
+        other => Ok(Event::Ignored {
+            event: if action.is_empty() {
+                other.to_string()
+            } else {
+                format!("{other}.{action}")
+            },
+        }),
+    }
+}
+
+/// What a comment asks of the swarm.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Command {
+    Retry(String),
+    Stop(String),
+    Status,
+    /// `@swarm <request>` on a pull request: a green run with the comment as context.
+    Request(String),
+    /// `/swarm something-else`: answered with the list of commands.
+    Unknown(String),
+}
+
+/// The command in a comment, if any: a line starting with `/swarm`, or a mention of `mention`.
+pub fn parse_command(body: &str, mention: &str) -> Option<Command> {
+    for line in body.lines().map(str::trim) {
+        if let Some(rest) = line.strip_prefix("/swarm") {
+            if !(rest.is_empty() || rest.starts_with(char::is_whitespace)) {
+                continue;
+            }
+            let mut words = rest.split_whitespace();
+            return Some(match (words.next(), words.next()) {
+                (Some("retry"), Some(key)) => Command::Retry(key.to_string()),
+                (Some("stop"), Some(key)) => Command::Stop(key.to_string()),
+                (Some("status"), _) => Command::Status,
+                _ => Command::Unknown(rest.trim().to_string()),
+            });
+        }
+    }
+    let lower = body.to_ascii_lowercase();
+    lower
+        .find(&mention.to_ascii_lowercase())
+        .map(|i| Command::Request(body[i + mention.len()..].trim().to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn githubs_published_example_verifies() {
+        // From GitHub's "Validating webhook deliveries" documentation.
+        let secret = b"It's a Secret to Everybody";
+        let body = b"Hello, World!";
+        let sig = "sha256=757107ea0eb2509fc211221cce984b8a37570b6d7586c22c46f4379c8b043e17";
+        assert!(verify_signature(secret, body, Some(sig)));
+        assert_eq!(sign(secret, body), sig);
+        assert!(!verify_signature(secret, b"Hello, World?", Some(sig)));
+        assert!(!verify_signature(b"another secret", body, Some(sig)));
+        assert!(!verify_signature(secret, body, None));
+        assert!(!verify_signature(secret, body, Some("sha1=757107ea")));
+        assert!(!verify_signature(secret, body, Some("sha256=zz")));
+    }
+
+    #[test]
+    fn commands() {
+        assert_eq!(
+            parse_command("/swarm retry login-form", "@swarm"),
+            Some(Command::Retry("login-form".into()))
+        );
+        assert_eq!(
+            parse_command("please\n/swarm stop x\n", "@swarm"),
+            Some(Command::Stop("x".into()))
+        );
+        assert_eq!(
+            parse_command("/swarm status", "@swarm"),
+            Some(Command::Status)
+        );
+        assert_eq!(
+            parse_command("/swarm dance", "@swarm"),
+            Some(Command::Unknown("dance".into()))
+        );
+        assert_eq!(
+            parse_command("@Swarm the tests fail on empty input", "@swarm"),
+            Some(Command::Request("the tests fail on empty input".into()))
+        );
+        assert_eq!(parse_command("/swarmy retry x", "@swarm"), None);
+        assert_eq!(parse_command("looks good to me", "@swarm"), None);
+    }
+}

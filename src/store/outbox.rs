@@ -1,0 +1,144 @@
+//! The GitHub side of the store: webhook deliveries seen, the outbox of writes (one row per
+//! target, so only the newest state of a thing is written when writes queue up), and the
+//! status comment of each task.
+
+use chrono::{DateTime, Utc};
+use sqlx::types::Json;
+
+use super::{q, Backend, Result, Store};
+
+/// One pending write to GitHub.
+#[derive(Debug, Clone, sqlx::FromRow, serde::Serialize)]
+pub struct OutboxRow {
+    pub id: i64,
+    pub repo: String,
+    pub kind: String,
+    pub target: String,
+    pub payload: Json<serde_json::Value>,
+    pub due_at: DateTime<Utc>,
+    pub attempts: i32,
+    pub last_error: Option<String>,
+    pub updated_at: DateTime<Utc>,
+}
+
+impl Store {
+    /// Records a webhook delivery; false when it was seen before (a redelivery).
+    pub async fn record_delivery(&self, id: &str, event: &str, now: DateTime<Utc>) -> Result<bool> {
+        let n = on_pool!(self, pool => sqlx::query(
+            "INSERT INTO webhook_deliveries (id, event, received_at) VALUES ($1, $2, $3) ON CONFLICT (id) DO NOTHING")
+            .bind(id).bind(event).bind(now)
+            .execute(pool).await.map(|r| r.rows_affected()).map_err(q("record a webhook delivery")))?;
+        Ok(n > 0)
+    }
+
+    pub async fn forget_delivery(&self, id: &str) -> Result<()> {
+        on_pool!(self, pool => sqlx::query("DELETE FROM webhook_deliveries WHERE id = $1").bind(id)
+            .execute(pool).await.map(|_| ()).map_err(q("forget a webhook delivery")))?;
+        Ok(())
+    }
+
+    /// Puts a write into the outbox. A write already waiting for the same target is replaced
+    /// (its place and its backoff stay): only the newest state is written.
+    pub async fn outbox_put(
+        &self,
+        repo: &str,
+        kind: &str,
+        target: &str,
+        payload: &serde_json::Value,
+        now: DateTime<Utc>,
+    ) -> Result<()> {
+        on_pool!(self, pool => sqlx::query(
+            "INSERT INTO github_outbox (repo, kind, target, payload, due_at, created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $5, $5)
+             ON CONFLICT (repo, kind, target) DO UPDATE SET payload = $4, updated_at = $5")
+            .bind(repo).bind(kind).bind(target).bind(Json(payload)).bind(now)
+            .execute(pool).await.map(|_| ()).map_err(q("queue a GitHub write")))?;
+        Ok(())
+    }
+
+    /// Writes due at `now`, oldest first.
+    pub async fn outbox_due(&self, now: DateTime<Utc>, limit: i64) -> Result<Vec<OutboxRow>> {
+        on_pool!(self, pool => sqlx::query_as::<_, OutboxRow>(
+            "SELECT id, repo, kind, target, payload, due_at, attempts, last_error, updated_at FROM github_outbox
+             WHERE due_at <= $1 ORDER BY due_at, id LIMIT $2")
+            .bind(now).bind(limit).fetch_all(pool).await.map_err(q("read the GitHub outbox")))
+    }
+
+    /// Every waiting write (for people and tests).
+    pub async fn outbox_all(&self) -> Result<Vec<OutboxRow>> {
+        on_pool!(self, pool => sqlx::query_as::<_, OutboxRow>(
+            "SELECT id, repo, kind, target, payload, due_at, attempts, last_error, updated_at FROM github_outbox ORDER BY id")
+            .fetch_all(pool).await.map_err(q("read the GitHub outbox")))
+    }
+
+    /// A write went through. If a newer state arrived meanwhile, it stays to be written.
+    pub async fn outbox_done(&self, row: &OutboxRow) -> Result<()> {
+        on_pool!(self, pool => sqlx::query("DELETE FROM github_outbox WHERE id = $1 AND updated_at = $2")
+            .bind(row.id).bind(row.updated_at)
+            .execute(pool).await.map(|_| ()).map_err(q("finish a GitHub write")))?;
+        Ok(())
+    }
+
+    /// A write failed: try again at `due_at`.
+    pub async fn outbox_retry(&self, id: i64, due_at: DateTime<Utc>, error: &str) -> Result<()> {
+        on_pool!(self, pool => sqlx::query("UPDATE github_outbox SET due_at = $2, attempts = attempts + 1, last_error = $3 WHERE id = $1")
+            .bind(id).bind(due_at).bind(error)
+            .execute(pool).await.map(|_| ()).map_err(q("reschedule a GitHub write")))?;
+        Ok(())
+    }
+
+    pub async fn comment_id(&self, repo: &str, task_key: &str, pr: u64) -> Result<Option<u64>> {
+        let id: Option<i64> = on_pool!(self, pool => sqlx::query_scalar(
+            "SELECT comment_id FROM github_comments WHERE repo = $1 AND task_key = $2 AND pr_number = $3")
+            .bind(repo).bind(task_key).bind(pr as i64).fetch_optional(pool).await.map_err(q("read a status comment")))?;
+        Ok(id.map(|i| i as u64))
+    }
+
+    pub async fn set_comment_id(
+        &self,
+        repo: &str,
+        task_key: &str,
+        pr: u64,
+        comment: u64,
+    ) -> Result<()> {
+        on_pool!(self, pool => sqlx::query(
+            "INSERT INTO github_comments (repo, task_key, pr_number, comment_id) VALUES ($1, $2, $3, $4)
+             ON CONFLICT (repo, task_key, pr_number) DO UPDATE SET comment_id = $4")
+            .bind(repo).bind(task_key).bind(pr as i64).bind(comment as i64)
+            .execute(pool).await.map(|_| ()).map_err(q("remember a status comment")))?;
+        Ok(())
+    }
+
+    /// Tasks of `project` changed after `since` (for reporting to GitHub).
+    pub async fn tasks_changed_since(
+        &self,
+        project: &str,
+        since: DateTime<Utc>,
+    ) -> Result<Vec<super::TaskRow>> {
+        let sql = format!(
+            "SELECT {} FROM tasks WHERE project = $1 AND origin = 'file' AND (updated_at > $2 OR started_at > $2 OR completed_at > $2) ORDER BY id",
+            super::TASK_COLUMNS
+        );
+        on_pool!(self, pool => sqlx::query_as::<_, super::TaskRow>(&sql).bind(project).bind(since).fetch_all(pool).await.map_err(q("read changed tasks")))
+    }
+
+    /// Where a pending task stands: its place among its addressee's pending tasks (1 = next)
+    /// and the running task it waits behind, if any.
+    pub async fn queue_place(&self, row: &super::TaskRow) -> Result<(i64, Option<String>)> {
+        let place: i64 = on_pool!(self, pool => sqlx::query_scalar(
+            "SELECT COUNT(*) FROM tasks WHERE addressee = $1 AND status = 'pending' AND (priority > $2 OR (priority = $2 AND id <= $3))")
+            .bind(&row.addressee).bind(row.priority).bind(row.id).fetch_one(pool).await.map_err(q("find a queue place")))?;
+        let running: Option<(String, String)> = on_pool!(self, pool => sqlx::query_as(
+            "SELECT project, key FROM tasks WHERE addressee = $1 AND status = 'running' LIMIT 1")
+            .bind(&row.addressee).fetch_optional(pool).await.map_err(q("find the running task")))?;
+        Ok((
+            place,
+            running.map(|(p, k)| {
+                if p == row.project {
+                    k
+                } else {
+                    format!("{p}/{k}")
+                }
+            }),
+        ))
+    }
+}

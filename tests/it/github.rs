@@ -1,0 +1,613 @@
+//! GitHub with the real octocrab client against an HTTP-level fake GitHub, and the real webhook
+//! endpoint of a running `swarm up` over real HTTP: signatures, redeliveries, pushes, comment
+//! commands by writers and readers, one status comment edited in place (also across a restart),
+//! commit statuses, a secondary rate limit, and App token refresh.
+
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use coding_swarm::forge::webhook::sign;
+use coding_swarm::store::Store;
+use serde_json::json;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use crate::ghapi::GitHubServer;
+use crate::githttp::GitHttpServer;
+use crate::support::TestRepo;
+
+const SECRET: &str = "webhook-secret-for-the-tests";
+const GIT_TOKEN: &str = "ghs_git-token-for-the-tests-0123456789";
+
+struct Running {
+    child: Child,
+    port: u16,
+    dir: tempfile::TempDir,
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn write_config(dir: &Path, port: u16, github: &str, repo_url: &str, script: &str) {
+    std::fs::write(
+        dir.join("swarm.toml"),
+        format!(
+            r#"
+data_dir = "d"
+default_agent = "sh"
+poll_interval = "1h"
+retry_backoff = "200ms"
+[http]
+listen = "127.0.0.1:{port}"
+[github]
+api_url = "{github}"
+min_write_interval = "20ms"
+[agents.sh]
+command = ["sh", "-c", {script:?}]
+[[projects]]
+name = "webapp"
+repo = "{repo_url}"
+github = "acme/webapp"
+"#
+        ),
+    )
+    .unwrap();
+}
+
+fn start(dir: &Path) -> Child {
+    let log = std::fs::File::options()
+        .create(true)
+        .append(true)
+        .open(dir.join("engine.log"))
+        .unwrap();
+    Command::new(env!("CARGO_BIN_EXE_swarm"))
+        .args(["up", "--config", "swarm.toml"])
+        .current_dir(dir)
+        .env("SWARM_GITHUB_WEBHOOK_SECRET", SECRET)
+        .env("SWARM_GITHUB_TOKEN", "ghp_personal-token-for-the-tests")
+        .env("SWARM_GIT_TOKEN", GIT_TOKEN)
+        .env_remove("SWARM_GITHUB_APP_KEY")
+        .env("RUST_LOG", "info")
+        .stdout(log.try_clone().unwrap())
+        .stderr(log)
+        .spawn()
+        .unwrap()
+}
+
+async fn engine(github: &GitHubServer, git: &GitHttpServer, script: &str) -> Running {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    write_config(
+        dir.path(),
+        port,
+        &github.url,
+        &format!("{}/remote.git", git.base),
+        script,
+    );
+    let child = start(dir.path());
+    let r = Running { child, port, dir };
+    wait(
+        "the engine's HTTP server",
+        Duration::from_secs(30),
+        || async { get(r.port, "/healthz").await.is_some() },
+    )
+    .await;
+    r
+}
+
+async fn store(r: &Running) -> Store {
+    Store::connect(&format!(
+        "sqlite://{}?mode=rwc",
+        r.dir.path().join("d/swarm.db").display()
+    ))
+    .await
+    .unwrap()
+}
+
+async fn wait<F, Fut>(what: &str, timeout: Duration, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let start = Instant::now();
+    while !check().await {
+        assert!(start.elapsed() < timeout, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+async fn http(port: u16, request: String) -> Option<(u16, String)> {
+    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .ok()?;
+    s.write_all(request.as_bytes()).await.ok()?;
+    let mut buf = Vec::new();
+    s.read_to_end(&mut buf).await.ok()?;
+    let text = String::from_utf8_lossy(&buf).to_string();
+    let code = text.split_whitespace().nth(1)?.parse().ok()?;
+    Some((
+        code,
+        text.split_once("\r\n\r\n")
+            .map(|(_, b)| b.to_string())
+            .unwrap_or_default(),
+    ))
+}
+
+async fn get(port: u16, path: &str) -> Option<(u16, String)> {
+    http(
+        port,
+        format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"),
+    )
+    .await
+}
+
+/// Delivers a webhook the way GitHub does: JSON body, event and delivery headers, signature.
+async fn deliver(
+    port: u16,
+    event: &str,
+    delivery: &str,
+    body: &serde_json::Value,
+    signature: Option<String>,
+) -> (u16, String) {
+    let body = body.to_string();
+    let sig = signature
+        .map(|s| format!("X-Hub-Signature-256: {s}\r\n"))
+        .unwrap_or_default();
+    let req = format!(
+        "POST /webhooks/github HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nUser-Agent: GitHub-Hookshot/abc\r\nX-GitHub-Event: {event}\r\nX-GitHub-Delivery: {delivery}\r\nX-GitHub-Hook-ID: 1\r\n{sig}Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    http(port, req).await.expect("the engine answers")
+}
+
+fn signed(body: &serde_json::Value) -> Option<String> {
+    Some(sign(SECRET.as_bytes(), body.to_string().as_bytes()))
+}
+
+fn push(repo: &str, after: &str) -> serde_json::Value {
+    json!({"ref": "refs/heads/main", "before": "0000000000000000000000000000000000000000", "after": after, "created": false, "deleted": false, "forced": false,
+        "repository": {"id": 1, "name": repo.split('/').nth(1).unwrap(), "full_name": repo, "private": true, "default_branch": "main"},
+        "pusher": {"name": "someone", "email": "someone@example.com"}, "sender": {"login": "someone", "type": "User"}, "commits": [], "head_commit": null})
+}
+
+fn issue_comment(author: &str, kind: &str, number: u64, body: &str) -> serde_json::Value {
+    json!({"action": "created",
+        "issue": {"number": number, "title": "Login form", "state": "open", "pull_request": {"url": format!("https://api.github.com/repos/acme/webapp/pulls/{number}")}, "user": {"login": "someone", "type": "User"}},
+        "comment": {"id": 555, "body": body, "user": {"login": author, "type": kind}, "created_at": "2026-11-26T09:00:00Z"},
+        "repository": {"id": 1, "name": "webapp", "full_name": "acme/webapp", "private": true, "default_branch": "main"},
+        "sender": {"login": author, "type": kind}})
+}
+
+fn repo_with_task() -> TestRepo {
+    let repo = TestRepo::new();
+    repo.commit(
+        &[(
+            ".ai/tasks/feature.yaml",
+            Some("addressee: worker-a\nprompt: Build the feature.\n"),
+        )],
+        "a task",
+    );
+    repo
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn webhooks_are_verified_deduplicated_and_a_push_syncs_at_once() {
+    let github = GitHubServer::start().await;
+    let repo = TestRepo::new();
+    repo.commit(&[("README.md", Some("x\n"))], "init");
+    let git = GitHttpServer::start(repo.dir.path().to_path_buf(), GIT_TOKEN).await;
+    let r = engine(&github, &git, "echo ok").await;
+    let s = store(&r).await;
+    wait("the first sync", Duration::from_secs(20), || async {
+        s.project("webapp")
+            .await
+            .unwrap()
+            .is_some_and(|p| p.synced_commit.is_some())
+    })
+    .await;
+
+    // Nothing happens without the right signature, and a refused delivery is not remembered.
+    let head = repo.commit(
+        &[(".ai/tasks/pushed.yaml", Some("addressee: w\nprompt: p\n"))],
+        "a task by push",
+    );
+    let body = push("acme/webapp", &head.to_string());
+    assert_eq!(deliver(r.port, "push", "d-1", &body, None).await.0, 401);
+    assert_eq!(
+        deliver(
+            r.port,
+            "push",
+            "d-1",
+            &body,
+            Some(sign(b"wrong secret", body.to_string().as_bytes()))
+        )
+        .await
+        .0,
+        401
+    );
+    let mut forged = body.clone();
+    forged["ref"] = json!("refs/heads/other");
+    assert_eq!(
+        deliver(r.port, "push", "d-1", &forged, signed(&body))
+            .await
+            .0,
+        401,
+        "a signature of another body"
+    );
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(
+        s.task("webapp", "pushed").await.unwrap().is_none(),
+        "no sync from a refused delivery (polling is hourly)"
+    );
+
+    // A signed push syncs at once.
+    let sent = Instant::now();
+    let (code, _) = deliver(r.port, "push", "d-1", &body, signed(&body)).await;
+    assert_eq!(code, 202);
+    wait("the pushed task", Duration::from_secs(5), || async {
+        s.task("webapp", "pushed").await.unwrap().is_some()
+    })
+    .await;
+    let took = sent.elapsed();
+    assert!(
+        took < Duration::from_secs(3),
+        "the push synced after {took:?}"
+    );
+
+    // A redelivery is processed once.
+    let (code, text) = deliver(r.port, "push", "d-1", &body, signed(&body)).await;
+    assert_eq!((code, text.contains("duplicate")), (200, true), "{text}");
+    // Other repositories and events are acknowledged and ignored.
+    let other = push("someone/else", &head.to_string());
+    assert_eq!(
+        deliver(r.port, "push", "d-2", &other, signed(&other))
+            .await
+            .0,
+        202
+    );
+    let ping = json!({"zen": "Keep it logically awesome.", "hook_id": 1});
+    assert_eq!(
+        deliver(r.port, "ping", "d-3", &ping, signed(&ping)).await.0,
+        202
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn comment_commands_need_write_access() {
+    let github = GitHubServer::start().await;
+    {
+        let mut hub = github.hub();
+        hub.permissions.insert("writer".into(), "write".into());
+        hub.permissions.insert("reader".into(), "read".into());
+        hub.pulls.insert(7, "swarm/feature".into());
+    }
+    let repo = repo_with_task();
+    let git = GitHttpServer::start(repo.dir.path().to_path_buf(), GIT_TOKEN).await;
+    let r = engine(&github, &git, "echo changed > out.txt; echo did it").await;
+    let s = store(&r).await;
+    wait("the task to complete", Duration::from_secs(30), || async {
+        s.task("webapp", "feature")
+            .await
+            .unwrap()
+            .is_some_and(|t| t.status == "completed")
+    })
+    .await;
+
+    let replies = |github: &GitHubServer| {
+        github
+            .hub()
+            .comments
+            .values()
+            .filter(|(_, b)| b.contains("coding-swarm:reply"))
+            .map(|(_, b)| b.clone())
+            .collect::<Vec<_>>()
+    };
+    // A reader is refused politely, and nothing else happens.
+    let c = issue_comment("reader", "User", 7, "/swarm retry feature");
+    assert_eq!(
+        deliver(r.port, "issue_comment", "c-1", &c, signed(&c))
+            .await
+            .0,
+        202
+    );
+    wait("the refusal", Duration::from_secs(10), || async {
+        replies(&github)
+            .iter()
+            .any(|b| b.contains("@reader") && b.contains("write access"))
+    })
+    .await;
+    assert_eq!(
+        s.task("webapp", "feature")
+            .await
+            .unwrap()
+            .unwrap()
+            .generation,
+        1
+    );
+    // A bot's comment never triggers anything.
+    let c = issue_comment("other-bot[bot]", "Bot", 7, "/swarm retry feature");
+    assert_eq!(
+        deliver(r.port, "issue_comment", "c-2", &c, signed(&c))
+            .await
+            .0,
+        202
+    );
+    // A writer's retry runs the task again.
+    let c = issue_comment("writer", "User", 7, "Looks off.\n/swarm retry feature");
+    assert_eq!(
+        deliver(r.port, "issue_comment", "c-3", &c, signed(&c))
+            .await
+            .0,
+        202
+    );
+    wait("the retry", Duration::from_secs(10), || async {
+        s.task("webapp", "feature")
+            .await
+            .unwrap()
+            .unwrap()
+            .generation
+            == 2
+    })
+    .await;
+    wait("the answer", Duration::from_secs(10), || async {
+        replies(&github)
+            .iter()
+            .any(|b| b.contains("@writer") && b.contains("runs again"))
+    })
+    .await;
+    let all = replies(&github);
+    assert_eq!(
+        all.len(),
+        2,
+        "one refusal, one answer, nothing for the bot: {all:?}"
+    );
+    // Status: a table of tasks.
+    let c = issue_comment("writer", "User", 7, "/swarm status");
+    deliver(r.port, "issue_comment", "c-4", &c, signed(&c)).await;
+    wait("the status answer", Duration::from_secs(10), || async {
+        replies(&github).iter().any(|b| b.contains("| `feature` |"))
+    })
+    .await;
+    let seen_permissions = github
+        .hub()
+        .seen
+        .iter()
+        .filter(|x| x.path.contains("/permission"))
+        .count();
+    assert_eq!(seen_permissions, 2, "permissions are cached per person");
+
+    // The engine's own comments start nothing, whoever GitHub says wrote them.
+    let own = all[0].clone();
+    let c = issue_comment("writer", "User", 7, &own);
+    deliver(r.port, "issue_comment", "c-5", &c, signed(&c)).await;
+    // A plain request on a swarm pull request wakes the project manager with it.
+    let c = issue_comment("writer", "User", 7, "@swarm the tests fail on empty input");
+    deliver(r.port, "issue_comment", "c-6", &c, signed(&c)).await;
+    wait("the request's answer", Duration::from_secs(10), || async {
+        replies(&github)
+            .iter()
+            .any(|b| b.contains("project manager will look"))
+    })
+    .await;
+    let activation = s
+        .list(&coding_swarm::store::TaskFilter::default())
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|t| t.origin == "engine")
+        .expect("an activation");
+    let items = activation.context.unwrap().0;
+    assert!(
+        matches!(&items[0], coding_swarm::engine::green::ActivationItem::Request { pull_request: 7, branch, task: Some(t), author, body }
+        if branch == "swarm/feature" && t == "feature" && author == "writer" && body == "the tests fail on empty input"),
+        "{items:?}"
+    );
+    assert_eq!(
+        replies(&github).len(),
+        4,
+        "nothing for the engine's own comment"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tasks_comment_is_edited_in_place_also_across_a_restart() {
+    let github = GitHubServer::start().await;
+    github.hub().pulls.insert(7, "swarm/feature".into());
+    github
+        .hub()
+        .permissions
+        .insert("writer".into(), "admin".into());
+    let repo = repo_with_task();
+    let git = GitHttpServer::start(repo.dir.path().to_path_buf(), GIT_TOKEN).await;
+    let mut r = engine(
+        &github,
+        &git,
+        "sleep 1; echo changed > out.txt; echo did it",
+    )
+    .await;
+    let s = store(&r).await;
+    let on_pr = |github: &GitHubServer| {
+        github
+            .hub()
+            .comments
+            .values()
+            .filter(|(n, b)| *n == 7 && b.contains("coding-swarm:task=webapp/feature"))
+            .map(|(_, b)| b.clone())
+            .collect::<Vec<_>>()
+    };
+    wait("the final comment", Duration::from_secs(30), || async {
+        on_pr(&github).iter().any(|b| b.contains("**Succeeded**"))
+    })
+    .await;
+    let sha = s
+        .task("webapp", "feature")
+        .await
+        .unwrap()
+        .unwrap()
+        .result()
+        .unwrap()
+        .commit_sha
+        .clone()
+        .unwrap();
+    wait("the commit status", Duration::from_secs(10), || async {
+        github.hub().statuses.iter().any(|(at, st)| {
+            *at == sha && st["context"] == "swarm/feature" && st["state"] == "success"
+        })
+    })
+    .await;
+    assert_eq!(on_pr(&github).len(), 1);
+    let patches = github
+        .hub()
+        .seen
+        .iter()
+        .filter(|x| x.method == "PATCH")
+        .count();
+    let posts = github
+        .hub()
+        .seen
+        .iter()
+        .filter(|x| x.method == "POST" && x.path.contains("/issues/7/comments"))
+        .count();
+    assert_eq!(posts, 1, "created once");
+    assert!(patches >= 1, "then edited");
+
+    // Restart, with the engine's memory of the comment gone: the marker finds it again.
+    let _ = r.child.kill();
+    let _ = r.child.wait();
+    {
+        let db = format!("sqlite://{}", r.dir.path().join("d/swarm.db").display());
+        let mut c = <sqlx::SqliteConnection as sqlx::Connection>::connect(&db)
+            .await
+            .unwrap();
+        sqlx::query("DELETE FROM github_comments")
+            .execute(&mut c)
+            .await
+            .unwrap();
+    }
+    r.child = start(r.dir.path());
+    let out = Command::new(env!("CARGO_BIN_EXE_swarm"))
+        .args(["task", "retry", "webapp/feature", "--config", "swarm.toml"])
+        .current_dir(r.dir.path())
+        .stdout(Stdio::piped())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    wait(
+        "the second generation's final comment",
+        Duration::from_secs(40),
+        || async {
+            on_pr(&github)
+                .iter()
+                .any(|b| b.contains("generation 2") && b.contains("**Succeeded**"))
+        },
+    )
+    .await;
+    assert_eq!(on_pr(&github).len(), 1, "still one comment");
+    assert_eq!(
+        github
+            .hub()
+            .seen
+            .iter()
+            .filter(|x| x.method == "POST" && x.path.contains("/issues/7/comments"))
+            .count(),
+        1
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_secondary_rate_limit_delays_and_then_delivers() {
+    let github = GitHubServer::start().await;
+    github.hub().pulls.insert(7, "swarm/feature".into());
+    github.hub().refuse_writes.push_back((403, Some(2)));
+    let repo = repo_with_task();
+    let git = GitHttpServer::start(repo.dir.path().to_path_buf(), GIT_TOKEN).await;
+    let r = engine(&github, &git, "echo changed > out.txt; echo did it").await;
+    let on_pr = |github: &GitHubServer| {
+        github
+            .hub()
+            .comments
+            .values()
+            .filter(|(n, _)| *n == 7)
+            .map(|(_, b)| b.clone())
+            .collect::<Vec<_>>()
+    };
+    wait("the final comment", Duration::from_secs(40), || async {
+        on_pr(&github).iter().any(|b| b.contains("**Succeeded**"))
+    })
+    .await;
+    let seen = github.hub().seen.clone();
+    let writes: Vec<_> = seen
+        .iter()
+        .filter(|x| x.method == "POST" || x.method == "PATCH")
+        .collect();
+    let refused = writes[0].at;
+    let next = writes[1].at;
+    assert!(
+        next.duration_since(refused) >= Duration::from_millis(1900),
+        "waited {:?} after Retry-After: 2",
+        next.duration_since(refused)
+    );
+    let s = store(&r).await;
+    wait("an empty outbox", Duration::from_secs(10), || async {
+        s.outbox_all().await.unwrap().is_empty()
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_app_token_is_refreshed_when_it_expires() {
+    let github = GitHubServer::start().await;
+    github.hub().token_lifetime = 20; // inside octocrab's 30-second refresh margin
+    github.hub().permissions.insert("a".into(), "write".into());
+    github.hub().permissions.insert("b".into(), "read".into());
+    let key = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/github-app-test-key.pem"),
+    )
+    .unwrap();
+    std::env::set_var("SWARM_GITHUB_APP_KEY", key);
+    let cfg: coding_swarm::config::GitHubConfig =
+        toml::from_str(&format!("api_url = \"{}\"\napp_id = 12345\n", github.url)).unwrap();
+    let gh = coding_swarm::forge::GitHub::from_env(&cfg).unwrap();
+    assert_eq!(gh.permission("acme/webapp", "a").await.unwrap(), "write");
+    assert_eq!(gh.permission("acme/webapp", "b").await.unwrap(), "read");
+    let hub = github.hub();
+    assert_eq!(hub.tokens_issued, 2, "the expiring token was refreshed");
+    let token_requests: Vec<_> = hub
+        .seen
+        .iter()
+        .filter(|x| x.path.starts_with("/app/installations/77/access_tokens"))
+        .collect();
+    assert!(
+        token_requests
+            .iter()
+            .all(|x| x.auth.starts_with("Bearer ") && x.auth.matches('.').count() == 2),
+        "tokens are asked for with the App's JWT"
+    );
+    let api: Vec<_> = hub
+        .seen
+        .iter()
+        .filter(|x| x.path.contains("/permission"))
+        .collect();
+    assert!(
+        api[0].auth.contains("ghs_installation_token_1")
+            && api[1].auth.contains("ghs_installation_token_2"),
+        "{:?}",
+        api.iter().map(|x| &x.auth).collect::<Vec<_>>()
+    );
+}
