@@ -625,6 +625,14 @@ impl Config {
                 self.default_agent
             ));
         }
+        if let Some(g) = &self.github {
+            if g.mention.trim().len() < 2 || g.mention.contains(char::is_whitespace) {
+                return Err(format!(
+                    "github.mention: {:?} is not a mention like @swarm",
+                    g.mention
+                ));
+            }
+        }
         let caps = &self.epics;
         if caps.max_tasks == 0
             || caps.max_consecutive_failures == 0

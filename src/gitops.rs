@@ -385,3 +385,16 @@ pub fn changed_paths(
     }
     Ok(out)
 }
+
+/// A file's content at `commit` in a repository on disk, if it is there.
+pub fn read_file(repo: &Path, commit: &str, path: &str) -> Option<Vec<u8>> {
+    let repo = Repository::open(repo).ok()?;
+    let tree = repo
+        .find_commit(Oid::from_str(commit).ok()?)
+        .ok()?
+        .tree()
+        .ok()?;
+    let id = tree.get_path(Path::new(path)).ok()?.id();
+    let content = repo.find_blob(id).ok()?.content().to_vec();
+    Some(content)
+}

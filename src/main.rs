@@ -89,10 +89,13 @@ enum Command {
         #[command(subcommand)]
         command: EpicCommand,
     },
-    /// Inspect and steer tasks.
+    /// Inspect and steer tasks (in the database, or through a running engine with --api).
     Task {
         #[command(flatten)]
         config: ConfigArg,
+        /// Talk to a running engine's API (e.g. http://127.0.0.1:8080) instead of the database.
+        #[arg(long, env = "SWARM_API_URL", global = true)]
+        api: Option<String>,
         #[command(subcommand)]
         command: TaskCommand,
     },
@@ -120,7 +123,7 @@ enum EpicCommand {
 }
 
 #[derive(Subcommand)]
-enum TaskCommand {
+pub(crate) enum TaskCommand {
     /// List tasks.
     List {
         #[arg(long)]
@@ -165,6 +168,8 @@ enum TaskCommand {
     },
 }
 
+mod remote;
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let quiet = !matches!(cli.command, Command::Up { .. } | Command::Worker { .. });
@@ -183,6 +188,7 @@ fn init_tracing(quiet: bool) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
     tracing_subscriber::fmt()
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .with_target(false)
@@ -259,7 +265,14 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             );
             Ok(ExitCode::SUCCESS)
         }),
-        Command::Task { config, command } => tokio_main(task_command(config, command)),
+        Command::Task {
+            api: Some(url),
+            command,
+            ..
+        } => remote::task_command(&url, command),
+        Command::Task {
+            config, command, ..
+        } => tokio_main(task_command(config, command)),
         Command::Epic { config, command } => tokio_main(epic_command(config, command)),
     }
 }
@@ -323,7 +336,12 @@ async fn up(
     tracing::info!(database = %coding_swarm::config::redact_url(&config.database_url()), projects = config.projects.len(), runtime = ?config.runtime, "engine starting");
     // Health comes first: a standby engine waiting for the lock is alive, just not ready.
     let (delivery_tx, deliveries) = tokio::sync::mpsc::channel(1000);
-    let webhook = match (&config.github, std::env::var("SWARM_GITHUB_WEBHOOK_SECRET")) {
+    // Webhooks only when something reads them: [github] and a project on GitHub.
+    let on_github = config.projects.iter().any(|p| p.github_repo().is_some());
+    let webhook = match (
+        config.github.as_ref().filter(|_| on_github),
+        std::env::var("SWARM_GITHUB_WEBHOOK_SECRET"),
+    ) {
         (Some(_), Ok(secret)) if !secret.is_empty() => Some(coding_swarm::web::WebhookIn {
             secret: secret.into_bytes(),
             deliveries: delivery_tx,
@@ -334,11 +352,27 @@ async fn up(
         }
         _ => None,
     };
-    let web = (!once && !config.http.listen.is_empty()).then(|| coding_swarm::web::WebState {
-        webhook: webhook.clone(),
-        store: store.clone(),
-        metrics: Arc::default(),
-        runtime_ready: Arc::default(),
+    // Bound beyond this machine, the dashboard and API need a token.
+    let api_token = std::env::var("SWARM_API_TOKEN")
+        .ok()
+        .filter(|t| !t.is_empty());
+    if !once
+        && !config.http.listen.is_empty()
+        && !coding_swarm::web::auth::is_loopback(&config.http.listen)
+        && api_token.is_none()
+    {
+        bail!(
+            "http.listen = {:?} is reachable from other machines: set SWARM_API_TOKEN (every request then needs it), or listen on 127.0.0.1",
+            config.http.listen
+        );
+    }
+    let web = (!once && !config.http.listen.is_empty()).then(|| {
+        coding_swarm::web::WebState::new(
+            Arc::new(config.clone()),
+            store.clone(),
+            webhook.clone(),
+            api_token.clone(),
+        )
     });
     let (web_stop_tx, web_stop_rx) = tokio::sync::watch::channel(false);
     if let Some(state) = web.clone() {
@@ -488,8 +522,9 @@ async fn run_engine<R: coding_swarm::runtime::Runtime + Clone>(
     }
     if let Some(web) = web {
         engine = engine.with_metrics(web.metrics.clone());
+        let for_ready = runtime.clone();
         let ready: coding_swarm::web::ReadyCheck = Arc::new(move || {
-            let rt = runtime.clone();
+            let rt = for_ready.clone();
             Box::pin(async move {
                 coding_swarm::runtime::Runtime::ready(&rt)
                     .await
@@ -497,6 +532,20 @@ async fn run_engine<R: coding_swarm::runtime::Runtime + Clone>(
             })
         });
         let _ = web.runtime_ready.set(ready);
+        let rt = runtime.clone();
+        let logs: coding_swarm::web::LogsFn = Arc::new(move |run: String| {
+            let rt = rt.clone();
+            Box::pin(async move {
+                coding_swarm::runtime::Runtime::logs(&rt, &run)
+                    .await
+                    .map_err(|e| coding_swarm::engine::error_chain(&e))
+            })
+        });
+        let _ = web.runtime_logs.set(logs);
+        tokio::spawn(coding_swarm::web::api::publish_changes(
+            web.clone(),
+            stop.clone(),
+        ));
     }
     engine.metrics().leader.set(1);
     engine.run(RunOptions { once }, stop).await

@@ -41,9 +41,30 @@ fn duration(secs: f64) -> String {
     }
 }
 
-/// The status comment of a task.
+/// The status comment of a task, with links into github.com.
 pub fn comment_body(
     row: &TaskRow,
+    repo: &str,
+    default_branch: &str,
+    queue: Option<&QueuePlace>,
+) -> String {
+    comment_body_on(row, "https://github.com", repo, default_branch, queue)
+}
+
+/// The web address of a GitHub whose API is at `api_url` (GitHub Enterprise serves both from
+/// one host).
+pub fn web_url(api_url: &str) -> String {
+    let api = api_url.trim_end_matches('/');
+    if api == "https://api.github.com" {
+        return "https://github.com".into();
+    }
+    api.strip_suffix("/api/v3").unwrap_or(api).to_string()
+}
+
+/// [`comment_body`] with links into the GitHub at `web`.
+pub fn comment_body_on(
+    row: &TaskRow,
+    web: &str,
     repo: &str,
     default_branch: &str,
     queue: Option<&QueuePlace>,
@@ -125,7 +146,7 @@ pub fn comment_body(
         .and_then(|r| r.branch.clone())
         .unwrap_or_else(|| row.branch.clone());
     out.push_str(&format!(
-        "\nBranch [`{branch}`](https://github.com/{repo}/tree/{branch}) · status file [`.ai/status/{key}.yaml`](https://github.com/{repo}/blob/{default_branch}/.ai/status/{key}.yaml)\n",
+        "\nBranch [`{branch}`]({web}/{repo}/tree/{branch}) · status file [`.ai/status/{key}.yaml`]({web}/{repo}/blob/{default_branch}/.ai/status/{key}.yaml)\n",
         key = row.key
     ));
     out

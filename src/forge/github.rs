@@ -268,6 +268,21 @@ impl GitHub {
             .and_then(|p| p["number"].as_u64()))
     }
 
+    /// Whether any pull request, open or closed, has `branch` as its head.
+    pub async fn any_pull_for_branch(&self, repo: &str, branch: &str) -> Result<bool, ForgeError> {
+        let owner = repo.split('/').next().unwrap_or("");
+        let r = self
+            .call(
+                repo,
+                http::Method::GET,
+                &format!("/repos/{repo}/pulls?head={owner}:{branch}&state=all&per_page=1"),
+                None,
+            )
+            .await?;
+        expect_ok(&r, "find a pull request")?;
+        Ok(r.body.as_array().is_some_and(|a| !a.is_empty()))
+    }
+
     /// The head branch of pull request `number`.
     pub async fn pull_head(&self, repo: &str, number: u64) -> Result<String, ForgeError> {
         let r = self

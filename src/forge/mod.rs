@@ -23,6 +23,9 @@ use crate::spec::TaskState;
 use crate::store::{OutboxRow, Store, TaskRow};
 use webhook::{Command, Event};
 
+/// Failed writes (other than rate limits) are given up after this many tries (about 17 hours).
+const MAX_WRITE_ATTEMPTS: i32 = 15;
+
 /// A verified webhook delivery, waiting to be processed.
 #[derive(Debug, Clone)]
 pub struct Delivery {
@@ -76,7 +79,18 @@ impl Forge {
         // idempotent (comments are edited in place) and coalesced.
         let mut since = Utc::now() - chrono::Duration::days(1);
         let mut paused_until: Option<DateTime<Utc>> = None;
+        let mut cleaned = Utc::now() - chrono::Duration::days(1);
         loop {
+            if *shutdown.borrow() {
+                return;
+            }
+            if Utc::now() - cleaned > chrono::Duration::hours(1) {
+                cleaned = Utc::now();
+                let _ = self
+                    .store
+                    .forget_deliveries_before(cleaned - chrono::Duration::days(7))
+                    .await;
+            }
             let now = Utc::now();
             match self.observe(since).await {
                 Ok(()) => since = now - chrono::Duration::milliseconds(10),
@@ -119,7 +133,13 @@ impl Forge {
             .result()
             .and_then(|r| r.branch.clone())
             .unwrap_or_else(|| crate::engine::effective_branch(row, &project.default_branch));
-        let body = comment::comment_body(row, repo, &project.default_branch, queue.as_ref());
+        let body = comment::comment_body_on(
+            row,
+            &comment::web_url(&self.cfg.api_url),
+            repo,
+            &project.default_branch,
+            queue.as_ref(),
+        );
         let target = format!("{}/{}", row.project, row.key);
         self.store
             .outbox_put(
@@ -151,7 +171,8 @@ impl Forge {
                 .find(|l| !l.trim().is_empty())
                 .unwrap_or(&row.key);
             let pull = json!({"title": format!("swarm: {}", crate::spec::truncate(first.trim(), 80)), "head": branch, "base": row.base.clone().unwrap_or_else(|| project.default_branch.clone()),
-                "draft": true, "body": format!("Opened by coding-swarm for task `{}`.\n\n{}", row.key, row.result().and_then(|r| r.summary.clone()).unwrap_or_default())});
+                "draft": true, "body": format!("Opened by coding-swarm for task `{}`.\n\n{}", row.key, row.result().and_then(|r| r.summary.clone()).unwrap_or_default().replace('@', "@\u{200b}")),
+                "comment": {"key": row.key, "project": row.project, "branch": branch, "body": body}});
             self.store
                 .outbox_put(repo, "draft_pr", &target, &pull, now)
                 .await?;
@@ -185,6 +206,10 @@ impl Forge {
                     tracing::warn!(repo = %row.repo, "GitHub rate limit until {until}: {message}");
                     let _ = self.store.outbox_retry(row.id, until, &message).await;
                     return Some(until);
+                }
+                Err(e) if row.attempts >= MAX_WRITE_ATTEMPTS => {
+                    tracing::error!(repo = %row.repo, kind = %row.kind, target = %row.target, "giving up on a GitHub write after {} attempts: {}", row.attempts, crate::engine::error_chain(&e));
+                    let _ = self.store.outbox_done(&row).await;
                 }
                 Err(e) => {
                     let wait = chrono::Duration::seconds(2i64.pow((row.attempts as u32).min(9)));
@@ -356,13 +381,14 @@ impl Forge {
         author: &str,
         command: Command,
     ) -> String {
-        let permission =
-            match self.gh.permission(repo, author).await {
-                Ok(p) => p,
-                Err(e) => return format!(
+        let permission = match self.gh.permission(repo, author).await {
+            Ok(p) => p,
+            Err(e) => {
+                return format!(
                     "I could not check your permission on this repository ({e}), so I did nothing."
-                ),
-            };
+                )
+            }
+        };
         if !matches!(permission.as_str(), "admin" | "write" | "maintain") {
             return "sorry, only people with write access to this repository can ask the swarm for things. Nothing was done.".to_string();
         }
@@ -379,7 +405,9 @@ impl Forge {
                 Err(e) => format!("cannot stop `{key}`: {e}."),
             },
             Command::Status => {
-                let c = self.store.counts().await.unwrap_or_default();
+                let counts = self.store.counts_by_project().await.unwrap_or_default();
+                let n = |st: &str| counts.iter().find(|(p, s, _)| p == &project.name && s == st).map_or(0, |c| c.2);
+                let c = crate::store::Counts { pending: n("pending") as u64, running: n("running") as u64, completed: n("completed") as u64, report_due: 0 };
                 let tasks = self.store.list(&crate::store::TaskFilter { project: Some(project.name.clone()), limit: Some(20), ..Default::default() }).await.unwrap_or_default();
                 let mut out = format!("{} pending, {} running, {} completed.\n\n| task | addressee | state |\n|---|---|---|\n", c.pending, c.running, c.completed);
                 for t in tasks {

@@ -224,10 +224,33 @@ pub fn parse_command(body: &str, mention: &str) -> Option<Command> {
             });
         }
     }
+    // The mention as a word of its own: `@swarm`, not `@swarmbot` or `me@swarm.example`.
     let lower = body.to_ascii_lowercase();
-    lower
-        .find(&mention.to_ascii_lowercase())
-        .map(|i| Command::Request(body[i + mention.len()..].trim().to_string()))
+    let m = mention.to_ascii_lowercase();
+    if m.is_empty() {
+        return None;
+    }
+    let mut from = 0;
+    while let Some(i) = lower[from..].find(&m).map(|i| i + from) {
+        let before = lower[..i].chars().next_back();
+        let rest = &lower[i + m.len()..];
+        let starts = before.is_none_or(|c| c.is_whitespace() || matches!(c, '(' | '>' | '"'));
+        let ends = match rest.chars().next() {
+            None => true,
+            Some('.') => rest[1..].chars().next().is_none_or(char::is_whitespace),
+            Some(c) => !(c.is_alphanumeric() || matches!(c, '-' | '_' | '@')),
+        };
+        if starts && ends {
+            return Some(Command::Request(
+                body[i + m.len()..]
+                    .trim_start_matches([',', ':', '.'])
+                    .trim()
+                    .to_string(),
+            ));
+        }
+        from = i + m.len();
+    }
+    None
 }
 
 #[cfg(test)]
@@ -272,6 +295,12 @@ mod tests {
             Some(Command::Request("the tests fail on empty input".into()))
         );
         assert_eq!(parse_command("/swarmy retry x", "@swarm"), None);
+        assert_eq!(parse_command("ping @swarmbot about it", "@swarm"), None);
+        assert_eq!(parse_command("mail me@swarm.example.com", "@swarm"), None);
+        assert_eq!(
+            parse_command("@swarm, please add a test", "@swarm"),
+            Some(Command::Request("please add a test".into()))
+        );
         assert_eq!(parse_command("looks good to me", "@swarm"), None);
     }
 }

@@ -31,6 +31,13 @@ impl Store {
         Ok(n > 0)
     }
 
+    /// Forgets deliveries older than `before` (GitHub redelivers within days, not weeks).
+    pub async fn forget_deliveries_before(&self, before: DateTime<Utc>) -> Result<()> {
+        on_pool!(self, pool => sqlx::query("DELETE FROM webhook_deliveries WHERE received_at < $1").bind(before)
+            .execute(pool).await.map(|_| ()).map_err(q("forget old webhook deliveries")))?;
+        Ok(())
+    }
+
     pub async fn forget_delivery(&self, id: &str) -> Result<()> {
         on_pool!(self, pool => sqlx::query("DELETE FROM webhook_deliveries WHERE id = $1").bind(id)
             .execute(pool).await.map(|_| ()).map_err(q("forget a webhook delivery")))?;
@@ -140,5 +147,61 @@ impl Store {
                 }
             }),
         ))
+    }
+
+    /// Every task changed after `since` (for the dashboard's live updates).
+    pub async fn all_tasks_changed_since(
+        &self,
+        since: DateTime<Utc>,
+    ) -> Result<Vec<super::TaskRow>> {
+        let sql = format!(
+            "SELECT {} FROM tasks WHERE updated_at > $1 OR started_at > $1 OR completed_at > $1 ORDER BY id LIMIT 5000",
+            super::TASK_COLUMNS
+        );
+        on_pool!(self, pool => sqlx::query_as::<_, super::TaskRow>(&sql).bind(since).fetch_all(pool).await.map_err(q("read changed tasks")))
+    }
+
+    /// Task counts per project and status.
+    pub async fn counts_by_project(&self) -> Result<Vec<(String, String, i64)>> {
+        on_pool!(self, pool => sqlx::query_as("SELECT project, status, COUNT(*) FROM tasks GROUP BY project, status")
+            .fetch_all(pool).await.map_err(q("count tasks per project")))
+    }
+
+    /// Changes a pending task's priority (until its file next changes).
+    pub async fn set_priority(
+        &self,
+        project: &str,
+        key: &str,
+        priority: i32,
+        who: &str,
+        now: DateTime<Utc>,
+    ) -> Result<()> {
+        let row = self
+            .task(project, key)
+            .await?
+            .ok_or_else(|| super::StoreError::NotFound {
+                project: project.into(),
+                key: key.into(),
+            })?;
+        if row.state() != crate::spec::TaskState::Pending {
+            return Err(super::StoreError::Conflict {
+                project: project.into(),
+                key: key.into(),
+                status: row.status,
+                why: "only a pending task's priority can change",
+            });
+        }
+        on_pool!(self, pool => sqlx::query("UPDATE tasks SET priority = $3, updated_at = $4 WHERE project = $1 AND key = $2 AND status = 'pending'")
+            .bind(project).bind(key).bind(priority).bind(now)
+            .execute(pool).await.map(|_| ()).map_err(q("change a priority")))?;
+        self.log_event(
+            project,
+            key,
+            row.generation,
+            "priority",
+            &format!("priority {} -> {priority} by {who}", row.priority),
+            now,
+        )
+        .await
     }
 }

@@ -1,7 +1,10 @@
 //! The engine's HTTP server: `/healthz` (the process answers, from its start), `/readyz` (it
 //! leads, and the store and the runtime answer) and `/metrics` (Prometheus). I/O at the edge; handlers are thin.
 
+pub mod api;
+pub mod auth;
 pub mod metrics;
+pub mod pages;
 
 use std::future::Future;
 use std::pin::Pin;
@@ -28,20 +31,60 @@ pub struct WebhookIn {
     pub deliveries: tokio::sync::mpsc::Sender<crate::forge::Delivery>,
 }
 
+/// A run's log, as a boxed lookup (the runtime's type stays out of here).
+pub type LogsFn = Arc<
+    dyn Fn(String) -> Pin<Box<dyn Future<Output = Result<String, String>> + Send>> + Send + Sync,
+>;
+
 #[derive(Clone)]
 pub struct WebState {
     /// GitHub webhooks, when configured.
     pub webhook: Option<WebhookIn>,
     pub store: Store,
+    pub config: Arc<crate::config::Config>,
     pub metrics: Arc<Metrics>,
     /// Set once this engine leads and its runtime is up; until then it is not ready.
     pub runtime_ready: Arc<std::sync::OnceLock<ReadyCheck>>,
+    /// Set with the runtime: reads a run's log.
+    pub runtime_logs: Arc<std::sync::OnceLock<LogsFn>>,
+    /// Task changes, for the dashboard's live updates (JSON lines).
+    pub events: tokio::sync::broadcast::Sender<String>,
+    /// Required of every request when the server listens beyond this machine.
+    pub api_token: Option<String>,
+}
+
+impl WebState {
+    pub fn new(
+        config: Arc<crate::config::Config>,
+        store: Store,
+        webhook: Option<WebhookIn>,
+        api_token: Option<String>,
+    ) -> Self {
+        let (events, _) = tokio::sync::broadcast::channel(1024);
+        Self {
+            webhook,
+            store,
+            config,
+            metrics: Arc::default(),
+            runtime_ready: Arc::default(),
+            runtime_logs: Arc::default(),
+            events,
+            api_token,
+        }
+    }
 }
 
 /// Largest webhook body accepted (GitHub caps payloads at 25 MB; ours are far smaller).
 pub const MAX_WEBHOOK_BODY: usize = 5 * 1024 * 1024;
 
 pub fn router(state: WebState) -> Router {
+    let guarded = Router::new()
+        .merge(api::routes())
+        .merge(pages::routes())
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            auth::guard,
+        ));
     Router::new()
         .route(
             "/webhooks/github",
@@ -51,6 +94,8 @@ pub fn router(state: WebState) -> Router {
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
+        .route("/login", get(auth::login))
+        .merge(guarded)
         .with_state(state)
 }
 

@@ -4,8 +4,10 @@
 
 mod support;
 
+mod api;
 mod claude;
 mod cli;
+mod dashboard;
 mod deploy;
 mod engine;
 mod ghapi;

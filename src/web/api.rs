@@ -1,0 +1,432 @@
+//! The JSON API under the dashboard (and the CLI's remote mode): projects, tasks, events,
+//! logs, and the actions (epics, stop, retry, priority). Described by `schemas/openapi.json`.
+
+use std::convert::Infallible;
+use std::time::Duration;
+
+use axum::extract::rejection::JsonRejection;
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use chrono::Utc;
+use futures::Stream;
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+
+use super::WebState;
+use crate::spec::TaskState;
+use crate::store::{StoreError, TaskFilter, TaskRow};
+
+pub fn routes() -> Router<WebState> {
+    Router::new()
+        .route("/api/projects", get(projects))
+        .route("/api/projects/{project}/epics", post(submit_epic))
+        .route("/api/tasks", get(tasks))
+        .route("/api/tasks/{project}/{key}", get(task))
+        .route("/api/tasks/{project}/{key}/log", get(log))
+        .route("/api/tasks/{project}/{key}/stop", post(stop))
+        .route("/api/tasks/{project}/{key}/retry", post(retry))
+        .route("/api/tasks/{project}/{key}/priority", post(priority))
+        .route("/api/errors", get(errors))
+        .route("/api/events", get(events))
+}
+
+/// An API error: a status and a message naming what was wrong.
+pub struct ApiError(StatusCode, String);
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (self.0, Json(json!({"error": self.1}))).into_response()
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> Self {
+        let status = match &e {
+            StoreError::NotFound { .. } => StatusCode::NOT_FOUND,
+            StoreError::Conflict { .. } => StatusCode::CONFLICT,
+            _ => StatusCode::SERVICE_UNAVAILABLE,
+        };
+        ApiError(status, crate::engine::error_chain(&e))
+    }
+}
+
+type ApiResult<T> = Result<Json<T>, ApiError>;
+
+fn bad(message: impl Into<String>) -> ApiError {
+    ApiError(StatusCode::BAD_REQUEST, message.into())
+}
+
+fn body<T>(b: Result<Json<T>, JsonRejection>) -> Result<T, ApiError> {
+    b.map(|Json(v)| v)
+        .map_err(|e| bad(format!("the request body: {}", e.body_text())))
+}
+
+#[derive(Serialize)]
+pub struct ProjectView {
+    name: String,
+    repo: String,
+    default_branch: String,
+    synced_commit: Option<String>,
+    synced_at: Option<chrono::DateTime<Utc>>,
+    sync_error: Option<String>,
+    pending: i64,
+    running: i64,
+    completed: i64,
+    running_tasks: Vec<String>,
+    plan_done: usize,
+    plan_total: usize,
+    epics: Vec<crate::store::EpicRow>,
+    bad_files: usize,
+}
+
+/// `- [x]` and `- [ ]` items of a plan.
+pub fn plan_progress(plan: &str) -> (usize, usize) {
+    let mut done = 0;
+    let mut total = 0;
+    for line in plan.lines().map(str::trim_start) {
+        let rest = line.strip_prefix("- ").or_else(|| line.strip_prefix("* "));
+        match rest.map(|r| r.get(..3)) {
+            Some(Some("[x]" | "[X]")) => {
+                done += 1;
+                total += 1;
+            }
+            Some(Some("[ ]")) => total += 1,
+            _ => {}
+        }
+    }
+    (done, total)
+}
+
+async fn projects(State(s): State<WebState>) -> ApiResult<Vec<ProjectView>> {
+    let rows = s.store.projects().await?;
+    let counts = s.store.counts_by_project().await?;
+    let errors = s.store.spec_errors(None).await?;
+    let running = s.store.running().await?;
+    let mut out = Vec::new();
+    for p in &s.config.projects {
+        let row = rows.iter().find(|r| r.name == p.name);
+        let count = |status: &str| {
+            counts
+                .iter()
+                .find(|(pr, st, _)| pr == &p.name && st == status)
+                .map_or(0, |c| c.2)
+        };
+        let synced = row.and_then(|r| r.synced_commit.clone());
+        let (plan_done, plan_total) = match &synced {
+            Some(c) => {
+                let cache = crate::sync::cache_path(&s.config.data_dir, &p.name);
+                let commit = c.clone();
+                let text = tokio::task::spawn_blocking(move || {
+                    crate::gitops::read_file(&cache, &commit, crate::spec::PLAN_FILE)
+                })
+                .await
+                .ok()
+                .flatten();
+                text.map(|t| plan_progress(&String::from_utf8_lossy(&t)))
+                    .unwrap_or((0, 0))
+            }
+            None => (0, 0),
+        };
+        out.push(ProjectView {
+            name: p.name.clone(),
+            repo: crate::config::redact_url(&p.repo),
+            default_branch: p.default_branch.clone(),
+            synced_commit: synced,
+            synced_at: row.and_then(|r| r.synced_at),
+            sync_error: row.and_then(|r| r.sync_error.clone()),
+            pending: count("pending"),
+            running: count("running"),
+            completed: count("completed"),
+            running_tasks: running
+                .iter()
+                .filter(|t| t.project == p.name)
+                .map(|t| t.key.clone())
+                .collect(),
+            plan_done,
+            plan_total,
+            epics: s.store.epics(Some(&p.name)).await?,
+            bad_files: errors.iter().filter(|e| e.project == p.name).count(),
+        });
+    }
+    Ok(Json(out))
+}
+
+#[derive(Serialize)]
+pub struct TaskView {
+    #[serde(flatten)]
+    task: TaskRow,
+    /// For a pending task: what it waits for.
+    waiting: Option<String>,
+}
+
+/// What a pending task waits for, in words.
+async fn waiting(s: &WebState, t: &TaskRow) -> Result<Option<String>, StoreError> {
+    if t.state() != TaskState::Pending {
+        return Ok(None);
+    }
+    if let Some(nb) = t.not_before.filter(|nb| *nb > Utc::now()) {
+        return Ok(Some(format!(
+            "waits until {} (a retry or a usage limit)",
+            nb.format("%H:%M:%S UTC")
+        )));
+    }
+    let agent = t
+        .agent
+        .clone()
+        .unwrap_or_else(|| s.config.default_agent.clone());
+    if let Some((_, until, _)) = s
+        .store
+        .agent_pauses(Utc::now())
+        .await?
+        .into_iter()
+        .find(|(a, _, _)| *a == agent)
+    {
+        return Ok(Some(format!(
+            "usage limit of agent {agent} until {}",
+            until.format("%H:%M:%S UTC")
+        )));
+    }
+    let (place, behind) = s.store.queue_place(t).await?;
+    if let Some(b) = behind {
+        return Ok(Some(format!("behind {b} (running for {})", t.addressee)));
+    }
+    if place > 1 {
+        return Ok(Some(format!(
+            "place {place} in the queue of {}",
+            t.addressee
+        )));
+    }
+    let c = s.store.counts().await?;
+    if c.running as u32 >= s.config.limits.max_running {
+        return Ok(Some(format!(
+            "the concurrency limit ({} running)",
+            c.running
+        )));
+    }
+    Ok(Some("next to run".into()))
+}
+
+#[derive(Deserialize)]
+pub struct TaskQuery {
+    project: Option<String>,
+    status: Option<String>,
+    addressee: Option<String>,
+    epic: Option<String>,
+    limit: Option<u32>,
+    offset: Option<u32>,
+}
+
+#[derive(Serialize)]
+pub struct TaskPage {
+    tasks: Vec<TaskView>,
+    /// The offset of the next page, when there may be one.
+    next_offset: Option<u32>,
+}
+
+async fn tasks(State(s): State<WebState>, Query(q): Query<TaskQuery>) -> ApiResult<TaskPage> {
+    let status = match q.status.as_deref().filter(|v| !v.is_empty()) {
+        None => None,
+        Some(v) => Some(TaskState::parse(v).ok_or_else(|| {
+            bad(format!(
+                "status {v:?}: expected pending, running or completed"
+            ))
+        })?),
+    };
+    let limit = q.limit.unwrap_or(100).clamp(1, 500);
+    let offset = q.offset.unwrap_or(0);
+    let empty = |v: Option<String>| v.filter(|v| !v.is_empty());
+    let filter = TaskFilter {
+        project: empty(q.project),
+        status,
+        addressee: empty(q.addressee),
+        epic: empty(q.epic),
+        limit: Some(limit),
+        offset: Some(offset),
+    };
+    let rows = s.store.list(&filter).await?;
+    let next_offset = (rows.len() as u32 == limit).then_some(offset + limit);
+    let mut tasks = Vec::with_capacity(rows.len());
+    for t in rows {
+        let w = waiting(&s, &t).await?;
+        tasks.push(TaskView {
+            task: t,
+            waiting: w,
+        });
+    }
+    Ok(Json(TaskPage { tasks, next_offset }))
+}
+
+async fn find(s: &WebState, project: &str, key: &str) -> Result<TaskRow, ApiError> {
+    s.store
+        .task(project, key)
+        .await?
+        .ok_or_else(|| ApiError(StatusCode::NOT_FOUND, format!("no task {project}/{key}")))
+}
+
+async fn task(
+    State(s): State<WebState>,
+    Path((project, key)): Path<(String, String)>,
+) -> ApiResult<serde_json::Value> {
+    let t = find(&s, &project, &key).await?;
+    let events = s.store.events(&project, &key).await?;
+    let w = waiting(&s, &t).await?;
+    let repo = s.config.project(&project).and_then(|p| p.github_repo());
+    Ok(Json(
+        json!({"task": t, "waiting": w, "events": events, "github": repo}),
+    ))
+}
+
+async fn log(
+    State(s): State<WebState>,
+    Path((project, key)): Path<(String, String)>,
+) -> Result<String, ApiError> {
+    let t = find(&s, &project, &key).await?;
+    if t.attempts == 0 {
+        return Ok(String::new());
+    }
+    let Some(logs) = s.runtime_logs.get() else {
+        return Err(ApiError(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the runtime is not up yet".into(),
+        ));
+    };
+    let name = crate::runtime::run_name(&t.project, &t.key, t.generation, t.attempts);
+    // Logs are agent output: redacted by the worker already, and shown as text.
+    logs(name)
+        .await
+        .map_err(|e| ApiError(StatusCode::NOT_FOUND, e))
+}
+
+fn who(headers: &axum::http::HeaderMap) -> String {
+    headers
+        .get("x-swarm-user")
+        .and_then(|v| v.to_str().ok())
+        .map(|u| format!("{u} (dashboard)"))
+        .unwrap_or_else(|| "the dashboard".into())
+}
+
+async fn stop(
+    State(s): State<WebState>,
+    headers: axum::http::HeaderMap,
+    Path((project, key)): Path<(String, String)>,
+) -> ApiResult<serde_json::Value> {
+    let was = s
+        .store
+        .request_stop(&project, &key, &who(&headers), Utc::now())
+        .await?;
+    Ok(Json(
+        json!({"was": was.as_str(), "stopping": was == TaskState::Running}),
+    ))
+}
+
+async fn retry(
+    State(s): State<WebState>,
+    headers: axum::http::HeaderMap,
+    Path((project, key)): Path<(String, String)>,
+) -> ApiResult<serde_json::Value> {
+    let generation = s
+        .store
+        .retry(&project, &key, &who(&headers), Utc::now())
+        .await?;
+    Ok(Json(json!({"generation": generation})))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PriorityBody {
+    priority: i64,
+}
+
+async fn priority(
+    State(s): State<WebState>,
+    headers: axum::http::HeaderMap,
+    Path((project, key)): Path<(String, String)>,
+    b: Result<Json<PriorityBody>, JsonRejection>,
+) -> ApiResult<serde_json::Value> {
+    let b = body(b)?;
+    let p = crate::spec::Priority::new(b.priority).map_err(bad)?;
+    s.store
+        .set_priority(&project, &key, p.get(), &who(&headers), Utc::now())
+        .await?;
+    Ok(Json(json!({"priority": p.get()})))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EpicBody {
+    text: String,
+    #[serde(default)]
+    name: Option<String>,
+}
+
+async fn submit_epic(
+    State(s): State<WebState>,
+    Path(project): Path<String>,
+    b: Result<Json<EpicBody>, JsonRejection>,
+) -> Result<(StatusCode, Json<crate::epic::SubmittedEpic>), ApiError> {
+    let b = body(b)?;
+    if b.text.trim().is_empty() {
+        return Err(bad("text: an epic needs a description"));
+    }
+    let name = b.name.filter(|n| !n.trim().is_empty());
+    match crate::epic::submit(&s.config, &project, &b.text, name.as_deref()).await {
+        Ok(e) => Ok((StatusCode::CREATED, Json(e))),
+        Err(e @ crate::epic::EpicError::NoProject(_)) => {
+            Err(ApiError(StatusCode::NOT_FOUND, e.to_string()))
+        }
+        Err(e @ (crate::epic::EpicError::Text(_) | crate::epic::EpicError::Name { .. })) => {
+            Err(bad(e.to_string()))
+        }
+        Err(e) => Err(ApiError(
+            StatusCode::BAD_GATEWAY,
+            crate::engine::error_chain(&e),
+        )),
+    }
+}
+
+async fn errors(State(s): State<WebState>) -> ApiResult<Vec<crate::store::SpecErrorRow>> {
+    Ok(Json(s.store.spec_errors(None).await?))
+}
+
+async fn events(
+    State(s): State<WebState>,
+) -> Sse<impl Stream<Item = Result<SseEvent, Infallible>>> {
+    let rx = s.events.subscribe();
+    let stream = futures::stream::unfold(rx, |mut rx| async move {
+        loop {
+            match rx.recv().await {
+                Ok(data) => return Some((Ok(SseEvent::default().event("task").data(data)), rx)),
+                Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {
+                    return Some((Ok(SseEvent::default().event("resync").data("{}")), rx));
+                }
+                Err(_) => return None,
+            }
+        }
+    });
+    Sse::new(stream).keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
+}
+
+/// Publishes task changes to the dashboard's event stream, until `shutdown`.
+pub async fn publish_changes(s: WebState, mut shutdown: tokio::sync::watch::Receiver<bool>) {
+    let mut since = Utc::now();
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_millis(250)) => {}
+            _ = shutdown.changed() => return,
+        }
+        let now = Utc::now();
+        match s.store.all_tasks_changed_since(since).await {
+            Ok(rows) => {
+                since = now - chrono::Duration::milliseconds(5);
+                for t in rows {
+                    let _ = s.events.send(json!({"project": t.project, "key": t.key, "status": t.status, "generation": t.generation}).to_string());
+                }
+            }
+            Err(e) => tracing::warn!("cannot read task changes for the dashboard: {e}"),
+        }
+    }
+}
