@@ -397,14 +397,11 @@ async fn events(
 ) -> Sse<impl Stream<Item = Result<SseEvent, Infallible>>> {
     let rx = s.events.subscribe();
     let stream = futures::stream::unfold(rx, |mut rx| async move {
-        loop {
-            match rx.recv().await {
-                Ok(data) => return Some((Ok(SseEvent::default().event("task").data(data)), rx)),
-                Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {
-                    return Some((Ok(SseEvent::default().event("resync").data("{}")), rx));
-                }
-                Err(_) => return None,
-            }
+        match rx.recv().await {
+            Ok(data) => Some((Ok(SseEvent::default().event("task").data(data)), rx)),
+            // The client fell behind: it reloads what it shows.
+            Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => Some((Ok(SseEvent::default().event("resync").data("{}")), rx)),
+            Err(_) => None,
         }
     });
     Sse::new(stream).keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
