@@ -637,7 +637,8 @@ impl Config {
         if caps.max_tasks == 0
             || caps.max_consecutive_failures == 0
             || caps.max_activations == 0
-            || caps.max_spend_usd.is_nan() || caps.max_spend_usd <= 0.0
+            || caps.max_spend_usd.is_nan()
+            || caps.max_spend_usd <= 0.0
         {
             return Err("epics: every cap (max_tasks, max_consecutive_failures, max_activations, max_spend_usd) must be above 0".into());
         }

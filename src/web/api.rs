@@ -400,7 +400,9 @@ async fn events(
         match rx.recv().await {
             Ok(data) => Some((Ok(SseEvent::default().event("task").data(data)), rx)),
             // The client fell behind: it reloads what it shows.
-            Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => Some((Ok(SseEvent::default().event("resync").data("{}")), rx)),
+            Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {
+                Some((Ok(SseEvent::default().event("resync").data("{}")), rx))
+            }
             Err(_) => None,
         }
     });
