@@ -371,3 +371,97 @@ async fn force_push_and_lost_cache(backend: Backend) {
     assert!(state(s, "late").await.is_some());
     db.drop_db().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreachable_remote_is_a_visible_error_and_then_recovers() {
+    use coding_swarm::engine::{Engine, RunOptions};
+    let db = TestDb::sqlite().await;
+    let data = tempfile::tempdir().unwrap();
+    let repo = TestRepo::new();
+    repo.commit(
+        &[(".ai/tasks/before.yaml", Some("addressee: w\nprompt: p\n"))],
+        "before",
+    );
+    let text = format!(
+        "data_dir = {:?}\ndatabase_url = {:?}\ndefault_agent = \"sh\"\npoll_interval = \"400ms\"\n[agents.sh]\ncommand = [\"true\"]\n[[projects]]\nname = \"proj\"\nrepo = {:?}\n",
+        data.path().display().to_string(),
+        db.url,
+        repo.url()
+    );
+    let cfg = coding_swarm::config::Config::parse(&text, "test", data.path(), std::iter::empty())
+        .unwrap();
+    let engine = Engine::new(cfg, db.store.clone(), env!("CARGO_BIN_EXE_swarm").into());
+    let (stop, rx) = tokio::sync::watch::channel(false);
+    let handle = tokio::spawn(engine.run(RunOptions { once: false }, rx));
+    let s = db.store.clone();
+    let wait =
+        |what: &'static str,
+         f: Box<dyn Fn(Option<coding_swarm::store::ProjectRow>) -> bool + Send>| {
+            let s = s.clone();
+            async move {
+                let start = std::time::Instant::now();
+                loop {
+                    if f(s.project("proj").await.unwrap()) {
+                        return;
+                    }
+                    assert!(
+                        start.elapsed() < std::time::Duration::from_secs(30),
+                        "timed out waiting for {what}"
+                    );
+                    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                }
+            }
+        };
+    wait(
+        "the first sync",
+        Box::new(|p| p.is_some_and(|p| p.synced_commit.is_some())),
+    )
+    .await;
+
+    // The remote goes away: the error is recorded for people, nothing else changes.
+    let moved = repo.dir.path().join("gone.git");
+    std::fs::rename(repo.path(), &moved).unwrap();
+    wait(
+        "a sync error",
+        Box::new(|p| p.is_some_and(|p| p.sync_error.is_some())),
+    )
+    .await;
+    let error = s
+        .project("proj")
+        .await
+        .unwrap()
+        .unwrap()
+        .sync_error
+        .unwrap();
+    assert!(
+        error.contains("proj") && error.contains("remote.git"),
+        "{error}"
+    );
+    assert!(
+        s.task("proj", "before").await.unwrap().is_some(),
+        "known tasks stay"
+    );
+
+    // It comes back with new work: synced, the error cleared.
+    std::fs::rename(&moved, repo.path()).unwrap();
+    repo.commit(
+        &[(".ai/tasks/after.yaml", Some("addressee: w2\nprompt: p\n"))],
+        "after",
+    );
+    wait(
+        "the recovery",
+        Box::new(|p| p.is_some_and(|p| p.sync_error.is_none())),
+    )
+    .await;
+    let start = std::time::Instant::now();
+    while s.task("proj", "after").await.unwrap().is_none() {
+        assert!(
+            start.elapsed() < std::time::Duration::from_secs(30),
+            "the new task never synced"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    stop.send(true).unwrap();
+    handle.await.unwrap().unwrap();
+    db.drop_db().await;
+}
