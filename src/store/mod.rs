@@ -849,6 +849,16 @@ impl Store {
         on_pool!(self, pool => sqlx::query_as::<_, TaskRow>(&sql).bind(project).bind(key).fetch_optional(pool).await.map_err(q("read a task")))
     }
 
+    /// The task, or `NotFound` naming it.
+    pub async fn existing(&self, project: &str, key: &str) -> Result<TaskRow> {
+        self.task(project, key)
+            .await?
+            .ok_or_else(|| StoreError::NotFound {
+                project: project.into(),
+                key: key.into(),
+            })
+    }
+
     /// Tasks with this key in any project.
     pub async fn tasks_with_key(&self, key: &str) -> Result<Vec<TaskRow>> {
         let sql = format!("SELECT {TASK_COLUMNS} FROM tasks WHERE key = $1 ORDER BY project");
@@ -902,13 +912,7 @@ impl Store {
         who: &str,
         now: DateTime<Utc>,
     ) -> Result<TaskState> {
-        let row = self
-            .task(project, key)
-            .await?
-            .ok_or_else(|| StoreError::NotFound {
-                project: project.into(),
-                key: key.into(),
-            })?;
+        let row = self.existing(project, key).await?;
         let state = row.state();
         match state {
             TaskState::Completed => {
@@ -955,13 +959,7 @@ impl Store {
         who: &str,
         now: DateTime<Utc>,
     ) -> Result<i32> {
-        let row = self
-            .task(project, key)
-            .await?
-            .ok_or_else(|| StoreError::NotFound {
-                project: project.into(),
-                key: key.into(),
-            })?;
+        let row = self.existing(project, key).await?;
         if row.state() != TaskState::Completed {
             return Err(StoreError::Conflict {
                 project: project.into(),
