@@ -23,7 +23,8 @@ use crate::spec::TaskState;
 use crate::store::{OutboxRow, Store, TaskRow};
 use webhook::{Command, Event};
 
-/// Failed writes (other than rate limits) are given up after this many tries (about 17 hours).
+/// Failed writes (rate-limit waits do not count) are given up after this many tries: with the
+/// doubling backoff, capped at 512 s, about an hour.
 const MAX_WRITE_ATTEMPTS: i32 = 15;
 
 /// A verified webhook delivery, waiting to be processed.
@@ -204,7 +205,10 @@ impl Forge {
                 }
                 Err(ForgeError::RateLimited { until, message }) => {
                     tracing::warn!(repo = %row.repo, "GitHub rate limit until {until}: {message}");
-                    let _ = self.store.outbox_retry(row.id, until, &message).await;
+                    let _ = self
+                        .store
+                        .outbox_retry(row.id, until, &message, false)
+                        .await;
                     return Some(until);
                 }
                 Err(e) if row.attempts >= MAX_WRITE_ATTEMPTS => {
@@ -217,7 +221,7 @@ impl Forge {
                     tracing::warn!(repo = %row.repo, kind = %row.kind, "GitHub write failed, retrying in {wait}: {text}");
                     let _ = self
                         .store
-                        .outbox_retry(row.id, Utc::now() + wait, &text)
+                        .outbox_retry(row.id, Utc::now() + wait, &text, true)
                         .await;
                 }
             }
@@ -280,15 +284,20 @@ impl Forge {
                 Ok(true)
             }
             "draft_pr" => {
-                if self
-                    .gh
-                    .pull_for_branch(&row.repo, &s("head"))
-                    .await?
-                    .is_some()
-                {
+                // Open or closed: a pull request a person closed is not opened again.
+                if self.gh.any_pull_for_branch(&row.repo, &s("head")).await? {
                     return Ok(false);
                 }
-                self.gh.create_pull(&row.repo, p).await?;
+                let mut pull = p.clone();
+                let comment = pull.as_object_mut().and_then(|o| o.remove("comment"));
+                self.gh.create_pull(&row.repo, &pull).await?;
+                // The task's status comment goes onto the new pull request.
+                if let Some(c) = comment {
+                    let _ = self
+                        .store
+                        .outbox_put(&row.repo, "comment", &row.target, &c, Utc::now())
+                        .await;
+                }
                 Ok(true)
             }
             other => {

@@ -85,10 +85,17 @@ impl Store {
         Ok(())
     }
 
-    /// A write failed: try again at `due_at`.
-    pub async fn outbox_retry(&self, id: i64, due_at: DateTime<Utc>, error: &str) -> Result<()> {
-        on_pool!(self, pool => sqlx::query("UPDATE github_outbox SET due_at = $2, attempts = attempts + 1, last_error = $3 WHERE id = $1")
-            .bind(id).bind(due_at).bind(error)
+    /// A write failed: try again at `due_at`. `counts` is false for a rate-limit wait, which
+    /// is GitHub's pace, not a failure of the write.
+    pub async fn outbox_retry(
+        &self,
+        id: i64,
+        due_at: DateTime<Utc>,
+        error: &str,
+        counts: bool,
+    ) -> Result<()> {
+        on_pool!(self, pool => sqlx::query("UPDATE github_outbox SET due_at = $2, attempts = attempts + $4, last_error = $3 WHERE id = $1")
+            .bind(id).bind(due_at).bind(error).bind(counts as i32)
             .execute(pool).await.map(|_| ()).map_err(q("reschedule a GitHub write")))?;
         Ok(())
     }
@@ -176,13 +183,7 @@ impl Store {
         who: &str,
         now: DateTime<Utc>,
     ) -> Result<()> {
-        let row = self
-            .task(project, key)
-            .await?
-            .ok_or_else(|| super::StoreError::NotFound {
-                project: project.into(),
-                key: key.into(),
-            })?;
+        let row = self.existing(project, key).await?;
         if row.state() != crate::spec::TaskState::Pending {
             return Err(super::StoreError::Conflict {
                 project: project.into(),
@@ -191,9 +192,18 @@ impl Store {
                 why: "only a pending task's priority can change",
             });
         }
-        on_pool!(self, pool => sqlx::query("UPDATE tasks SET priority = $3, updated_at = $4 WHERE project = $1 AND key = $2 AND status = 'pending'")
+        let changed = on_pool!(self, pool => sqlx::query("UPDATE tasks SET priority = $3, updated_at = $4 WHERE project = $1 AND key = $2 AND status = 'pending'")
             .bind(project).bind(key).bind(priority).bind(now)
-            .execute(pool).await.map(|_| ()).map_err(q("change a priority")))?;
+            .execute(pool).await.map(|r| r.rows_affected()).map_err(q("change a priority")))?;
+        if changed == 0 {
+            // Claimed between the look and the change.
+            return Err(super::StoreError::Conflict {
+                project: project.into(),
+                key: key.into(),
+                status: "running".into(),
+                why: "only a pending task's priority can change",
+            });
+        }
         self.log_event(
             project,
             key,

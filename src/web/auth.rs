@@ -55,7 +55,39 @@ fn same(a: &str, b: &str) -> bool {
     mac(a).verify_slice(&mac(b).finalize().into_bytes()).is_ok()
 }
 
+/// Whether the request names this machine as its host: on a loopback bind without a token,
+/// this stops a web page from reaching the dashboard through DNS rebinding.
+fn local_host(req: &Request) -> bool {
+    let Some(host) = req
+        .headers()
+        .get(header::HOST)
+        .and_then(|v| v.to_str().ok())
+    else {
+        return true;
+    };
+    let name = if host.starts_with('[') {
+        host.split(']')
+            .next()
+            .map(|h| format!("{h}]"))
+            .unwrap_or_default()
+    } else {
+        host.split(':').next().unwrap_or("").to_string()
+    };
+    name == "localhost"
+        || name
+            .trim_matches(['[', ']'])
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
+}
+
 pub async fn guard(State(s): State<WebState>, req: Request, next: Next) -> Response {
+    if s.api_token.is_none() && !local_host(&req) {
+        return (
+            StatusCode::FORBIDDEN,
+            "without SWARM_API_TOKEN, the dashboard answers only to localhost\n",
+        )
+            .into_response();
+    }
     if let Some(expected) = &s.api_token {
         match token_of(&req) {
             Some(t) if same(&t, expected) => {}

@@ -123,6 +123,23 @@ async fn health_readiness_and_metrics_of_a_running_engine() {
         "{metrics}"
     );
     assert_eq!(get(&format!("{base}/healthz")).await.unwrap().0, 200);
+    // Without a token the dashboard answers only to this machine's names (no DNS rebinding).
+    assert_eq!(get(&format!("{base}/api/projects")).await.unwrap().0, 200);
+    let rebound = {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .unwrap();
+        s.write_all(
+            b"GET /api/projects HTTP/1.1\r\nHost: attacker.example:80\r\nConnection: close\r\n\r\n",
+        )
+        .await
+        .unwrap();
+        let mut buf = Vec::new();
+        s.read_to_end(&mut buf).await.unwrap();
+        String::from_utf8_lossy(&buf).to_string()
+    };
+    assert!(rebound.starts_with("HTTP/1.1 403"), "{rebound}");
     assert_eq!(
         get(&format!("{base}/readyz")).await.unwrap(),
         (200, "ready\n".to_string())
