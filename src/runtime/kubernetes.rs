@@ -33,6 +33,8 @@ pub const LABEL_ATTEMPT: &str = "coding-swarm/attempt";
 /// Where the worker writes its result for Kubernetes to keep as the termination message.
 pub const TERMINATION_LOG: &str = "/dev/termination-log";
 const CONTAINER: &str = "worker";
+/// How often tracked runs are checked beside the watch.
+const SWEEP: Duration = Duration::from_secs(5);
 const WORKSPACE: &str = "/workspace";
 
 /// A label value: at most 63 characters, alphanumeric at both ends.
@@ -245,6 +247,7 @@ impl KubeRuntime {
             state: Arc::default(),
         };
         tokio::spawn(rt.clone().watch());
+        tokio::spawn(rt.clone().sweep());
         Ok(rt)
     }
 
@@ -267,6 +270,58 @@ impl KubeRuntime {
                 Ok(Event::Delete(job)) => self.deleted(job).await,
                 Ok(_) => {}
                 Err(e) => tracing::warn!("watching Jobs: {e}; retrying"),
+            }
+        }
+    }
+
+    /// A backstop for what a watch can miss (a Job deleted or finished while the watch was
+    /// relisting): every few seconds, each tracked run's Job is read; a finished one is
+    /// completed, a vanished one is reported as stopped or lost.
+    async fn sweep(self) {
+        loop {
+            tokio::time::sleep(SWEEP).await;
+            let names: Vec<String> = self
+                .state
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .runs
+                .keys()
+                .cloned()
+                .collect();
+            for name in names {
+                let got = retry(&format!("read Job {name}"), || {
+                    let (api, name) = (self.jobs(), name.clone());
+                    async move { api.get_opt(&name).await }
+                })
+                .await;
+                match got {
+                    Ok(Some(job)) => self.observe(job).await,
+                    Ok(None) => {
+                        let tracked = self
+                            .state
+                            .lock()
+                            .unwrap_or_else(|p| p.into_inner())
+                            .runs
+                            .remove(&name);
+                        if let Some(t) = tracked {
+                            let result = if t.stop {
+                                RunResult::failure(ErrorClass::Cancelled, "the run was stopped")
+                            } else {
+                                RunResult::failure(
+                                    ErrorClass::Infrastructure,
+                                    format!("the Job {name} is gone"),
+                                )
+                            };
+                            let _ = self.completions.send(Completion {
+                                task_id: t.task_id,
+                                attempt: t.attempt,
+                                run_name: name,
+                                result,
+                            });
+                        }
+                    }
+                    Err(e) => tracing::warn!("{e}"),
+                }
             }
         }
     }

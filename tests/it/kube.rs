@@ -519,3 +519,15 @@ async fn a_launched_run_whose_job_is_gone_is_lost_not_started_again() {
     rt.launch(l).await.unwrap();
     assert!(rt.is_tracked("run-still-there"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_that_vanishes_unseen_by_the_watch_is_still_reported() {
+    let server = ApiServer::start().await;
+    let (rt, mut rx) = runtime(&server).await;
+    rt.launch(launch("run-unseen", 600)).await.unwrap();
+    created(&server, "run-unseen").await;
+    server.api.vanish("run-unseen");
+    let c = next(&mut rx).await;
+    assert_eq!(c.result.error_class, Some(ErrorClass::Infrastructure));
+    assert!(c.result.error.unwrap().contains("gone"));
+}

@@ -23,6 +23,9 @@ struct Cluster {
     pods: BTreeMap<String, Vec<Value>>,
     logs: BTreeMap<String, String>,
     rv: u64,
+    /// Every watch event with its resource version: a watch from version N gets the events
+    /// after N first, as the API server's watch cache gives them.
+    history: Vec<(u64, Value)>,
     /// Status codes the next Job creations answer with, in order.
     create_errors: VecDeque<u16>,
     /// (method, path and query, body, when)
@@ -77,6 +80,12 @@ impl FakeApi {
         c.rv.to_string()
     }
 
+    /// Records a watch event (under the cluster lock, so versions stay in order) and sends it.
+    fn emit(&self, c: &mut Cluster, event: Value) {
+        c.history.push((c.rv, event.clone()));
+        let _ = self.events.send(event);
+    }
+
     /// A Job that exists before the engine starts (an earlier engine created it).
     pub fn insert_job(&self, job: Value) {
         let mut c = self.cluster.lock().unwrap();
@@ -127,15 +136,20 @@ impl FakeApi {
             "status": pod_status,
         });
         c.pods.insert(name.into(), vec![pod]);
-        drop(c);
-        let _ = self.events.send(json!({"type": "MODIFIED", "object": job}));
+        self.emit(&mut c, json!({"type": "MODIFIED", "object": job}));
+    }
+
+    /// Removes a Job without a watch event, as when a watch was relisting at that moment.
+    pub fn vanish(&self, name: &str) {
+        self.cluster.lock().unwrap().jobs.remove(name);
     }
 
     /// Deletes the Job as a person with kubectl would.
     pub fn delete_job(&self, name: &str) {
-        let job = self.cluster.lock().unwrap().jobs.remove(name);
-        if let Some(job) = job {
-            let _ = self.events.send(json!({"type": "DELETED", "object": job}));
+        let mut c = self.cluster.lock().unwrap();
+        if let Some(mut job) = c.jobs.remove(name) {
+            job["metadata"]["resourceVersion"] = json!(Self::bump(&mut c));
+            self.emit(&mut c, json!({"type": "DELETED", "object": job}));
         }
     }
 }
@@ -215,13 +229,50 @@ async fn handle(State(api): State<FakeApi>, method: Method, uri: Uri, body: Byte
     }
     if path == jobs && method == Method::GET {
         if query.contains("watch=true") || query.contains("watch=1") {
-            let rx = api.events.subscribe();
-            let stream = futures::stream::unfold(rx, |mut rx| async move {
-                match rx.recv().await {
-                    Ok(ev) => Some((Ok::<_, std::io::Error>(Bytes::from(format!("{ev}\n"))), rx)),
-                    Err(_) => None,
+            let from: u64 = query
+                .split('&')
+                .find_map(|kv| kv.strip_prefix("resourceVersion="))
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(0);
+            // Subscribe, then replay what happened since `from`; live events already replayed
+            // are skipped by their version.
+            let (rx, replay, last) = {
+                let c = api.cluster.lock().unwrap();
+                let rx = api.events.subscribe();
+                let replay: Vec<Value> = c
+                    .history
+                    .iter()
+                    .filter(|(rv, _)| *rv > from)
+                    .map(|(_, e)| e.clone())
+                    .collect();
+                (rx, replay, c.rv)
+            };
+            let replayed = futures::stream::iter(
+                replay
+                    .into_iter()
+                    .map(|ev| Ok::<_, std::io::Error>(Bytes::from(format!("{ev}\n")))),
+            );
+            let live = futures::stream::unfold(rx, move |mut rx| async move {
+                loop {
+                    match rx.recv().await {
+                        Ok(ev) => {
+                            let rv: u64 = ev["object"]["metadata"]["resourceVersion"]
+                                .as_str()
+                                .and_then(|v| v.parse().ok())
+                                .unwrap_or(u64::MAX);
+                            if rv <= last {
+                                continue;
+                            }
+                            return Some((
+                                Ok::<_, std::io::Error>(Bytes::from(format!("{ev}\n"))),
+                                rx,
+                            ));
+                        }
+                        Err(_) => return None,
+                    }
                 }
             });
+            let stream = futures::StreamExt::chain(replayed, live);
             return Response::builder()
                 .header("content-type", "application/json")
                 .body(Body::from_stream(stream))
