@@ -3,10 +3,17 @@
 //! and pushes that report rejections. Blocking I/O: call from `spawn_blocking`.
 
 use std::path::Path;
+use std::time::Duration;
 
 use git2::{
-    Cred, CredentialType, Direction, FetchOptions, Oid, PushOptions, RemoteCallbacks, Repository,
+    Cred, CredentialType, Direction, ErrorCode, FetchOptions, Oid, PushOptions, RemoteCallbacks,
+    Repository,
 };
+
+/// A lock file older than this was left by a writer that died (git and libgit2 hold a ref's
+/// lock only while they write it, for milliseconds); it is removed instead of failing every
+/// later fetch or push on it.
+pub const STALE_LOCK: Duration = Duration::from_secs(10);
 
 #[derive(Debug, thiserror::Error)]
 pub enum GitError {
@@ -94,6 +101,9 @@ pub fn open_cache(path: &Path, url: &str) -> Result<Repository> {
             Repository::init_bare(path).map_err(err("create the cache", url))?
         }
     };
+    // Only the engine and the CLI write the cache; a lock left by one that was killed
+    // mid-fetch would stop every sync of the project.
+    remove_stale_locks(repo.path());
     match repo.find_remote("origin") {
         Ok(r) if r.url() == Some(url) => {}
         Ok(_) => repo
@@ -152,6 +162,12 @@ pub fn fetch(repo: &Repository, url: &str, branch: &str) -> Result<Oid> {
 /// Pushes `local_ref` (a commit id or ref) to `refs/heads/<branch>` on the remote, without
 /// force. A rejection (for example not a fast-forward) is an error, not a silent success.
 pub fn push(repo: &Repository, url: &str, source: &str, branch: &str) -> Result<()> {
+    if let Some(remote) = crate::sync::watch::local_git_dir(url)
+        .and_then(|dir| Repository::open(dir).ok())
+        .filter(Repository::is_bare)
+    {
+        return push_local(repo, &remote, url, source, branch);
+    }
     let rejection = std::cell::RefCell::new(None::<String>);
     let mut remote = repo
         .remote_anonymous(url)
@@ -179,6 +195,124 @@ pub fn push(repo: &Repository, url: &str, source: &str, branch: &str) -> Result<
         });
     }
     Ok(())
+}
+
+/// A push to a bare repository on this machine. libgit2's local transport moves the remote's
+/// ref without checking that it still points where it did when the push began, so a commit
+/// that lands on the branch meanwhile (a person's, say) would silently drop out of it. Here
+/// the objects are written first, then the ref moves by compare-and-swap under its lock.
+fn push_local(
+    repo: &Repository,
+    remote: &Repository,
+    url: &str,
+    source: &str,
+    branch: &str,
+) -> Result<()> {
+    let refname = format!("refs/heads/{branch}");
+    let rejected = |message: &str| GitError::Rejected {
+        url: crate::config::redact_url(url),
+        refname: refname.clone(),
+        message: format!("{refname}: {message}"),
+    };
+    let new = repo
+        .revparse_single(source)
+        .and_then(|o| o.peel_to_commit())
+        .map_err(err("find the commit to push", url))?
+        .id();
+    let old = remote.refname_to_id(&refname).ok();
+    if let Some(old) = old {
+        if old == new {
+            return Ok(());
+        }
+        let fast_forward = repo.find_commit(old).is_ok()
+            && repo
+                .graph_descendant_of(new, old)
+                .map_err(err("push", url))?;
+        if !fast_forward {
+            return Err(rejected("not a fast-forward (fetch first)"));
+        }
+    }
+    // The objects the remote lacks: everything not reachable from the tips it has.
+    let mut walk = repo.revwalk().map_err(err("push", url))?;
+    walk.push(new).map_err(err("push", url))?;
+    for r in remote
+        .references()
+        .map_err(err("list the remote's branches", url))?
+        .flatten()
+    {
+        if let Some(id) = r.target().filter(|id| repo.find_commit(*id).is_ok()) {
+            let _ = walk.hide(id);
+        }
+    }
+    let mut pack = repo.packbuilder().map_err(err("push", url))?;
+    pack.insert_walk(&mut walk).map_err(err("push", url))?;
+    if pack.object_count() > 0 {
+        pack.write(&remote.path().join("objects").join("pack"), 0)
+            .map_err(err("push", url))?;
+    }
+    let lock = remote.path().join(format!("{refname}.lock"));
+    let mut stale_lock_removed = false;
+    loop {
+        let moved = match old {
+            Some(old) => remote.reference_matching(&refname, new, true, old, "push"),
+            None => remote.reference(&refname, new, false, "push"),
+        };
+        return match moved {
+            Ok(_) => Ok(()),
+            Err(e) if matches!(e.code(), ErrorCode::Modified | ErrorCode::Exists) => {
+                Err(rejected("the branch moved during the push (fetch first)"))
+            }
+            Err(e) if e.code() == ErrorCode::Locked && !stale_lock_removed => {
+                stale_lock_removed = remove_if_stale(&lock);
+                if stale_lock_removed {
+                    continue;
+                }
+                Err(err("push", url)(e))
+            }
+            Err(e) => Err(err("push", url)(e)),
+        };
+    }
+}
+
+/// Removes the lock files in a git directory (at its top and under `refs/`) that are older
+/// than [`STALE_LOCK`].
+pub fn remove_stale_locks(git_dir: &Path) {
+    fn walk(dir: &Path, recurse: bool) {
+        let Ok(entries) = std::fs::read_dir(dir) else {
+            return;
+        };
+        for e in entries.flatten() {
+            let path = e.path();
+            match e.file_type() {
+                Ok(t) if t.is_dir() && recurse => walk(&path, true),
+                Ok(t) if t.is_file() && path.extension().is_some_and(|x| x == "lock") => {
+                    remove_if_stale(&path);
+                }
+                _ => {}
+            }
+        }
+    }
+    walk(git_dir, false);
+    walk(&git_dir.join("refs"), true);
+}
+
+/// Removes `lock` if it is older than [`STALE_LOCK`]; returns whether it did.
+fn remove_if_stale(lock: &Path) -> bool {
+    let age = std::fs::metadata(lock)
+        .and_then(|m| m.modified())
+        .ok()
+        .and_then(|t| t.elapsed().ok());
+    match age {
+        Some(age) if age > STALE_LOCK && std::fs::remove_file(lock).is_ok() => {
+            tracing::warn!(
+                "removed {}, a lock left {}s ago by a git writer that died",
+                lock.display(),
+                age.as_secs()
+            );
+            true
+        }
+        _ => false,
+    }
 }
 
 /// A file under a directory that differs between two commits: its path and its new content

@@ -15,6 +15,9 @@ use tokio::sync::watch;
 const LOCK_KEY: i64 = 0x73_77_61_72_6d;
 const RETRY: Duration = Duration::from_secs(2);
 const CHECK: Duration = Duration::from_secs(5);
+/// How long a leader whose lock connection failed tries to take the lock again (a database
+/// restart) before it gives up leadership.
+const RETAKE_FOR: Duration = Duration::from_secs(60);
 
 #[derive(Debug, thiserror::Error)]
 pub enum LeaderError {
@@ -71,15 +74,24 @@ pub async fn acquire(
                 .map_err(LeaderError::Connect)?;
             if got {
                 // Keep the connection (and with it the lock); watch that it stays alive.
+                let url = database_url.to_string();
                 let task = tokio::spawn(async move {
                     loop {
                         tokio::time::sleep(CHECK).await;
                         let alive =
                             tokio::time::timeout(CHECK, sqlx::query("SELECT 1").execute(&mut conn))
                                 .await;
-                        if !matches!(alive, Ok(Ok(_))) {
-                            let _ = tx.send(true);
-                            return;
+                        if matches!(alive, Ok(Ok(_))) {
+                            continue;
+                        }
+                        // The lock went with its connection. Unless another engine took it
+                        // meanwhile, this one still leads once it holds it again.
+                        match retake(&url).await {
+                            Some(c) => conn = c,
+                            None => {
+                                let _ = tx.send(true);
+                                return;
+                            }
                         }
                     }
                 });
@@ -127,5 +139,40 @@ pub async fn acquire(
             on_wait();
         }
         tokio::time::sleep(RETRY).await;
+    }
+}
+
+/// After the leader lock's connection failed (a database restart, say): takes the lock again on
+/// a new connection, trying for up to [`RETAKE_FOR`]. `None` when another engine holds it or
+/// the database stays unreachable.
+async fn retake(database_url: &str) -> Option<sqlx::PgConnection> {
+    tracing::warn!("the leader lock's connection failed; taking the lock again");
+    let until = tokio::time::Instant::now() + RETAKE_FOR;
+    loop {
+        if let Ok(mut conn) = sqlx::PgConnection::connect(database_url).await {
+            match sqlx::query_scalar::<_, bool>("SELECT pg_try_advisory_lock($1)")
+                .bind(LOCK_KEY)
+                .fetch_one(&mut conn)
+                .await
+            {
+                Ok(true) => {
+                    tracing::info!("the leader lock is held again");
+                    return Some(conn);
+                }
+                Ok(false) => {
+                    tracing::error!("another engine took the leader lock");
+                    return None;
+                }
+                Err(_) => {}
+            }
+        }
+        if tokio::time::Instant::now() >= until {
+            tracing::error!(
+                "cannot take the leader lock again within {}s",
+                RETAKE_FOR.as_secs()
+            );
+            return None;
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
     }
 }
