@@ -3,8 +3,6 @@
 //! files on the remote; and an engine killed mid-run and started again.
 
 use std::collections::HashMap;
-use std::path::Path;
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
@@ -12,21 +10,12 @@ use coding_swarm::engine::{Engine, RunOptions};
 use coding_swarm::spec::{StatusSpec, TaskState};
 use coding_swarm::store::{Store, TaskFilter};
 
-use crate::support::{config, Backend, TestDb, TestRepo};
+use crate::support::{
+    agent_script, config, start_engine, wait_exit, wait_for, write_config, Backend, TestDb,
+    TestRepo, SWARM,
+};
 
 crate::on_both_backends!(three_addressees_run_to_completion);
-
-const SWARM: &str = env!("CARGO_BIN_EXE_swarm");
-
-/// An agent that logs its start and end, works a little, and writes one file.
-fn agent_script(runlog: &Path, pause: &str) -> String {
-    format!(
-        "set -e; echo \"start $SWARM_TASK_KEY $$\" >> {log}; sleep {pause}; mkdir -p out; \
-         echo \"$SWARM_TASK_KEY\" > \"out/$SWARM_TASK_KEY.txt\"; echo \"end $SWARM_TASK_KEY\" >> {log}; \
-         echo \"wrote out/$SWARM_TASK_KEY.txt\"",
-        log = runlog.display()
-    )
-}
 
 fn nine_tasks() -> Vec<(String, String)> {
     let mut files = Vec::new();
@@ -155,40 +144,6 @@ async fn three_addressees_run_to_completion(backend: Backend) {
     db.drop_db().await;
 }
 
-fn start_engine(config: &Path, log: &Path, once: bool) -> std::process::Child {
-    let mut cmd = Command::new(SWARM);
-    cmd.arg("up").arg("--config").arg(config);
-    if once {
-        cmd.arg("--once");
-    }
-    cmd.env("RUST_LOG", "info")
-        .stdin(Stdio::null())
-        .stdout(
-            std::fs::File::options()
-                .create(true)
-                .append(true)
-                .open(log)
-                .unwrap(),
-        )
-        .stderr(
-            std::fs::File::options()
-                .create(true)
-                .append(true)
-                .open(log)
-                .unwrap(),
-        )
-        .spawn()
-        .unwrap()
-}
-
-async fn wait_for(what: &str, timeout: Duration, mut check: impl AsyncFnMut() -> bool) {
-    let start = Instant::now();
-    while !check().await {
-        assert!(start.elapsed() < timeout, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn engine_killed_mid_run_loses_nothing_and_runs_nothing_twice() {
     let db = TestDb::sqlite().await;
@@ -209,19 +164,7 @@ async fn engine_killed_mid_run_loses_nothing_and_runs_nothing_twice() {
         .collect();
     repo.commit(&refs, "six tasks");
     let runlog = data.path().join("runlog");
-    let cfg = config(data.path(), &db, &repo, &agent_script(&runlog, "2"), "");
-    let cfg_path = data.path().join("swarm.toml");
-    std::fs::write(
-        &cfg_path,
-        format!(
-            "data_dir = {:?}\ndatabase_url = {:?}\ndefault_agent = \"sh\"\nretry_backoff = \"200ms\"\n[agents.sh]\ncommand = {:?}\n[[projects]]\nname = \"proj\"\nrepo = {:?}\n",
-            cfg.data_dir.display().to_string(),
-            db.url,
-            cfg.agents["sh"].command,
-            repo.url()
-        ),
-    )
-    .unwrap();
+    let cfg_path = write_config(data.path(), &db.url, &repo, &agent_script(&runlog, "2"), "");
     let log = data.path().join("engine.log");
     let store: Store = db.store.clone();
 
@@ -242,22 +185,8 @@ async fn engine_killed_mid_run_loses_nothing_and_runs_nothing_twice() {
     let running = store.counts().await.unwrap().running;
     assert_eq!(running, 3, "three tasks were running when the engine died");
 
-    let mut again = start_engine(&cfg_path, &log, true);
-    let status = tokio::task::spawn_blocking(move || {
-        let start = Instant::now();
-        loop {
-            if let Some(s) = again.try_wait().unwrap() {
-                return s;
-            }
-            if start.elapsed() > Duration::from_secs(120) {
-                let _ = again.kill();
-                panic!("the restarted engine did not finish");
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
-    })
-    .await
-    .unwrap();
+    let again = start_engine(&cfg_path, &log, true);
+    let status = wait_exit(again, Duration::from_secs(120), "the restarted engine").await;
     let engine_log = std::fs::read_to_string(&log).unwrap_or_default();
     assert!(status.success(), "restarted engine failed:\n{engine_log}");
     assert!(

@@ -10,6 +10,7 @@ mod cli;
 mod dashboard;
 mod deploy;
 mod engine;
+mod faults;
 mod fuzz;
 mod ghapi;
 mod githttp;

@@ -2,7 +2,9 @@
 //! commit, and configs pointing at them.
 
 use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
 
 use coding_swarm::config::Config;
 use coding_swarm::spec::{parse_task, TaskKey};
@@ -156,7 +158,12 @@ pub struct TestRepo {
 
 impl TestRepo {
     pub fn new() -> Self {
-        let dir = tempfile::tempdir().unwrap();
+        Self::new_in(&std::env::temp_dir())
+    }
+
+    /// A repository in a new directory under `parent`.
+    pub fn new_in(parent: &Path) -> Self {
+        let dir = tempfile::tempdir_in(parent).unwrap();
         let repo = Repository::init_bare(dir.path().join("remote.git")).unwrap();
         repo.set_head("refs/heads/main").unwrap();
         Self { dir, repo }
@@ -176,6 +183,16 @@ impl TestRepo {
 
     /// Commits on `main`: `Some(content)` writes a file, `None` deletes it.
     pub fn commit(&self, files: &[(&str, Option<&str>)], message: &str) -> Oid {
+        self.try_commit(files, message).unwrap()
+    }
+
+    /// [`TestRepo::commit`], failing (instead of panicking) when `main` moved under it, as it
+    /// may while an engine pushes status commits.
+    pub fn try_commit(
+        &self,
+        files: &[(&str, Option<&str>)],
+        message: &str,
+    ) -> Result<Oid, git2::Error> {
         let parent = self.head().map(|h| self.repo.find_commit(h).unwrap());
         let base = match &parent {
             Some(p) => p.tree().unwrap(),
@@ -202,16 +219,14 @@ impl TestRepo {
             .unwrap();
         let sig = git2::Signature::now("Test Person", "person@example.com").unwrap();
         let parents: Vec<&git2::Commit> = parent.iter().collect();
-        self.repo
-            .commit(
-                Some("refs/heads/main"),
-                &sig,
-                &sig,
-                message,
-                &tree,
-                &parents,
-            )
-            .unwrap()
+        self.repo.commit(
+            Some("refs/heads/main"),
+            &sig,
+            &sig,
+            message,
+            &tree,
+            &parents,
+        )
     }
 
     /// Points `main` at `commit` (a force-push).
@@ -242,13 +257,22 @@ impl TestRepo {
     }
 }
 
-/// A config for one project on `repo`, with `db` and an agent profile named `sh` running
-/// `script` with `sh -c`.
-pub fn config(data_dir: &Path, db: &TestDb, repo: &TestRepo, script: &str, extra: &str) -> Config {
-    let text = format!(
+/// The `swarm` binary of this build.
+pub const SWARM: &str = env!("CARGO_BIN_EXE_swarm");
+
+/// The text of a `swarm.toml` for one project on `repo`, with `db` and an agent profile named
+/// `sh` running `script` with `sh -c`; `extra` goes in at the top level.
+pub fn config_text(
+    data_dir: &Path,
+    db_url: &str,
+    repo: &TestRepo,
+    script: &str,
+    extra: &str,
+) -> String {
+    format!(
         r#"
 data_dir = {data:?}
-database_url = {db:?}
+database_url = {db_url:?}
 default_agent = "sh"
 poll_interval = "1s"
 retry_backoff = "200ms"
@@ -263,9 +287,92 @@ name = "proj"
 repo = {repo:?}
 "#,
         data = data_dir.display().to_string(),
-        db = db.url,
         repo = repo.url(),
-    );
+    )
+}
+
+/// A config for one project on `repo` (see [`config_text`]).
+pub fn config(data_dir: &Path, db: &TestDb, repo: &TestRepo, script: &str, extra: &str) -> Config {
+    let text = config_text(data_dir, &db.url, repo, script, extra);
     Config::parse(&text, "test config", data_dir, std::iter::empty())
         .unwrap_or_else(|e| panic!("{e}\n{text}"))
+}
+
+/// Writes the config of [`config_text`] to `<data_dir>/swarm.toml` for a `swarm up` process,
+/// and returns its path.
+pub fn write_config(
+    data_dir: &Path,
+    db_url: &str,
+    repo: &TestRepo,
+    script: &str,
+    extra: &str,
+) -> PathBuf {
+    let text = config_text(data_dir, db_url, repo, script, extra);
+    Config::parse(&text, "test config", data_dir, std::iter::empty())
+        .unwrap_or_else(|e| panic!("{e}\n{text}"));
+    let path = data_dir.join("swarm.toml");
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+/// An agent that logs its start and end, works a little, and writes one file.
+pub fn agent_script(runlog: &Path, pause: &str) -> String {
+    format!(
+        "set -e; echo \"start $SWARM_TASK_KEY $$\" >> {log}; sleep {pause}; mkdir -p out; \
+         echo \"$SWARM_TASK_KEY\" > \"out/$SWARM_TASK_KEY.txt\"; echo \"end $SWARM_TASK_KEY\" >> {log}; \
+         echo \"wrote out/$SWARM_TASK_KEY.txt\"",
+        log = runlog.display()
+    )
+}
+
+/// Starts `swarm up --config CONFIG [--once]` as a process, its output appended to `log`.
+pub fn start_engine(config: &Path, log: &Path, once: bool) -> Child {
+    let mut cmd = Command::new(SWARM);
+    cmd.arg("up").arg("--config").arg(config);
+    if once {
+        cmd.arg("--once");
+    }
+    let out = || {
+        std::fs::File::options()
+            .create(true)
+            .append(true)
+            .open(log)
+            .unwrap()
+    };
+    cmd.env("RUST_LOG", "info")
+        .stdin(Stdio::null())
+        .stdout(out())
+        .stderr(out())
+        .spawn()
+        .unwrap()
+}
+
+/// Waits until `check` holds, looking every 100 ms; panics after `timeout`.
+pub async fn wait_for(what: &str, timeout: Duration, mut check: impl AsyncFnMut() -> bool) {
+    let start = Instant::now();
+    while !check().await {
+        assert!(start.elapsed() < timeout, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Waits for a process to exit; kills it and panics after `timeout`.
+pub async fn wait_exit(mut child: Child, timeout: Duration, what: &str) -> ExitStatus {
+    let what = what.to_string();
+    tokio::task::spawn_blocking(move || {
+        let start = Instant::now();
+        loop {
+            if let Some(s) = child.try_wait().unwrap() {
+                return s;
+            }
+            if start.elapsed() > timeout {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("{what} did not finish within {timeout:?}");
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    })
+    .await
+    .unwrap()
 }
