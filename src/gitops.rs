@@ -353,6 +353,9 @@ pub fn changed_files(
             return Ok(Vec::new());
         }
     }
+    if let Some(flat) = flat_changes(repo, old_tree.as_ref(), new_tree.as_ref(), dir)? {
+        return Ok(flat);
+    }
     let mut out = Vec::new();
     let diff = repo.diff_tree_to_tree(old_tree.as_ref(), new_tree.as_ref(), None)?;
     for delta in diff.deltas() {
@@ -372,6 +375,141 @@ pub fn changed_files(
         out.push(ChangedFile { path, content });
     }
     Ok(out)
+}
+
+/// One entry of a raw tree object: `<mode> <name>\0<20-byte id>`.
+struct RawEntry<'a> {
+    mode: &'a [u8],
+    name: &'a [u8],
+    id: &'a [u8],
+}
+
+impl RawEntry<'_> {
+    fn is_tree(&self) -> bool {
+        self.mode == b"40000"
+    }
+}
+
+/// The entries of a raw tree object, or `None` when it does not parse.
+fn raw_entries(data: &[u8]) -> Option<Vec<RawEntry<'_>>> {
+    let mut out = Vec::new();
+    let mut rest = data;
+    while !rest.is_empty() {
+        let sp = rest.iter().position(|&b| b == b' ')?;
+        let nul = sp + 1 + rest[sp + 1..].iter().position(|&b| b == 0)?;
+        let end = nul + 1 + 20;
+        if end > rest.len() {
+            return None;
+        }
+        out.push(RawEntry {
+            mode: &rest[..sp],
+            name: &rest[sp + 1..nul],
+            id: &rest[nul + 1..end],
+        });
+        rest = &rest[end..];
+    }
+    Some(out)
+}
+
+/// The changes between two versions of a directory of files, by a merge walk over the raw
+/// tree objects: for a directory of 100,000 task files this is a scan of two buffers, where
+/// a general tree diff builds an entry per file. `None` when the directory holds
+/// subdirectories (the general diff then recurses as before).
+fn flat_changes(
+    repo: &Repository,
+    old: Option<&git2::Tree<'_>>,
+    new: Option<&git2::Tree<'_>>,
+    dir: &str,
+) -> Result<Option<Vec<ChangedFile>>, git2::Error> {
+    let odb = repo.odb()?;
+    let read = |t: Option<&git2::Tree<'_>>| -> Result<Option<git2::OdbObject<'_>>, git2::Error> {
+        t.map(|t| odb.read(t.id())).transpose()
+    };
+    let (old_raw, new_raw) = (read(old)?, read(new)?);
+    let (a, b) = (
+        old_raw
+            .as_ref()
+            .map_or(Some(Vec::new()), |o| raw_entries(o.data())),
+        new_raw
+            .as_ref()
+            .map_or(Some(Vec::new()), |o| raw_entries(o.data())),
+    );
+    let (Some(a), Some(b)) = (a, b) else {
+        return Ok(None);
+    };
+    if a.iter().chain(&b).any(RawEntry::is_tree) {
+        return Ok(None);
+    }
+    let (mut i, mut j) = (0, 0);
+    let mut out = Vec::new();
+    let mut emit = |e: &RawEntry<'_>, deleted: bool| -> Result<(), git2::Error> {
+        let Ok(name) = std::str::from_utf8(e.name) else {
+            return Ok(());
+        };
+        let content = if deleted {
+            None
+        } else {
+            Some(repo.find_blob(Oid::from_bytes(e.id)?)?.content().to_vec())
+        };
+        out.push(ChangedFile {
+            path: format!("{dir}/{name}"),
+            content,
+        });
+        Ok(())
+    };
+    // Without subdirectories, git orders entries by their names' bytes.
+    while i < a.len() || j < b.len() {
+        match (a.get(i), b.get(j)) {
+            (Some(x), Some(y)) if x.name == y.name => {
+                if x.id != y.id || x.mode != y.mode {
+                    emit(y, false)?;
+                }
+                i += 1;
+                j += 1;
+            }
+            (Some(x), Some(y)) if x.name < y.name => {
+                emit(x, true)?;
+                i += 1;
+            }
+            (Some(x), None) => {
+                emit(x, true)?;
+                i += 1;
+            }
+            (_, Some(y)) => {
+                emit(y, false)?;
+                j += 1;
+            }
+            (None, None) => break,
+        }
+    }
+    Ok(Some(out))
+}
+
+/// Lets a cache read a repository on this machine directly (git's alternates, as in
+/// `git clone --shared`), so a sync of a local project needs no fetch. Returns whether the
+/// alternates file was written now (the repository must then be opened again to see it).
+pub fn share_objects(cache: &Repository, git_dir: &Path) -> std::io::Result<bool> {
+    let objects = git_dir.join("objects");
+    let line = format!("{}\n", objects.display());
+    let info = cache.path().join("objects").join("info");
+    let file = info.join("alternates");
+    if std::fs::read_to_string(&file).is_ok_and(|s| s == line) {
+        return Ok(false);
+    }
+    std::fs::create_dir_all(&info)?;
+    std::fs::write(&file, line)?;
+    Ok(true)
+}
+
+/// Points the cache's copy of `branch` at `head` (after [`share_objects`], instead of a fetch).
+pub fn set_cached_head(repo: &Repository, branch: &str, head: Oid) -> Result<(), git2::Error> {
+    repo.reference(
+        &format!("refs/remotes/origin/{branch}"),
+        head,
+        true,
+        "sync: shared objects",
+    )?;
+    Ok(())
 }
 
 /// Whether `commit` is present in the repository's object database.

@@ -7,12 +7,12 @@ pub mod leader;
 mod outcome;
 pub mod report;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 use tokio::sync::{mpsc, watch, Notify};
 
 pub use outcome::{decide, Outcome, RetryPolicy};
@@ -20,17 +20,23 @@ pub use outcome::{decide, Outcome, RetryPolicy};
 use crate::config::{AgentProfile, Config, ProjectConfig};
 use crate::runtime::{run_name, Completion, Launch, LocalRuntime, Runtime};
 use crate::spec::{ErrorClass, RunResult, TaskState};
-use crate::store::{ClaimLimits, EpicCount, Store, StoreError, TaskRow};
+use crate::store::{ClaimLimits, EpicCount, NewEvent, Store, StoreError, TaskRow};
 use crate::web::Metrics;
 use crate::worker::prompts::Role;
 use crate::worker::WorkerTask;
 
 /// How often the engine looks at the store without being woken (a backstop, not the mechanism).
-const BACKSTOP: Duration = Duration::from_secs(2);
+const BACKSTOP: Duration = Duration::from_secs(30);
+/// How often an engine on SQLite looks for commits by other processes (Postgres notifies).
+const SQLITE_CHANGE_POLL: Duration = Duration::from_secs(2);
 /// With `--once`: how many failed report passes end the run with an error.
 const ONCE_REPORT_TRIES: u32 = 5;
 /// Most tasks claimed in one statement.
 const CLAIM_BATCH: u32 = 512;
+/// Longest a launched run waits for its `launched` event to be logged.
+const LAUNCH_LOG_DELAY: Duration = Duration::from_millis(200);
+/// Most run ends recorded in one transaction.
+const COMPLETION_BATCH: usize = 512;
 
 #[derive(Debug, Clone, Default)]
 pub struct RunOptions {
@@ -50,6 +56,9 @@ pub struct Engine<R: Runtime = LocalRuntime> {
     sync_triggers: HashMap<String, Arc<Notify>>,
     policy: RetryPolicy,
     metrics: Arc<Metrics>,
+    /// `launched` events not yet logged, and when the first of them was launched.
+    launched: Vec<NewEvent>,
+    first_unlogged: Option<std::time::Instant>,
 }
 
 impl Engine<LocalRuntime> {
@@ -89,6 +98,8 @@ impl<R: Runtime> Engine<R> {
             sync_triggers,
             policy,
             metrics: Arc::default(),
+            launched: Vec::new(),
+            first_unlogged: None,
         }
     }
 
@@ -174,6 +185,22 @@ impl<R: Runtime> Engine<R> {
             ));
         }
 
+        if !self.store.is_postgres() {
+            let store = self.store.clone();
+            // The baseline, before anything else can write.
+            let _ = store.changed_elsewhere().await;
+            tasks.spawn(async move {
+                loop {
+                    tokio::time::sleep(SQLITE_CHANGE_POLL).await;
+                    match store.changed_elsewhere().await {
+                        Ok(true) => store.wake_handle().notify_one(),
+                        Ok(false) => {}
+                        Err(e) => tracing::debug!("{e}"),
+                    }
+                }
+            });
+        }
+
         let wake = self.store.wake_handle();
         loop {
             if let Err(e) = self.reconcile().await {
@@ -195,21 +222,56 @@ impl<R: Runtime> Engine<R> {
                     break;
                 }
             }
+            // Woken by changes (run ends, syncs, NOTIFY, the SQLite poll) and by time: the
+            // next retry or pause end, or the backstop. An idle engine does nothing between.
+            let mut idle = self.until_due().await;
+            if options.once {
+                // Also waiting for the reporter, which wakes nobody when it is done.
+                idle = idle.min(Duration::from_millis(500));
+            }
             tokio::select! {
-                Some(c) = self.completions.recv() => self.complete(c).await,
+                Some(c) = self.completions.recv() => {
+                    let mut batch = vec![c];
+                    self.drain_completions(&mut batch);
+                    self.complete_all(batch).await;
+                }
                 _ = wake.notified() => {}
-                _ = tokio::time::sleep(BACKSTOP) => {}
+                _ = tokio::time::sleep(idle) => {}
                 _ = shutdown.changed() => {
                     if *shutdown.borrow() { break; }
                 }
             }
-            // Drain whatever else finished meanwhile before the next pass.
-            while let Ok(c) = self.completions.try_recv() {
-                self.complete(c).await;
-            }
+            // Record whatever else finished meanwhile before the next pass.
+            let mut batch = Vec::new();
+            self.drain_completions(&mut batch);
+            self.complete_all(batch).await;
         }
         tasks.abort_all();
         Ok(())
+    }
+
+    /// How long the loop may sleep when nothing wakes it.
+    async fn until_due(&self) -> Duration {
+        let now = Utc::now();
+        match self.store.next_due(now).await {
+            Ok(Some(due)) => (due - now)
+                .to_std()
+                .unwrap_or_default()
+                .clamp(Duration::from_millis(10), BACKSTOP),
+            Ok(None) => BACKSTOP,
+            // The store is failing: come back soon.
+            Err(_) => Duration::from_secs(2),
+        }
+    }
+
+    /// Moves run ends that have arrived into `batch`, up to a transaction's worth.
+    fn drain_completions(&mut self, batch: &mut Vec<Completion>) {
+        while batch.len() < COMPLETION_BATCH {
+            match self.completions.try_recv() {
+                Ok(c) => batch.push(c),
+                Err(_) => break,
+            }
+        }
     }
 
     async fn done(&self) -> bool {
@@ -221,23 +283,32 @@ impl<R: Runtime> Engine<R> {
 
     /// One level-triggered pass: stop what was asked to stop, claim and launch what may run.
     pub async fn reconcile(&mut self) -> Result<(), StoreError> {
-        while let Ok(c) = self.completions.try_recv() {
-            self.complete(c).await;
-        }
-        for row in self.store.running().await? {
-            let name = run_name(&row.project, &row.key, row.generation, row.attempts);
+        let mut batch = Vec::new();
+        self.drain_completions(&mut batch);
+        self.complete_all(batch).await;
+        // The light view of what runs: a busy engine makes this pass after every batch of
+        // run ends, and whole rows only matter for the rare run nobody watches.
+        let mut unwatched = Vec::new();
+        for run in self.store.running_runs().await? {
+            let name = run_name(&run.project, &run.key, run.generation, run.attempts);
             if !self.runtime.is_tracked(&name) {
+                unwatched.push(run.id);
+                continue;
+            }
+            if run.cancel_requested {
+                tracing::info!(project = %run.project, task = %run.key, "stopping");
+                self.runtime.stop(&name).await;
+            }
+        }
+        if !unwatched.is_empty() {
+            for row in self.store.running_by_ids(&unwatched).await? {
                 // Running in the store but watched by nobody: its end was not recorded (the
                 // store failed at that moment). Launching is idempotent: the runtime adopts
                 // it, or completes it again from its result.
+                let name = run_name(&row.project, &row.key, row.generation, row.attempts);
                 tracing::info!(project = %row.project, task = %row.key, run = %name, "watching a run again");
                 let launched = self.launched_before(&row, &name).await;
                 self.launch_run(row, launched).await;
-                continue;
-            }
-            if row.cancel_requested {
-                tracing::info!(project = %row.project, task = %row.key, "stopping");
-                self.runtime.stop(&name).await;
             }
         }
         let mut limits = self.claim_limits();
@@ -254,6 +325,7 @@ impl<R: Runtime> Engine<R> {
             for row in claimed {
                 self.launch(row).await;
             }
+            self.log_launches().await;
             if n < limits.batch {
                 break;
             }
@@ -312,17 +384,32 @@ impl<R: Runtime> Engine<R> {
             .await;
             return;
         }
-        let _ = self
-            .store
-            .log_event(
-                &row.project,
-                &row.key,
-                row.generation,
-                "launched",
-                &format!("run {name} started"),
-                Utc::now(),
-            )
-            .await;
+        // Logged with the rest of the claim batch, in one statement (see `log_launches`); but
+        // where launches are slow (a rate-limited Kubernetes API), no later than
+        // LAUNCH_LOG_DELAY after the first, so a restart finds a run's event and adopts it
+        // instead of creating it again.
+        self.launched.push(NewEvent {
+            project: row.project,
+            key: row.key,
+            generation: row.generation,
+            kind: "launched".into(),
+            message: format!("run {name} started"),
+        });
+        let first = *self
+            .first_unlogged
+            .get_or_insert_with(std::time::Instant::now);
+        if first.elapsed() >= LAUNCH_LOG_DELAY {
+            self.log_launches().await;
+        }
+    }
+
+    /// Logs the `launched` events of the runs started since the last call.
+    async fn log_launches(&mut self) {
+        self.first_unlogged = None;
+        let events = std::mem::take(&mut self.launched);
+        if let Err(e) = self.store.log_events(&events, Utc::now()).await {
+            tracing::warn!("cannot log the launch of {} runs: {e}", events.len());
+        }
     }
 
     /// Builds the job for a claimed task, or the failure that stops it from being one.
@@ -389,75 +476,106 @@ impl<R: Runtime> Engine<R> {
 
     /// Records a run's end according to the retry policy.
     async fn complete(&mut self, c: Completion) {
-        let row = match self.store.running().await {
-            Ok(rows) => rows
-                .into_iter()
-                .find(|r| r.id == c.task_id && r.attempts == c.attempt),
+        self.complete_all(vec![c]).await
+    }
+
+    /// Records the ends of runs, in one store transaction: when many runs end at once (a
+    /// busy engine, or runs found finished after a restart), one commit carries them all.
+    async fn complete_all(&mut self, mut batch: Vec<Completion>) {
+        // A run reported twice in one batch is finished once.
+        let mut seen = HashSet::new();
+        batch.retain(|c| seen.insert((c.task_id, c.attempt)));
+        if batch.is_empty() {
+            return;
+        }
+        let ids: Vec<i64> = batch.iter().map(|c| c.task_id).collect();
+        let rows: HashMap<i64, TaskRow> = match self.store.running_by_ids(&ids).await {
+            Ok(rows) => rows.into_iter().map(|r| (r.id, r)).collect(),
             Err(e) => {
-                tracing::error!("cannot read the task of run {}: {e}", c.run_name);
+                for c in &batch {
+                    tracing::error!("cannot read the task of run {}: {e}", c.run_name);
+                }
                 return;
             }
         };
-        let Some(row) = row else {
-            tracing::debug!(run = %c.run_name, "run ended for a task that moved on");
-            return;
-        };
-        let outcome = decide(&row, c.result, &self.policy, Utc::now());
-        let (kind, message) = outcome.describe(c.attempt);
-        self.metrics.run_finished(match &outcome {
-            Outcome::Completed(r) if r.success => "succeeded",
-            Outcome::Completed(r) => r.error_class.map_or("failed", ErrorClass::as_str),
-            Outcome::Retry { .. } => "retried",
-            Outcome::Requeue { .. } => "rate_limited",
-            Outcome::NextGeneration(_) => "superseded",
-            Outcome::Deleted(_) => "deleted",
-        });
-        if let Outcome::Requeue { not_before, .. } = &outcome {
-            // The limit belongs to the credential, so every run of this agent waits.
-            let agent = row
-                .agent
-                .clone()
-                .unwrap_or_else(|| self.config.default_agent.clone());
-            let reason = format!("rate or usage limit hit by {}/{}", row.project, row.key);
-            match self
-                .store
-                .pause_agent(&agent, *not_before, &reason, Utc::now())
-                .await
-            {
-                Ok(()) => {
-                    tracing::warn!(agent = %agent, until = %not_before.to_rfc3339(), "dispatch paused: {reason}");
-                    let _ = self
-                        .store
-                        .log_event(
-                            &row.project,
-                            &row.key,
-                            row.generation,
-                            "agent_paused",
-                            &format!(
-                                "dispatch of agent {agent} paused until {}",
-                                not_before.to_rfc3339()
-                            ),
-                            Utc::now(),
-                        )
-                        .await;
+        let mut finishing = Vec::with_capacity(batch.len());
+        for c in batch {
+            let Some(row) = rows.get(&c.task_id).filter(|r| r.attempts == c.attempt) else {
+                tracing::debug!(run = %c.run_name, "run ended for a task that moved on");
+                continue;
+            };
+            let outcome = decide(row, c.result, &self.policy, Utc::now());
+            self.metrics.run_finished(match &outcome {
+                Outcome::Completed(r) if r.success => "succeeded",
+                Outcome::Completed(r) => r.error_class.map_or("failed", ErrorClass::as_str),
+                Outcome::Retry { .. } => "retried",
+                Outcome::Requeue { .. } => "rate_limited",
+                Outcome::NextGeneration(_) => "superseded",
+                Outcome::Deleted(_) => "deleted",
+            });
+            if let Outcome::Requeue { not_before, .. } = &outcome {
+                self.pause_agent_of(row, *not_before).await;
+            }
+            let (kind, message) = outcome.describe(c.attempt);
+            tracing::info!(project = %row.project, task = %row.key, run = %c.run_name, "{kind}: {message}");
+            finishing.push((row, c.attempt, outcome, c.run_name));
+        }
+        let runs: Vec<(i64, i32, &Outcome)> = finishing
+            .iter()
+            .map(|(row, attempt, outcome, _)| (row.id, *attempt, outcome))
+            .collect();
+        match self.store.finish_runs(&runs, Utc::now()).await {
+            Ok(finished) => {
+                if finished.contains(&true) {
+                    self.report_wake.notify_one();
                 }
-                Err(e) => tracing::error!("cannot pause agent {agent}: {e}"),
+                for ((row, _, outcome, _), done) in finishing.iter().zip(finished) {
+                    if !done {
+                        continue;
+                    }
+                    if let Err(e) = self.after_run(row, outcome).await {
+                        tracing::error!(project = %row.project, task = %row.key, "cannot update the project manager's state: {e}");
+                    }
+                }
+            }
+            Err(e) => {
+                for (_, _, _, run_name) in &finishing {
+                    tracing::error!(run = %run_name, "cannot record the result: {e}");
+                }
             }
         }
-        tracing::info!(project = %row.project, task = %row.key, run = %c.run_name, "{kind}: {message}");
+    }
+
+    /// A rate or usage limit belongs to the credential, so every run of the agent waits.
+    async fn pause_agent_of(&self, row: &TaskRow, not_before: DateTime<Utc>) {
+        let agent = row
+            .agent
+            .clone()
+            .unwrap_or_else(|| self.config.default_agent.clone());
+        let reason = format!("rate or usage limit hit by {}/{}", row.project, row.key);
         match self
             .store
-            .finish_run(row.id, c.attempt, &outcome, Utc::now())
+            .pause_agent(&agent, not_before, &reason, Utc::now())
             .await
         {
-            Ok(true) => {
-                self.report_wake.notify_one();
-                if let Err(e) = self.after_run(&row, &outcome).await {
-                    tracing::error!(project = %row.project, task = %row.key, "cannot update the project manager's state: {e}");
-                }
+            Ok(()) => {
+                tracing::warn!(agent = %agent, until = %not_before.to_rfc3339(), "dispatch paused: {reason}");
+                let _ = self
+                    .store
+                    .log_event(
+                        &row.project,
+                        &row.key,
+                        row.generation,
+                        "agent_paused",
+                        &format!(
+                            "dispatch of agent {agent} paused until {}",
+                            not_before.to_rfc3339()
+                        ),
+                        Utc::now(),
+                    )
+                    .await;
             }
-            Ok(false) => {}
-            Err(e) => tracing::error!(run = %c.run_name, "cannot record the result: {e}"),
+            Err(e) => tracing::error!("cannot pause agent {agent}: {e}"),
         }
     }
 
@@ -593,6 +711,7 @@ impl<R: Runtime> Engine<R> {
             let launched = self.launched_before(&row, &name).await;
             self.launch_run(row, launched).await;
         }
+        self.log_launches().await;
         Ok(())
     }
 

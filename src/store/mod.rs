@@ -4,7 +4,7 @@
 
 mod rows;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -17,8 +17,8 @@ use sqlx::{PgPool, SqlitePool};
 use tokio::sync::Notify;
 
 pub use rows::{
-    ClaimLimits, Counts, EpicCount, EpicRow, EventRow, NewTask, ProjectRow, SpecErrorRow,
-    TaskFilter, TaskRow,
+    ClaimLimits, Counts, EpicCount, EpicRow, EventRow, NewEvent, NewTask, ProjectRow, RunningRun,
+    SpecErrorRow, TaskFilter, TaskRow,
 };
 
 use crate::spec::{RunResult, TaskState};
@@ -133,6 +133,8 @@ pub struct Store {
     backend: Backend,
     /// Signalled after every change that may make a task dispatchable or stoppable.
     wake: Arc<Notify>,
+    /// SQLite: the last `PRAGMA data_version` seen (see [`Store::changed_elsewhere`]).
+    data_version: Arc<std::sync::atomic::AtomicI64>,
 }
 
 const TASK_COLUMNS: &str = "id, project, key, addressee, status, prompt, spec, spec_hash, source_commit, kind, epic, agent, \
@@ -192,6 +194,7 @@ impl Store {
         Ok(Self {
             backend,
             wake: Arc::new(Notify::new()),
+            data_version: Arc::new(std::sync::atomic::AtomicI64::new(-1)),
         })
     }
 
@@ -199,7 +202,22 @@ impl Store {
     pub async fn migrate(&self) -> Result<()> {
         match &self.backend {
             Backend::Postgres(pool) => sqlx::migrate!("migrations/postgres").run(pool).await,
-            Backend::Sqlite(pool) => sqlx::migrate!("migrations/sqlite").run(pool).await,
+            Backend::Sqlite(pool) => {
+                // sqlx locks migrations on Postgres but not on SQLite: two processes opening a
+                // new database at once (the engine and the CLI) can both start the first
+                // migration, and the second then fails. Once the first is done, a second try
+                // finds it applied.
+                let mut tries = 0;
+                loop {
+                    match sqlx::migrate!("migrations/sqlite").run(pool).await {
+                        Err(_) if tries < 3 => {
+                            tries += 1;
+                            tokio::time::sleep(Duration::from_millis(250)).await;
+                        }
+                        done => break done,
+                    }
+                }
+            }
         }
         .map_err(StoreError::Migrate)
     }
@@ -236,6 +254,37 @@ impl Store {
         }
     }
 
+    /// SQLite: whether another process (the CLI, say) committed to the database since the
+    /// last call; the engine polls this, as Postgres tells it by NOTIFY. Always `false` on
+    /// Postgres and on the first call.
+    pub async fn changed_elsewhere(&self) -> Result<bool> {
+        let Backend::Sqlite(pool) = &self.backend else {
+            return Ok(false);
+        };
+        let version: i64 = sqlx::query_scalar("PRAGMA data_version")
+            .fetch_one(pool)
+            .await
+            .map_err(q("read the database's data version"))?;
+        let before = self
+            .data_version
+            .swap(version, std::sync::atomic::Ordering::SeqCst);
+        Ok(before != -1 && before != version)
+    }
+
+    /// The next moment something waiting on time becomes dispatchable: a retry's backoff
+    /// ends, or an agent's pause does.
+    pub async fn next_due(&self, now: DateTime<Utc>) -> Result<Option<DateTime<Utc>>> {
+        let (task, pause): (Option<DateTime<Utc>>, Option<DateTime<Utc>>) = on_pool!(self, pool => {
+            let task = sqlx::query_scalar(
+                "SELECT MIN(not_before) FROM tasks WHERE status = 'pending' AND not_before > $1")
+                .bind(now).fetch_one(pool).await.map_err(q("find the next retry"))?;
+            let pause = sqlx::query_scalar("SELECT MIN(until) FROM agent_pauses WHERE until > $1")
+                .bind(now).fetch_one(pool).await.map_err(q("find the next pause end"))?;
+            (task, pause)
+        });
+        Ok(task.into_iter().chain(pause).min())
+    }
+
     pub async fn close(&self) {
         on_pool!(self, pool => pool.close().await)
     }
@@ -260,6 +309,14 @@ impl Store {
     }
 
     /// Records that syncing `project` failed (the error is shown to people; nothing else changes).
+    /// Clears a project's sync error: a pass succeeded with nothing new to apply.
+    pub async fn clear_sync_error(&self, project: &str) -> Result<()> {
+        on_pool!(self, pool => sqlx::query(
+            "UPDATE projects SET sync_error = NULL, sync_error_at = NULL WHERE name = $1 AND sync_error IS NOT NULL")
+            .bind(project).execute(pool).await.map(|_| ()).map_err(q("clear a sync error")))?;
+        Ok(())
+    }
+
     pub async fn record_sync_error(
         &self,
         project: &str,
@@ -325,7 +382,45 @@ impl Store {
         };
         on_pool!(self, pool => {
             let mut tx = pool.begin_immediate().await.map_err(q("begin a sync"))?;
+            // Postgres: new files (a first sync brings thousands) are inserted by one statement;
+            // what it did not insert (the row exists after all, or the task opens an epic) takes
+            // the careful path below. SQLite runs in-process, where a statement per task is cheap.
+            let mut inserted = HashSet::new();
+            if let Backend::Postgres(_) = &self.backend {
+                let new: Vec<serde_json::Value> = plan.actions.iter().filter_map(|a| match a {
+                    A::Create(t) if t.epic.is_none() => Some(serde_json::json!({
+                        "key": t.key, "addressee": t.addressee, "prompt": t.prompt, "spec": t.spec,
+                        "spec_hash": t.spec_hash, "kind": t.kind, "agent": t.agent, "branch": t.branch,
+                        "base": t.base, "created_by": t.created_by, "priority": t.priority,
+                        "max_attempts": t.max_attempts, "timeout_secs": t.timeout_secs,
+                    })),
+                    _ => None,
+                }).collect();
+                if !new.is_empty() {
+                    let keys: Vec<String> = sqlx::query_scalar(
+                        "WITH x AS (SELECT * FROM jsonb_to_recordset($2::jsonb) AS x(key text, addressee text, prompt text,
+                                spec jsonb, spec_hash text, kind text, agent text, branch text, base text, created_by text,
+                                priority int, max_attempts int, timeout_secs bigint)),
+                         i AS (INSERT INTO tasks (project, key, addressee, status, prompt, spec, spec_hash, source_commit, kind, agent,
+                                branch, base, created_by, priority, max_attempts, timeout_secs, created_at, updated_at)
+                             SELECT $1, key, addressee, 'pending', prompt, spec, spec_hash, $3, kind, agent,
+                                branch, base, created_by, priority, max_attempts, timeout_secs, $4, $4 FROM x
+                             ON CONFLICT (project, key) DO NOTHING RETURNING key),
+                         e AS (INSERT INTO task_events (project, key, generation, at, kind, message)
+                             SELECT $1, key, 1, $4, 'created', $5 FROM i)
+                         SELECT key FROM i")
+                        .bind(project).bind(serde_json::Value::Array(new).to_string()).bind(commit).bind(now)
+                        .bind(format!("task file added in {}", short(commit)))
+                        .fetch_all(&mut *tx).await.map_err(q("create tasks"))?;
+                    inserted.extend(keys);
+                }
+            }
             for action in &plan.actions {
+                if let A::Create(t) = action {
+                    if inserted.contains(&t.key) {
+                        continue;
+                    }
+                }
                 let key = match action {
                     A::Create(t) | A::Update { task: t, .. } => t.key.as_str(),
                     A::Remove { key, .. } | A::Stop { key, .. } => key.as_str(),
@@ -523,89 +618,180 @@ impl Store {
         outcome: &crate::engine::Outcome,
         now: DateTime<Utc>,
     ) -> Result<bool> {
+        Ok(self.finish_runs(&[(id, attempt, outcome)], now).await?[0])
+    }
+
+    /// [`Store::finish_run`] for many runs in one transaction (one commit, one disk flush):
+    /// whether each was still in that run and is now finished.
+    pub async fn finish_runs(
+        &self,
+        runs: &[(i64, i32, &crate::engine::Outcome)],
+        now: DateTime<Utc>,
+    ) -> Result<Vec<bool>> {
         use crate::engine::Outcome as O;
-        // (status, counter to bump, not_before, report_due, result, next generation)
-        let (status, bump, not_before, report_due, result, next) = match outcome {
-            O::Completed(r) => (TaskState::Completed, "", None, true, Some(r), false),
-            O::Retry {
-                result,
-                not_before,
-                infrastructure: true,
-            } => (
-                TaskState::Pending,
-                "infra_failures",
-                Some(*not_before),
-                false,
-                Some(result),
-                false,
-            ),
-            O::Retry {
-                result,
-                not_before,
-                infrastructure: false,
-            } => (
-                TaskState::Pending,
-                "",
-                Some(*not_before),
-                false,
-                Some(result),
-                false,
-            ),
-            // A rate or usage limit does not count as an attempt: it is counted apart.
-            O::Requeue { result, not_before } => (
-                TaskState::Pending,
-                "requeues",
-                Some(*not_before),
-                false,
-                Some(result),
-                false,
-            ),
-            O::NextGeneration(r) => (TaskState::Pending, "", None, false, Some(r), true),
-            O::Deleted(_) => (TaskState::Completed, "", None, false, None, false),
-        };
-        let changed = on_pool!(self, pool => {
-            let mut tx = pool.begin_immediate().await.map_err(q("begin finishing a run"))?;
-            // The spec is read as plain JSON: only its addressee matters here, and a row whose
-            // spec no longer decodes must still be finishable.
-            let row: Option<(String, String, i32, Json<serde_json::Value>)> = sqlx::query_as(
-                "SELECT project, key, generation, spec FROM tasks WHERE id = $1 AND status = 'running' AND attempts = $2")
-                .bind(id).bind(attempt).fetch_optional(&mut *tx).await.map_err(q("read a running task"))?;
-            let Some((project, key, generation, spec)) = row else {
-                return Ok(false);
-            };
-            let (kind, message) = outcome.describe(attempt);
-            if let O::Deleted(r) = outcome {
-                sqlx::query("DELETE FROM tasks WHERE id = $1").bind(id).execute(&mut *tx).await.map_err(q("remove a task"))?;
-                insert_event(&mut *tx, &project, &key, generation, now, kind, &message,
-                    Some(serde_json::to_value(r).unwrap_or_default())).await?;
-            } else {
-                let completed_at = (status == TaskState::Completed).then_some(now);
-                let (infra_bump, requeue_bump) = match bump {
-                    "infra_failures" => (1, 0),
-                    "requeues" => (0, 1),
-                    _ => (0, 0),
-                };
-                // The next generation starts afresh, with the addressee of its (new) spec.
-                sqlx::query(
-                    "UPDATE tasks SET status = $2, result = $3, completed_at = $4, updated_at = $5, not_before = $6,
-                        report_due = CASE WHEN origin = 'file' THEN $7 ELSE FALSE END, cancel_requested = FALSE,
-                        generation = CASE WHEN $8 THEN generation + 1 ELSE generation END,
-                        attempts = CASE WHEN $8 THEN 0 ELSE attempts END,
-                        infra_failures = CASE WHEN $8 THEN 0 ELSE infra_failures + $10 END,
-                        requeues = CASE WHEN $8 THEN 0 ELSE requeues + $11 END,
-                        addressee = CASE WHEN $8 THEN $9 ELSE addressee END
-                     WHERE id = $1")
-                    .bind(id).bind(status.as_str()).bind(result.map(Json)).bind(completed_at).bind(now).bind(not_before)
-                    .bind(report_due).bind(next).bind(spec.0.get("addressee").and_then(|a| a.as_str()).unwrap_or_default().to_string()).bind(infra_bump).bind(requeue_bump)
-                    .execute(&mut *tx).await.map_err(q("finish a run"))?;
-                insert_event(&mut *tx, &project, &key, generation, now, kind, &message,
-                    result.map(|r| serde_json::to_value(r).unwrap_or_default())).await?;
+        let mut finished = vec![false; runs.len()];
+        if runs.is_empty() {
+            return Ok(finished);
+        }
+        on_pool!(self, pool => {
+            let mut tx = pool.begin_immediate().await.map_err(q("begin finishing runs"))?;
+            // On Postgres, completed runs (nearly all of them) are finished by one statement:
+            // a round trip per run would bound dispatch at a few thousand runs a second.
+            // SQLite runs in-process, where a statement per run costs microseconds.
+            let mut set_based = vec![false; runs.len()];
+            if let Backend::Postgres(_) = &self.backend {
+                let mut batch = Vec::new();
+                for (i, &(id, attempt, outcome)) in runs.iter().enumerate() {
+                    if let O::Completed(r) = outcome {
+                        let (kind, message) = outcome.describe(attempt);
+                        batch.push(serde_json::json!({"id": id, "attempt": attempt, "result": r, "kind": kind, "message": message}));
+                        set_based[i] = true;
+                    }
+                }
+                if !batch.is_empty() {
+                    let done: Vec<i64> = sqlx::query_scalar(
+                        "WITH x AS (SELECT * FROM jsonb_to_recordset($2::jsonb)
+                                AS x(id bigint, attempt int, result jsonb, kind text, message text)),
+                         u AS (UPDATE tasks t SET status = 'completed', result = x.result, completed_at = $1, updated_at = $1,
+                                not_before = NULL, report_due = (t.origin = 'file'), cancel_requested = FALSE
+                             FROM x WHERE t.id = x.id AND t.status = 'running' AND t.attempts = x.attempt
+                             RETURNING t.id, t.project, t.key, t.generation, x.kind, x.message, x.result),
+                         e AS (INSERT INTO task_events (project, key, generation, at, kind, message, data)
+                             SELECT project, key, generation, $1, kind, message, result FROM u)
+                         SELECT id FROM u")
+                        .bind(now).bind(serde_json::Value::Array(batch).to_string())
+                        .fetch_all(&mut *tx).await.map_err(q("finish runs"))?;
+                    let done: HashSet<i64> = done.into_iter().collect();
+                    for (i, &(id, _, _)) in runs.iter().enumerate() {
+                        finished[i] = set_based[i] && done.contains(&id);
+                    }
+                }
             }
-            tx.commit().await.map_err(q("commit finishing a run"))?;
-            true
+            for (i, &(id, attempt, outcome)) in runs.iter().enumerate() {
+                if set_based[i] {
+                    continue;
+                }
+                // (status, counter to bump, not_before, report_due, result, next generation)
+                let (status, bump, not_before, report_due, result, next) = match outcome {
+                    O::Completed(r) => (TaskState::Completed, "", None, true, Some(r), false),
+                    O::Retry {
+                        result,
+                        not_before,
+                        infrastructure: true,
+                    } => (
+                        TaskState::Pending,
+                        "infra_failures",
+                        Some(*not_before),
+                        false,
+                        Some(result),
+                        false,
+                    ),
+                    O::Retry {
+                        result,
+                        not_before,
+                        infrastructure: false,
+                    } => (
+                        TaskState::Pending,
+                        "",
+                        Some(*not_before),
+                        false,
+                        Some(result),
+                        false,
+                    ),
+                    // A rate or usage limit does not count as an attempt: it is counted apart.
+                    O::Requeue { result, not_before } => (
+                        TaskState::Pending,
+                        "requeues",
+                        Some(*not_before),
+                        false,
+                        Some(result),
+                        false,
+                    ),
+                    O::NextGeneration(r) => (TaskState::Pending, "", None, false, Some(r), true),
+                    O::Deleted(_) => (TaskState::Completed, "", None, false, None, false),
+                };
+                // The spec is read as plain JSON: only its addressee matters here, and a row whose
+                // spec no longer decodes must still be finishable.
+                let row: Option<(String, String, i32, Json<serde_json::Value>)> = sqlx::query_as(
+                    "SELECT project, key, generation, spec FROM tasks WHERE id = $1 AND status = 'running' AND attempts = $2")
+                    .bind(id).bind(attempt).fetch_optional(&mut *tx).await.map_err(q("read a running task"))?;
+                let Some((project, key, generation, spec)) = row else {
+                    continue;
+                };
+                let (kind, message) = outcome.describe(attempt);
+                if let O::Deleted(r) = outcome {
+                    sqlx::query("DELETE FROM tasks WHERE id = $1").bind(id).execute(&mut *tx).await.map_err(q("remove a task"))?;
+                    insert_event(&mut *tx, &project, &key, generation, now, kind, &message,
+                        Some(serde_json::to_value(r).unwrap_or_default())).await?;
+                } else {
+                    let completed_at = (status == TaskState::Completed).then_some(now);
+                    let (infra_bump, requeue_bump) = match bump {
+                        "infra_failures" => (1, 0),
+                        "requeues" => (0, 1),
+                        _ => (0, 0),
+                    };
+                    // The next generation starts afresh, with the addressee of its (new) spec.
+                    sqlx::query(
+                        "UPDATE tasks SET status = $2, result = $3, completed_at = $4, updated_at = $5, not_before = $6,
+                            report_due = CASE WHEN origin = 'file' THEN $7 ELSE FALSE END, cancel_requested = FALSE,
+                            generation = CASE WHEN $8 THEN generation + 1 ELSE generation END,
+                            attempts = CASE WHEN $8 THEN 0 ELSE attempts END,
+                            infra_failures = CASE WHEN $8 THEN 0 ELSE infra_failures + $10 END,
+                            requeues = CASE WHEN $8 THEN 0 ELSE requeues + $11 END,
+                            addressee = CASE WHEN $8 THEN $9 ELSE addressee END
+                         WHERE id = $1")
+                        .bind(id).bind(status.as_str()).bind(result.map(Json)).bind(completed_at).bind(now).bind(not_before)
+                        .bind(report_due).bind(next).bind(spec.0.get("addressee").and_then(|a| a.as_str()).unwrap_or_default().to_string()).bind(infra_bump).bind(requeue_bump)
+                        .execute(&mut *tx).await.map_err(q("finish a run"))?;
+                    insert_event(&mut *tx, &project, &key, generation, now, kind, &message,
+                        result.map(|r| serde_json::to_value(r).unwrap_or_default())).await?;
+                }
+                finished[i] = true;
+            }
+            tx.commit().await.map_err(q("commit finishing runs"))?;
         });
         self.wake.notify_one();
-        Ok(changed)
+        Ok(finished)
+    }
+
+    /// Many events at once, in one statement (the `launched` events of a dispatch pass).
+    pub async fn log_events(&self, events: &[NewEvent], now: DateTime<Utc>) -> Result<()> {
+        if events.is_empty() {
+            return Ok(());
+        }
+        let json = serde_json::to_string(events).unwrap_or_default();
+        on_pool!(self, pool => {
+            let sql = match &self.backend {
+                Backend::Postgres(_) => "INSERT INTO task_events (project, key, generation, at, kind, message)
+                    SELECT x.project, x.key, x.generation, $1, x.kind, x.message
+                    FROM jsonb_to_recordset($2::jsonb) AS x(project text, key text, generation int, kind text, message text)",
+                Backend::Sqlite(_) => "INSERT INTO task_events (project, key, generation, at, kind, message)
+                    SELECT json_extract(value, '$.project'), json_extract(value, '$.key'), json_extract(value, '$.generation'),
+                           $1, json_extract(value, '$.kind'), json_extract(value, '$.message')
+                    FROM json_each($2)",
+            };
+            sqlx::query(sql).bind(now).bind(&json).execute(pool).await.map_err(q("log events"))?;
+        });
+        Ok(())
+    }
+
+    /// What runs now, without the tasks' specs and results.
+    pub async fn running_runs(&self) -> Result<Vec<RunningRun>> {
+        on_pool!(self, pool => sqlx::query_as::<_, RunningRun>(
+            "SELECT id, project, key, generation, attempts, cancel_requested FROM tasks WHERE status = 'running' ORDER BY id")
+            .fetch_all(pool).await.map_err(q("list running tasks")))
+    }
+
+    /// The running tasks among `ids`.
+    pub async fn running_by_ids(&self, ids: &[i64]) -> Result<Vec<TaskRow>> {
+        let json = serde_json::to_string(ids).unwrap_or_default();
+        let id_set = match &self.backend {
+            Backend::Postgres(_) => "(SELECT jsonb_array_elements_text($1::jsonb)::bigint)",
+            Backend::Sqlite(_) => "(SELECT value FROM json_each($1))",
+        };
+        let sql =
+            format!("SELECT {TASK_COLUMNS} FROM tasks WHERE status = 'running' AND id IN {id_set}");
+        on_pool!(self, pool => sqlx::query_as::<_, TaskRow>(&sql).bind(&json).fetch_all(pool).await.map_err(q("read running tasks")))
     }
 
     /// Appends an event to a task's log.
@@ -658,6 +844,26 @@ impl Store {
         commit: &str,
         now: DateTime<Utc>,
     ) -> Result<()> {
+        if let Backend::Postgres(pool) = &self.backend {
+            // One statement for the whole commit's worth (see `finish_runs`).
+            let json = serde_json::to_string(
+                &reported
+                    .iter()
+                    .map(|(id, g)| serde_json::json!({"id": id, "generation": g}))
+                    .collect::<Vec<_>>(),
+            )
+            .unwrap_or_default();
+            sqlx::query(
+                "WITH x AS (SELECT * FROM jsonb_to_recordset($1::jsonb) AS x(id bigint, generation int)),
+                 u AS (UPDATE tasks t SET report_due = FALSE FROM x
+                     WHERE t.id = x.id AND t.generation = x.generation AND t.status = 'completed'
+                     RETURNING t.project, t.key, t.generation)
+                 INSERT INTO task_events (project, key, generation, at, kind, message)
+                 SELECT project, key, generation, $2, 'reported', $3 FROM u")
+                .bind(json).bind(now).bind(format!("status file committed in {}", short(commit)))
+                .execute(pool).await.map_err(q("mark reports"))?;
+            return Ok(());
+        }
         on_pool!(self, pool => {
             let mut tx = pool.begin_immediate().await.map_err(q("begin marking reports"))?;
             for (id, generation) in reported {

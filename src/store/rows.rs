@@ -60,6 +60,27 @@ impl TaskRow {
     }
 }
 
+/// A running task, as the dispatcher's pass sees it.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct RunningRun {
+    pub id: i64,
+    pub project: String,
+    pub key: String,
+    pub generation: i32,
+    pub attempts: i32,
+    pub cancel_requested: bool,
+}
+
+/// An event to append to a task's log (see [`crate::store::Store::log_events`]).
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct NewEvent {
+    pub project: String,
+    pub key: String,
+    pub generation: i32,
+    pub kind: String,
+    pub message: String,
+}
+
 /// The columns of a task that come from its file; built by the sync planner.
 #[derive(Debug, Clone, PartialEq)]
 pub struct NewTask {

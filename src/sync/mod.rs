@@ -84,11 +84,9 @@ pub async fn sync_project(
         project: name.clone(),
         source,
     };
-    let synced = store
-        .project(&project.name)
-        .await
-        .map_err(store_err)?
-        .and_then(|p| p.synced_commit);
+    let row = store.project(&project.name).await.map_err(store_err)?;
+    let had_error = row.as_ref().is_some_and(|p| p.sync_error.is_some());
+    let synced = row.and_then(|p| p.synced_commit);
 
     let cache = cache_path(data_dir, &project.name);
     let (url, branch, pname) = (
@@ -111,6 +109,13 @@ pub async fn sync_project(
         ..SyncReport::default()
     };
     let Some(mut changes) = fetched.changes else {
+        // Nothing new; but the remote answered, so an earlier error is over.
+        if had_error {
+            store
+                .clear_sync_error(&project.name)
+                .await
+                .map_err(store_err)?;
+        }
         return Ok(report);
     };
     let observed_rows = if fetched.full {
@@ -178,7 +183,20 @@ fn fetch_changes(
         project: project.to_string(),
         source,
     };
-    let repo = gitops::open_cache(cache, url).map_err(git)?;
+    let mut repo = gitops::open_cache(cache, url).map_err(git)?;
+    // A repository on this machine is read in place: its objects are shared, not fetched.
+    let local = watch::local_git_dir(url);
+    if let Some(dir) = &local {
+        match gitops::share_objects(&repo, dir) {
+            Ok(true) => repo = gitops::open_cache(cache, url).map_err(git)?,
+            Ok(false) => {}
+            Err(e) => tracing::debug!(
+                project,
+                "cannot share the objects of {}: {e}",
+                dir.display()
+            ),
+        }
+    }
     let head = gitops::remote_head(&repo, url, branch)
         .map_err(git)?
         .ok_or_else(|| {
@@ -189,7 +207,12 @@ fn fetch_changes(
         })?;
     let mut fetched = false;
     if gitops::cached_head(&repo, branch) != Some(head) || repo.find_commit(head).is_err() {
-        gitops::fetch(&repo, url, branch).map_err(git)?;
+        let shared = local.is_some()
+            && repo.find_commit(head).is_ok()
+            && gitops::set_cached_head(&repo, branch, head).is_ok();
+        if !shared {
+            gitops::fetch(&repo, url, branch).map_err(git)?;
+        }
         fetched = true;
     }
     let head_str = head.to_string();

@@ -15,7 +15,10 @@ use crate::support::{
     TestRepo, SWARM,
 };
 
-crate::on_both_backends!(three_addressees_run_to_completion);
+crate::on_both_backends!(
+    three_addressees_run_to_completion,
+    a_task_made_pending_by_another_process_is_dispatched_at_once
+);
 
 fn nine_tasks() -> Vec<(String, String)> {
     let mut files = Vec::new();
@@ -245,21 +248,8 @@ async fn a_commit_to_a_local_repository_syncs_at_once() {
     let repo = TestRepo::new();
     repo.commit(&[("README.md", Some("x"))], "init");
     // Polling once an hour: only the file watch can make this sync quickly.
-    let cfg = config(data.path(), &db, &repo, "echo ok", "").clone();
-    let mut cfg = cfg;
-    cfg.poll_interval = Duration::from_secs(3600);
-    let engine = Engine::new(cfg, db.store.clone(), SWARM.into());
-    let (stop, stop_rx) = tokio::sync::watch::channel(false);
-    let handle = tokio::spawn(engine.run(RunOptions { once: false }, stop_rx));
+    let (stop, handle) = start_hourly_engine(&db, &repo, data.path()).await;
     let store = db.store.clone();
-    wait_for("the first sync", Duration::from_secs(20), async || {
-        store
-            .project("proj")
-            .await
-            .unwrap()
-            .is_some_and(|p| p.synced_commit.is_some())
-    })
-    .await;
     repo.commit(
         &[(".ai/tasks/watched.yaml", Some("addressee: w\nprompt: p\n"))],
         "a task",
@@ -275,4 +265,75 @@ async fn a_commit_to_a_local_repository_syncs_at_once() {
     stop.send(true).unwrap();
     handle.await.unwrap().unwrap();
     db.drop_db().await;
+}
+
+/// Another process (the CLI, a second engine's sync) makes a task pending: the engine learns
+/// of it by Postgres NOTIFY or by SQLite's data version, not by its 30 s backstop, with
+/// nothing of its own in-process wake-up involved (the writer is a separate pool).
+async fn a_task_made_pending_by_another_process_is_dispatched_at_once(backend: Backend) {
+    let db = TestDb::new(backend).await;
+    let data = tempfile::tempdir().unwrap();
+    let repo = TestRepo::new();
+    let head = repo.commit(&[("README.md", Some("x"))], "init");
+    let (stop, handle) = start_hourly_engine(&db, &repo, data.path()).await;
+    let store = db.store.clone();
+    // Let the engine settle into its idle wait.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let other = Store::connect(&db.url).await.unwrap();
+    other
+        .apply_sync(
+            "proj",
+            &head.to_string(),
+            &crate::support::create_plan(vec![crate::support::task(
+                "elsewhere",
+                "addressee: w\nprompt: p\n",
+            )]),
+            Utc::now(),
+        )
+        .await
+        .unwrap();
+    let written = Instant::now();
+    wait_for(
+        "the task written elsewhere to run",
+        Duration::from_secs(15),
+        async || {
+            store
+                .task("proj", "elsewhere")
+                .await
+                .unwrap()
+                .is_some_and(|t| t.state() != TaskState::Pending)
+        },
+    )
+    .await;
+    assert!(written.elapsed() < Duration::from_secs(15));
+    stop.send(true).unwrap();
+    handle.await.unwrap().unwrap();
+    other.close().await;
+    db.drop_db().await;
+}
+
+/// An engine in this process on `repo`, polling only once an hour, after its first sync.
+async fn start_hourly_engine(
+    db: &TestDb,
+    repo: &TestRepo,
+    data: &std::path::Path,
+) -> (
+    tokio::sync::watch::Sender<bool>,
+    tokio::task::JoinHandle<anyhow::Result<()>>,
+) {
+    let mut cfg = config(data, db, repo, "echo ok", "");
+    cfg.poll_interval = Duration::from_secs(3600);
+    let engine = Engine::new(cfg, db.store.clone(), SWARM.into());
+    let (stop, stop_rx) = tokio::sync::watch::channel(false);
+    let handle = tokio::spawn(engine.run(RunOptions { once: false }, stop_rx));
+    let store = db.store.clone();
+    wait_for("the first sync", Duration::from_secs(20), async || {
+        store
+            .project("proj")
+            .await
+            .unwrap()
+            .is_some_and(|p| p.synced_commit.is_some())
+    })
+    .await;
+    (stop, handle)
 }

@@ -442,8 +442,15 @@ async fn an_unreachable_remote_is_a_visible_error_and_then_recovers() {
         "known tasks stay"
     );
 
-    // It comes back with new work: synced, the error cleared.
+    // It comes back unchanged: the error clears, though there is nothing new to apply.
     std::fs::rename(&moved, repo.path()).unwrap();
+    wait(
+        "the error to clear",
+        Box::new(|p| p.is_some_and(|p| p.sync_error.is_none())),
+    )
+    .await;
+
+    // New work arrives: synced.
     repo.commit(
         &[(".ai/tasks/after.yaml", Some("addressee: w2\nprompt: p\n"))],
         "after",
@@ -464,4 +471,128 @@ async fn an_unreachable_remote_is_a_visible_error_and_then_recovers() {
     stop.send(true).unwrap();
     handle.await.unwrap().unwrap();
     db.drop_db().await;
+}
+
+/// The fast diff of the tasks directory (a merge walk over raw tree objects) finds exactly what
+/// libgit2's general tree diff finds: changed, added, deleted and re-moded files, with names
+/// that sort around each other; a subdirectory falls back to the general diff.
+#[test]
+fn the_tasks_diff_agrees_with_the_general_tree_diff() {
+    use coding_swarm::gitops::changed_files;
+    use git2::{Oid, Repository};
+
+    let dir = tempfile::tempdir().unwrap();
+    let repo = Repository::init_bare(dir.path()).unwrap();
+    // A commit whose `.ai/tasks` holds `files` (name -> (mode, content)).
+    let commit = |files: &[(String, i32, String)]| -> Oid {
+        let mut tasks = repo.treebuilder(None).unwrap();
+        for (name, mode, content) in files {
+            if let Some((sub, leaf)) = name.split_once('/') {
+                let blob = repo.blob(content.as_bytes()).unwrap();
+                let mut tb = repo.treebuilder(None).unwrap();
+                tb.insert(leaf, blob, 0o100644).unwrap();
+                tasks.insert(sub, tb.write().unwrap(), 0o040000).unwrap();
+            } else {
+                let blob = repo.blob(content.as_bytes()).unwrap();
+                tasks.insert(name.as_str(), blob, *mode).unwrap();
+            }
+        }
+        let tasks = tasks.write().unwrap();
+        let mut ai = repo.treebuilder(None).unwrap();
+        ai.insert("tasks", tasks, 0o040000).unwrap();
+        let ai = ai.write().unwrap();
+        let mut root = repo.treebuilder(None).unwrap();
+        root.insert(".ai", ai, 0o040000).unwrap();
+        let root = repo.find_tree(root.write().unwrap()).unwrap();
+        let sig = git2::Signature::now("t", "t@example.com").unwrap();
+        repo.commit(None, &sig, &sig, "m", &root, &[]).unwrap()
+    };
+    // What the general diff says, as sorted (path, content) pairs.
+    let general = |old: Option<Oid>, new: Oid| -> Vec<(String, Option<String>)> {
+        let sub = |c: Oid| {
+            let t = repo.find_commit(c).unwrap().tree().unwrap();
+            repo.find_tree(t.get_path(std::path::Path::new(".ai/tasks")).unwrap().id())
+                .unwrap()
+        };
+        let old = old.map(sub);
+        let new = sub(new);
+        let diff = repo
+            .diff_tree_to_tree(old.as_ref(), Some(&new), None)
+            .unwrap();
+        let mut out: Vec<(String, Option<String>)> = diff
+            .deltas()
+            .map(|d| {
+                let deleted = d.status() == git2::Delta::Deleted;
+                let f = if deleted { d.old_file() } else { d.new_file() };
+                let content = (!deleted).then(|| {
+                    String::from_utf8(repo.find_blob(f.id()).unwrap().content().to_vec()).unwrap()
+                });
+                (
+                    format!(".ai/tasks/{}", f.path().unwrap().to_str().unwrap()),
+                    content,
+                )
+            })
+            .collect();
+        out.sort();
+        out
+    };
+    let fast = |old: Option<Oid>, new: Oid| -> Vec<(String, Option<String>)> {
+        let mut out: Vec<(String, Option<String>)> = changed_files(&repo, old, new, ".ai/tasks")
+            .unwrap()
+            .into_iter()
+            .map(|f| (f.path, f.content.map(|c| String::from_utf8(c).unwrap())))
+            .collect();
+        out.sort();
+        out
+    };
+
+    // A small deterministic generator: many rounds of random edits over names chosen to sort
+    // close together (a, a-b, a.b, a0, ab...).
+    let mut seed = 0x2545_f491_4f6c_dd1du64;
+    let mut next = move |n: u64| {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed % n
+    };
+    let names = [
+        "a", "a-b", "a.b", "a0", "ab", "b", "b_", "t1", "t10", "t2", "z",
+    ];
+    let mut files: Vec<(String, i32, String)> = Vec::new();
+    let mut previous = None;
+    let mut changes_seen = 0;
+    for round in 0..200 {
+        let mut next_files = files.clone();
+        for _ in 0..=next(4) {
+            let name = format!("{}.yaml", names[next(names.len() as u64) as usize]);
+            match next(4) {
+                0 => next_files.retain(|f| f.0 != name),
+                1 => {
+                    if let Some(f) = next_files.iter_mut().find(|f| f.0 == name) {
+                        f.1 = if f.1 == 0o100644 { 0o100755 } else { 0o100644 };
+                    }
+                }
+                _ => {
+                    next_files.retain(|f| f.0 != name);
+                    next_files.push((name, 0o100644, format!("prompt: {round}\n")));
+                }
+            }
+        }
+        // Now and then a subdirectory, which the fast walk leaves to the general diff.
+        if round % 50 == 49 {
+            next_files.push(("sub/x.yaml".into(), 0o100644, format!("r{round}")));
+        } else {
+            next_files.retain(|f| !f.0.starts_with("sub/"));
+        }
+        let c = commit(&next_files);
+        let (want, got) = (general(previous, c), fast(previous, c));
+        assert_eq!(got, want, "round {round}: {files:?} -> {next_files:?}");
+        changes_seen += got.len();
+        previous = Some(c);
+        files = next_files;
+    }
+    assert!(
+        changes_seen > 200,
+        "the rounds changed files: {changes_seen}"
+    );
 }
