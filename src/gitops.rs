@@ -332,30 +332,29 @@ pub fn changed_files(
     new: Oid,
     dir: &str,
 ) -> Result<Vec<ChangedFile>, git2::Error> {
-    let subtree = |commit: Oid| -> Result<Option<git2::Tree<'_>>, git2::Error> {
+    // Ids only: the directory's tree object is read (once) by the diff itself.
+    let subtree = |commit: Oid| -> Result<Option<Oid>, git2::Error> {
         let tree = repo.find_commit(commit)?.tree()?;
         match tree.get_path(Path::new(dir)) {
-            Ok(entry) if entry.kind() == Some(git2::ObjectType::Tree) => {
-                Ok(Some(repo.find_tree(entry.id())?))
-            }
+            Ok(entry) if entry.kind() == Some(git2::ObjectType::Tree) => Ok(Some(entry.id())),
             Ok(_) => Ok(None),
             Err(e) if e.code() == git2::ErrorCode::NotFound => Ok(None),
             Err(e) => Err(e),
         }
     };
-    let new_tree = subtree(new)?;
-    let old_tree = match old {
+    let new_id = subtree(new)?;
+    let old_id = match old {
         Some(o) => subtree(o)?,
         None => None,
     };
-    if let (Some(a), Some(b)) = (&old_tree, &new_tree) {
-        if a.id() == b.id() {
-            return Ok(Vec::new());
-        }
+    if old_id.is_some() && old_id == new_id {
+        return Ok(Vec::new());
     }
-    if let Some(flat) = flat_changes(repo, old_tree.as_ref(), new_tree.as_ref(), dir)? {
+    if let Some(flat) = flat_changes(repo, old_id, new_id, dir)? {
         return Ok(flat);
     }
+    let old_tree = old_id.map(|id| repo.find_tree(id)).transpose()?;
+    let new_tree = new_id.map(|id| repo.find_tree(id)).transpose()?;
     let mut out = Vec::new();
     let diff = repo.diff_tree_to_tree(old_tree.as_ref(), new_tree.as_ref(), None)?;
     for delta in diff.deltas() {
@@ -417,13 +416,13 @@ fn raw_entries(data: &[u8]) -> Option<Vec<RawEntry<'_>>> {
 /// subdirectories (the general diff then recurses as before).
 fn flat_changes(
     repo: &Repository,
-    old: Option<&git2::Tree<'_>>,
-    new: Option<&git2::Tree<'_>>,
+    old: Option<Oid>,
+    new: Option<Oid>,
     dir: &str,
 ) -> Result<Option<Vec<ChangedFile>>, git2::Error> {
     let odb = repo.odb()?;
-    let read = |t: Option<&git2::Tree<'_>>| -> Result<Option<git2::OdbObject<'_>>, git2::Error> {
-        t.map(|t| odb.read(t.id())).transpose()
+    let read = |id: Option<Oid>| -> Result<Option<git2::OdbObject<'_>>, git2::Error> {
+        id.map(|id| odb.read(id)).transpose()
     };
     let (old_raw, new_raw) = (read(old)?, read(new)?);
     let (a, b) = (
@@ -501,15 +500,30 @@ pub fn share_objects(cache: &Repository, git_dir: &Path) -> std::io::Result<bool
     Ok(true)
 }
 
-/// Points the cache's copy of `branch` at `head` (after [`share_objects`], instead of a fetch).
-pub fn set_cached_head(repo: &Repository, branch: &str, head: Oid) -> Result<(), git2::Error> {
-    repo.reference(
-        &format!("refs/remotes/origin/{branch}"),
-        head,
-        true,
-        "sync: shared objects",
-    )?;
-    Ok(())
+/// Brings the cache's copy of `branch` to the remote's `head`: nothing to do when it is there,
+/// a ref update when the cache shares the objects of a repository on this machine (see
+/// [`share_objects`]), a fetch otherwise. Returns the head and whether it moved.
+pub fn bring_cache_to(
+    repo: &Repository,
+    url: &str,
+    branch: &str,
+    head: Oid,
+) -> Result<(Oid, bool)> {
+    let present = repo.find_commit(head).is_ok();
+    if present && cached_head(repo, branch) == Some(head) {
+        return Ok((head, false));
+    }
+    if present && crate::sync::watch::local_git_dir(url).is_some() {
+        repo.reference(
+            &format!("refs/remotes/origin/{branch}"),
+            head,
+            true,
+            "shared objects",
+        )
+        .map_err(err("update the cache", url))?;
+        return Ok((head, true));
+    }
+    Ok((fetch(repo, url, branch)?, true))
 }
 
 /// Whether `commit` is present in the repository's object database.

@@ -156,12 +156,12 @@ fn push_status_commit(
     let mut last = None;
     for _ in 0..PUSH_TRIES {
         let head = match gitops::remote_head(&repo, url, branch).map_err(git)? {
-            Some(h)
-                if gitops::cached_head(&repo, branch) == Some(h) && repo.find_commit(h).is_ok() =>
-            {
-                h
+            Some(h) => {
+                gitops::bring_cache_to(&repo, url, branch, h)
+                    .map_err(git)?
+                    .0
             }
-            _ => gitops::fetch(&repo, url, branch).map_err(git)?,
+            None => gitops::fetch(&repo, url, branch).map_err(git)?,
         };
         let commit =
             gitops::commit_files(&repo, head, files, message, name, email).map_err(|source| {

@@ -205,16 +205,7 @@ fn fetch_changes(
                 branch: branch.into(),
             })
         })?;
-    let mut fetched = false;
-    if gitops::cached_head(&repo, branch) != Some(head) || repo.find_commit(head).is_err() {
-        let shared = local.is_some()
-            && repo.find_commit(head).is_ok()
-            && gitops::set_cached_head(&repo, branch, head).is_ok();
-        if !shared {
-            gitops::fetch(&repo, url, branch).map_err(git)?;
-        }
-        fetched = true;
-    }
+    let (_, fetched) = gitops::bring_cache_to(&repo, url, branch, head).map_err(git)?;
     let head_str = head.to_string();
     if synced == Some(head_str.as_str()) {
         return Ok(Fetched {

@@ -418,6 +418,30 @@ async fn an_unreachable_remote_is_a_visible_error_and_then_recovers() {
     )
     .await;
 
+    // The task has run and its status commit is on the remote: nothing is left to push, so
+    // the remote stays unchanged while it is away.
+    let start = std::time::Instant::now();
+    while !s
+        .task("proj", "before")
+        .await
+        .unwrap()
+        .is_some_and(|t| t.state() == TaskState::Completed && !t.report_due)
+    {
+        assert!(
+            start.elapsed() < std::time::Duration::from_secs(30),
+            "the first task never finished"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    let before_outage = repo.head();
+    wait(
+        "the status commit to sync",
+        Box::new(move |p| {
+            p.is_some_and(|p| p.synced_commit == before_outage.map(|h| h.to_string()))
+        }),
+    )
+    .await;
+
     // The remote goes away: the error is recorded for people, nothing else changes.
     let moved = repo.dir.path().join("gone.git");
     std::fs::rename(repo.path(), &moved).unwrap();
@@ -444,6 +468,7 @@ async fn an_unreachable_remote_is_a_visible_error_and_then_recovers() {
 
     // It comes back unchanged: the error clears, though there is nothing new to apply.
     std::fs::rename(&moved, repo.path()).unwrap();
+    assert_eq!(repo.head(), before_outage);
     wait(
         "the error to clear",
         Box::new(|p| p.is_some_and(|p| p.sync_error.is_none())),
