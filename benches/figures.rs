@@ -6,11 +6,13 @@
 //! cargo bench --bench figures                          # everything, both backends
 //! cargo bench --bench figures -- --only sync,dispatch --backend postgres
 //! cargo bench --bench figures -- --quick               # fewer rounds and files, a smoke run
+//! cargo bench --bench figures -- --only latency --latency-gap-ms 300
+//! cargo bench --bench figures -- --only dispatch --peer   # needs: cd bench/graphile && npm ci
 //! ```
 //!
 //! Postgres comes from `SWARM_BENCH_PG` (an admin URL; default the local server), where every
-//! benchmark makes and drops its own database. Results go to stdout as a table and to
-//! `target/bench/figures.json`.
+//! benchmark makes and drops its own database. Progress goes to stderr; the results, as JSON,
+//! to stdout and to `target/bench/figures.json`.
 
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
@@ -54,6 +56,9 @@ struct Options {
     only: Option<HashSet<String>>,
     quick: bool,
     peer: bool,
+    /// Pause between latency samples (the status report of each sample's task runs 200 ms
+    /// after it ends; a pause above that keeps the reporter out of the next sample).
+    latency_gap: Duration,
 }
 
 fn options() -> Options {
@@ -62,12 +67,20 @@ fn options() -> Options {
         only: None,
         quick: false,
         peer: false,
+        latency_gap: Duration::from_millis(5),
     };
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         match a.as_str() {
             "--quick" => o.quick = true,
             "--peer" => o.peer = true,
+            "--latency-gap-ms" => {
+                o.latency_gap = Duration::from_millis(
+                    args.next()
+                        .and_then(|v| v.parse().ok())
+                        .expect("--latency-gap-ms needs a number"),
+                )
+            }
             "--only" => {
                 o.only = Some(
                     args.next()
@@ -218,17 +231,30 @@ impl Remote {
     fn new(files: usize, addressees: usize) -> Remote {
         let dir = tempfile::tempdir().unwrap();
         let repo = Repository::init_bare(dir.path().join("remote.git")).unwrap();
-        let tasks = {
-            let mut tb = repo.treebuilder(None).unwrap();
-            for i in 0..files {
-                let blob = repo.blob(task_yaml(i, addressees, 0).as_bytes()).unwrap();
-                tb.insert(task_name(i), blob, 0o100644).unwrap();
-            }
-            tb.write().unwrap()
-        };
         let r = Remote { dir, repo, files };
+        let tasks = r.tasks_tree(files, addressees);
         r.commit_tasks(tasks, None, "tasks");
         r
+    }
+
+    /// A `.ai/tasks` tree of `files` generated task files.
+    fn tasks_tree(&self, files: usize, addressees: usize) -> Oid {
+        let mut tb = self.repo.treebuilder(None).unwrap();
+        for i in 0..files {
+            let blob = self
+                .repo
+                .blob(task_yaml(i, addressees, 0).as_bytes())
+                .unwrap();
+            tb.insert(task_name(i), blob, 0o100644).unwrap();
+        }
+        tb.write().unwrap()
+    }
+
+    /// Replaces the task files with `files` new ones, in one commit on top of `main`.
+    fn commit_new_tasks(&self, files: usize, addressees: usize) {
+        let head = self.repo.refname_to_id("refs/heads/main").unwrap();
+        let tasks = self.tasks_tree(files, addressees);
+        self.commit_tasks(tasks, Some(head), "new tasks");
     }
 
     fn url(&self) -> String {
@@ -346,6 +372,8 @@ impl Runtime for NoopRuntime {
 }
 
 struct NoopEngine {
+    /// Makes the (only) project sync at once, as a webhook or the file watch does.
+    sync_now: Option<Arc<tokio::sync::Notify>>,
     stop: tokio::sync::watch::Sender<bool>,
     handle: tokio::task::JoinHandle<anyhow::Result<()>>,
     count: Arc<AtomicU64>,
@@ -364,9 +392,11 @@ fn start_noop_engine(
         count: count.clone(),
     };
     let engine = Engine::with_runtime(cfg, store, runtime, rx);
+    let sync_now = engine.sync_triggers().into_values().next();
     let (stop, stop_rx) = tokio::sync::watch::channel(false);
     let handle = tokio::spawn(engine.run(RunOptions { once: false }, stop_rx));
     NoopEngine {
+        sync_now,
         stop,
         handle,
         count,
@@ -512,16 +542,75 @@ async fn bench_dispatch(backend: Backend, quick: bool) -> Value {
         store.close().await;
         db.drop().await;
     }
+    // As the peer is measured: the engine already runs, the work arrives (here: a commit of
+    // 10,000 task files is on the remote, and the sync is triggered as a webhook would), and
+    // the clock runs until every task has completed: sync, claims, launches and run ends.
+    let mut arrivals = Vec::new();
+    for _ in 0..rounds {
+        let db = Db::new(backend).await;
+        let store = Store::connect(&db.url).await.unwrap();
+        let data = tempfile::tempdir().unwrap();
+        let remote = Remote::new(0, 1);
+        let cfg = config(
+            data.path(),
+            &db,
+            &[("bench".into(), remote.url())],
+            "[limits]\nmax_running = 100000\nmax_running_per_project = 100000\n",
+        );
+        let engine = start_noop_engine(cfg, store.clone(), None);
+        wait_until("the first sync", Duration::from_secs(30), async || {
+            store
+                .project("bench")
+                .await
+                .unwrap()
+                .is_some_and(|p| p.synced_commit.is_some())
+        })
+        .await;
+        remote.commit_new_tasks(tasks, addressees);
+        let t = Instant::now();
+        engine.sync_now.as_ref().unwrap().notify_one();
+        let count = engine.count.clone();
+        wait_until(
+            "every task to launch",
+            Duration::from_secs(600),
+            async || count.load(Ordering::SeqCst) >= tasks as u64,
+        )
+        .await;
+        wait_until(
+            "every task to complete",
+            Duration::from_secs(60),
+            async || {
+                let c = store.counts().await.unwrap();
+                c.completed == tasks as u64 && c.pending == 0 && c.running == 0
+            },
+        )
+        .await;
+        let took = t.elapsed();
+        engine.stop().await;
+        let rate = tasks as f64 / took.as_secs_f64();
+        eprintln!(
+            "  arrival to completion {}: {tasks} tasks in {:.2}s, {rate:.0}/s",
+            backend.name(),
+            took.as_secs_f64()
+        );
+        arrivals.push(rate);
+        store.close().await;
+        db.drop().await;
+    }
     json!({
         "tasks": tasks,
         "addressees": addressees,
         "rounds_tasks_per_s": rates.iter().map(|r| r.round()).collect::<Vec<_>>(),
         "median_tasks_per_s": median(rates).round(),
+        "arrival_to_completion": {
+            "rounds_tasks_per_s": arrivals.iter().map(|r| r.round()).collect::<Vec<_>>(),
+            "median_tasks_per_s": median(arrivals).round(),
+        },
     })
 }
 
 /// From a task becoming pending (a sync transaction by another connection) to its launch.
-async fn bench_latency(backend: Backend, quick: bool) -> Value {
+async fn bench_latency(backend: Backend, quick: bool, gap: Duration) -> Value {
     let samples = if quick { 100 } else { 500 };
     let warmup = 20;
     let db = Db::new(backend).await;
@@ -576,7 +665,7 @@ async fn bench_latency(backend: Backend, quick: bool) -> Value {
             lat.push(at - t);
         }
         // Let the completion land before the next, as the peer does.
-        tokio::time::sleep(Duration::from_millis(5)).await;
+        tokio::time::sleep(gap).await;
     }
     engine.stop().await;
     writer.close().await;
@@ -914,7 +1003,7 @@ async fn main() {
             let v = match run {
                 0 => bench_sync(backend, o.quick).await,
                 1 => bench_dispatch(backend, o.quick).await,
-                2 => bench_latency(backend, o.quick).await,
+                2 => bench_latency(backend, o.quick, o.latency_gap).await,
                 3 => bench_webhook(backend, o.quick).await,
                 _ => bench_idle(backend, o.quick).await,
             };

@@ -418,6 +418,11 @@ pub async fn publish_changes(s: WebState, mut shutdown: tokio::sync::watch::Rece
             _ = shutdown.changed() => return,
         }
         let now = Utc::now();
+        if s.events.receiver_count() == 0 {
+            // Nobody watches the dashboard: nothing to read (an idle engine stays idle).
+            since = now - chrono::Duration::milliseconds(5);
+            continue;
+        }
         match s.store.all_tasks_changed_since(since).await {
             Ok(rows) => {
                 since = now - chrono::Duration::milliseconds(5);
