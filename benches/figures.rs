@@ -403,7 +403,36 @@ fn start_noop_engine(
     }
 }
 
+/// Limits out of the way: the addressees are the only bound, as the peer's queues are its.
+const NO_LIMITS: &str = "[limits]\nmax_running = 100000\nmax_running_per_project = 100000\n";
+
 impl NoopEngine {
+    /// Waits until `tasks` runs were launched (counted without touching the database) and
+    /// then until the store has them all completed; checks that each launched once.
+    async fn wait_for_all(&self, store: &Store, tasks: u64) {
+        let count = self.count.clone();
+        wait_until(
+            "every task to launch",
+            Duration::from_secs(600),
+            async || count.load(Ordering::SeqCst) >= tasks,
+        )
+        .await;
+        wait_until(
+            "every task to complete",
+            Duration::from_secs(60),
+            async || {
+                let c = store.counts().await.unwrap();
+                c.completed == tasks && c.pending == 0 && c.running == 0
+            },
+        )
+        .await;
+        assert_eq!(
+            self.count.load(Ordering::SeqCst),
+            tasks,
+            "every task launched exactly once"
+        );
+    }
+
     async fn stop(self) {
         self.stop.send(true).unwrap();
         let _ = tokio::time::timeout(Duration::from_secs(30), self.handle).await;
@@ -502,7 +531,7 @@ async fn bench_dispatch(backend: Backend, quick: bool) -> Value {
             data.path(),
             &db,
             &[("bench".into(), remote.url())],
-            "[limits]\nmax_running = 100000\nmax_running_per_project = 100000\n",
+            NO_LIMITS,
         );
         sync_project(&store, &cfg.data_dir, &project(&cfg))
             .await
@@ -510,28 +539,9 @@ async fn bench_dispatch(backend: Backend, quick: bool) -> Value {
         assert_eq!(store.counts().await.unwrap().pending, tasks as u64);
         let t = Instant::now();
         let engine = start_noop_engine(cfg, store.clone(), None);
-        // Count launches without touching the database, then wait for the last ends to land.
-        let count = engine.count.clone();
-        wait_until(
-            "every task to launch",
-            Duration::from_secs(600),
-            async || count.load(Ordering::SeqCst) >= tasks as u64,
-        )
-        .await;
-        wait_until(
-            "every task to complete",
-            Duration::from_secs(60),
-            async || {
-                let c = store.counts().await.unwrap();
-                c.pending == 0 && c.running == 0
-            },
-        )
-        .await;
+        engine.wait_for_all(&store, tasks as u64).await;
         let took = t.elapsed();
-        let launched = engine.count.load(Ordering::SeqCst);
         engine.stop().await;
-        assert_eq!(launched, tasks as u64, "every task launched exactly once");
-        assert_eq!(store.counts().await.unwrap().completed, tasks as u64);
         let rate = tasks as f64 / took.as_secs_f64();
         eprintln!(
             "  dispatch {}: {tasks} tasks in {:.2}s, {rate:.0}/s",
@@ -555,7 +565,7 @@ async fn bench_dispatch(backend: Backend, quick: bool) -> Value {
             data.path(),
             &db,
             &[("bench".into(), remote.url())],
-            "[limits]\nmax_running = 100000\nmax_running_per_project = 100000\n",
+            NO_LIMITS,
         );
         let engine = start_noop_engine(cfg, store.clone(), None);
         wait_until("the first sync", Duration::from_secs(30), async || {
@@ -569,22 +579,7 @@ async fn bench_dispatch(backend: Backend, quick: bool) -> Value {
         remote.commit_new_tasks(tasks, addressees);
         let t = Instant::now();
         engine.sync_now.as_ref().unwrap().notify_one();
-        let count = engine.count.clone();
-        wait_until(
-            "every task to launch",
-            Duration::from_secs(600),
-            async || count.load(Ordering::SeqCst) >= tasks as u64,
-        )
-        .await;
-        wait_until(
-            "every task to complete",
-            Duration::from_secs(60),
-            async || {
-                let c = store.counts().await.unwrap();
-                c.completed == tasks as u64 && c.pending == 0 && c.running == 0
-            },
-        )
-        .await;
+        engine.wait_for_all(&store, tasks as u64).await;
         let took = t.elapsed();
         engine.stop().await;
         let rate = tasks as f64 / took.as_secs_f64();
