@@ -524,7 +524,29 @@ impl<R: Runtime> Engine<R> {
             .iter()
             .map(|(row, attempt, outcome, _)| (row.id, *attempt, outcome))
             .collect();
-        match self.store.finish_runs(&runs, Utc::now()).await {
+        let recorded = match self.store.finish_runs(&runs, Utc::now()).await {
+            // One run that cannot be recorded must not hold up the others of its batch: on a
+            // failed batch, each is tried alone (a store that is down fails them all, as before).
+            Err(_) if runs.len() > 1 => {
+                let mut each = Vec::with_capacity(runs.len());
+                for run in &runs {
+                    match self
+                        .store
+                        .finish_runs(std::slice::from_ref(run), Utc::now())
+                        .await
+                    {
+                        Ok(f) => each.push(f[0]),
+                        Err(e) => {
+                            tracing::error!(task_id = run.0, "cannot record the result: {e}");
+                            each.push(false);
+                        }
+                    }
+                }
+                Ok(each)
+            }
+            other => other,
+        };
+        match recorded {
             Ok(finished) => {
                 if finished.contains(&true) {
                     self.report_wake.notify_one();

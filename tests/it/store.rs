@@ -200,6 +200,10 @@ async fn outcomes_move_tasks_as_decided(backend: Backend) {
         s.claim(&limits(1, 1), Utc::now()).await.unwrap().is_empty(),
         "not before its time"
     );
+    // The engine sleeps until then (and nothing else is due).
+    let due = s.next_due(Utc::now()).await.unwrap().expect("a retry is due");
+    assert!((due - later).num_milliseconds().abs() <= 1, "{due} != {later}");
+    assert_eq!(s.next_due(later).await.unwrap(), None, "nothing after it");
     let t = s
         .claim(&limits(1, 1), later + chrono::Duration::seconds(1))
         .await
