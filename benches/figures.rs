@@ -23,11 +23,12 @@ use std::time::{Duration, Instant};
 use coding_swarm::config::{Config, ProjectConfig};
 use coding_swarm::engine::{Engine, RunOptions};
 use coding_swarm::forge::Delivery;
+use coding_swarm::model::{plan_sync, FileChange};
 use coding_swarm::runtime::{Completion, Launch, Runtime, RuntimeError};
 use coding_swarm::spec::RunResult;
 use coding_swarm::store::Store;
-use coding_swarm::sync::plan::new_task;
-use coding_swarm::sync::{sync_project, SyncAction, SyncPlan};
+use coding_swarm::store::SyncScope;
+use coding_swarm::sync::sync_project;
 use git2::{Oid, Repository, Signature};
 use serde_json::{json, Value};
 use sqlx::Connection;
@@ -475,7 +476,9 @@ async fn bench_sync(backend: Backend, quick: bool) -> Value {
         let p = project(&cfg);
 
         let t = Instant::now();
-        let report = sync_project(&store, &cfg.data_dir, &p).await.unwrap();
+        let report = sync_project(&store, &cfg.data_dir, &p, &Default::default())
+            .await
+            .unwrap();
         let first = t.elapsed();
         assert_eq!(report.actions, files, "the first sync creates every task");
         assert_eq!(store.counts().await.unwrap().pending, files as u64);
@@ -484,7 +487,9 @@ async fn bench_sync(backend: Backend, quick: bool) -> Value {
         for round in 1..=rounds + 2 {
             remote.change_one((round * 7919) % files, round, addressees);
             let t = Instant::now();
-            let report = sync_project(&store, &cfg.data_dir, &p).await.unwrap();
+            let report = sync_project(&store, &cfg.data_dir, &p, &Default::default())
+                .await
+                .unwrap();
             let took = t.elapsed();
             assert_eq!(
                 (report.changed_files, report.actions),
@@ -499,7 +504,9 @@ async fn bench_sync(backend: Backend, quick: bool) -> Value {
         let mut unmoved = Vec::new();
         for _ in 0..rounds {
             let t = Instant::now();
-            let report = sync_project(&store, &cfg.data_dir, &p).await.unwrap();
+            let report = sync_project(&store, &cfg.data_dir, &p, &Default::default())
+                .await
+                .unwrap();
             unmoved.push(t.elapsed());
             assert!(!report.fetched);
         }
@@ -533,7 +540,7 @@ async fn bench_dispatch(backend: Backend, quick: bool) -> Value {
             &[("bench".into(), remote.url())],
             NO_LIMITS,
         );
-        sync_project(&store, &cfg.data_dir, &project(&cfg))
+        sync_project(&store, &cfg.data_dir, &project(&cfg), &Default::default())
             .await
             .unwrap();
         assert_eq!(store.counts().await.unwrap().pending, tasks as u64);
@@ -639,16 +646,17 @@ async fn bench_latency(backend: Backend, quick: bool, gap: Duration) -> Value {
             format!("addressee: lat{}\nprompt: measure\n", i % 7).as_bytes(),
         )
         .unwrap();
-        let plan = SyncPlan {
-            actions: vec![SyncAction::Create(new_task(
-                &coding_swarm::spec::TaskKey::new(&key).unwrap(),
-                &spec,
-            ))],
-            ..SyncPlan::default()
-        };
+        let files = vec![FileChange {
+            path: coding_swarm::spec::task_path(&coding_swarm::spec::TaskKey::new(&key).unwrap()),
+            content: Some(Ok(spec)),
+        }];
+        let keys = vec![key.clone()];
         let t = Instant::now();
+        let now = chrono::Utc::now();
         writer
-            .apply_sync("bench", &head, &plan, chrono::Utc::now())
+            .apply_sync("bench", &head, SyncScope::Keys(&keys), now, |rows| {
+                plan_sync("bench", &files, rows, false, &head, now)
+            })
             .await
             .unwrap();
         let (got, at) = tokio::time::timeout(Duration::from_secs(10), rx.recv())
@@ -691,6 +699,7 @@ async fn bench_webhook(backend: Backend, quick: bool) -> Value {
             deliveries: dtx,
         }),
         None,
+        Default::default(),
     );
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();

@@ -75,7 +75,7 @@ pub struct Config {
     pub http: HttpConfig,
     /// Hard caps per epic; hitting one fails the epic.
     #[serde(default)]
-    pub epics: crate::engine::green::EpicCaps,
+    pub epics: crate::model::green::EpicCaps,
     #[serde(default)]
     pub agents: BTreeMap<String, AgentProfile>,
     #[serde(default)]
@@ -186,6 +186,11 @@ impl AgentProfile {
             extra_args: Vec::new(),
             grace: None,
         }
+    }
+
+    /// The `demo` agent profile: this binary's `demo-agent` subcommand (see `swarm up --demo`).
+    pub fn demo() -> Self {
+        Self::command(vec!["{swarm}".into(), "demo-agent".into()])
     }
 
     /// The profile used for `claude` when the config has none: the CLI from `PATH`, the
@@ -392,6 +397,60 @@ impl Default for HttpConfig {
 
 fn default_listen() -> String {
     "127.0.0.1:8080".into()
+}
+
+/// A secret value: it never prints (`Debug` and `Display` show `***`).
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    /// `None` for an empty value: an empty variable is an unset one.
+    pub fn new(value: impl Into<String>) -> Option<Self> {
+        let value = value.into();
+        (!value.trim().is_empty()).then_some(Self(value))
+    }
+
+    /// The value, for the one place that hands it to a library.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("***")
+    }
+}
+
+/// The credentials the engine itself uses, read from its environment once, at start-up, by
+/// the command line and passed to what needs them (never read from the environment deeper in).
+#[derive(Debug, Clone, Default)]
+pub struct Secrets {
+    /// `SWARM_GIT_TOKEN` (or `GITHUB_TOKEN`): HTTPS git remotes.
+    pub git_token: Option<Secret>,
+    /// `SWARM_GITHUB_TOKEN` (or `GITHUB_TOKEN`): the GitHub API with a personal access token.
+    pub github_token: Option<Secret>,
+    /// `SWARM_GITHUB_APP_KEY`: the GitHub App's private key (PEM).
+    pub github_app_key: Option<Secret>,
+    /// `SWARM_GITHUB_WEBHOOK_SECRET`: verifies webhook signatures.
+    pub webhook_secret: Option<Secret>,
+    /// `SWARM_API_TOKEN`: required of every dashboard and API request when bound beyond this machine.
+    pub api_token: Option<Secret>,
+}
+
+impl Secrets {
+    /// The secrets among `vars` (the process environment, for the command line).
+    pub fn from_vars(vars: impl IntoIterator<Item = (String, String)>) -> Self {
+        let vars: std::collections::HashMap<String, String> = vars.into_iter().collect();
+        let get = |name: &str| vars.get(name).cloned().and_then(Secret::new);
+        Self {
+            git_token: get("SWARM_GIT_TOKEN").or_else(|| get("GITHUB_TOKEN")),
+            github_token: get("SWARM_GITHUB_TOKEN").or_else(|| get("GITHUB_TOKEN")),
+            github_app_key: get("SWARM_GITHUB_APP_KEY"),
+            webhook_secret: get("SWARM_GITHUB_WEBHOOK_SECRET"),
+            api_token: get("SWARM_API_TOKEN"),
+        }
+    }
 }
 
 /// A database URL; its password never prints.
@@ -683,7 +742,7 @@ impl Config {
         }
         match name {
             "claude" => Some(AgentProfile::default_claude()),
-            DEMO_AGENT => Some(crate::demo::profile()),
+            DEMO_AGENT => Some(AgentProfile::demo()),
             _ => None,
         }
     }

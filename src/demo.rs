@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use crate::config::{AgentProfile, Config, DEMO_AGENT};
+use crate::config::{Config, DEMO_AGENT};
 
 /// The files of `examples/repo-layout/`, embedded so `swarm up --demo` works from anywhere.
 pub const EXAMPLE_FILES: &[(&str, &str)] = &[
@@ -36,11 +36,6 @@ pub const EXAMPLE_FILES: &[(&str, &str)] = &[
         include_str!("../examples/repo-layout/.ai/tasks/review-greeting.yaml"),
     ),
 ];
-
-/// The `demo` agent profile: this binary's `demo-agent` subcommand.
-pub fn profile() -> AgentProfile {
-    AgentProfile::command(vec!["{swarm}".into(), "demo-agent".into()])
-}
 
 /// What `swarm demo-agent` does inside a checkout: write `demo/<key>.md`, after a short pause
 /// (`SWARM_DEMO_DELAY_MS`, default 500) so runs visibly overlap.

@@ -39,7 +39,7 @@ fn check(ok: bool, name: impl Into<String>, detail: impl Into<String>) -> Check 
 }
 
 /// Runs every check.
-pub async fn run(config: &Config) -> Vec<Check> {
+pub async fn run(config: &Config, secrets: &crate::config::Secrets) -> Vec<Check> {
     let mut out = Vec::new();
     let api_key = std::env::var("ANTHROPIC_API_KEY").is_ok_and(|v| !v.trim().is_empty());
     out.push(check(
@@ -142,19 +142,21 @@ pub async fn run(config: &Config) -> Vec<Check> {
             ));
             store.close().await;
         }
-        Err(e) => out.push(check(false, "database", crate::engine::error_chain(&e))),
+        Err(e) => out.push(check(false, "database", crate::display::error_chain(&e))),
     }
     for p in &config.projects {
-        let (repo, branch, dir) = (
+        let (repo, branch, dir, auth) = (
             p.repo.clone(),
             p.default_branch.clone(),
             tempfile::tempdir(),
+            gitops::GitAuth::new(secrets.git_token.clone()),
         );
         let result = tokio::task::spawn_blocking(move || -> Result<Option<git2::Oid>, String> {
             let dir = dir.map_err(|e| e.to_string())?;
             let cache =
                 git2::Repository::init_bare(dir.path()).map_err(|e| e.message().to_string())?;
-            gitops::remote_head(&cache, &repo, &branch).map_err(|e| crate::engine::error_chain(&e))
+            gitops::remote_head(&cache, &repo, &branch, &auth)
+                .map_err(|e| crate::display::error_chain(&e))
         })
         .await
         .unwrap_or_else(|e| Err(e.to_string()));

@@ -4,8 +4,8 @@
 use chrono::Utc;
 
 use crate::config::{Config, ProjectConfig};
-use crate::engine::green::manager_addressee;
-use crate::gitops::{self, GitError};
+use crate::gitops::{self, GitAuth, GitError};
+use crate::model::green::manager_addressee;
 use crate::spec::{Addressee, Label, Prompt, TaskKey, TaskSpec};
 
 #[derive(Debug, thiserror::Error)]
@@ -92,6 +92,7 @@ pub async fn submit(
     project: &str,
     text: &str,
     name: Option<&str>,
+    auth: &GitAuth,
 ) -> Result<SubmittedEpic, EpicError> {
     let p: ProjectConfig = config
         .project(project)
@@ -106,7 +107,8 @@ pub async fn submit(
     let body = serde_saphyr::to_string(&spec).map_err(|e| EpicError::Text(e.to_string()))?;
     crate::spec::parse_task(body.as_bytes()).map_err(|e| EpicError::Text(e.to_string()))?;
     let text = text.to_string();
-    let cache = crate::sync::cache_path(&config.data_dir, &p.name);
+    let cache = gitops::cache_path(&config.data_dir, &p.name);
+    let auth = auth.clone();
     let (git_name, git_email) = (config.git.name.clone(), config.git.email.clone());
     let pname = p.name.clone();
     tokio::task::spawn_blocking(move || -> Result<SubmittedEpic, EpicError> {
@@ -120,7 +122,7 @@ pub async fn submit(
         };
         let repo = gitops::open_cache(&cache, &p.repo).map_err(git)?;
         for _ in 0..5 {
-            let head = gitops::fetch(&repo, &p.repo, &p.default_branch).map_err(git)?;
+            let head = gitops::fetch(&repo, &p.repo, &p.default_branch, &auth).map_err(git)?;
             let tree = repo
                 .find_commit(head)
                 .and_then(|c| c.tree())
@@ -160,7 +162,13 @@ pub async fn submit(
                 &git_email,
             )
             .map_err(commit_err)?;
-            match gitops::push(&repo, &p.repo, &commit.to_string(), &p.default_branch) {
+            match gitops::push(
+                &repo,
+                &p.repo,
+                &commit.to_string(),
+                &p.default_branch,
+                &auth,
+            ) {
                 Ok(()) => {
                     return Ok(SubmittedEpic {
                         project: pname.clone(),

@@ -2,7 +2,7 @@
 //! fetch into a bare cache, tree diffs limited to `.ai/`, commits built without a work tree,
 //! and pushes that report rejections. Blocking I/O: call from `spawn_blocking`.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use git2::{
@@ -61,31 +61,50 @@ fn err<'a>(step: &'static str, url: &'a str) -> impl FnOnce(git2::Error) -> GitE
     }
 }
 
-/// Credentials for remotes: an SSH agent for `ssh://` and `git@` URLs; for HTTPS a token from
-/// `SWARM_GIT_TOKEN` or `GITHUB_TOKEN` in the environment. The token is handed to libgit2 only;
-/// it is never part of a URL, so it never reaches `.git/config` or a log line.
-pub fn callbacks<'a>() -> RemoteCallbacks<'a> {
-    let mut cb = RemoteCallbacks::new();
-    let mut tried = 0u8;
-    cb.credentials(move |_url, username, allowed| {
-        tried += 1;
-        if tried > 3 {
-            return Err(git2::Error::from_str("authentication failed"));
-        }
-        if allowed.contains(CredentialType::SSH_KEY) {
-            return Cred::ssh_key_from_agent(username.unwrap_or("git"));
-        }
-        if allowed.contains(CredentialType::USER_PASS_PLAINTEXT) {
-            if let Some(token) = std::env::var("SWARM_GIT_TOKEN")
-                .ok()
-                .or_else(|| std::env::var("GITHUB_TOKEN").ok())
-            {
-                return Cred::userpass_plaintext("x-access-token", &token);
+/// How the engine or a worker authenticates to git remotes: an SSH agent for `ssh://` and
+/// `git@` URLs; for HTTPS the token it was given (the engine's `SWARM_GIT_TOKEN`, passed in by
+/// the wiring; a worker's from its job). The token is handed to libgit2 only; it is never part
+/// of a URL, so it never reaches `.git/config` or a log line.
+#[derive(Clone, Default)]
+pub struct GitAuth {
+    token: Option<crate::config::Secret>,
+}
+
+impl std::fmt::Debug for GitAuth {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GitAuth")
+            .field("token", &self.token.as_ref().map(|_| "***"))
+            .finish()
+    }
+}
+
+impl GitAuth {
+    /// Authentication with an HTTPS token (and the SSH agent for SSH remotes).
+    pub fn new(token: Option<crate::config::Secret>) -> Self {
+        Self { token }
+    }
+
+    /// The callbacks that answer a remote's request for credentials.
+    pub fn callbacks(&self) -> RemoteCallbacks<'_> {
+        let mut cb = RemoteCallbacks::new();
+        let mut tried = 0u8;
+        cb.credentials(move |_url, username, allowed| {
+            tried += 1;
+            if tried > 3 {
+                return Err(git2::Error::from_str("authentication failed"));
             }
-        }
-        Cred::default()
-    });
-    cb
+            if allowed.contains(CredentialType::SSH_KEY) {
+                return Cred::ssh_key_from_agent(username.unwrap_or("git"));
+            }
+            if allowed.contains(CredentialType::USER_PASS_PLAINTEXT) {
+                if let Some(token) = &self.token {
+                    return Cred::userpass_plaintext("x-access-token", token.expose());
+                }
+            }
+            Cred::default()
+        });
+        cb
+    }
 }
 
 /// Opens (or creates) the bare cache repository for a project at `path` with `url` as origin.
@@ -118,12 +137,17 @@ pub fn open_cache(path: &Path, url: &str) -> Result<Repository> {
 }
 
 /// Asks the remote where `branch` points, without fetching anything (an ls-remote).
-pub fn remote_head(repo: &Repository, url: &str, branch: &str) -> Result<Option<Oid>> {
+pub fn remote_head(
+    repo: &Repository,
+    url: &str,
+    branch: &str,
+    auth: &GitAuth,
+) -> Result<Option<Oid>> {
     let mut remote = repo
         .remote_anonymous(url)
         .map_err(err("reach the remote", url))?;
     let conn = remote
-        .connect_auth(Direction::Fetch, Some(callbacks()), None)
+        .connect_auth(Direction::Fetch, Some(auth.callbacks()), None)
         .map_err(err("reach the remote", url))?;
     let want = format!("refs/heads/{branch}");
     let head = conn
@@ -142,12 +166,12 @@ pub fn cached_head(repo: &Repository, branch: &str) -> Option<Oid> {
 }
 
 /// Fetches `branch` into `refs/remotes/origin/<branch>` (force: a rewritten history is followed).
-pub fn fetch(repo: &Repository, url: &str, branch: &str) -> Result<Oid> {
+pub fn fetch(repo: &Repository, url: &str, branch: &str, auth: &GitAuth) -> Result<Oid> {
     let mut remote = repo
         .remote_anonymous(url)
         .map_err(err("reach the remote", url))?;
     let mut opts = FetchOptions::new();
-    opts.remote_callbacks(callbacks());
+    opts.remote_callbacks(auth.callbacks());
     opts.download_tags(git2::AutotagOption::None);
     let refspec = format!("+refs/heads/{branch}:refs/remotes/origin/{branch}");
     remote
@@ -161,8 +185,14 @@ pub fn fetch(repo: &Repository, url: &str, branch: &str) -> Result<Oid> {
 
 /// Pushes `local_ref` (a commit id or ref) to `refs/heads/<branch>` on the remote, without
 /// force. A rejection (for example not a fast-forward) is an error, not a silent success.
-pub fn push(repo: &Repository, url: &str, source: &str, branch: &str) -> Result<()> {
-    if let Some(remote) = crate::sync::watch::local_git_dir(url)
+pub fn push(
+    repo: &Repository,
+    url: &str,
+    source: &str,
+    branch: &str,
+    auth: &GitAuth,
+) -> Result<()> {
+    if let Some(remote) = local_git_dir(url)
         .and_then(|dir| Repository::open(dir).ok())
         .filter(Repository::is_bare)
     {
@@ -172,7 +202,7 @@ pub fn push(repo: &Repository, url: &str, source: &str, branch: &str) -> Result<
     let mut remote = repo
         .remote_anonymous(url)
         .map_err(err("reach the remote", url))?;
-    let mut cb = callbacks();
+    let mut cb = auth.callbacks();
     cb.push_update_reference(|refname, status| {
         if let Some(message) = status {
             *rejection.borrow_mut() = Some(format!("{refname}: {message}"));
@@ -508,12 +538,13 @@ pub fn bring_cache_to(
     url: &str,
     branch: &str,
     head: Oid,
+    auth: &GitAuth,
 ) -> Result<(Oid, bool)> {
     let present = repo.find_commit(head).is_ok();
     if present && cached_head(repo, branch) == Some(head) {
         return Ok((head, false));
     }
-    if present && crate::sync::watch::local_git_dir(url).is_some() {
+    if present && local_git_dir(url).is_some() {
         repo.reference(
             &format!("refs/remotes/origin/{branch}"),
             head,
@@ -523,7 +554,7 @@ pub fn bring_cache_to(
         .map_err(err("update the cache", url))?;
         return Ok((head, true));
     }
-    Ok((fetch(repo, url, branch)?, true))
+    Ok((fetch(repo, url, branch, auth)?, true))
 }
 
 /// Whether `commit` is present in the repository's object database.
@@ -683,4 +714,22 @@ pub fn read_file(repo: &Path, commit: &str, path: &str) -> Option<Vec<u8>> {
     let id = tree.get_path(Path::new(path)).ok()?.id();
     let content = repo.find_blob(id).ok()?.content().to_vec();
     Some(content)
+}
+
+/// The git directory of a local repository path (bare or not), if it is one.
+pub fn local_git_dir(repo: &str) -> Option<PathBuf> {
+    let path = Path::new(repo.strip_prefix("file://").unwrap_or(repo));
+    if !path.is_absolute() || !path.exists() {
+        return None;
+    }
+    if path.join("refs").is_dir() && path.join("HEAD").is_file() {
+        return Some(path.to_path_buf());
+    }
+    let dotgit = path.join(".git");
+    dotgit.join("refs").is_dir().then_some(dotgit)
+}
+
+/// Where the bare cache of a project lives.
+pub fn cache_path(data_dir: &Path, project: &str) -> PathBuf {
+    data_dir.join("repos").join(format!("{project}.git"))
 }

@@ -3,8 +3,8 @@
 
 use serde_json::{json, Value};
 
+use crate::model::TaskRow;
 use crate::spec::{ErrorClass, TaskState};
-use crate::store::TaskRow;
 
 /// The hidden marker of a task's status comment.
 pub fn marker(project: &str, key: &str) -> String {

@@ -63,9 +63,9 @@ pub struct GitHub {
 const PERMISSION_TTL: Duration = Duration::from_secs(300);
 
 impl GitHub {
-    /// From the config and the environment (`SWARM_GITHUB_TOKEN` or `GITHUB_TOKEN`; or
-    /// `app_id` and `SWARM_GITHUB_APP_KEY`).
-    pub fn from_env(cfg: &GitHubConfig) -> Result<Self, ForgeError> {
+    /// From the config and the engine's credentials: the App (`app_id` and its private key)
+    /// when both are there, else the personal access token, else none (reads fail clearly).
+    pub fn new(cfg: &GitHubConfig, secrets: &crate::config::Secrets) -> Result<Self, ForgeError> {
         let base = || {
             octocrab::OctocrabBuilder::new()
                 .base_uri(cfg.api_url.as_str())
@@ -74,36 +74,34 @@ impl GitHub {
                     source,
                 })
         };
-        let auth =
-            if let (Some(app_id), Ok(key)) = (cfg.app_id, std::env::var("SWARM_GITHUB_APP_KEY")) {
-                let key = jsonwebtoken::EncodingKey::from_rsa_pem(key.as_bytes())
-                    .map_err(|_| ForgeError::BadAppKey)?;
-                let app = base()?
-                    .app(octocrab::models::AppId(app_id), key)
+        let auth = if let (Some(app_id), Some(key)) = (cfg.app_id, &secrets.github_app_key) {
+            let key = jsonwebtoken::EncodingKey::from_rsa_pem(key.expose().as_bytes())
+                .map_err(|_| ForgeError::BadAppKey)?;
+            let app = base()?
+                .app(octocrab::models::AppId(app_id), key)
+                .build()
+                .map_err(|source| ForgeError::Client {
+                    what: "build the App client".into(),
+                    source,
+                })?;
+            Auth::App {
+                app,
+                installation: cfg.installation_id,
+                clients: Mutex::default(),
+            }
+        } else if let Some(token) = &secrets.github_token {
+            Auth::Token(
+                base()?
+                    .personal_token(token.expose().to_string())
                     .build()
                     .map_err(|source| ForgeError::Client {
-                        what: "build the App client".into(),
-                        source,
-                    })?;
-                Auth::App {
-                    app,
-                    installation: cfg.installation_id,
-                    clients: Mutex::default(),
-                }
-            } else if let Some(token) = std::env::var("SWARM_GITHUB_TOKEN")
-                .ok()
-                .or_else(|| std::env::var("GITHUB_TOKEN").ok())
-                .filter(|t| !t.is_empty())
-            {
-                Auth::Token(base()?.personal_token(token).build().map_err(|source| {
-                    ForgeError::Client {
                         what: "build the client".into(),
                         source,
-                    }
-                })?)
-            } else {
-                Auth::None
-            };
+                    })?,
+            )
+        } else {
+            Auth::None
+        };
         Ok(Self {
             auth,
             permissions: Mutex::default(),

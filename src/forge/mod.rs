@@ -17,10 +17,12 @@ use tokio::sync::{watch, Notify};
 
 pub use github::{ForgeError, GitHub};
 
-use crate::config::{Config, GitHubConfig, ProjectConfig};
-use crate::engine::green::ActivationItem;
+use crate::config::{Config, GitHubConfig, ProjectConfig, Secrets};
+use crate::display::error_chain;
+use crate::model::transition::StopOutcome;
+use crate::model::{describe_state, effective_branch, ActivationItem, Role, TaskRow};
 use crate::spec::TaskState;
-use crate::store::{OutboxRow, Store, TaskRow};
+use crate::store::{FeedCursor, OutboxKind, OutboxRow, Store, StoreError};
 use webhook::{Command, Event};
 
 /// Failed writes (rate-limit waits do not count) are given up after this many tries: with the
@@ -46,7 +48,11 @@ pub struct Forge {
 
 impl Forge {
     /// None when `[github]` is not configured or no project is on GitHub.
-    pub fn new(config: Arc<Config>, store: Store) -> Result<Option<Arc<Self>>, ForgeError> {
+    pub fn new(
+        config: Arc<Config>,
+        store: Store,
+        secrets: &Secrets,
+    ) -> Result<Option<Arc<Self>>, ForgeError> {
         let Some(cfg) = config.github.clone() else {
             return Ok(None);
         };
@@ -58,7 +64,7 @@ impl Forge {
         if by_repo.is_empty() {
             return Ok(None);
         }
-        let gh = GitHub::from_env(&cfg)?;
+        let gh = GitHub::new(&cfg, secrets)?;
         Ok(Some(Arc::new(Self {
             gh,
             store,
@@ -76,9 +82,21 @@ impl Forge {
 
     /// Reports task changes and writes the outbox, until `shutdown`.
     pub async fn run(self: Arc<Self>, mut shutdown: watch::Receiver<bool>) {
-        // After a restart, the newest state of the last day is written again: writes are
-        // idempotent (comments are edited in place) and coalesced.
-        let mut since = Utc::now() - chrono::Duration::days(1);
+        // After a restart, the newest state of the last day is written again (writes are
+        // idempotent: comments are edited in place, and coalesced); from there on, the change
+        // feed says what changed.
+        let mut cursor = loop {
+            match self.catch_up(Utc::now() - chrono::Duration::days(1)).await {
+                Ok(c) => break c,
+                Err(e) => {
+                    tracing::warn!("cannot read task changes for GitHub: {e}");
+                    tokio::select! {
+                        _ = tokio::time::sleep(Duration::from_secs(2)) => {}
+                        _ = shutdown.changed() => return,
+                    }
+                }
+            }
+        };
         let mut paused_until: Option<DateTime<Utc>> = None;
         let mut cleaned = Utc::now() - chrono::Duration::days(1);
         loop {
@@ -92,9 +110,8 @@ impl Forge {
                     .forget_deliveries_before(cleaned - chrono::Duration::days(7))
                     .await;
             }
-            let now = Utc::now();
-            match self.observe(since).await {
-                Ok(()) => since = now - chrono::Duration::milliseconds(10),
+            match self.observe(cursor).await {
+                Ok(next) => cursor = next,
                 Err(e) => tracing::warn!("cannot read task changes for GitHub: {e}"),
             }
             if paused_until.is_none_or(|t| t <= Utc::now()) {
@@ -107,14 +124,44 @@ impl Forge {
         }
     }
 
-    /// Queues the newest state of every task that changed since `since`.
-    async fn observe(&self, since: DateTime<Utc>) -> Result<(), crate::store::StoreError> {
+    /// Queues the newest state of every task touched since `since`; returns where the change
+    /// feed stood before it looked, so nothing that changes meanwhile is missed.
+    async fn catch_up(&self, since: DateTime<Utc>) -> Result<FeedCursor, StoreError> {
+        let cursor = self.store.feed_head().await?;
         for (repo, project) in &self.by_repo {
-            for row in self.store.tasks_changed_since(&project.name, since).await? {
+            for row in self.store.tasks_touched_since(&project.name, since).await? {
                 self.queue_task(repo, project, &row).await?;
             }
         }
-        Ok(())
+        Ok(cursor)
+    }
+
+    /// Queues the newest state of every task of a project on GitHub with an event after
+    /// `cursor` (the change feed: a transaction that commits late is still seen). Returns the
+    /// cursor past what it read.
+    async fn observe(&self, cursor: FeedCursor) -> Result<FeedCursor, StoreError> {
+        let mut cursor = cursor;
+        loop {
+            let (events, next) = self.store.feed_after(cursor, 1000).await?;
+            let mut ids: Vec<i64> = events.iter().filter_map(|e| e.task_id).collect();
+            ids.sort_unstable();
+            ids.dedup();
+            for row in self.store.tasks_by_ids(&ids).await? {
+                if row.origin != crate::model::Origin::File {
+                    continue;
+                }
+                let Some((repo, project)) =
+                    self.by_repo.iter().find(|(_, p)| p.name == row.project)
+                else {
+                    continue;
+                };
+                self.queue_task(repo, project, &row).await?;
+            }
+            cursor = next;
+            if events.len() < 1000 {
+                return Ok(cursor);
+            }
+        }
     }
 
     async fn queue_task(
@@ -122,7 +169,7 @@ impl Forge {
         repo: &str,
         project: &ProjectConfig,
         row: &TaskRow,
-    ) -> Result<(), crate::store::StoreError> {
+    ) -> Result<(), StoreError> {
         let now = Utc::now();
         let queue = if row.state() == TaskState::Pending {
             let (place, behind) = self.store.queue_place(row).await?;
@@ -133,7 +180,7 @@ impl Forge {
         let branch = row
             .result()
             .and_then(|r| r.branch.clone())
-            .unwrap_or_else(|| crate::engine::effective_branch(row, &project.default_branch));
+            .unwrap_or_else(|| effective_branch(row, &project.default_branch));
         let body = comment::comment_body_on(
             row,
             &comment::web_url(&self.cfg.api_url),
@@ -145,7 +192,7 @@ impl Forge {
         self.store
             .outbox_put(
                 repo,
-                "comment",
+                OutboxKind::Comment,
                 &target,
                 &json!({"key": row.key, "project": row.project, "branch": branch, "body": body}),
                 now,
@@ -156,12 +203,11 @@ impl Forge {
         status["branch"] = json!(branch);
         status["sha"] = json!(sha);
         self.store
-            .outbox_put(repo, "status", &target, &status, now)
+            .outbox_put(repo, OutboxKind::Status, &target, &status, now)
             .await?;
         let finished_implementation = row.state() == TaskState::Completed
             && row.result().is_some_and(|r| r.success && r.changed)
-            && crate::worker::prompts::Role::of_kind(row.kind.as_deref())
-                == crate::worker::prompts::Role::Implement;
+            && row.role() == Role::Implement;
         if self.cfg.draft_pull_requests
             && finished_implementation
             && branch != project.default_branch
@@ -175,7 +221,7 @@ impl Forge {
                 "draft": true, "body": format!("Opened by coding-swarm for task `{}`.\n\n{}", row.key, row.result().and_then(|r| r.summary.clone()).unwrap_or_default().replace('@', "@\u{200b}")),
                 "comment": {"key": row.key, "project": row.project, "branch": branch, "body": body}});
             self.store
-                .outbox_put(repo, "draft_pr", &target, &pull, now)
+                .outbox_put(repo, OutboxKind::DraftPr, &target, &pull, now)
                 .await?;
         }
         Ok(())
@@ -212,12 +258,12 @@ impl Forge {
                     return Some(until);
                 }
                 Err(e) if row.attempts >= MAX_WRITE_ATTEMPTS => {
-                    tracing::error!(repo = %row.repo, kind = %row.kind, target = %row.target, "giving up on a GitHub write after {} attempts: {}", row.attempts, crate::engine::error_chain(&e));
+                    tracing::error!(repo = %row.repo, kind = %row.kind, target = %row.target, "giving up on a GitHub write after {} attempts: {}", row.attempts, error_chain(&e));
                     let _ = self.store.outbox_done(&row).await;
                 }
                 Err(e) => {
                     let wait = chrono::Duration::seconds(2i64.pow((row.attempts as u32).min(9)));
-                    let text = crate::engine::error_chain(&e);
+                    let text = error_chain(&e);
                     tracing::warn!(repo = %row.repo, kind = %row.kind, "GitHub write failed, retrying in {wait}: {text}");
                     let _ = self
                         .store
@@ -234,8 +280,8 @@ impl Forge {
     async fn perform(&self, row: &OutboxRow) -> Result<bool, ForgeError> {
         let p = &row.payload.0;
         let s = |k: &str| p[k].as_str().unwrap_or_default().to_string();
-        match row.kind.as_str() {
-            "comment" => {
+        match row.kind {
+            OutboxKind::Comment => {
                 let (key, project, branch, body) = (s("key"), s("project"), s("branch"), s("body"));
                 let Some(pr) = self.gh.pull_for_branch(&row.repo, &branch).await? else {
                     return Ok(false);
@@ -265,7 +311,7 @@ impl Forge {
                 }
                 Ok(true)
             }
-            "status" => {
+            OutboxKind::Status => {
                 let sha = match p["sha"].as_str() {
                     Some(sha) => sha.to_string(),
                     None => match self.gh.branch_head(&row.repo, &s("branch")).await? {
@@ -277,13 +323,13 @@ impl Forge {
                 self.gh.create_status(&row.repo, &sha, &status).await?;
                 Ok(true)
             }
-            "reply" => {
+            OutboxKind::Reply => {
                 self.gh
                     .create_comment(&row.repo, p["number"].as_u64().unwrap_or(0), &s("body"))
                     .await?;
                 Ok(true)
             }
-            "draft_pr" => {
+            OutboxKind::DraftPr => {
                 // Open or closed: a pull request a person closed is not opened again.
                 if self.gh.any_pull_for_branch(&row.repo, &s("head")).await? {
                     return Ok(false);
@@ -295,14 +341,10 @@ impl Forge {
                 if let Some(c) = comment {
                     let _ = self
                         .store
-                        .outbox_put(&row.repo, "comment", &row.target, &c, Utc::now())
+                        .outbox_put(&row.repo, OutboxKind::Comment, &row.target, &c, Utc::now())
                         .await;
                 }
                 Ok(true)
-            }
-            other => {
-                tracing::warn!("unknown GitHub outbox kind {other}; dropped");
-                Ok(false)
             }
         }
     }
@@ -313,7 +355,7 @@ impl Forge {
         let event = match webhook::parse_event(&d.event, &d.body) {
             Ok(e) => e,
             Err(e) => {
-                tracing::warn!(delivery = %d.id, "{}", crate::engine::error_chain(&e));
+                tracing::warn!(delivery = %d.id, "{}", error_chain(&e));
                 return;
             }
         };
@@ -365,7 +407,7 @@ impl Forge {
                     .store
                     .outbox_put(
                         &repo.to_ascii_lowercase(),
-                        "reply",
+                        OutboxKind::Reply,
                         &d.id,
                         &json!({"number": number, "body": reply}),
                         Utc::now(),
@@ -402,25 +444,24 @@ impl Forge {
             return "sorry, only people with write access to this repository can ask the swarm for things. Nothing was done.".to_string();
         }
         let who = format!("@{author} on GitHub");
-        let now = Utc::now();
         match command {
-            Command::Retry(key) => match self.store.retry(&project.name, &key, &who, now).await {
+            Command::Retry(key) => match crate::steer::retry(&self.store, &project.name, &key, &who).await {
                 Ok(generation) => format!("`{key}` runs again (generation {generation})."),
                 Err(e) => format!("cannot retry `{key}`: {e}."),
             },
-            Command::Stop(key) => match self.store.request_stop(&project.name, &key, &who, now).await {
-                Ok(TaskState::Running) => format!("stopping `{key}`."),
+            Command::Stop(key) => match crate::steer::stop(&self.store, &project.name, &key, &who).await {
+                Ok(StopOutcome::StopRequested) => format!("stopping `{key}`."),
                 Ok(_) => format!("`{key}` is cancelled before it ran."),
                 Err(e) => format!("cannot stop `{key}`: {e}."),
             },
             Command::Status => {
                 let counts = self.store.counts_by_project().await.unwrap_or_default();
-                let n = |st: &str| counts.iter().find(|(p, s, _)| p == &project.name && s == st).map_or(0, |c| c.2);
-                let c = crate::store::Counts { pending: n("pending") as u64, running: n("running") as u64, completed: n("completed") as u64, report_due: 0 };
+                let n = |st: TaskState| counts.iter().find(|(p, s, _)| p == &project.name && *s == st).map_or(0, |c| c.2);
+                let c = crate::model::Counts { pending: n(TaskState::Pending) as u64, running: n(TaskState::Running) as u64, completed: n(TaskState::Completed) as u64, report_due: 0 };
                 let tasks = self.store.list(&crate::store::TaskFilter { project: Some(project.name.clone()), limit: Some(20), ..Default::default() }).await.unwrap_or_default();
                 let mut out = format!("{} pending, {} running, {} completed.\n\n| task | addressee | state |\n|---|---|---|\n", c.pending, c.running, c.completed);
                 for t in tasks {
-                    out.push_str(&format!("| `{}` | `{}` | {} |\n", t.key, t.addressee, crate::engine::describe_state(&t)));
+                    out.push_str(&format!("| `{}` | `{}` | {} |\n", t.key, t.addressee, describe_state(&t)));
                 }
                 out
             }
@@ -440,7 +481,7 @@ impl Forge {
                     return format!("`{branch}` is not the branch of a swarm task, so I leave this to people.");
                 };
                 let item = ActivationItem::Request { pull_request: number, branch, task: Some(task.key.clone()), author: author.to_string(), body: text };
-                match self.store.enqueue_activation(&project.name, task.epic.as_deref(), &project.default_branch, item, now).await {
+                match crate::steer::activate(&self.store, project, task.epic.as_deref(), item).await {
                     Ok(_) => "the project manager will look at this.".into(),
                     Err(e) => format!("cannot activate the project manager: {e}."),
                 }

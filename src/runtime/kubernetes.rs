@@ -75,7 +75,7 @@ pub fn build_job(launch: &Launch, cfg: &KubernetesConfig) -> Job {
         ),
     ]);
     let timeout = (launch.deadline - chrono::Utc::now()).num_seconds().max(1);
-    let task_json = serde_json::to_string(t).unwrap_or_default();
+    let task_json = String::from_utf8(t.to_json()).unwrap_or_default();
     let container = Container {
         name: CONTAINER.into(),
         image: Some(cfg.image.clone()),
@@ -483,8 +483,10 @@ pub fn classify_job(job: &Job, pods: &[Pod], stopped: bool) -> RunResult {
         .and_then(|c| c.state.as_ref())
         .and_then(|s| s.terminated.as_ref());
     if let Some(message) = terminated.and_then(|t| t.message.as_deref()) {
-        if let Ok(result) = serde_json::from_str::<RunResult>(message.trim()) {
-            return result;
+        // The worker's result, under the job contract; anything else (a message Kubernetes
+        // wrote itself) falls through to the Job's own conditions below.
+        if serde_json::from_str::<serde_json::Value>(message.trim()).is_ok_and(|v| v.is_object()) {
+            return crate::job::JobResult::read(message.trim().as_bytes());
         }
     }
     if stopped {

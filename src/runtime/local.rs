@@ -10,7 +10,6 @@
 
 use std::collections::HashMap;
 use std::fs::File;
-use std::io::Write;
 use std::os::fd::AsRawFd;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
@@ -23,26 +22,11 @@ use chrono::Utc;
 use tokio::sync::mpsc;
 
 use super::{Completion, Launch, Runtime, RuntimeError};
+use crate::job::{
+    write_atomic, JobResult, DEADLINE_FILE, LOCK_FILE, LOG_FILE, PID_FILE, RESULT_FILE,
+    STARTED_FILE, TASK_FILE, WITHHELD_ENV,
+};
 use crate::spec::{truncate, ErrorClass, RunResult};
-
-/// Files of a run directory.
-pub const TASK_FILE: &str = "task.json";
-pub const RESULT_FILE: &str = "result.json";
-pub const LOG_FILE: &str = "log";
-pub const LOCK_FILE: &str = "lock";
-pub const PID_FILE: &str = "pid";
-pub const DEADLINE_FILE: &str = "deadline";
-/// Written by the worker before it does anything else: the run has started.
-pub const STARTED_FILE: &str = "started";
-
-/// Environment variables never passed to a job: `ANTHROPIC_API_KEY` would switch Claude Code to
-/// pay-per-token billing; the engine's own database URL is not the job's business.
-pub const WITHHELD_ENV: &[&str] = &[
-    "ANTHROPIC_API_KEY",
-    "ANTHROPIC_AUTH_TOKEN",
-    "SWARM_DATABASE_URL",
-    "DATABASE_URL",
-];
 
 const GRACE: Duration = Duration::from_secs(5);
 const ADOPTED_POLL: Duration = Duration::from_millis(250);
@@ -122,8 +106,7 @@ impl LocalRuntime {
         }
         // Never started: we hold the lock, so nothing else can start it meanwhile.
         std::fs::create_dir_all(dir.join("home")).map_err(prepare)?;
-        let task_json = serde_json::to_vec_pretty(&launch.task).map_err(|e| prepare(e.into()))?;
-        write_atomic(&dir.join(TASK_FILE), &task_json).map_err(prepare)?;
+        write_atomic(&dir.join(TASK_FILE), &launch.task.to_json()).map_err(prepare)?;
         write_atomic(
             &dir.join(DEADLINE_FILE),
             launch.deadline.to_rfc3339().as_bytes(),
@@ -321,12 +304,7 @@ impl LocalRuntime {
             RunResult::failure(ErrorClass::Cancelled, "the run was stopped")
         } else {
             match std::fs::read(dir.join(RESULT_FILE)) {
-                Ok(bytes) => serde_json::from_slice::<RunResult>(&bytes).unwrap_or_else(|e| {
-                    RunResult::failure(
-                        ErrorClass::Crash,
-                        format!("the worker's result file does not parse: {e}"),
-                    )
-                }),
+                Ok(bytes) => JobResult::read(&bytes),
                 Err(_) => RunResult::failure(
                     ErrorClass::Infrastructure,
                     match exit {
@@ -414,15 +392,6 @@ async fn kill_group(pgid: i32, grace: Duration) {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let _ = killpg(group, Signal::SIGKILL);
-}
-
-/// Writes via a temporary file and a rename, so readers never see half a file.
-pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    let tmp = path.with_extension("tmp");
-    let mut f = File::create(&tmp)?;
-    f.write_all(bytes)?;
-    f.sync_all()?;
-    std::fs::rename(tmp, path)
 }
 
 /// The last `max` bytes of a file, from a line start.

@@ -57,8 +57,9 @@ impl ErrorClass {
 }
 
 /// One run's outcome. Written by the worker as JSON, kept in the store, shown in status files.
+/// Fields a reader does not know are ignored: a result from a newer worker (see the job
+/// contract, `crate::job`) or a status file from a newer engine still reads.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
 pub struct RunResult {
     pub success: bool,
     #[serde(default, skip_serializing_if = "Option::is_none")]

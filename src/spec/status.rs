@@ -17,6 +17,12 @@ pub enum TaskState {
     Completed,
 }
 
+impl std::fmt::Display for TaskState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 impl TaskState {
     pub fn as_str(self) -> &'static str {
         match self {

@@ -3,16 +3,64 @@
 //! status comment of each task.
 
 use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
 use sqlx::types::Json;
 
-use super::{q, Backend, Result, Store};
+use super::{on_pool, q, Backend, Result, Store};
+use crate::model::BadColumn;
+
+/// What an outbox row writes to GitHub.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OutboxKind {
+    /// A task's status comment on its pull request, edited in place.
+    Comment,
+    /// A commit status on the task's branch head.
+    Status,
+    /// An answer to a comment command.
+    Reply,
+    /// A draft pull request for a task's branch.
+    DraftPr,
+}
+
+impl OutboxKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Comment => "comment",
+            Self::Status => "status",
+            Self::Reply => "reply",
+            Self::DraftPr => "draft_pr",
+        }
+    }
+}
+
+impl std::fmt::Display for OutboxKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl TryFrom<String> for OutboxKind {
+    type Error = BadColumn;
+    fn try_from(value: String) -> Result<Self, BadColumn> {
+        [Self::Comment, Self::Status, Self::Reply, Self::DraftPr]
+            .into_iter()
+            .find(|k| k.as_str() == value)
+            .ok_or(BadColumn {
+                column: "github_outbox.kind",
+                value,
+                expected: "comment, status, reply, draft_pr",
+            })
+    }
+}
 
 /// One pending write to GitHub.
 #[derive(Debug, Clone, sqlx::FromRow, serde::Serialize)]
 pub struct OutboxRow {
     pub id: i64,
     pub repo: String,
-    pub kind: String,
+    #[sqlx(try_from = "String")]
+    pub kind: OutboxKind,
     pub target: String,
     pub payload: Json<serde_json::Value>,
     pub due_at: DateTime<Utc>,
@@ -49,7 +97,7 @@ impl Store {
     pub async fn outbox_put(
         &self,
         repo: &str,
-        kind: &str,
+        kind: OutboxKind,
         target: &str,
         payload: &serde_json::Value,
         now: DateTime<Utc>,
@@ -57,7 +105,7 @@ impl Store {
         on_pool!(self, pool => sqlx::query(
             "INSERT INTO github_outbox (repo, kind, target, payload, due_at, created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $5, $5)
              ON CONFLICT (repo, kind, target) DO UPDATE SET payload = $4, updated_at = $5")
-            .bind(repo).bind(kind).bind(target).bind(Json(payload)).bind(now)
+            .bind(repo).bind(kind.as_str()).bind(target).bind(Json(payload)).bind(now)
             .execute(pool).await.map(|_| ()).map_err(q("queue a GitHub write")))?;
         Ok(())
     }
@@ -120,98 +168,5 @@ impl Store {
             .bind(repo).bind(task_key).bind(pr as i64).bind(comment as i64)
             .execute(pool).await.map(|_| ()).map_err(q("remember a status comment")))?;
         Ok(())
-    }
-
-    /// Tasks of `project` changed after `since` (for reporting to GitHub).
-    pub async fn tasks_changed_since(
-        &self,
-        project: &str,
-        since: DateTime<Utc>,
-    ) -> Result<Vec<super::TaskRow>> {
-        let sql = format!(
-            "SELECT {} FROM tasks WHERE project = $1 AND origin = 'file' AND (updated_at > $2 OR started_at > $2 OR completed_at > $2) ORDER BY id",
-            super::TASK_COLUMNS
-        );
-        on_pool!(self, pool => sqlx::query_as::<_, super::TaskRow>(&sql).bind(project).bind(since).fetch_all(pool).await.map_err(q("read changed tasks")))
-    }
-
-    /// Where a pending task stands: its place among its addressee's pending tasks (1 = next)
-    /// and the running task it waits behind, if any.
-    pub async fn queue_place(&self, row: &super::TaskRow) -> Result<(i64, Option<String>)> {
-        let place: i64 = on_pool!(self, pool => sqlx::query_scalar(
-            "SELECT COUNT(*) FROM tasks WHERE addressee = $1 AND status = 'pending' AND (priority > $2 OR (priority = $2 AND id <= $3))")
-            .bind(&row.addressee).bind(row.priority).bind(row.id).fetch_one(pool).await.map_err(q("find a queue place")))?;
-        let running: Option<(String, String)> = on_pool!(self, pool => sqlx::query_as(
-            "SELECT project, key FROM tasks WHERE addressee = $1 AND status = 'running' LIMIT 1")
-            .bind(&row.addressee).fetch_optional(pool).await.map_err(q("find the running task")))?;
-        Ok((
-            place,
-            running.map(|(p, k)| {
-                if p == row.project {
-                    k
-                } else {
-                    format!("{p}/{k}")
-                }
-            }),
-        ))
-    }
-
-    /// Every task changed after `since` (for the dashboard's live updates).
-    pub async fn all_tasks_changed_since(
-        &self,
-        since: DateTime<Utc>,
-    ) -> Result<Vec<super::TaskRow>> {
-        let sql = format!(
-            "SELECT {} FROM tasks WHERE updated_at > $1 OR started_at > $1 OR completed_at > $1 ORDER BY id LIMIT 5000",
-            super::TASK_COLUMNS
-        );
-        on_pool!(self, pool => sqlx::query_as::<_, super::TaskRow>(&sql).bind(since).fetch_all(pool).await.map_err(q("read changed tasks")))
-    }
-
-    /// Task counts per project and status.
-    pub async fn counts_by_project(&self) -> Result<Vec<(String, String, i64)>> {
-        on_pool!(self, pool => sqlx::query_as("SELECT project, status, COUNT(*) FROM tasks GROUP BY project, status")
-            .fetch_all(pool).await.map_err(q("count tasks per project")))
-    }
-
-    /// Changes a pending task's priority (until its file next changes).
-    pub async fn set_priority(
-        &self,
-        project: &str,
-        key: &str,
-        priority: i32,
-        who: &str,
-        now: DateTime<Utc>,
-    ) -> Result<()> {
-        let row = self.existing(project, key).await?;
-        if row.state() != crate::spec::TaskState::Pending {
-            return Err(super::StoreError::Conflict {
-                project: project.into(),
-                key: key.into(),
-                status: row.status,
-                why: "only a pending task's priority can change",
-            });
-        }
-        let changed = on_pool!(self, pool => sqlx::query("UPDATE tasks SET priority = $3, updated_at = $4 WHERE project = $1 AND key = $2 AND status = 'pending'")
-            .bind(project).bind(key).bind(priority).bind(now)
-            .execute(pool).await.map(|r| r.rows_affected()).map_err(q("change a priority")))?;
-        if changed == 0 {
-            // Claimed between the look and the change.
-            return Err(super::StoreError::Conflict {
-                project: project.into(),
-                key: key.into(),
-                status: "running".into(),
-                why: "only a pending task's priority can change",
-            });
-        }
-        self.log_event(
-            project,
-            key,
-            row.generation,
-            "priority",
-            &format!("priority {} -> {priority} by {who}", row.priority),
-            now,
-        )
-        .await
     }
 }

@@ -1,21 +1,19 @@
 //! Repositories -> store: ask the remote for its head, fetch only when it moved, diff the last
 //! synced commit against the new one under `.ai/tasks/`, parse what changed, plan, apply.
-//! Git and database I/O at the ends; [`plan`] is the pure middle.
+//! Git and database I/O at the ends; the planner (`crate::model::plan`) is the pure middle,
+//! run by the store on the rows it holds under the sync's lock.
 
-pub mod plan;
 pub mod watch;
 
-use std::collections::{HashMap, HashSet};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use chrono::Utc;
 
-pub use plan::{plan_sync, FileChange, Observed, SyncAction, SyncPlan};
-
 use crate::config::ProjectConfig;
-use crate::gitops::{self, GitError};
-use crate::spec::{parse_task, task_path, TaskKey, TASKS_DIR};
-use crate::store::{Store, StoreError};
+use crate::gitops::{self, cache_path, GitAuth, GitError};
+use crate::model::{plan_sync, FileChange, MANAGER_TRAILER};
+use crate::spec::{parse_task, TASKS_DIR};
+use crate::store::{Store, StoreError, SyncScope};
 
 #[derive(Debug, thiserror::Error)]
 pub enum SyncError {
@@ -55,14 +53,6 @@ pub struct SyncReport {
     pub plan_edits: Vec<gitops::FileCommit>,
 }
 
-/// The trailer the worker puts on a project manager's commits.
-pub const MANAGER_TRAILER: &str = "Swarm-Role: manager";
-
-/// Where the bare cache of a project lives.
-pub fn cache_path(data_dir: &Path, project: &str) -> PathBuf {
-    data_dir.join("repos").join(format!("{project}.git"))
-}
-
 struct Fetched {
     head: String,
     fetched: bool,
@@ -78,6 +68,7 @@ pub async fn sync_project(
     store: &Store,
     data_dir: &Path,
     project: &ProjectConfig,
+    auth: &GitAuth,
 ) -> Result<SyncReport, SyncError> {
     let name = project.name.clone();
     let store_err = |source| SyncError::Store {
@@ -94,8 +85,9 @@ pub async fn sync_project(
         project.default_branch.clone(),
         project.name.clone(),
     );
+    let auth = auth.clone();
     let fetched = tokio::task::spawn_blocking(move || {
-        fetch_changes(&cache, &url, &branch, &pname, synced.as_deref())
+        fetch_changes(&cache, &url, &branch, &pname, synced.as_deref(), &auth)
     })
     .await
     .map_err(|_| SyncError::Panicked {
@@ -108,7 +100,7 @@ pub async fn sync_project(
         plan_edits: fetched.plan_edits,
         ..SyncReport::default()
     };
-    let Some(mut changes) = fetched.changes else {
+    let Some(changes) = fetched.changes else {
         // Nothing new; but the remote answered, so an earlier error is over.
         if had_error {
             store
@@ -118,53 +110,31 @@ pub async fn sync_project(
         }
         return Ok(report);
     };
-    let observed_rows = if fetched.full {
-        // No usable previous commit (first sync, or the cache was lost): compare everything,
-        // and treat tasks the store has but the tree lacks as deleted.
-        let rows = store
-            .tasks_by_keys(&project.name, None)
-            .await
-            .map_err(store_err)?;
-        let present: HashSet<&str> = changes.iter().map(|c| c.path.as_str()).collect();
-        let missing: Vec<FileChange> = rows
-            .iter()
-            .filter(|r| r.origin == "file")
-            .filter_map(|r| TaskKey::new(&r.key).ok())
-            .map(|k| task_path(&k))
-            .filter(|p| !present.contains(p.as_str()))
-            .map(|path| FileChange {
-                path,
-                content: None,
-            })
-            .collect();
-        changes.extend(missing);
-        rows
-    } else {
-        let keys: Vec<String> = changes
-            .iter()
-            .filter_map(|c| crate::spec::task_key_of_path(&c.path).and_then(Result::ok))
-            .map(|k| k.to_string())
-            .collect();
-        store
-            .tasks_by_keys(&project.name, Some(&keys))
-            .await
-            .map_err(store_err)?
-    };
-    let observed: HashMap<String, Observed> = observed_rows
+    let keys: Vec<String> = changes
         .iter()
-        .map(|r| (r.key.clone(), Observed::from(r)))
+        .filter_map(|c| crate::spec::task_key_of_path(&c.path).and_then(Result::ok))
+        .map(|k| k.to_string())
         .collect();
-    let plan = plan_sync(&changes, &observed);
+    // No usable previous commit (first sync, or the cache was lost): the whole tree is
+    // compared with every task of the project, and tasks the tree lacks are deleted.
+    let scope = if fetched.full {
+        SyncScope::All
+    } else {
+        SyncScope::Keys(&keys)
+    };
+    let (now, head, full) = (Utc::now(), fetched.head.clone(), fetched.full);
+    let (changed, plan) = store
+        .apply_sync(&project.name, &fetched.head, scope, now, |observed| {
+            plan_sync(&project.name, &changes, observed, full, &head, now)
+        })
+        .await
+        .map_err(store_err)?;
     report.changed_files = changes.len();
-    report.actions = plan.actions.len();
+    report.actions = changed;
     report.bad_files = plan.errors.len();
     for (path, e) in &plan.errors {
         tracing::warn!(project = %project.name, "{path}:{}:{}: {}", e.line, e.column, e.message);
     }
-    store
-        .apply_sync(&project.name, &fetched.head, &plan, Utc::now())
-        .await
-        .map_err(store_err)?;
     Ok(report)
 }
 
@@ -174,6 +144,7 @@ fn fetch_changes(
     branch: &str,
     project: &str,
     synced: Option<&str>,
+    auth: &GitAuth,
 ) -> Result<Fetched, SyncError> {
     let git = |source| SyncError::Git {
         project: project.to_string(),
@@ -185,7 +156,7 @@ fn fetch_changes(
     };
     let mut repo = gitops::open_cache(cache, url).map_err(git)?;
     // A repository on this machine is read in place: its objects are shared, not fetched.
-    let local = watch::local_git_dir(url);
+    let local = gitops::local_git_dir(url);
     if let Some(dir) = &local {
         match gitops::share_objects(&repo, dir) {
             Ok(true) => repo = gitops::open_cache(cache, url).map_err(git)?,
@@ -197,7 +168,7 @@ fn fetch_changes(
             ),
         }
     }
-    let head = gitops::remote_head(&repo, url, branch)
+    let head = gitops::remote_head(&repo, url, branch, auth)
         .map_err(git)?
         .ok_or_else(|| {
             git(GitError::NoBranch {
@@ -205,7 +176,7 @@ fn fetch_changes(
                 branch: branch.into(),
             })
         })?;
-    let (_, fetched) = gitops::bring_cache_to(&repo, url, branch, head).map_err(git)?;
+    let (_, fetched) = gitops::bring_cache_to(&repo, url, branch, head, auth).map_err(git)?;
     let head_str = head.to_string();
     if synced == Some(head_str.as_str()) {
         return Ok(Fetched {

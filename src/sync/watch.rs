@@ -1,23 +1,10 @@
 //! File watches on local repositories: a commit or push to a repository on this machine
 //! triggers its sync at once instead of at the next poll. I/O (inotify via `notify`).
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use notify::{RecursiveMode, Watcher};
 use tokio::sync::mpsc;
-
-/// The git directory of a local repository path (bare or not), if it is one.
-pub fn local_git_dir(repo: &str) -> Option<PathBuf> {
-    let path = Path::new(repo.strip_prefix("file://").unwrap_or(repo));
-    if !path.is_absolute() || !path.exists() {
-        return None;
-    }
-    if path.join("refs").is_dir() && path.join("HEAD").is_file() {
-        return Some(path.to_path_buf());
-    }
-    let dotgit = path.join(".git");
-    dotgit.join("refs").is_dir().then_some(dotgit)
-}
 
 /// Watches the refs of each `(project, git_dir)` and sends the project's name on `tx` when they
 /// change. The returned watcher must be kept alive.

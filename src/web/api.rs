@@ -17,8 +17,12 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 use super::WebState;
+use crate::display::error_chain;
+use crate::model::transition::StopOutcome;
+use crate::model::TaskRow;
 use crate::spec::TaskState;
-use crate::store::{StoreError, TaskFilter, TaskRow};
+use crate::steer::SteerError;
+use crate::store::{FeedCursor, StoreError, TaskFilter};
 
 pub fn routes() -> Router<WebState> {
     Router::new()
@@ -47,10 +51,20 @@ impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> Self {
         let status = match &e {
             StoreError::NotFound { .. } => StatusCode::NOT_FOUND,
-            StoreError::Conflict { .. } => StatusCode::CONFLICT,
             _ => StatusCode::SERVICE_UNAVAILABLE,
         };
-        ApiError(status, crate::engine::error_chain(&e))
+        ApiError(status, error_chain(&e))
+    }
+}
+
+impl From<SteerError> for ApiError {
+    fn from(e: SteerError) -> Self {
+        match e {
+            SteerError::Store(e) => e.into(),
+            refused @ SteerError::Refused { .. } => {
+                ApiError(StatusCode::CONFLICT, refused.to_string())
+            }
+        }
     }
 }
 
@@ -79,7 +93,7 @@ pub struct ProjectView {
     running_tasks: Vec<String>,
     plan_done: usize,
     plan_total: usize,
-    epics: Vec<crate::store::EpicRow>,
+    epics: Vec<crate::model::EpicRow>,
     bad_files: usize,
 }
 
@@ -109,16 +123,16 @@ async fn projects(State(s): State<WebState>) -> ApiResult<Vec<ProjectView>> {
     let mut out = Vec::new();
     for p in &s.config.projects {
         let row = rows.iter().find(|r| r.name == p.name);
-        let count = |status: &str| {
+        let count = |status: TaskState| {
             counts
                 .iter()
-                .find(|(pr, st, _)| pr == &p.name && st == status)
+                .find(|(pr, st, _)| pr == &p.name && *st == status)
                 .map_or(0, |c| c.2)
         };
         let synced = row.and_then(|r| r.synced_commit.clone());
         let (plan_done, plan_total) = match &synced {
             Some(c) => {
-                let cache = crate::sync::cache_path(&s.config.data_dir, &p.name);
+                let cache = crate::gitops::cache_path(&s.config.data_dir, &p.name);
                 let commit = c.clone();
                 let text = tokio::task::spawn_blocking(move || {
                     crate::gitops::read_file(&cache, &commit, crate::spec::PLAN_FILE)
@@ -138,9 +152,9 @@ async fn projects(State(s): State<WebState>) -> ApiResult<Vec<ProjectView>> {
             synced_commit: synced,
             synced_at: row.and_then(|r| r.synced_at),
             sync_error: row.and_then(|r| r.sync_error.clone()),
-            pending: count("pending"),
-            running: count("running"),
-            completed: count("completed"),
+            pending: count(TaskState::Pending),
+            running: count(TaskState::Running),
+            completed: count(TaskState::Completed),
             running_tasks: running
                 .iter()
                 .filter(|t| t.project == p.name)
@@ -294,7 +308,7 @@ async fn log(
             "the runtime is not up yet".into(),
         ));
     };
-    let name = crate::runtime::run_name(&t.project, &t.key, t.generation, t.attempts);
+    let name = t.run_name();
     // Logs are agent output: redacted by the worker already, and shown as text.
     logs(name)
         .await
@@ -314,10 +328,11 @@ async fn stop(
     headers: axum::http::HeaderMap,
     Path((project, key)): Path<(String, String)>,
 ) -> ApiResult<serde_json::Value> {
-    let was = s
-        .store
-        .request_stop(&project, &key, &who(&headers), Utc::now())
-        .await?;
+    let outcome = crate::steer::stop(&s.store, &project, &key, &who(&headers)).await?;
+    let was = match outcome {
+        StopOutcome::StopRequested => TaskState::Running,
+        _ => TaskState::Pending,
+    };
     Ok(Json(
         json!({"was": was.as_str(), "stopping": was == TaskState::Running}),
     ))
@@ -328,10 +343,7 @@ async fn retry(
     headers: axum::http::HeaderMap,
     Path((project, key)): Path<(String, String)>,
 ) -> ApiResult<serde_json::Value> {
-    let generation = s
-        .store
-        .retry(&project, &key, &who(&headers), Utc::now())
-        .await?;
+    let generation = crate::steer::retry(&s.store, &project, &key, &who(&headers)).await?;
     Ok(Json(json!({"generation": generation})))
 }
 
@@ -349,9 +361,7 @@ async fn priority(
 ) -> ApiResult<serde_json::Value> {
     let b = body(b)?;
     let p = crate::spec::Priority::new(b.priority).map_err(bad)?;
-    s.store
-        .set_priority(&project, &key, p.get(), &who(&headers), Utc::now())
-        .await?;
+    crate::steer::set_priority(&s.store, &project, &key, p.get(), &who(&headers)).await?;
     Ok(Json(json!({"priority": p.get()})))
 }
 
@@ -373,7 +383,7 @@ async fn submit_epic(
         return Err(bad("text: an epic needs a description"));
     }
     let name = b.name.filter(|n| !n.trim().is_empty());
-    match crate::epic::submit(&s.config, &project, &b.text, name.as_deref()).await {
+    match crate::epic::submit(&s.config, &project, &b.text, name.as_deref(), &s.git_auth).await {
         Ok(e) => Ok((StatusCode::CREATED, Json(e))),
         Err(e @ crate::epic::EpicError::NoProject(_)) => {
             Err(ApiError(StatusCode::NOT_FOUND, e.to_string()))
@@ -381,10 +391,7 @@ async fn submit_epic(
         Err(e @ (crate::epic::EpicError::Text(_) | crate::epic::EpicError::Name { .. })) => {
             Err(bad(e.to_string()))
         }
-        Err(e) => Err(ApiError(
-            StatusCode::BAD_GATEWAY,
-            crate::engine::error_chain(&e),
-        )),
+        Err(e) => Err(ApiError(StatusCode::BAD_GATEWAY, error_chain(&e))),
     }
 }
 
@@ -409,28 +416,63 @@ async fn events(
     Sse::new(stream).keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
 }
 
-/// Publishes task changes to the dashboard's event stream, until `shutdown`.
+/// Publishes task changes to the dashboard's event stream, until `shutdown`. It follows the
+/// store's change feed (a transaction that commits late is still seen), and reads it only
+/// while a page listens: an idle engine stays idle.
 pub async fn publish_changes(s: WebState, mut shutdown: tokio::sync::watch::Receiver<bool>) {
-    let mut since = Utc::now();
+    let mut cursor: Option<FeedCursor> = None;
     loop {
         tokio::select! {
             _ = tokio::time::sleep(Duration::from_millis(250)) => {}
             _ = shutdown.changed() => return,
         }
-        let now = Utc::now();
         if s.events.receiver_count() == 0 {
-            // Nobody watches the dashboard: nothing to read (an idle engine stays idle).
-            since = now - chrono::Duration::milliseconds(5);
+            // Nobody watches: a page that connects loads what is there, then follows from here.
+            cursor = None;
             continue;
         }
-        match s.store.all_tasks_changed_since(since).await {
-            Ok(rows) => {
-                since = now - chrono::Duration::milliseconds(5);
-                for t in rows {
-                    let _ = s.events.send(json!({"project": t.project, "key": t.key, "status": t.status, "generation": t.generation}).to_string());
+        let from = match cursor {
+            Some(c) => c,
+            None => match s.store.feed_head().await {
+                Ok(c) => {
+                    cursor = Some(c);
+                    continue;
                 }
-            }
+                Err(e) => {
+                    tracing::warn!("cannot read task changes for the dashboard: {e}");
+                    continue;
+                }
+            },
+        };
+        match publish_after(&s, from).await {
+            Ok(next) => cursor = Some(next),
             Err(e) => tracing::warn!("cannot read task changes for the dashboard: {e}"),
         }
     }
+}
+
+/// Sends the tasks with events after `cursor` to the event stream; returns the cursor past them.
+async fn publish_after(s: &WebState, cursor: FeedCursor) -> Result<FeedCursor, StoreError> {
+    let (events, next) = s.store.feed_after(cursor, 5000).await?;
+    let mut ids: Vec<i64> = events.iter().filter_map(|e| e.task_id).collect();
+    ids.sort_unstable();
+    ids.dedup();
+    let rows = s.store.tasks_by_ids(&ids).await?;
+    for t in rows {
+        let _ = s.events.send(
+            json!({"project": t.project, "key": t.key, "status": t.status, "generation": t.generation})
+                .to_string(),
+        );
+    }
+    // A task that is gone (its file was deleted) is sent as gone.
+    for e in events
+        .iter()
+        .filter(|e| e.kind == crate::model::EventKind::Removed)
+    {
+        let _ = s.events.send(
+            json!({"project": e.project, "key": e.key, "status": "removed", "generation": e.generation})
+                .to_string(),
+        );
+    }
+    Ok(next)
 }

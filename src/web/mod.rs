@@ -3,7 +3,6 @@
 
 pub mod api;
 pub mod auth;
-pub mod metrics;
 pub mod pages;
 
 use std::future::Future;
@@ -16,8 +15,8 @@ use axum::response::IntoResponse;
 use axum::routing::get;
 use axum::Router;
 
-pub use metrics::Metrics;
-
+use crate::gitops::GitAuth;
+use crate::metrics::Metrics;
 use crate::store::Store;
 
 /// Whether the runtime can start jobs, as a boxed check (the runtime's type stays out of here).
@@ -51,6 +50,8 @@ pub struct WebState {
     pub events: tokio::sync::broadcast::Sender<String>,
     /// Required of every request when the server listens beyond this machine.
     pub api_token: Option<String>,
+    /// How epics submitted here are pushed to their project.
+    pub git_auth: GitAuth,
 }
 
 impl WebState {
@@ -59,6 +60,7 @@ impl WebState {
         store: Store,
         webhook: Option<WebhookIn>,
         api_token: Option<String>,
+        git_auth: GitAuth,
     ) -> Self {
         let (events, _) = tokio::sync::broadcast::channel(1024);
         Self {
@@ -70,6 +72,7 @@ impl WebState {
             runtime_logs: Arc::default(),
             events,
             api_token,
+            git_auth,
         }
     }
 }

@@ -9,8 +9,8 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use super::claude::{self, StreamState};
-use super::WorkerTask;
-use crate::config::AgentKind;
+use crate::job::truncate_start;
+use crate::job::{AgentKind, JobSpec};
 use crate::secrets::Redactor;
 use crate::spec::{truncate, ErrorClass, RunResult};
 
@@ -26,7 +26,7 @@ const DEFAULT_GRACE: Duration = Duration::from_secs(5);
 /// `{key}`, `{kind}`, `{workdir}` and `{swarm}` in each argument.
 pub fn expand_command(
     template: &[String],
-    task: &WorkerTask,
+    task: &JobSpec,
     prompt: &str,
     prompt_file: &Path,
     workdir: &Path,
@@ -48,7 +48,7 @@ pub fn expand_command(
 /// The profile's env with `${NAME}` taken from the worker's environment. Never logged.
 pub fn expand_profile_env(env: &BTreeMap<String, String>) -> BTreeMap<String, String> {
     env.iter()
-        .filter(|(k, _)| !crate::runtime::local::WITHHELD_ENV.contains(&k.as_str()))
+        .filter(|(k, _)| !crate::job::WITHHELD_ENV.contains(&k.as_str()))
         .map(|(k, v)| (k.clone(), expand_env(v)))
         .collect()
 }
@@ -76,7 +76,7 @@ fn expand_env(value: &str) -> String {
 
 /// Everything an agent run needs besides the task.
 pub(super) struct AgentRun<'a> {
-    pub task: &'a WorkerTask,
+    pub task: &'a JobSpec,
     pub checkout: &'a Path,
     /// The full prompt (role + task) and the file holding it.
     pub prompt: &'a str,
@@ -317,18 +317,6 @@ fn is_zombie(pid: u32) -> bool {
                 .map(|(_, r)| r.trim_start().starts_with('Z'))
         })
         .unwrap_or(true)
-}
-
-/// The last `max` bytes of `text` on a character boundary: error details end with the error.
-pub fn truncate_start(text: &str, max: usize) -> String {
-    if text.len() <= max {
-        return text.to_string();
-    }
-    let mut start = text.len() - max;
-    while !text.is_char_boundary(start) {
-        start += 1;
-    }
-    format!("[…] {}", &text[start..])
 }
 
 fn keep_tail(tail: &mut String, line: &str) {

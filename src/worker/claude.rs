@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use chrono::{DateTime, TimeZone, Utc};
 use serde::Deserialize;
 
-use crate::config::AgentProfile;
+use crate::job::AgentSettings;
 use crate::spec::{truncate, ErrorClass, RunResult};
 
 /// Exit code of `swarm worker` when it refused to run because `ANTHROPIC_API_KEY` was set.
@@ -64,7 +64,7 @@ pub fn safety_check(
 
 /// The CLI's arguments after the program: print mode with the prompt, stream-json output,
 /// no permission prompts, the profile's caps and extra arguments.
-pub fn args(profile: &AgentProfile, prompt: &str) -> Vec<String> {
+pub fn args(profile: &AgentSettings, prompt: &str) -> Vec<String> {
     let mut a: Vec<String> = vec![
         "-p".into(),
         "--output-format".into(),
@@ -275,7 +275,7 @@ pub fn classify(
                 format!(
                     "Claude Code {why} (exit {}): {}",
                     if exit_ok { "ok" } else { "failed" },
-                    super::agent::truncate_start(&redact(output_tail.trim()), 2000)
+                    crate::job::truncate_start(&redact(output_tail.trim()), 2000)
                 ),
             )
         };
@@ -437,7 +437,7 @@ mod tests {
 
     #[test]
     fn args_carry_the_caps() {
-        let mut p = AgentProfile::default_claude();
+        let mut p = AgentSettings::from(&crate::config::AgentProfile::default_claude());
         p.max_turns = Some(7);
         p.max_budget_usd = Some(1.5);
         p.model = Some("opus".into());

@@ -9,62 +9,40 @@ pub mod prompts;
 use std::path::{Path, PathBuf};
 
 use chrono::Utc;
-use serde::{Deserialize, Serialize};
 
 pub use agent::{expand_command, expand_profile_env};
 
-use crate::config::{AgentKind, AgentProfile};
-use crate::gitops;
-use crate::runtime::local::{write_atomic, RESULT_FILE, STARTED_FILE, TASK_FILE};
+use crate::config::Secret;
+use crate::gitops::{self, GitAuth};
+use crate::job::{write_atomic, AgentKind, JobSpec, RunDir, STARTED_FILE, TASK_FILE};
 use crate::secrets::Redactor;
 use crate::spec::{truncate, ErrorClass, RunResult};
 
-/// Everything a worker needs to know about its task, written by the engine as `task.json`.
-/// It holds no database credentials and no secret values: secrets reach the agent only through
-/// the environment (`${NAME}` in the profile's env is expanded by the worker).
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct WorkerTask {
-    pub project: String,
-    pub key: String,
-    pub generation: i32,
-    pub attempt: i32,
-    pub run_name: String,
-    /// The repository to clone and push to.
-    pub repo: String,
-    pub branch: String,
-    /// Where a new branch starts.
-    pub base: String,
-    pub kind: Option<String>,
-    pub prompt: String,
-    pub agent_name: String,
-    pub agent: AgentProfile,
-    pub git_name: String,
-    pub git_email: String,
-}
-
-/// The result as JSON of at most `max` bytes (a termination message holds 4096): long texts are
-/// cut until it fits.
-pub fn compact_result(result: &RunResult, max: usize) -> String {
-    let mut r = result.clone();
-    for budget in [2000usize, 1000, 400, 100, 0] {
-        let json = serde_json::to_string(&r).unwrap_or_default();
-        if json.len() <= max {
-            return json;
-        }
-        r.logs = None;
-        r.summary = result.summary.as_deref().map(|s| truncate(s, budget));
-        r.error = result
-            .error
-            .as_deref()
-            .map(|s| agent::truncate_start(s, budget));
+/// `swarm worker`: runs the task of `run_dir` (its `task.json`, or `task_json` when the job
+/// got its task another way, as a pod does) and returns the exit code. With `termination_log`,
+/// a compact result is also written there (Kubernetes keeps it as the termination message).
+pub fn run_job(
+    run_dir: &Path,
+    task_json: Option<String>,
+    termination_log: Option<&Path>,
+) -> std::io::Result<u8> {
+    std::fs::create_dir_all(run_dir)?;
+    let run_dir = resolve_run_dir(run_dir);
+    let task_file = run_dir.join(TASK_FILE);
+    if let (false, Some(json)) = (task_file.exists(), task_json) {
+        write_atomic(&task_file, json.as_bytes())?;
     }
-    serde_json::to_string(&RunResult {
-        success: r.success,
-        error_class: r.error_class,
-        ..RunResult::default()
-    })
-    .unwrap_or_default()
+    let result = run(&run_dir);
+    if let Some(path) = termination_log {
+        let compact = crate::job::JobResult::compact(&result, 4000);
+        if let Err(e) = std::fs::write(path, compact) {
+            tracing::error!(
+                "cannot write the termination message {}: {e}",
+                path.display()
+            );
+        }
+    }
+    Ok(exit_code(&result))
 }
 
 /// The exit code of `swarm worker` for a result.
@@ -88,19 +66,24 @@ pub fn run(run_dir: &Path) -> RunResult {
         tracing::error!("cannot mark the run as started: {e}");
     }
     let mut redactor = Redactor::from_env();
+    // The job's git credential comes in its environment (the local runtime's engine passes its
+    // own; on Kubernetes, the workers' Secret).
+    let auth = GitAuth::new(
+        std::env::var("SWARM_GIT_TOKEN")
+            .ok()
+            .or_else(|| std::env::var("GITHUB_TOKEN").ok())
+            .and_then(Secret::new),
+    );
     let mut result = match std::fs::read(run_dir.join(TASK_FILE)) {
         Err(e) => RunResult::failure(
             ErrorClass::Crash,
             format!("cannot read {}: {e}", run_dir.join(TASK_FILE).display()),
         ),
-        Ok(bytes) => match serde_json::from_slice::<WorkerTask>(&bytes) {
-            Err(e) => RunResult::failure(
-                ErrorClass::Crash,
-                format!("{TASK_FILE} does not parse: {e}"),
-            ),
+        Ok(bytes) => match JobSpec::from_json(&bytes) {
+            Err(e) => e.to_result(),
             Ok(task) => {
                 tracing::info!(project = %task.project, task = %task.key, run = %task.run_name, agent = %task.agent_name, "worker starts");
-                work(&task, run_dir, &mut redactor)
+                work(&task, run_dir, &mut redactor, &auth)
             }
         },
     };
@@ -114,10 +97,8 @@ pub fn run(run_dir: &Path) -> RunResult {
         ),
         None => tracing::info!("run succeeded"),
     }
-    if let Ok(bytes) = serde_json::to_vec_pretty(&result) {
-        if let Err(e) = write_atomic(&run_dir.join(RESULT_FILE), &bytes) {
-            tracing::error!("cannot write the result: {e}");
-        }
+    if let Err(e) = RunDir::new(run_dir).write_result(&result) {
+        tracing::error!("cannot write the result: {e}");
     }
     result
 }
@@ -147,7 +128,7 @@ fn redact_result(mut r: RunResult, redactor: &Redactor) -> RunResult {
     r
 }
 
-fn work(task: &WorkerTask, run_dir: &Path, redactor: &mut Redactor) -> RunResult {
+fn work(task: &JobSpec, run_dir: &Path, redactor: &mut Redactor, auth: &GitAuth) -> RunResult {
     let agent_env = expand_profile_env(&task.agent.env);
     redactor.add_env(&agent_env);
     // Whatever the profile takes from the engine's environment is treated as secret, whatever
@@ -182,7 +163,7 @@ fn work(task: &WorkerTask, run_dir: &Path, redactor: &mut Redactor) -> RunResult
     };
     let checkout = run_dir.join("checkout");
     let _ = std::fs::remove_dir_all(&checkout);
-    let (repo, start) = match prepare_checkout(task, &checkout) {
+    let (repo, start) = match prepare_checkout(task, &checkout, auth) {
         Ok(r) => r,
         Err(e) => {
             return RunResult::failure(
@@ -238,7 +219,7 @@ fn work(task: &WorkerTask, run_dir: &Path, redactor: &mut Redactor) -> RunResult
     }
     result.branch = Some(task.branch.clone());
     // Whatever the agent did is kept, success or not: a failed attempt's work is evidence.
-    match commit_and_push(task, &repo, start, redactor) {
+    match commit_and_push(task, &repo, start, redactor, auth) {
         Ok(Some(commit)) => {
             result.changed = true;
             result.commit_sha = Some(commit);
@@ -282,12 +263,13 @@ fn work(task: &WorkerTask, run_dir: &Path, redactor: &mut Redactor) -> RunResult
 /// Clones the repository and checks out the task's branch: the remote's, if it exists, else a
 /// new one from the base. Returns the repository and the commit the run starts from.
 fn prepare_checkout(
-    task: &WorkerTask,
+    task: &JobSpec,
     checkout: &Path,
+    auth: &GitAuth,
 ) -> Result<(git2::Repository, git2::Oid), String> {
     let m = |e: git2::Error| e.message().to_string();
     let mut fetch = git2::FetchOptions::new();
-    fetch.remote_callbacks(gitops::callbacks());
+    fetch.remote_callbacks(auth.callbacks());
     let repo = git2::build::RepoBuilder::new()
         .fetch_options(fetch)
         .clone(&task.repo, checkout)
@@ -342,10 +324,11 @@ enum CommitError {
 /// since `start` (the agent may have committed itself, e.g. a merge). `None` when nothing
 /// changed. Refuses to commit or push anything that contains a secret value.
 fn commit_and_push(
-    task: &WorkerTask,
+    task: &JobSpec,
     repo: &git2::Repository,
     start: git2::Oid,
     redactor: &Redactor,
+    auth: &GitAuth,
 ) -> Result<Option<String>, CommitError> {
     let m = |e: git2::Error| CommitError::Git(e.message().to_string());
     let mut index = repo.index().map_err(m)?;
@@ -373,7 +356,7 @@ fn commit_and_push(
             task.project,
             task.key,
             task.run_name,
-            prompts::Role::of_kind(task.kind.as_deref()).name()
+            crate::model::Role::of_kind(task.kind.as_deref()).name()
         );
         repo.commit(Some("HEAD"), &sig, &sig, &message, &tree, &[&head])
             .map_err(m)?;
@@ -384,21 +367,22 @@ fn commit_and_push(
     }
     check_for_secrets(repo, start, new_head.id(), redactor)?;
     check_task_files(repo, start, new_head.id())?;
-    push_with_replay(task, repo, start, new_head.id()).map(Some)
+    push_with_replay(task, repo, start, new_head.id(), auth).map(Some)
 }
 
 /// Pushes `head`; when the branch moved meanwhile (the engine's status commits land on the
 /// default branch too), replays this run's commits on the new head and tries again.
 fn push_with_replay(
-    task: &WorkerTask,
+    task: &JobSpec,
     repo: &git2::Repository,
     start: git2::Oid,
     head: git2::Oid,
+    auth: &GitAuth,
 ) -> Result<String, CommitError> {
     let mut head = head;
     let mut start = start;
     for _ in 0..5 {
-        match gitops::push(repo, &task.repo, &head.to_string(), &task.branch) {
+        match gitops::push(repo, &task.repo, &head.to_string(), &task.branch, auth) {
             Ok(()) => return Ok(head.to_string()),
             Err(e) if e.is_non_fast_forward() => {
                 tracing::info!(branch = %task.branch, "the branch moved on the remote; replaying this run's commits on it");
@@ -406,7 +390,7 @@ fn push_with_replay(
                     .remote_anonymous(&task.repo)
                     .map_err(|e| CommitError::Git(e.message().to_string()))?;
                 let mut opts = git2::FetchOptions::new();
-                opts.remote_callbacks(gitops::callbacks());
+                opts.remote_callbacks(auth.callbacks());
                 let refspec = format!("+refs/heads/{0}:refs/remotes/origin/{0}", task.branch);
                 remote
                     .fetch(&[&refspec], Some(&mut opts), None)
@@ -420,7 +404,7 @@ fn push_with_replay(
                     .map_err(|e| CommitError::Git(e.message().to_string()))?;
                 start = onto;
             }
-            Err(e) => return Err(CommitError::Git(crate::engine::error_chain(&e))),
+            Err(e) => return Err(CommitError::Git(crate::display::error_chain(&e))),
         }
     }
     Err(CommitError::Git(format!(
@@ -542,38 +526,4 @@ fn url_password(url: &str) -> Option<String> {
 /// The run directory a worker was pointed at, made absolute.
 pub fn resolve_run_dir(dir: &Path) -> PathBuf {
     std::fs::canonicalize(dir).unwrap_or_else(|_| dir.to_path_buf())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn compact_results_fit_a_termination_message() {
-        let big = RunResult {
-            success: false,
-            error_class: Some(ErrorClass::Agent),
-            error: Some(format!("{}the real error at the end", "x".repeat(20_000))),
-            summary: Some("s".repeat(20_000)),
-            logs: Some("l".repeat(20_000)),
-            ..RunResult::default()
-        };
-        let json = compact_result(&big, 4000);
-        assert!(json.len() <= 4000, "{}", json.len());
-        let back: RunResult = serde_json::from_str(&json).unwrap();
-        assert_eq!(back.error_class, Some(ErrorClass::Agent));
-        assert!(
-            back.error.unwrap().ends_with("the real error at the end"),
-            "the end of an error is kept"
-        );
-        let small = RunResult {
-            success: true,
-            summary: Some("done".into()),
-            ..RunResult::default()
-        };
-        assert_eq!(
-            serde_json::from_str::<RunResult>(&compact_result(&small, 4000)).unwrap(),
-            small
-        );
-    }
 }

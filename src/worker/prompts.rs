@@ -3,47 +3,16 @@
 
 use std::path::Path;
 
-/// A role, chosen by the task's kind.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Role {
-    Manager,
-    Implement,
-    Review,
-    Test,
-    Merge,
-}
+use crate::model::Role;
 
-impl Role {
-    /// `epic`, `plan` and `manager` tasks are the project manager's; `review`, `test` and
-    /// `merge` have their own roles; everything else implements.
-    pub fn of_kind(kind: Option<&str>) -> Self {
-        match kind.unwrap_or("implement") {
-            "epic" | "plan" | "manager" => Self::Manager,
-            "review" => Self::Review,
-            "test" => Self::Test,
-            "merge" => Self::Merge,
-            _ => Self::Implement,
-        }
-    }
-
-    pub fn name(self) -> &'static str {
-        match self {
-            Self::Manager => "manager",
-            Self::Implement => "implement",
-            Self::Review => "review",
-            Self::Test => "test",
-            Self::Merge => "merge",
-        }
-    }
-
-    pub fn builtin(self) -> &'static str {
-        match self {
-            Self::Manager => include_str!("../../prompts/manager.md"),
-            Self::Implement => include_str!("../../prompts/implement.md"),
-            Self::Review => include_str!("../../prompts/review.md"),
-            Self::Test => include_str!("../../prompts/test.md"),
-            Self::Merge => include_str!("../../prompts/merge.md"),
-        }
+/// The built-in prompt of `role`.
+pub fn builtin(role: Role) -> &'static str {
+    match role {
+        Role::Manager => include_str!("../../prompts/manager.md"),
+        Role::Implement => include_str!("../../prompts/implement.md"),
+        Role::Review => include_str!("../../prompts/review.md"),
+        Role::Test => include_str!("../../prompts/test.md"),
+        Role::Merge => include_str!("../../prompts/merge.md"),
     }
 }
 
@@ -72,7 +41,7 @@ pub fn role_prompt(repo: &git2::Repository, kind: Option<&str>) -> String {
     })();
     match custom {
         Some(text) if !text.trim().is_empty() => text,
-        _ => role.builtin().to_string(),
+        _ => builtin(role).to_string(),
     }
 }
 

@@ -7,8 +7,8 @@ use std::process::Command;
 use std::time::Duration;
 
 use coding_swarm::config::{AgentKind, AgentProfile};
+use coding_swarm::job::JobSpec;
 use coding_swarm::spec::{ErrorClass, RunResult};
-use coding_swarm::worker::WorkerTask;
 use serde_json::json;
 
 use crate::model::{claude_bin, ModelServer, Step};
@@ -39,8 +39,9 @@ pub fn profile(server: &ModelServer) -> AgentProfile {
     }
 }
 
-fn task(repo: &TestRepo, agent: AgentProfile) -> WorkerTask {
-    WorkerTask {
+fn task(repo: &TestRepo, agent: AgentProfile) -> JobSpec {
+    JobSpec {
+        version: coding_swarm::job::VERSION,
         project: "proj".into(),
         key: "feature".into(),
         generation: 1,
@@ -52,13 +53,13 @@ fn task(repo: &TestRepo, agent: AgentProfile) -> WorkerTask {
         kind: Some("implement".into()),
         prompt: "Create hello.txt and check it.".into(),
         agent_name: "claude".into(),
-        agent,
+        agent: (&agent).into(),
         git_name: "Swarm Bot".into(),
         git_email: "bot@example.com".into(),
     }
 }
 
-fn worker(dir: &Path, task: &WorkerTask, env: &[(&str, &str)]) -> (RunResult, Option<i32>) {
+fn worker(dir: &Path, task: &JobSpec, env: &[(&str, &str)]) -> (RunResult, Option<i32>) {
     std::fs::write(dir.join("task.json"), serde_json::to_vec(task).unwrap()).unwrap();
     let mut cmd = Command::new(SWARM);
     cmd.args(["worker", "--run-dir"])
@@ -450,7 +451,7 @@ repo = {repo:?}
         .await
         .unwrap()
         .into_iter()
-        .map(|e| e.kind)
+        .map(|e| e.kind.to_string())
         .collect();
     assert_eq!(b_events, ["created"]);
     let a_events: Vec<String> = store
@@ -458,7 +459,7 @@ repo = {repo:?}
         .await
         .unwrap()
         .into_iter()
-        .map(|e| e.kind)
+        .map(|e| e.kind.to_string())
         .collect();
     assert!(
         a_events.contains(&"requeued".to_string())

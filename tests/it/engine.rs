@@ -229,7 +229,7 @@ async fn engine_killed_mid_run_loses_nothing_and_runs_nothing_twice() {
             .await
             .unwrap()
             .into_iter()
-            .map(|e| e.kind)
+            .map(|e| e.kind.to_string())
             .collect();
         assert_eq!(
             kinds.iter().filter(|k| *k == "claimed").count(),
@@ -280,18 +280,16 @@ async fn a_task_made_pending_by_another_process_is_dispatched_at_once(backend: B
     // Let the engine settle into its idle wait.
     tokio::time::sleep(Duration::from_millis(500)).await;
     let other = Store::connect(&db.url).await.unwrap();
-    other
-        .apply_sync(
-            "proj",
-            &head.to_string(),
-            &crate::support::create_plan(vec![crate::support::task(
-                "elsewhere",
-                "addressee: w\nprompt: p\n",
-            )]),
-            Utc::now(),
-        )
-        .await
-        .unwrap();
+    crate::support::apply(
+        &other,
+        "proj",
+        &head.to_string(),
+        crate::support::create_plan(vec![crate::support::task(
+            "elsewhere",
+            "addressee: w\nprompt: p\n",
+        )]),
+    )
+    .await;
     let written = Instant::now();
     wait_for(
         "the task written elsewhere to run",
@@ -336,4 +334,93 @@ async fn start_hourly_engine(
     })
     .await;
     (stop, handle)
+}
+
+/// The wiring of `swarm up`, started in this process as a test (or another program) can:
+/// health before leadership, the engine running tasks, ready once it leads, stopped on request.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_app_wires_a_whole_engine_in_process() {
+    use coding_swarm::app::{App, Ended};
+    let db = TestDb::sqlite().await;
+    let data = tempfile::tempdir().unwrap();
+    let repo = TestRepo::new();
+    repo.commit(
+        &[(
+            ".ai/tasks/hello.yaml",
+            Some("addressee: w\nprompt: say hello\n"),
+        )],
+        "a task",
+    );
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let cfg = config(
+        data.path(),
+        &db,
+        &repo,
+        "echo hello > hello.txt; echo said hello",
+        &format!("[http]\nlisten = \"127.0.0.1:{port}\""),
+    );
+    let app = App {
+        config: cfg,
+        secrets: Default::default(),
+        worker_exe: SWARM.into(),
+        once: false,
+    };
+    let (stop, stop_rx) = tokio::sync::watch::channel(false);
+    let handle = tokio::spawn(async move {
+        let store = app.store().await?;
+        app.run(&store, stop_rx).await
+    });
+    let get = |path: &str| {
+        let url = format!("http://127.0.0.1:{port}{path}");
+        async move {
+            tokio::task::spawn_blocking(move || {
+                let agent: ureq::Agent = ureq::Agent::config_builder()
+                    .http_status_as_error(false)
+                    .build()
+                    .into();
+                agent
+                    .get(&url)
+                    .call()
+                    .map(|r| r.status().as_u16())
+                    .unwrap_or(0)
+            })
+            .await
+            .unwrap()
+        }
+    };
+    wait_for(
+        "the engine to be ready",
+        Duration::from_secs(20),
+        async || get("/readyz").await == 200,
+    )
+    .await;
+    let store = db.store.clone();
+    wait_for(
+        "the task to complete",
+        Duration::from_secs(30),
+        async || {
+            store
+                .task("proj", "hello")
+                .await
+                .unwrap()
+                .is_some_and(|t| t.result().is_some_and(|r| r.success))
+        },
+    )
+    .await;
+    assert_eq!(
+        repo.read("swarm/hello", "hello.txt").as_deref(),
+        Some("hello\n")
+    );
+    stop.send(true).unwrap();
+    let ended = tokio::time::timeout(Duration::from_secs(20), handle)
+        .await
+        .expect("the engine stops when asked")
+        .unwrap()
+        .unwrap();
+    assert_eq!(ended, Ended::Stopped);
+    db.drop_db().await;
 }

@@ -15,8 +15,9 @@ use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
 use coding_swarm::gitops;
+use coding_swarm::model::TaskRow;
 use coding_swarm::spec::{StatusSpec, TaskState};
-use coding_swarm::store::{Store, TaskFilter, TaskRow};
+use coding_swarm::store::{Store, TaskFilter};
 
 use crate::support::{start_engine, wait_exit, wait_for, write_config, Backend, TestDb, TestRepo};
 
@@ -406,14 +407,14 @@ async fn five_hundred_tasks_survive_twenty_sigkills(backend: Backend) {
             t.key,
             t.state()
         );
+        let events = store.events("proj", &t.key).await.unwrap();
         assert_eq!(
             (t.generation, t.attempts, t.infra_failures),
             (1, 1, 0),
-            "{}: one attempt of generation 1",
+            "{}: one attempt of generation 1: {events:#?}",
             t.key
         );
-        let events = store.events("proj", &t.key).await.unwrap();
-        let count = |kind: &str| events.iter().filter(|e| e.kind == kind).count();
+        let count = |kind: &str| events.iter().filter(|e| e.kind.as_str() == kind).count();
         assert_eq!(count("claimed"), 1, "{}: {events:?}", t.key);
         assert_eq!(count("completed"), 1, "{}: {events:?}", t.key);
         assert_eq!(count("retry"), 0, "{}: {events:?}", t.key);
@@ -842,15 +843,21 @@ fn race_pushes_against_commits(commits: usize) -> (usize, Vec<usize>) {
             let r = gitops::open_cache(&cache, &url).unwrap();
             let mut pushed = 0;
             while !stop.load(Ordering::SeqCst) {
-                let head = gitops::fetch(&r, &url, "main").unwrap();
+                let head = gitops::fetch(&r, &url, "main", &gitops::GitAuth::default()).unwrap();
                 let file = (format!(".ai/status/s{pushed}.yaml"), b"x".to_vec());
                 let c = gitops::commit_files(&r, head, &[file], "status", "swarm", "s@x").unwrap();
-                match gitops::push(&r, &url, &c.to_string(), "main") {
+                match gitops::push(
+                    &r,
+                    &url,
+                    &c.to_string(),
+                    "main",
+                    &gitops::GitAuth::default(),
+                ) {
                     Ok(()) => pushed += 1,
                     // Lost the race, or met the other writer's lock on the ref.
                     Err(e) => assert!(
                         e.is_non_fast_forward()
-                            || coding_swarm::engine::error_chain(&e).contains("lock"),
+                            || coding_swarm::display::error_chain(&e).contains("lock"),
                         "{e}"
                     ),
                 }
@@ -904,19 +911,33 @@ fn a_lock_left_by_a_killed_writer_is_removed_once_stale() {
     let cache_dir = tempfile::tempdir().unwrap();
     let cache_path = cache_dir.path().join("c.git");
     let cache = gitops::open_cache(&cache_path, &url).unwrap();
-    let head = gitops::fetch(&cache, &url, "main").unwrap();
+    let head = gitops::fetch(&cache, &url, "main", &gitops::GitAuth::default()).unwrap();
     let status = (".ai/status/a.yaml".to_string(), b"x".to_vec());
     let c = gitops::commit_files(&cache, head, &[status], "status", "swarm", "s@x").unwrap();
 
     // In the remote: a fresh lock fails the push and stays; a stale one goes.
     let lock = repo.path().join("refs/heads/main.lock");
     std::fs::write(&lock, "").unwrap();
-    let e = gitops::push(&cache, &url, &c.to_string(), "main").unwrap_err();
+    let e = gitops::push(
+        &cache,
+        &url,
+        &c.to_string(),
+        "main",
+        &gitops::GitAuth::default(),
+    )
+    .unwrap_err();
     assert!(!e.is_non_fast_forward(), "{e}");
     assert!(lock.exists(), "a fresh lock is someone's");
     assert_eq!(repo.head(), Some(head));
     age(&lock, gitops::STALE_LOCK.as_secs() + 5);
-    gitops::push(&cache, &url, &c.to_string(), "main").unwrap();
+    gitops::push(
+        &cache,
+        &url,
+        &c.to_string(),
+        "main",
+        &gitops::GitAuth::default(),
+    )
+    .unwrap();
     assert!(!lock.exists());
     assert_eq!(repo.head(), Some(c));
 
@@ -937,7 +958,10 @@ fn a_lock_left_by_a_killed_writer_is_removed_once_stale() {
     let cache = gitops::open_cache(&cache_path, &url).unwrap();
     assert!(stale.iter().all(|l| !l.exists()), "stale locks stay");
     assert!(fresh.exists(), "a fresh lock is someone's");
-    assert_eq!(gitops::fetch(&cache, &url, "main").unwrap(), c);
+    assert_eq!(
+        gitops::fetch(&cache, &url, "main", &gitops::GitAuth::default()).unwrap(),
+        c
+    );
 }
 
 /// The leader's lock lives on one connection. When that connection dies (a database restart,

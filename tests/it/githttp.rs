@@ -161,8 +161,8 @@ pub mod tests {
     use std::process::Command;
 
     use coding_swarm::config::{AgentProfile, ProjectConfig};
+    use coding_swarm::job::JobSpec;
     use coding_swarm::spec::{ErrorClass, RunResult};
-    use coding_swarm::worker::WorkerTask;
 
     use super::GitHttpServer;
     use crate::support::{TestDb, TestRepo};
@@ -170,8 +170,9 @@ pub mod tests {
     const SWARM: &str = env!("CARGO_BIN_EXE_swarm");
     const GIT_TOKEN: &str = "ghs_test-git-token-0123456789abcdef";
 
-    fn task(url: &str) -> WorkerTask {
-        WorkerTask {
+    fn task(url: &str) -> JobSpec {
+        JobSpec {
+            version: coding_swarm::job::VERSION,
             project: "proj".into(),
             key: "over-http".into(),
             generation: 1,
@@ -183,17 +184,18 @@ pub mod tests {
             kind: None,
             prompt: "p".into(),
             agent_name: "sh".into(),
-            agent: AgentProfile::command(vec![
+            agent: (&AgentProfile::command(vec![
                 "sh".into(),
                 "-c".into(),
                 "echo hi > new.txt; echo wrote it".into(),
-            ]),
+            ]))
+                .into(),
             git_name: "Swarm Bot".into(),
             git_email: "bot@example.com".into(),
         }
     }
 
-    fn worker(dir: &std::path::Path, task: &WorkerTask, token: Option<&str>) -> RunResult {
+    fn worker(dir: &std::path::Path, task: &JobSpec, token: Option<&str>) -> RunResult {
         std::fs::write(dir.join("task.json"), serde_json::to_vec(task).unwrap()).unwrap();
         let mut cmd = Command::new(SWARM);
         cmd.args(["worker", "--run-dir"])
@@ -284,7 +286,8 @@ pub mod tests {
         let server = GitHttpServer::start(repo.dir.path().to_path_buf(), GIT_TOKEN).await;
         let db = TestDb::sqlite().await;
         let data = tempfile::tempdir().unwrap();
-        std::env::set_var("SWARM_GIT_TOKEN", GIT_TOKEN);
+        // The engine is given its credential; nothing is read from the environment.
+        let auth = coding_swarm::gitops::GitAuth::new(coding_swarm::config::Secret::new(GIT_TOKEN));
         let project = ProjectConfig {
             name: "proj".into(),
             repo: format!("{}/remote.git", server.base),
@@ -293,7 +296,7 @@ pub mod tests {
             max_running: None,
             github: None,
         };
-        coding_swarm::sync::sync_project(&db.store, data.path(), &project)
+        coding_swarm::sync::sync_project(&db.store, data.path(), &project, &auth)
             .await
             .unwrap();
         assert!(db
@@ -303,7 +306,7 @@ pub mod tests {
             .unwrap()
             .is_some());
         let cache_config = std::fs::read_to_string(
-            coding_swarm::sync::cache_path(data.path(), "proj").join("config"),
+            coding_swarm::gitops::cache_path(data.path(), "proj").join("config"),
         )
         .unwrap();
         assert!(!cache_config.contains(GIT_TOKEN), "{cache_config}");

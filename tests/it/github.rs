@@ -301,7 +301,7 @@ async fn comment_commands_need_write_access() {
         s.task("webapp", "feature")
             .await
             .unwrap()
-            .is_some_and(|t| t.status == "completed")
+            .is_some_and(|t| t.status.as_str() == "completed")
     })
     .await;
 
@@ -406,11 +406,11 @@ async fn comment_commands_need_write_access() {
         .await
         .unwrap()
         .into_iter()
-        .find(|t| t.origin == "engine")
+        .find(|t| t.origin.as_str() == "engine")
         .expect("an activation");
-    let items = activation.context.unwrap().0;
+    let items = activation.context;
     assert!(
-        matches!(&items[0], coding_swarm::engine::green::ActivationItem::Request { pull_request: 7, branch, task: Some(t), author, body }
+        matches!(&items[0], coding_swarm::model::green::ActivationItem::Request { pull_request: 7, branch, task: Some(t), author, body }
         if branch == "swarm/feature" && t == "feature" && author == "writer" && body == "the tests fail on empty input"),
         "{items:?}"
     );
@@ -580,10 +580,13 @@ async fn an_app_token_is_refreshed_when_it_expires() {
         Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/github-app-test-key.pem"),
     )
     .unwrap();
-    std::env::set_var("SWARM_GITHUB_APP_KEY", key);
     let cfg: coding_swarm::config::GitHubConfig =
         toml::from_str(&format!("api_url = \"{}\"\napp_id = 12345\n", github.url)).unwrap();
-    let gh = coding_swarm::forge::GitHub::from_env(&cfg).unwrap();
+    let secrets = coding_swarm::config::Secrets {
+        github_app_key: coding_swarm::config::Secret::new(key),
+        ..Default::default()
+    };
+    let gh = coding_swarm::forge::GitHub::new(&cfg, &secrets).unwrap();
     assert_eq!(gh.permission("acme/webapp", "a").await.unwrap(), "write");
     assert_eq!(gh.permission("acme/webapp", "b").await.unwrap(), "read");
     let hub = github.hub();

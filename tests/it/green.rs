@@ -9,10 +9,11 @@ use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 use coding_swarm::config::Config;
-use coding_swarm::engine::green::ActivationItem;
 use coding_swarm::engine::{Engine, RunOptions};
+use coding_swarm::model::green::ActivationItem;
+use coding_swarm::model::TaskRow;
 use coding_swarm::spec::TaskState;
-use coding_swarm::store::{Store, TaskFilter, TaskRow};
+use coding_swarm::store::{Store, TaskFilter};
 use serde_json::json;
 
 use crate::model::{claude_bin, ModelServer, Step, Turn};
@@ -241,6 +242,7 @@ async fn an_epic_is_carried_to_the_end() {
         "proj",
         "Say hello and goodbye in files.",
         Some("greetings"),
+        &coding_swarm::gitops::GitAuth::default(),
     )
     .await
     .unwrap();
@@ -255,13 +257,13 @@ async fn an_epic_is_carried_to_the_end() {
             s.epic("proj", "greetings")
                 .await
                 .unwrap()
-                .is_some_and(|e| e.state != "active")
+                .is_some_and(|e| e.state.as_str() != "active")
         },
     )
     .await;
     let store = &db.store;
     let epic = store.epic("proj", "greetings").await.unwrap().unwrap();
-    assert_eq!(epic.state, "complete", "{epic:?}");
+    assert_eq!(epic.state.as_str(), "complete", "{epic:?}");
 
     // The final repository: the work merged on main, the plan complete.
     assert_eq!(repo.read("main", "hello.txt").as_deref(), Some("hello\n"));
@@ -278,7 +280,7 @@ async fn an_epic_is_carried_to_the_end() {
         .await
         .unwrap()
         .into_iter()
-        .filter(|t| t.origin == "file")
+        .filter(|t| t.origin.as_str() == "file")
         .collect();
     let keys: Vec<&str> = file_tasks.iter().map(|t| t.key.as_str()).collect();
     for k in [
@@ -337,8 +339,8 @@ async fn an_epic_is_carried_to_the_end() {
     assert_eq!(managers[0].key, "epic-greetings");
     let mut seen = Vec::new();
     for m in &managers[1..] {
-        assert_eq!(m.origin, "engine");
-        for item in m.context.as_ref().map(|c| c.0.clone()).unwrap_or_default() {
+        assert_eq!(m.origin.as_str(), "engine");
+        for item in m.context.clone() {
             if let ActivationItem::Result {
                 key, success: true, ..
             } = item
@@ -401,9 +403,15 @@ async fn a_worker_that_always_fails_is_stopped_by_the_caps() {
         &server,
         "[epics]\nmax_consecutive_failures = 3\n",
     );
-    coding_swarm::epic::submit(&cfg, "proj", "Do the impossible.", Some("doomed"))
-        .await
-        .unwrap();
+    coding_swarm::epic::submit(
+        &cfg,
+        "proj",
+        "Do the impossible.",
+        Some("doomed"),
+        &coding_swarm::gitops::GitAuth::default(),
+    )
+    .await
+    .unwrap();
     let engine = Engine::new(cfg, db.store.clone(), SWARM.into());
     run_until(
         engine,
@@ -414,13 +422,13 @@ async fn a_worker_that_always_fails_is_stopped_by_the_caps() {
             s.epic("proj", "doomed")
                 .await
                 .unwrap()
-                .is_some_and(|e| e.state != "active")
+                .is_some_and(|e| e.state.as_str() != "active")
         },
     )
     .await;
     let store = &db.store;
     let epic = store.epic("proj", "doomed").await.unwrap().unwrap();
-    assert_eq!(epic.state, "failed");
+    assert_eq!(epic.state.as_str(), "failed");
     assert!(
         epic.reason
             .as_deref()
@@ -478,9 +486,15 @@ async fn a_managers_invalid_task_file_fails_its_run_and_is_fed_back() {
     let repo = TestRepo::new();
     repo.commit(&[("README.md", Some("x\n"))], "init");
     let cfg = config(data.path(), &db, &repo, &server, "");
-    coding_swarm::epic::submit(&cfg, "proj", "Make a task.", Some("typo"))
-        .await
-        .unwrap();
+    coding_swarm::epic::submit(
+        &cfg,
+        "proj",
+        "Make a task.",
+        Some("typo"),
+        &coding_swarm::gitops::GitAuth::default(),
+    )
+    .await
+    .unwrap();
     let engine = Engine::new(cfg, db.store.clone(), SWARM.into());
     run_until(
         engine,
@@ -491,7 +505,7 @@ async fn a_managers_invalid_task_file_fails_its_run_and_is_fed_back() {
             s.epic("proj", "typo")
                 .await
                 .unwrap()
-                .is_some_and(|e| e.state != "active")
+                .is_some_and(|e| e.state.as_str() != "active")
         },
     )
     .await;
@@ -510,7 +524,7 @@ async fn a_managers_invalid_task_file_fails_its_run_and_is_fed_back() {
     );
     let managers = manager_tasks(store).await;
     assert_eq!(managers.len(), 2);
-    let context = managers[1].context.as_ref().unwrap().0.clone();
+    let context = managers[1].context.clone();
     assert!(
         matches!(&context[0], ActivationItem::ManagerFailed { error, .. } if error.contains("priorty")),
         "{context:?}"
@@ -521,13 +535,39 @@ async fn a_managers_invalid_task_file_fails_its_run_and_is_fed_back() {
         .contains("Your last run")
         && r.body.to_string().contains("priorty")));
     assert_eq!(
-        store.epic("proj", "typo").await.unwrap().unwrap().state,
+        store
+            .epic("proj", "typo")
+            .await
+            .unwrap()
+            .unwrap()
+            .state
+            .as_str(),
         "complete"
     );
     db.drop_db().await;
 }
 
 crate::on_both_backends!(results_arriving_while_an_activation_waits_are_coalesced);
+
+/// Hands `item` to the manager of `project` (default branch main), as the engine does.
+async fn activate(
+    s: &Store,
+    project: &str,
+    epic: Option<&str>,
+    item: ActivationItem,
+) -> (String, bool) {
+    let project = coding_swarm::config::ProjectConfig {
+        name: project.into(),
+        repo: "unused".into(),
+        default_branch: "main".into(),
+        poll_interval: None,
+        max_running: None,
+        github: None,
+    };
+    coding_swarm::steer::activate(s, &project, epic, item)
+        .await
+        .unwrap()
+}
 
 async fn results_arriving_while_an_activation_waits_are_coalesced(backend: Backend) {
     let db = TestDb::new(backend).await;
@@ -542,18 +582,9 @@ async fn results_arriving_while_an_activation_waits_are_coalesced(backend: Backe
         branch: None,
         commit: None,
     };
-    let (k1, created1) = s
-        .enqueue_activation("p", Some("e"), "main", item("a"), Utc::now())
-        .await
-        .unwrap();
-    let (k2, created2) = s
-        .enqueue_activation("p", Some("e"), "main", item("b"), Utc::now())
-        .await
-        .unwrap();
-    let (k3, created3) = s
-        .enqueue_activation("p", Some("e"), "main", item("c"), Utc::now())
-        .await
-        .unwrap();
+    let (k1, created1) = activate(s, "p", Some("e"), item("a")).await;
+    let (k2, created2) = activate(s, "p", Some("e"), item("b")).await;
+    let (k3, created3) = activate(s, "p", Some("e"), item("c")).await;
     assert_eq!((created1, created2, created3), (true, false, false));
     assert!(k1 == k2 && k2 == k3);
     let row = s.task("p", &k1).await.unwrap().unwrap();
@@ -566,9 +597,9 @@ async fn results_arriving_while_an_activation_waits_are_coalesced(backend: Backe
         ),
         ("engine", "project-mgr-p", Some("plan"), "main")
     );
-    assert_eq!(row.context.as_ref().unwrap().0.len(), 3);
+    assert_eq!(row.context.len(), 3);
     // Once it runs, the next result starts a new activation.
-    let limits = coding_swarm::store::ClaimLimits {
+    let limits = coding_swarm::model::ClaimLimits {
         max_running: 5,
         max_running_per_project: 5,
         per_project_overrides: HashMap::new(),
@@ -576,19 +607,15 @@ async fn results_arriving_while_an_activation_waits_are_coalesced(backend: Backe
         paused_agents: Default::default(),
         default_agent: "claude".into(),
     };
-    assert_eq!(s.claim(&limits, Utc::now()).await.unwrap().len(), 1);
-    tokio::time::sleep(Duration::from_millis(5)).await;
-    let (k4, created4) = s
-        .enqueue_activation("p", Some("e"), "main", item("d"), Utc::now())
-        .await
-        .unwrap();
+    assert_eq!(crate::support::claim(s, &limits, Utc::now()).await.len(), 1);
+    let (k4, created4) = activate(s, "p", Some("e"), item("d")).await;
     assert!(created4 && k4 != k1);
     // Two at the same moment never make two.
     let (a, b) = tokio::join!(
-        s.enqueue_activation("q", None, "main", item("x"), Utc::now()),
-        s.enqueue_activation("q", None, "main", item("y"), Utc::now())
+        activate(s, "q", None, item("x")),
+        activate(s, "q", None, item("y"))
     );
-    assert_eq!(a.unwrap().1 as u8 + b.unwrap().1 as u8, 1);
+    assert_eq!(a.1 as u8 + b.1 as u8, 1);
     let _ = create_plan(vec![task("unused", "addressee: w\nprompt: p\n")]);
     db.drop_db().await;
 }
@@ -636,7 +663,7 @@ async fn a_persons_plan_edit_activates_the_manager_and_its_own_do_not() {
             .await
             .unwrap()
             .into_iter()
-            .filter(|t| t.origin == "engine")
+            .filter(|t| t.origin.as_str() == "engine")
             .collect::<Vec<_>>()
     };
     assert!(
@@ -652,7 +679,7 @@ async fn a_persons_plan_edit_activates_the_manager_and_its_own_do_not() {
     synced(edit).await;
     let found = activations().await;
     assert_eq!(found.len(), 1);
-    let context = found[0].context.as_ref().unwrap().0.clone();
+    let context = found[0].context.clone();
     assert!(
         matches!(&context[0], ActivationItem::PlanEdit { author, message, diff, .. }
         if author == "Test Person" && message == "Do two first" && diff.contains("+- [ ] one")),

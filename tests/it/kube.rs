@@ -9,10 +9,10 @@ use std::time::{Duration, Instant};
 
 use chrono::Utc;
 use coding_swarm::config::{AgentProfile, KubernetesConfig};
+use coding_swarm::job::JobSpec;
 use coding_swarm::runtime::kubernetes::build_job;
 use coding_swarm::runtime::{Completion, KubeRuntime, Launch, Runtime, RuntimeError};
 use coding_swarm::spec::{ErrorClass, RunResult};
-use coding_swarm::worker::WorkerTask;
 use k8s_openapi::api::batch::v1::Job;
 use serde_json::json;
 use tokio::sync::mpsc;
@@ -52,7 +52,8 @@ fn launch(name: &str, timeout_secs: i64) -> Launch {
         attempt: 1,
         run_name: name.into(),
         deadline: Utc::now() + chrono::Duration::seconds(timeout_secs),
-        task: WorkerTask {
+        task: JobSpec {
+            version: coding_swarm::job::VERSION,
             project: "webapp".into(),
             key: "login-form".into(),
             generation: 2,
@@ -64,7 +65,7 @@ fn launch(name: &str, timeout_secs: i64) -> Launch {
             kind: Some("implement".into()),
             prompt: "Build the login form.".into(),
             agent_name: "claude".into(),
-            agent,
+            agent: (&agent).into(),
             git_name: "swarm".into(),
             git_email: "swarm@example.com".into(),
         },

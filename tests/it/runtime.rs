@@ -8,10 +8,10 @@ use std::time::Duration;
 
 use chrono::Utc;
 use coding_swarm::config::AgentProfile;
-use coding_swarm::runtime::local::{LOCK_FILE, RESULT_FILE, STARTED_FILE};
+use coding_swarm::job::JobSpec;
+use coding_swarm::job::{LOCK_FILE, RESULT_FILE, STARTED_FILE};
 use coding_swarm::runtime::{Completion, Launch, LocalRuntime};
 use coding_swarm::spec::{ErrorClass, RunResult};
-use coding_swarm::worker::WorkerTask;
 use tokio::sync::mpsc;
 
 use crate::support::TestRepo;
@@ -25,7 +25,8 @@ fn launch(repo: &TestRepo, name: &str, script: &str, timeout: Duration) -> Launc
         attempt: 1,
         run_name: name.into(),
         deadline: Utc::now() + chrono::Duration::from_std(timeout).unwrap(),
-        task: WorkerTask {
+        task: JobSpec {
+            version: coding_swarm::job::VERSION,
             project: "proj".into(),
             key: name.into(),
             generation: 1,
@@ -37,7 +38,7 @@ fn launch(repo: &TestRepo, name: &str, script: &str, timeout: Duration) -> Launc
             kind: None,
             prompt: "p".into(),
             agent_name: "sh".into(),
-            agent: AgentProfile::command(vec!["sh".into(), "-c".into(), script.into()]),
+            agent: (&AgentProfile::command(vec!["sh".into(), "-c".into(), script.into()])).into(),
             git_name: "swarm".into(),
             git_email: "swarm@example.com".into(),
         },

@@ -6,10 +6,13 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
+use chrono::{DateTime, Utc};
 use coding_swarm::config::Config;
-use coding_swarm::spec::{parse_task, TaskKey};
-use coding_swarm::store::{NewTask, Store};
-use coding_swarm::sync::{SyncAction, SyncPlan};
+use coding_swarm::model::{
+    plan_sync, transition, ClaimLimits, FileChange, NewTask, Outcome, TaskRow,
+};
+use coding_swarm::spec::{parse_task, task_path, TaskKey};
+use coding_swarm::store::{Store, SyncScope};
 use git2::{Oid, Repository};
 use sqlx::Connection;
 
@@ -140,14 +143,69 @@ macro_rules! on_both_backends {
 /// A task as the sync planner would create it.
 pub fn task(key: &str, yaml: &str) -> NewTask {
     let spec = parse_task(yaml.as_bytes()).unwrap_or_else(|e| panic!("{key}: {e}"));
-    coding_swarm::sync::plan::new_task(&TaskKey::new(key).unwrap(), &spec)
+    NewTask::from_spec(&TaskKey::new(key).unwrap(), &spec)
 }
 
-pub fn create_plan(tasks: Vec<NewTask>) -> SyncPlan {
-    SyncPlan {
-        actions: tasks.into_iter().map(SyncAction::Create).collect(),
-        ..SyncPlan::default()
-    }
+/// Task files added in one commit, as a sync would see them.
+pub fn create_plan(tasks: Vec<NewTask>) -> Vec<FileChange> {
+    tasks
+        .into_iter()
+        .map(|t| FileChange {
+            path: task_path(&TaskKey::new(&t.key).unwrap()),
+            content: Some(Ok(t.spec)),
+        })
+        .collect()
+}
+
+/// Syncs `files` into `project` as of `commit`, through the real planner, as a sync pass does.
+pub async fn apply(store: &Store, project: &str, commit: &str, files: Vec<FileChange>) {
+    let keys: Vec<String> = files
+        .iter()
+        .filter_map(|f| coding_swarm::spec::task_key_of_path(&f.path).and_then(Result::ok))
+        .map(|k| k.to_string())
+        .collect();
+    let now = Utc::now();
+    store
+        .apply_sync(project, commit, SyncScope::Keys(&keys), now, |rows| {
+            plan_sync(project, &files, rows, false, commit, now)
+        })
+        .await
+        .unwrap();
+}
+
+/// Claims what `limits` allow, as the engine's dispatch does.
+pub async fn claim(store: &Store, limits: &ClaimLimits, now: DateTime<Utc>) -> Vec<TaskRow> {
+    store
+        .claim(now, |running, heads| {
+            limits
+                .select(heads, running)
+                .into_iter()
+                .map(|i| transition::claim(&heads[i], now))
+                .collect()
+        })
+        .await
+        .unwrap()
+}
+
+/// Records the end of run `attempt` of task `id` as `outcome`, as the engine does; whether it
+/// changed the task.
+pub async fn finish(
+    store: &Store,
+    id: i64,
+    attempt: i32,
+    outcome: &Outcome,
+    now: DateTime<Utc>,
+) -> bool {
+    store
+        .modify_tasks(&[id], now, |row| {
+            let c = transition::finish(row, attempt, outcome, now);
+            let changed = !c.is_none();
+            (c, changed)
+        })
+        .await
+        .unwrap()
+        .first()
+        .is_some_and(|(_, changed)| *changed)
 }
 
 /// A bare repository on disk with a `main` branch we commit to directly.

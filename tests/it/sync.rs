@@ -6,10 +6,12 @@ use std::collections::HashMap;
 
 use chrono::Utc;
 use coding_swarm::config::ProjectConfig;
-use coding_swarm::engine::Outcome;
+use coding_swarm::gitops::cache_path;
+use coding_swarm::model::ClaimLimits;
+use coding_swarm::model::Outcome;
 use coding_swarm::spec::{RunResult, TaskState};
-use coding_swarm::store::{ClaimLimits, Store};
-use coding_swarm::sync::{cache_path, sync_project, SyncReport};
+use coding_swarm::store::Store;
+use coding_swarm::sync::{sync_project, SyncReport};
 
 use crate::support::{Backend, TestDb, TestRepo};
 
@@ -31,7 +33,14 @@ fn project(repo: &TestRepo) -> ProjectConfig {
 }
 
 async fn sync(store: &Store, data: &std::path::Path, repo: &TestRepo) -> SyncReport {
-    sync_project(store, data, &project(repo)).await.unwrap()
+    sync_project(
+        store,
+        data,
+        &project(repo),
+        &coding_swarm::gitops::GitAuth::default(),
+    )
+    .await
+    .unwrap()
 }
 
 async fn state(store: &Store, key: &str) -> Option<(TaskState, i32, String)> {
@@ -86,10 +95,11 @@ async fn gitops_semantics(backend: Backend) {
     assert_eq!((r.fetched, r.changed_files), (false, 0));
 
     // Run two, complete one of them.
-    let claimed = s.claim(&limits(), Utc::now()).await.unwrap();
+    let claimed = crate::support::claim(s, &limits(), Utc::now()).await;
     let by_key: HashMap<&str, _> = claimed.iter().map(|t| (t.key.as_str(), t)).collect();
     let done = by_key["done"];
-    s.finish_run(
+    crate::support::finish(
+        s,
         done.id,
         1,
         &Outcome::Completed(RunResult {
@@ -98,8 +108,7 @@ async fn gitops_semantics(backend: Backend) {
         }),
         Utc::now(),
     )
-    .await
-    .unwrap();
+    .await;
     assert_eq!(
         state(s, "pend").await.unwrap().0,
         TaskState::Running,
@@ -143,22 +152,20 @@ async fn gitops_semantics(backend: Backend) {
     // Its new addressee (w3) has a running task too: the move waits for the run to end.
     assert_eq!(pend.addressee, "w1");
     assert_eq!(state(s, "new").await.unwrap().0, TaskState::Pending);
-    let outcome = coding_swarm::engine::decide(
+    let outcome = coding_swarm::model::decide(
         &pend,
         RunResult {
             success: true,
             ..RunResult::default()
         },
-        &coding_swarm::engine::RetryPolicy {
+        &coding_swarm::model::RetryPolicy {
             max_infra_retries: 3,
             backoff: std::time::Duration::from_secs(1),
         },
         Utc::now(),
     );
     assert!(matches!(outcome, Outcome::NextGeneration(_)), "{outcome:?}");
-    s.finish_run(pend.id, 1, &outcome, Utc::now())
-        .await
-        .unwrap();
+    crate::support::finish(s, pend.id, 1, &outcome, Utc::now()).await;
     let pend = s.task("proj", "pend").await.unwrap().unwrap();
     assert_eq!(
         (
@@ -175,7 +182,7 @@ async fn gitops_semantics(backend: Backend) {
         .await
         .unwrap()
         .into_iter()
-        .map(|e| e.kind)
+        .map(|e| e.kind.to_string())
         .collect();
     assert_eq!(kinds, ["created", "removed"]);
     let kinds: Vec<String> = s
@@ -183,7 +190,7 @@ async fn gitops_semantics(backend: Backend) {
         .await
         .unwrap()
         .into_iter()
-        .map(|e| e.kind)
+        .map(|e| e.kind.to_string())
         .collect();
     assert_eq!(kinds, ["created", "claimed", "completed", "new_generation"]);
 
@@ -363,9 +370,16 @@ async fn force_push_and_lost_cache(backend: Backend) {
     // An unreachable remote is an error that names the project, and changes nothing.
     let mut broken = super::sync::project(&repo);
     broken.repo = "/nonexistent/remote.git".into();
-    let err = sync_project(s, data.path(), &broken).await.unwrap_err();
+    let err = sync_project(
+        s,
+        data.path(),
+        &broken,
+        &coding_swarm::gitops::GitAuth::default(),
+    )
+    .await
+    .unwrap_err();
     assert!(
-        coding_swarm::engine::error_chain(&err).contains("proj"),
+        coding_swarm::display::error_chain(&err).contains("proj"),
         "{err}"
     );
     assert!(state(s, "late").await.is_some());

@@ -6,15 +6,16 @@ use std::path::Path;
 use std::process::Command;
 
 use coding_swarm::config::AgentProfile;
+use coding_swarm::job::JobSpec;
 use coding_swarm::spec::{ErrorClass, RunResult};
-use coding_swarm::worker::WorkerTask;
 
 use crate::support::TestRepo;
 
 const SWARM: &str = env!("CARGO_BIN_EXE_swarm");
 
-fn task(repo: &TestRepo, branch: &str, script: &str) -> WorkerTask {
-    WorkerTask {
+fn task(repo: &TestRepo, branch: &str, script: &str) -> JobSpec {
+    JobSpec {
+        version: coding_swarm::job::VERSION,
         project: "proj".into(),
         key: "job".into(),
         generation: 1,
@@ -26,16 +27,17 @@ fn task(repo: &TestRepo, branch: &str, script: &str) -> WorkerTask {
         kind: Some("implement".into()),
         prompt: "Write the file.\nMore detail.".into(),
         agent_name: "sh".into(),
-        agent: AgentProfile {
+        agent: (&AgentProfile {
             env: BTreeMap::from([("FROM_PROFILE".to_string(), "${PROFILE_SOURCE}".to_string())]),
             ..AgentProfile::command(vec!["sh".into(), "-c".into(), script.into()])
-        },
+        })
+            .into(),
         git_name: "Swarm Bot".into(),
         git_email: "bot@example.com".into(),
     }
 }
 
-fn run_worker(dir: &Path, task: &WorkerTask) -> RunResult {
+fn run_worker(dir: &Path, task: &JobSpec) -> RunResult {
     std::fs::write(dir.join("task.json"), serde_json::to_vec(task).unwrap()).unwrap();
     let status = Command::new(SWARM)
         .args(["worker", "--run-dir"])

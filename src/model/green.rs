@@ -1,9 +1,14 @@
-//! The green layer's rules, pure: what a project-manager activation carries, how it is shown
-//! to the manager, how the manager says an epic is done, and the hard caps that end every loop.
+//! The green layer's rules, pure: epics and their states, what a project-manager activation
+//! carries, how it is shown to the manager, how the manager says an epic is done, how a run
+//! counts against its epic, and the hard caps that end every loop.
 
+use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use crate::spec::{truncate, RunResult};
+use super::outcome::Outcome;
+use super::role::Role;
+use super::task::BadColumn;
+use crate::spec::{truncate, ErrorClass, RunResult};
 
 /// The addressee of a project's manager: its runs never overlap.
 pub fn manager_addressee(project: &str) -> String {
@@ -230,6 +235,126 @@ pub fn cap_hit(c: &EpicCounters, caps: &EpicCaps) -> Option<String> {
         ));
     }
     None
+}
+
+/// Where an epic stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EpicState {
+    Active,
+    Complete,
+    Failed,
+}
+
+impl EpicState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Active => "active",
+            Self::Complete => "complete",
+            Self::Failed => "failed",
+        }
+    }
+}
+
+impl TryFrom<String> for EpicState {
+    type Error = BadColumn;
+    fn try_from(value: String) -> Result<Self, BadColumn> {
+        match value.as_str() {
+            "active" => Ok(Self::Active),
+            "complete" => Ok(Self::Complete),
+            "failed" => Ok(Self::Failed),
+            _ => Err(BadColumn {
+                column: "epics.state",
+                value,
+                expected: "active, complete, failed",
+            }),
+        }
+    }
+}
+
+/// An epic as the database holds it, with the counters its caps look at.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct EpicRow {
+    pub project: String,
+    pub name: String,
+    pub state: EpicState,
+    pub reason: Option<String>,
+    pub tasks: i32,
+    pub consecutive_failures: i32,
+    pub activations: i32,
+    pub spend_usd: f64,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+impl EpicRow {
+    pub fn counters(&self) -> EpicCounters {
+        EpicCounters {
+            tasks: self.tasks.max(0) as u32,
+            consecutive_failures: self.consecutive_failures.max(0) as u32,
+            activations: self.activations.max(0) as u32,
+            spend_usd: self.spend_usd,
+        }
+    }
+
+    pub fn is_active(&self) -> bool {
+        self.state == EpicState::Active
+    }
+}
+
+/// Ending `epic`: complete, or failed with `failed`'s reason. `None` when it is not active any
+/// more (it ended before; nothing changes).
+pub fn end_epic(epic: &EpicRow, failed: Option<&str>) -> Option<(EpicState, Option<String>)> {
+    if !epic.is_active() {
+        return None;
+    }
+    Some(match failed {
+        Some(reason) => (EpicState::Failed, Some(reason.to_string())),
+        None => (EpicState::Complete, None),
+    })
+}
+
+/// How a finished run counts against its epic's caps.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EpicCount {
+    WorkerSucceeded,
+    WorkerFailed,
+    ManagerRan,
+    /// A run that will be retried, or a cancelled one: only its cost counts.
+    CostOnly,
+}
+
+/// How a run of a task of `role` that ended as `outcome` counts against its epic.
+pub fn epic_count(role: Role, outcome: &Outcome) -> EpicCount {
+    let result = outcome.result();
+    match (role == Role::Manager, outcome.is_final(), result.success) {
+        (true, true, _) => EpicCount::ManagerRan,
+        (false, true, true) => EpicCount::WorkerSucceeded,
+        (false, true, false) if result.error_class != Some(ErrorClass::Cancelled) => {
+            EpicCount::WorkerFailed
+        }
+        _ => EpicCount::CostOnly,
+    }
+}
+
+/// What an epic change asks the store to do: a task file of kind `epic` opens its epic; every
+/// other (non-manager) task of an open epic counts against its `max_tasks`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum EpicChange {
+    Open(String),
+    CountTask(String),
+}
+
+/// What the creation of a task with these fields does to its epic, if it has one.
+pub fn epic_change_of_new_task(kind: Option<&str>, epic: Option<&str>) -> Option<EpicChange> {
+    let epic = epic?;
+    if kind == Some("epic") {
+        Some(EpicChange::Open(epic.to_string()))
+    } else if Role::of_kind(kind) != Role::Manager {
+        Some(EpicChange::CountTask(epic.to_string()))
+    } else {
+        None
+    }
 }
 
 /// The spec of an engine-made activation task: the manager's addressee, kind `plan`.

@@ -71,7 +71,7 @@ impl Default for Metrics {
 }
 
 impl Metrics {
-    pub fn set_tasks(&self, c: &crate::store::Counts) {
+    pub fn set_tasks(&self, c: &crate::model::Counts) {
         for (status, n) in [
             ("pending", c.pending),
             ("running", c.running),

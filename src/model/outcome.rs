@@ -1,12 +1,13 @@
 //! What a finished run means for its task: complete it, retry it, requeue it, or run the next
-//! generation. Pure.
+//! generation; the retry policy that decides it. Pure.
 
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 
+use super::event::EventKind;
+use super::task::TaskRow;
 use crate::spec::{ErrorClass, RunResult};
-use crate::store::TaskRow;
 
 /// The decision for a finished run; the store applies it.
 #[derive(Debug, Clone, PartialEq)]
@@ -33,20 +34,20 @@ pub enum Outcome {
 
 impl Outcome {
     /// The event kind and message that record this outcome.
-    pub fn describe(&self, attempt: i32) -> (&'static str, String) {
+    pub fn describe(&self, attempt: i32) -> (EventKind, String) {
         let why = |r: &RunResult| {
             r.error
                 .clone()
                 .unwrap_or_else(|| r.summary.clone().unwrap_or_default())
         };
         match self {
-            Self::Completed(r) if r.success => ("completed", format!("attempt {attempt} succeeded")),
+            Self::Completed(r) if r.success => (EventKind::Completed, format!("attempt {attempt} succeeded")),
             Self::Completed(r) => (
-                "completed",
+                EventKind::Completed,
                 format!("attempt {attempt} failed ({}): {}", r.error_class.map_or("error", ErrorClass::as_str), why(r)),
             ),
             Self::Retry { result, not_before, infrastructure } => (
-                "retry",
+                EventKind::Retry,
                 format!(
                     "attempt {attempt} failed ({}{}): {}; retrying after {}",
                     result.error_class.map_or("error", ErrorClass::as_str),
@@ -56,11 +57,41 @@ impl Outcome {
                 ),
             ),
             Self::Requeue { result, not_before } => (
-                "requeued",
+                EventKind::Requeued,
                 format!("rate or usage limit: {}; back in the queue after {} (not counted as an attempt)", why(result), not_before.to_rfc3339()),
             ),
-            Self::NextGeneration(_) => ("next_generation", format!("attempt {attempt} ended; the spec changed meanwhile and runs again")),
-            Self::Deleted(_) => ("removed", "run ended; task file was deleted".into()),
+            Self::NextGeneration(_) => (EventKind::NextGeneration, format!("attempt {attempt} ended; the spec changed meanwhile and runs again")),
+            Self::Deleted(_) => (EventKind::Removed, "run ended; task file was deleted".into()),
+        }
+    }
+}
+
+impl Outcome {
+    /// The run's result, whatever was decided.
+    pub fn result(&self) -> &RunResult {
+        match self {
+            Self::Completed(r)
+            | Self::Retry { result: r, .. }
+            | Self::Requeue { result: r, .. }
+            | Self::NextGeneration(r)
+            | Self::Deleted(r) => r,
+        }
+    }
+
+    /// Whether the result is the task's final one (it goes to the status file and the manager).
+    pub fn is_final(&self) -> bool {
+        matches!(self, Self::Completed(_))
+    }
+
+    /// How the outcome is counted in metrics.
+    pub fn label(&self) -> &'static str {
+        match self {
+            Self::Completed(r) if r.success => "succeeded",
+            Self::Completed(r) => r.error_class.map_or("failed", ErrorClass::as_str),
+            Self::Retry { .. } => "retried",
+            Self::Requeue { .. } => "rate_limited",
+            Self::NextGeneration(_) => "superseded",
+            Self::Deleted(_) => "deleted",
         }
     }
 }

@@ -2,15 +2,16 @@
 //! commit, on top of the remote's newest default branch, with the engine's identity. A push
 //! that loses a race is fetched and rebuilt; files outside `.ai/status/` are never touched.
 
+use std::collections::HashMap;
 use std::path::Path;
 
 use chrono::Utc;
 
 use crate::config::{Config, ProjectConfig};
-use crate::gitops::{self, GitError};
+use crate::gitops::{self, cache_path, GitAuth, GitError};
+use crate::model::{transition, TaskRow};
 use crate::spec::{status_path, StatusSpec, TaskKey, TaskState};
-use crate::store::{Store, StoreError, TaskRow};
-use crate::sync::cache_path;
+use crate::store::{Store, StoreError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ReportError {
@@ -70,6 +71,7 @@ pub async fn report_project(
     store: &Store,
     config: &Config,
     project: &ProjectConfig,
+    auth: &GitAuth,
 ) -> Result<usize, ReportError> {
     let name = project.name.clone();
     let rows: Vec<TaskRow> = store
@@ -117,19 +119,27 @@ pub async fn report_project(
         config.git.clone(),
     );
     let pname = project.name.clone();
+    let auth = auth.clone();
     let commit = tokio::task::spawn_blocking(move || {
         push_status_commit(
-            &cache, &url, &branch, &files, &message, &git.name, &git.email, &pname,
+            &cache, &url, &branch, &files, &message, &git.name, &git.email, &pname, &auth,
         )
     })
     .await
     .map_err(|_| ReportError::Panicked {
         project: name.clone(),
     })??;
-    let reported: Vec<(i64, i32)> = rows.iter().map(|r| (r.id, r.generation)).collect();
+    // The tasks are marked reported unless they moved on meanwhile (the model decides on
+    // each row as it is now).
+    let generations: HashMap<i64, i32> = rows.iter().map(|r| (r.id, r.generation)).collect();
+    let ids: Vec<i64> = generations.keys().copied().collect();
     store
-        .mark_reported(&reported, &commit, Utc::now())
+        .modify_tasks(&ids, Utc::now(), |row| {
+            let generation = generations.get(&row.id).copied().unwrap_or_default();
+            (transition::reported(row, generation, &commit), ())
+        })
         .await
+        .map(|_| ())
         .map_err(|source| ReportError::Store {
             project: name,
             source,
@@ -147,6 +157,7 @@ fn push_status_commit(
     name: &str,
     email: &str,
     project: &str,
+    auth: &GitAuth,
 ) -> Result<String, ReportError> {
     let git = |source| ReportError::Git {
         project: project.to_string(),
@@ -155,13 +166,13 @@ fn push_status_commit(
     let repo = gitops::open_cache(cache, url).map_err(git)?;
     let mut last = None;
     for _ in 0..PUSH_TRIES {
-        let head = match gitops::remote_head(&repo, url, branch).map_err(git)? {
+        let head = match gitops::remote_head(&repo, url, branch, auth).map_err(git)? {
             Some(h) => {
-                gitops::bring_cache_to(&repo, url, branch, h)
+                gitops::bring_cache_to(&repo, url, branch, h, auth)
                     .map_err(git)?
                     .0
             }
-            None => gitops::fetch(&repo, url, branch).map_err(git)?,
+            None => gitops::fetch(&repo, url, branch, auth).map_err(git)?,
         };
         let commit =
             gitops::commit_files(&repo, head, files, message, name, email).map_err(|source| {
@@ -170,7 +181,7 @@ fn push_status_commit(
                     source,
                 }
             })?;
-        match gitops::push(&repo, url, &commit.to_string(), branch) {
+        match gitops::push(&repo, url, &commit.to_string(), branch, auth) {
             Ok(()) => return Ok(commit.to_string()),
             Err(e) if e.is_non_fast_forward() => {
                 tracing::debug!(

@@ -1,0 +1,243 @@
+//! Wiring: the whole engine built from a [`Config`] and the [`Secrets`] it needs (passed in,
+//! never read from the environment here): the store, the HTTP server (health first, so a
+//! standby is alive but not ready), leadership, the GitHub forge and its webhook deliveries,
+//! the runtime, and the engine loop. The command line (`swarm up`) and the tests start it the
+//! same way. The command bodies of the CLI live in [`commands`].
+
+pub mod commands;
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use anyhow::{bail, Context};
+use tokio::sync::{mpsc, watch};
+
+use crate::config::{Config, RuntimeKind, Secrets};
+use crate::display::error_chain;
+use crate::engine::{Engine, RunOptions};
+use crate::forge::{Delivery, Forge};
+use crate::gitops::GitAuth;
+use crate::runtime::{Completion, KubeRuntime, LocalRuntime, Runtime};
+use crate::store::Store;
+use crate::web::{WebState, WebhookIn};
+
+/// One engine, as configured.
+pub struct App {
+    pub config: Config,
+    pub secrets: Secrets,
+    /// The binary the local runtime starts as `swarm worker`.
+    pub worker_exe: PathBuf,
+    /// Stop once nothing is pending, running or waiting to be reported (no HTTP server).
+    pub once: bool,
+}
+
+/// How a run of the engine ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ended {
+    /// Asked to stop, or (with `once`) all work done.
+    Stopped,
+    /// Another engine may lead now: this one stopped as soon as it noticed.
+    LeadershipLost,
+}
+
+impl App {
+    /// Connects to the configured database and brings its schema up to date.
+    pub async fn store(&self) -> anyhow::Result<Store> {
+        Ok(Store::connect(&self.config.database_url()).await?)
+    }
+
+    /// Runs the engine on `store` until `shutdown` turns true (or, with `once`, all work is
+    /// done), or leadership is lost.
+    pub async fn run(
+        &self,
+        store: &Store,
+        shutdown: watch::Receiver<bool>,
+    ) -> anyhow::Result<Ended> {
+        let config = &self.config;
+        if config.projects.is_empty() {
+            bail!("no projects configured: add a [[projects]] table to swarm.toml (see README.md), or try `swarm up --demo`");
+        }
+        tracing::info!(database = %crate::config::redact_url(&config.database_url()), projects = config.projects.len(), runtime = ?config.runtime, "engine starting");
+        let (delivery_tx, deliveries) = mpsc::channel(1000);
+        let web = self.web(store, delivery_tx)?;
+        let (web_stop_tx, web_stop_rx) = watch::channel(false);
+        if let Some(state) = web.clone() {
+            let listen = config.http.listen.clone();
+            tokio::spawn(async move {
+                if let Err(e) =
+                    crate::web::serve(&listen, crate::web::router(state), web_stop_rx).await
+                {
+                    tracing::error!("the HTTP server on {listen} failed: {e}");
+                }
+            });
+        }
+        let ended = self.lead(store, shutdown, web.as_ref(), deliveries).await;
+        let _ = web_stop_tx.send(true);
+        ended
+    }
+
+    /// The HTTP server's state, when it serves (not in `once` mode, and `http.listen` set).
+    fn web(
+        &self,
+        store: &Store,
+        deliveries: mpsc::Sender<Delivery>,
+    ) -> anyhow::Result<Option<WebState>> {
+        let config = &self.config;
+        // Webhooks only when something reads them: [github] and a project on GitHub.
+        let on_github = config.projects.iter().any(|p| p.github_repo().is_some());
+        let webhook = match (
+            config.github.as_ref().filter(|_| on_github),
+            &self.secrets.webhook_secret,
+        ) {
+            (Some(_), Some(secret)) => Some(WebhookIn {
+                secret: secret.expose().as_bytes().to_vec(),
+                deliveries,
+            }),
+            (Some(_), None) => {
+                tracing::warn!("[github] is configured but SWARM_GITHUB_WEBHOOK_SECRET is not set: webhooks are refused");
+                None
+            }
+            _ => None,
+        };
+        let api_token = self
+            .secrets
+            .api_token
+            .as_ref()
+            .map(|t| t.expose().to_string());
+        if self.once || config.http.listen.is_empty() {
+            return Ok(None);
+        }
+        // Bound beyond this machine, the dashboard and API need a token.
+        if !crate::web::auth::is_loopback(&config.http.listen) && api_token.is_none() {
+            bail!(
+                "http.listen = {:?} is reachable from other machines: set SWARM_API_TOKEN (every request then needs it), or listen on 127.0.0.1",
+                config.http.listen
+            );
+        }
+        Ok(Some(WebState::new(
+            Arc::new(config.clone()),
+            store.clone(),
+            webhook,
+            api_token,
+            GitAuth::new(self.secrets.git_token.clone()),
+        )))
+    }
+
+    /// Waits for leadership, then runs the engine on the configured runtime.
+    async fn lead(
+        &self,
+        store: &Store,
+        shutdown: watch::Receiver<bool>,
+        web: Option<&WebState>,
+        deliveries: mpsc::Receiver<Delivery>,
+    ) -> anyhow::Result<Ended> {
+        let config = &self.config;
+        let leader =
+            crate::engine::leader::acquire(&config.database_url(), &config.data_dir, || {
+                tracing::info!("another engine leads; waiting to take over")
+            })
+            .await?;
+        tracing::info!("this engine leads");
+        // The engine stops on the caller's shutdown, or as soon as leadership is lost.
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let leadership_lost = Arc::new(AtomicBool::new(false));
+        {
+            let (mut lost, mut shutdown, stop_tx, flag) = (
+                leader.lost.clone(),
+                shutdown.clone(),
+                stop_tx.clone(),
+                leadership_lost.clone(),
+            );
+            tokio::spawn(async move {
+                loop {
+                    if *shutdown.borrow() {
+                        let _ = stop_tx.send(true);
+                        return;
+                    }
+                    if *lost.borrow() {
+                        tracing::error!(
+                            "lost the leader lock: stopping, another engine may take over"
+                        );
+                        flag.store(true, Ordering::SeqCst);
+                        let _ = stop_tx.send(true);
+                        return;
+                    }
+                    tokio::select! {
+                        r = shutdown.changed() => if r.is_err() { return },
+                        r = lost.changed() => if r.is_err() { return },
+                    }
+                }
+            });
+        }
+        let (tx, rx) = mpsc::unbounded_channel();
+        match config.runtime {
+            RuntimeKind::Local => {
+                let runtime =
+                    LocalRuntime::new(config.data_dir.join("runs"), self.worker_exe.clone(), tx);
+                self.run_engine(store, runtime, rx, stop_rx, web, deliveries)
+                    .await?
+            }
+            RuntimeKind::Kubernetes => {
+                let runtime = KubeRuntime::connect(&config.kubernetes, tx).await?;
+                self.run_engine(store, runtime, rx, stop_rx, web, deliveries)
+                    .await?
+            }
+        }
+        drop(leader);
+        Ok(if leadership_lost.load(Ordering::SeqCst) {
+            Ended::LeadershipLost
+        } else {
+            Ended::Stopped
+        })
+    }
+
+    /// Runs the engine on `runtime`; with the HTTP server's state, readiness follows the
+    /// runtime and the metrics are the engine's.
+    async fn run_engine<R: Runtime + Clone>(
+        &self,
+        store: &Store,
+        runtime: R,
+        completions: mpsc::UnboundedReceiver<Completion>,
+        stop: watch::Receiver<bool>,
+        web: Option<&WebState>,
+        mut deliveries: mpsc::Receiver<Delivery>,
+    ) -> anyhow::Result<()> {
+        let config = &self.config;
+        let mut engine =
+            Engine::with_runtime(config.clone(), store.clone(), runtime.clone(), completions)
+                .with_git_auth(GitAuth::new(self.secrets.git_token.clone()));
+        if !self.once {
+            if let Some(forge) = Forge::new(Arc::new(config.clone()), store.clone(), &self.secrets)
+                .context("cannot set up GitHub")?
+            {
+                tracing::info!("GitHub: reporting to pull requests and taking webhooks");
+                tokio::spawn(forge.clone().run(stop.clone()));
+                let triggers = engine.sync_triggers();
+                tokio::spawn(async move {
+                    while let Some(d) = deliveries.recv().await {
+                        forge.handle(&d, &triggers).await;
+                    }
+                });
+            }
+        }
+        if let Some(web) = web {
+            engine = engine.with_metrics(web.metrics.clone());
+            let for_ready = runtime.clone();
+            let ready: crate::web::ReadyCheck = Arc::new(move || {
+                let rt = for_ready.clone();
+                Box::pin(async move { rt.ready().await.map_err(|e| error_chain(&e)) })
+            });
+            let _ = web.runtime_ready.set(ready);
+            let rt = runtime.clone();
+            let logs: crate::web::LogsFn = Arc::new(move |run: String| {
+                let rt = rt.clone();
+                Box::pin(async move { rt.logs(&run).await.map_err(|e| error_chain(&e)) })
+            });
+            let _ = web.runtime_logs.set(logs);
+            tokio::spawn(crate::web::api::publish_changes(web.clone(), stop.clone()));
+        }
+        engine.metrics().leader.set(1);
+        engine.run(RunOptions { once: self.once }, stop).await
+    }
+}

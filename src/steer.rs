@@ -1,0 +1,119 @@
+//! Steering: a person stops, retries or reprioritises a task (from the CLI, the dashboard, or a
+//! comment on GitHub), and anyone with something for a project manager hands it over. The
+//! model decides on the task's row as the store holds it under a lock, so the answer says
+//! what actually happened, even when a claim or a run's end came in between.
+
+use chrono::Utc;
+
+use crate::config::ProjectConfig;
+use crate::model::green::manager_addressee;
+use crate::model::transition::{self, Refused, StopOutcome};
+use crate::model::{ActivationItem, Change};
+use crate::store::{Store, StoreError};
+
+#[derive(Debug, thiserror::Error)]
+pub enum SteerError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("task {project}/{key} {refused}")]
+    Refused {
+        project: String,
+        key: String,
+        refused: Refused,
+    },
+}
+
+impl SteerError {
+    fn refused(project: &str, key: &str, refused: Refused) -> Self {
+        Self::Refused {
+            project: project.into(),
+            key: key.into(),
+            refused,
+        }
+    }
+}
+
+/// Stops a task: a pending one is cancelled at once, a running one is stopped by the engine.
+/// A completed task is refused (there is nothing to stop).
+pub async fn stop(
+    store: &Store,
+    project: &str,
+    key: &str,
+    who: &str,
+) -> Result<StopOutcome, SteerError> {
+    let now = Utc::now();
+    let outcome = store
+        .modify_task(project, key, now, |row| transition::stop(row, who, now))
+        .await?;
+    match outcome {
+        StopOutcome::AlreadyCompleted => Err(SteerError::refused(
+            project,
+            key,
+            Refused {
+                status: crate::spec::TaskState::Completed,
+                why: "there is nothing to stop",
+            },
+        )),
+        other => Ok(other),
+    }
+}
+
+/// Runs a completed task again, as a new generation with the same spec. Returns the
+/// generation that runs.
+pub async fn retry(store: &Store, project: &str, key: &str, who: &str) -> Result<i32, SteerError> {
+    let now = Utc::now();
+    store
+        .modify_task(project, key, now, |row| {
+            match transition::retry(row, who, now) {
+                Ok((change, generation)) => (change, Ok(generation)),
+                Err(refused) => (Change::None, Err(refused)),
+            }
+        })
+        .await?
+        .map_err(|r| SteerError::refused(project, key, r))
+}
+
+/// Changes a pending task's priority (until its file next changes).
+pub async fn set_priority(
+    store: &Store,
+    project: &str,
+    key: &str,
+    priority: i32,
+    who: &str,
+) -> Result<(), SteerError> {
+    let now = Utc::now();
+    store
+        .modify_task(project, key, now, |row| {
+            match transition::set_priority(row, priority, who, now) {
+                Ok(change) => (change, Ok(())),
+                Err(refused) => (Change::None, Err(refused)),
+            }
+        })
+        .await?
+        .map_err(|r| SteerError::refused(project, key, r))
+}
+
+/// Hands `item` to `project`'s manager: coalesced into its pending activation, or a new one.
+pub async fn activate(
+    store: &Store,
+    project: &ProjectConfig,
+    epic: Option<&str>,
+    item: ActivationItem,
+) -> Result<(String, bool), StoreError> {
+    let addressee = manager_addressee(&project.name);
+    let now = Utc::now();
+    store
+        .activate(&project.name, &addressee, now, |pending, last| {
+            transition::activate(
+                pending,
+                last,
+                &project.name,
+                &addressee,
+                epic,
+                &project.default_branch,
+                item,
+                now,
+            )
+        })
+        .await
+}
