@@ -9,6 +9,8 @@ mod claude;
 mod cli;
 mod dashboard;
 mod deploy;
+mod deploy_monitoring;
+mod deploy_security;
 mod engine;
 mod faults;
 mod fuzz;
