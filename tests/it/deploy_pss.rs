@@ -3,10 +3,10 @@
 //! published profile control by control; and the check itself catches each control broken.
 //! I/O: what `deploy` does (kubectl on a temporary copy).
 
+use coding_swarm::config::KubernetesConfig;
 use k8s_openapi::api::core::v1::{PodSpec, PodTemplateSpec, SecurityContext};
 
 use crate::deploy::{engine_config, find, overlay, typed, worker_job};
-use coding_swarm::config::KubernetesConfig;
 
 /// Violations of the Pod Security Standards' "restricted" profile (which includes "baseline"),
 /// as published at https://kubernetes.io/docs/concepts/security/pod-security-standards/ for
