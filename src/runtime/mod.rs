@@ -54,7 +54,7 @@ pub struct Completion {
 
 #[derive(Debug, thiserror::Error)]
 pub enum RuntimeError {
-    #[error("the Kubernetes API refused {what}: {message} (check the engine's Role in deploy/role.yaml)")]
+    #[error("the Kubernetes API refused {what}: {message} (check the engine's Role in deploy/base/role.yaml)")]
     Forbidden { what: String, message: String },
     #[error("the Kubernetes API failed to {what}")]
     Kube {

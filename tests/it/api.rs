@@ -68,19 +68,23 @@ async fn the_api_with_a_token_csrf_and_clear_errors() {
         repo.url()
     );
     std::fs::write(dir.path().join("swarm.toml"), &config).unwrap();
-    // Bound beyond this machine without a token: refused.
-    let out = Command::new(env!("CARGO_BIN_EXE_swarm"))
-        .args(["up"])
-        .current_dir(dir.path())
-        .env_remove("SWARM_API_TOKEN")
-        .output()
-        .unwrap();
-    assert!(!out.status.success());
-    assert!(
-        String::from_utf8_lossy(&out.stderr).contains("SWARM_API_TOKEN"),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    // Bound beyond this machine without a token, or with an empty one (what the deploy
+    // overlay's engine.env.example holds): refused.
+    for token in [None, Some("")] {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_swarm"));
+        cmd.args(["up"]).current_dir(dir.path());
+        match token {
+            Some(t) => cmd.env("SWARM_API_TOKEN", t),
+            None => cmd.env_remove("SWARM_API_TOKEN"),
+        };
+        let out = cmd.output().unwrap();
+        assert!(!out.status.success(), "{token:?}");
+        assert!(
+            String::from_utf8_lossy(&out.stderr).contains("SWARM_API_TOKEN"),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
 
     let _engine = Proc(
         Command::new(env!("CARGO_BIN_EXE_swarm"))

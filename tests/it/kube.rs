@@ -425,9 +425,13 @@ async fn forbidden_is_clear_and_throttling_is_retried() {
     assert!(matches!(err, RuntimeError::Forbidden { .. }), "{err}");
     let text = err.to_string();
     assert!(
-        text.contains("cannot create resource \"jobs\"") && text.contains("deploy/role.yaml"),
+        text.contains("cannot create resource \"jobs\"") && text.contains("deploy/base/role.yaml"),
         "{text}"
     );
+    // The file the message names is there.
+    assert!(std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("deploy/base/role.yaml")
+        .is_file());
     assert!(!rt.is_tracked("run-forbidden"));
 
     server.api.fail_next_creates(&[429, 500, 503]);
