@@ -14,7 +14,7 @@ use base64::Engine as _;
 use coding_swarm::config::{AgentProfile, KubernetesConfig};
 use coding_swarm::runtime::kubernetes::build_job;
 use coding_swarm::runtime::Launch;
-use coding_swarm::worker::WorkerTask;
+use coding_swarm::job::JobSpec;
 use k8s_openapi::api::batch::v1::Job;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -306,7 +306,8 @@ pub fn worker_job(cfg: &KubernetesConfig) -> Job {
         attempt: 1,
         run_name: "webapp-hello-0a1b2c3d-g1-a1".into(),
         deadline: chrono::Utc::now() + chrono::Duration::minutes(45),
-        task: WorkerTask {
+        task: JobSpec {
+            version: coding_swarm::job::VERSION,
             project: "webapp".into(),
             key: "hello".into(),
             generation: 1,
@@ -318,7 +319,7 @@ pub fn worker_job(cfg: &KubernetesConfig) -> Job {
             kind: None,
             prompt: "Add a file HELLO.md.".into(),
             agent_name: "claude".into(),
-            agent: AgentProfile::default_claude(),
+            agent: (&AgentProfile::default_claude()).into(),
             git_name: "coding-swarm".into(),
             git_email: "coding-swarm@example.com".into(),
         },
