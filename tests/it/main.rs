@@ -18,6 +18,7 @@ mod github;
 mod green;
 mod kube;
 mod kubeapi;
+mod kubewatch;
 mod model;
 mod ops;
 mod runtime;
