@@ -2,7 +2,7 @@
 //! this machine, the CSRF header on writes, clear errors for bad requests, the actions, the CLI's
 //! remote mode, and every route documented in `schemas/openapi.json`.
 
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -69,10 +69,9 @@ async fn the_api_with_a_token_csrf_and_clear_errors() {
     );
     std::fs::write(dir.path().join("swarm.toml"), &config).unwrap();
     // Bound beyond this machine without a token: refused.
-    let out = Command::new(env!("CARGO_BIN_EXE_swarm"))
+    let out = crate::support::command(env!("CARGO_BIN_EXE_swarm"))
         .args(["up"])
         .current_dir(dir.path())
-        .env_remove("SWARM_API_TOKEN")
         .output()
         .unwrap();
     assert!(!out.status.success());
@@ -83,7 +82,7 @@ async fn the_api_with_a_token_csrf_and_clear_errors() {
     );
 
     let _engine = Proc(
-        Command::new(env!("CARGO_BIN_EXE_swarm"))
+        crate::support::command(env!("CARGO_BIN_EXE_swarm"))
             .args(["up"])
             .current_dir(dir.path())
             .env("SWARM_API_TOKEN", TOKEN)
@@ -250,7 +249,7 @@ async fn the_api_with_a_token_csrf_and_clear_errors() {
 
     // The CLI through the API.
     let cli = |args: &[&str]| {
-        Command::new(env!("CARGO_BIN_EXE_swarm"))
+        crate::support::command(env!("CARGO_BIN_EXE_swarm"))
             .args(args)
             .current_dir(dir.path())
             .env("SWARM_API_URL", format!("http://127.0.0.1:{port}"))

@@ -4,7 +4,7 @@
 //! commit statuses, a secondary rate limit, and App token refresh.
 
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
 use coding_swarm::forge::webhook::sign;
@@ -72,13 +72,12 @@ fn start(dir: &Path) -> Child {
         .append(true)
         .open(dir.join("engine.log"))
         .unwrap();
-    Command::new(env!("CARGO_BIN_EXE_swarm"))
+    crate::support::command(env!("CARGO_BIN_EXE_swarm"))
         .args(["up", "--config", "swarm.toml"])
         .current_dir(dir)
         .env("SWARM_GITHUB_WEBHOOK_SECRET", SECRET)
         .env("SWARM_GITHUB_TOKEN", crate::ghapi::TOKEN)
         .env("SWARM_GIT_TOKEN", GIT_TOKEN)
-        .env_remove("SWARM_GITHUB_APP_KEY")
         .env("RUST_LOG", "info")
         .stdout(log.try_clone().unwrap())
         .stderr(log)
@@ -501,7 +500,7 @@ async fn a_tasks_comment_is_edited_in_place_also_across_a_restart() {
             .unwrap();
     }
     r.child = start(r.dir.path());
-    let out = Command::new(env!("CARGO_BIN_EXE_swarm"))
+    let out = crate::support::command(env!("CARGO_BIN_EXE_swarm"))
         .args(["task", "retry", "webapp/feature", "--config", "swarm.toml"])
         .current_dir(r.dir.path())
         .stdout(Stdio::piped())

@@ -1,7 +1,7 @@
 //! Operating the engine: one leader at a time (on both databases), and the HTTP endpoints for
 //! health, readiness and metrics of a running `swarm up`.
 
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use coding_swarm::engine::leader;
@@ -89,7 +89,7 @@ async fn health_readiness_and_metrics_of_a_running_engine() {
         ),
     )
     .unwrap();
-    let mut engine = Command::new(env!("CARGO_BIN_EXE_swarm"))
+    let mut engine = crate::support::command(env!("CARGO_BIN_EXE_swarm"))
         .args(["up", "--config", "swarm.toml"])
         .current_dir(dir.path())
         .stdout(Stdio::null())
