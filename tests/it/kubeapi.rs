@@ -344,6 +344,20 @@ impl FakeApi {
     /// Reports the Job as the Job controller would, with its pod as the kubelet would.
     pub fn finish(&self, name: &str, job_status: Value, pod_status: Value) {
         let mut c = self.cluster.lock().unwrap();
+        self.finish_locked(&mut c, name, job_status, pod_status);
+    }
+
+    /// [`finish`](Self::finish) while the watches are down, with the history compacted past
+    /// it, like [`vanish`](Self::vanish): no watch sees the MODIFIED event; a watcher learns of
+    /// the end only from its next list.
+    pub fn finish_unseen(&self, name: &str, job_status: Value, pod_status: Value) {
+        let mut c = self.cluster.lock().unwrap();
+        self.finish_locked(&mut c, name, job_status, pod_status);
+        Self::compact_locked(&mut c);
+        self.signal.send_modify(|s| s.closes += 1);
+    }
+
+    fn finish_locked(&self, c: &mut Cluster, name: &str, job_status: Value, pod_status: Value) {
         let Some(mut job) = c.jobs.get(name).cloned() else {
             panic!("no job {name}")
         };
@@ -357,10 +371,10 @@ impl FakeApi {
             "spec": {"containers": [{"name": "worker", "image": "coding-swarm-worker:test"}], "restartPolicy": "Never"},
             "status": pod_status,
         });
-        self.record(&mut c, Resource::Pods, "ADDED", &mut pod);
+        self.record(c, Resource::Pods, "ADDED", &mut pod);
         c.pods.insert(format!("{name}-x7k2p"), pod);
         job["status"] = job_status;
-        self.record(&mut c, Resource::Jobs, "MODIFIED", &mut job);
+        self.record(c, Resource::Jobs, "MODIFIED", &mut job);
         c.jobs.insert(name.into(), job);
     }
 

@@ -1,5 +1,5 @@
 //! The engine's watch of its Jobs under the API server's watch semantics: a Job that ended
-//! while no engine watched, adopted in either order of watch and launch; a deletion the watch
+//! while no engine watched, adopted in either order of watch and launch; an end and a deletion the watch
 //! missed (410 Gone, a new list); a watch resumed from a BOOKMARK after the history was
 //! compacted, and after its timeout. And the fake API server itself, checked with the real
 //! client against the semantics the engine relies on.
@@ -161,6 +161,38 @@ async fn a_job_that_vanishes_unseen_by_the_watch_is_still_reported() {
     );
     let lists: Vec<&String> = journal.iter().filter(|e| is_list_answer(e)).collect();
     assert!(!lists[1].contains("run-unseen"), "{lists:?}");
+}
+
+/// The Job ends while the watch is down and the history is compacted past its end: the watch
+/// gets 410 and the watcher lists again; the ended Job in that list (or the engine's periodic
+/// read, whichever comes first) completes the run, with the worker's result.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_that_ends_unseen_by_the_watch_still_completes() {
+    let server = ApiServer::start().await;
+    let (rt, mut rx) = runtime(&server).await;
+    rt.launch(launch("run-relisted", 600)).await.unwrap();
+    journaled(&server, "the watcher's watch", is_open_watch).await;
+    let done = RunResult {
+        success: true,
+        summary: Some("ended during the gap".into()),
+        ..RunResult::default()
+    };
+    server.api.finish_unseen(
+        "run-relisted",
+        complete(),
+        pod_terminated(0, "Completed", Some(&serde_json::to_string(&done).unwrap())),
+    );
+    assert_eq!(next(&mut rx).await.result, done);
+    until(&server, "a second list", |j| {
+        j.iter().filter(|e| is_list_answer(e)).count() >= 2
+    })
+    .await;
+    let journal = server.api.journal();
+    assert!(
+        journal.iter().any(|e| e.starts_with("sent ERROR 410")),
+        "{journal:#?}"
+    );
+    assert!(rx.try_recv().is_err(), "completed once");
 }
 
 /// Someone else's Job in the namespace, without the engine's label.
