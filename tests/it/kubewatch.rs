@@ -1,9 +1,8 @@
 //! The engine's watch of its Jobs under the API server's watch semantics: a Job that ended
-//! while no engine watched, adopted in either order of watch and launch; an end and a deletion the watch
-//! missed (410 Gone, a new list); a watch resumed from a BOOKMARK after the history was
-//! compacted, and after its timeout. And the fake API server itself, checked with the real
+//! while no engine watched, adopted in either order of watch and launch; an end and a deletion
+//! the watch missed (410 Gone, a new list); a watch resumed from a BOOKMARK after the history
+//! was compacted, and after its timeout. And the fake API server itself, checked with the real
 //! client against the semantics the engine relies on.
-
 use std::time::{Duration, Instant};
 
 use coding_swarm::runtime::kubernetes::build_job;
