@@ -3,6 +3,7 @@
 //! the watch missed (410 Gone, a new list); a watch resumed from a BOOKMARK after the history
 //! was compacted, and after its timeout. And the fake API server itself, checked with the real
 //! client against the semantics the engine relies on.
+
 use std::time::{Duration, Instant};
 
 use coding_swarm::runtime::kubernetes::build_job;
