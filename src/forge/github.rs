@@ -61,6 +61,9 @@ pub struct GitHub {
 }
 
 const PERMISSION_TTL: Duration = Duration::from_secs(300);
+/// Pages of 100 comments read when looking for a task's comment: a loop guard, far above what a
+/// pull request holds.
+const MAX_COMMENT_PAGES: u32 = 100;
 
 impl GitHub {
     /// From the config and the engine's credentials: the App (`app_id` and its private key)
@@ -298,22 +301,22 @@ impl GitHub {
             .to_string())
     }
 
-    /// The comment on issue or pull request `number` that holds `marker`, if any.
+    /// The comment on issue or pull request `number` that holds `marker`, if any. Reads the
+    /// comments page by page, following the `Link` header's `rel="next"` as GitHub asks
+    /// (<https://docs.github.com/en/rest/using-the-rest-api/using-pagination-in-the-rest-api>).
     pub async fn find_comment(
         &self,
         repo: &str,
         number: u64,
         marker: &str,
     ) -> Result<Option<u64>, ForgeError> {
-        for page in 1..=10 {
-            let r = self
-                .call(
-                    repo,
-                    http::Method::GET,
-                    &format!("/repos/{repo}/issues/{number}/comments?per_page=100&page={page}"),
-                    None,
-                )
-                .await?;
+        let mut next = Some(format!(
+            "/repos/{repo}/issues/{number}/comments?per_page=100"
+        ));
+        let mut pages = 0;
+        while let Some(path) = next.take() {
+            pages += 1;
+            let r = self.call(repo, http::Method::GET, &path, None).await?;
             expect_ok(&r, "list comments")?;
             let Some(comments) = r.body.as_array() else {
                 return Ok(None);
@@ -324,7 +327,9 @@ impl GitHub {
             {
                 return Ok(c["id"].as_u64());
             }
-            if comments.len() < 100 {
+            next = link(&r.headers, "next");
+            if pages >= MAX_COMMENT_PAGES && next.is_some() {
+                tracing::warn!(%repo, number, "more than {MAX_COMMENT_PAGES} pages of comments; the status comment is looked for in the first ones only");
                 break;
             }
         }
@@ -427,8 +432,46 @@ impl GitHub {
     }
 }
 
+/// GitHub's message, with what each error of a 422 says (`errors[].message`, or its field and
+/// code): "Validation Failed" alone does not say what failed.
 fn message(r: &Response) -> String {
-    r.body["message"].as_str().unwrap_or("").to_string()
+    let mut text = r.body["message"].as_str().unwrap_or("").to_string();
+    let details: Vec<String> = r.body["errors"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|e| match e["message"].as_str() {
+            Some(m) => m.to_string(),
+            None => [&e["resource"], &e["field"], &e["code"]]
+                .iter()
+                .filter_map(|v| v.as_str())
+                .collect::<Vec<_>>()
+                .join(" "),
+        })
+        .filter(|d| !d.is_empty())
+        .collect();
+    if !details.is_empty() {
+        text = format!("{text}: {}", details.join("; "));
+    }
+    text
+}
+
+/// The URL of the `rel` link in a `Link` header (`<URL>; rel="next", <URL>; rel="last"`).
+fn link(headers: &http::HeaderMap, rel: &str) -> Option<String> {
+    let want = format!("rel=\"{rel}\"");
+    headers
+        .get_all(http::header::LINK)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .find(|l| l.split(';').skip(1).any(|p| p.trim() == want))
+        .and_then(|l| l.split(';').next())
+        .map(|u| {
+            u.trim()
+                .trim_start_matches('<')
+                .trim_end_matches('>')
+                .to_string()
+        })
 }
 
 fn http_error(r: &Response, what: &str) -> ForgeError {
@@ -471,4 +514,66 @@ fn rate_limited(r: &Response) -> Option<DateTime<Utc>> {
         .to_ascii_lowercase()
         .contains("rate limit")
         .then(|| Utc::now() + chrono::Duration::seconds(60))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn response(status: u16, body: Value, link: Option<&str>) -> Response {
+        let mut headers = http::HeaderMap::new();
+        if let Some(l) = link {
+            headers.insert(http::header::LINK, l.parse().unwrap());
+        }
+        Response {
+            status,
+            headers,
+            body,
+        }
+    }
+
+    #[test]
+    fn the_next_page_is_read_from_the_link_header() {
+        let r = response(
+            200,
+            json!([]),
+            Some(
+                r#"<https://api.github.com/repositories/1/issues/7/comments?per_page=100&page=1>; rel="prev", <https://api.github.com/repositories/1/issues/7/comments?per_page=100&page=3>; rel="next", <https://api.github.com/repositories/1/issues/7/comments?per_page=100&page=5>; rel="last""#,
+            ),
+        );
+        assert_eq!(
+            link(&r.headers, "next").as_deref(),
+            Some("https://api.github.com/repositories/1/issues/7/comments?per_page=100&page=3")
+        );
+        assert_eq!(
+            link(&r.headers, "last").as_deref(),
+            Some("https://api.github.com/repositories/1/issues/7/comments?per_page=100&page=5")
+        );
+        assert_eq!(link(&r.headers, "first"), None);
+        assert_eq!(link(&response(200, json!([]), None).headers, "next"), None);
+    }
+
+    #[test]
+    fn a_validation_failure_says_what_failed() {
+        let r = response(
+            422,
+            json!({"message": "Validation Failed", "errors": [{"resource": "PullRequest", "code": "custom", "message": "A pull request already exists for acme:swarm/a."}]}),
+            None,
+        );
+        assert_eq!(
+            message(&r),
+            "Validation Failed: A pull request already exists for acme:swarm/a."
+        );
+        let r = response(
+            422,
+            json!({"message": "Validation Failed", "errors": [{"resource": "IssueComment", "field": "body", "code": "missing_field"}]}),
+            None,
+        );
+        assert_eq!(
+            message(&r),
+            "Validation Failed: IssueComment body missing_field"
+        );
+        let r = response(401, json!({"message": "Bad credentials"}), None);
+        assert_eq!(message(&r), "Bad credentials");
+    }
 }

@@ -96,20 +96,46 @@ pub struct PayloadError {
     pub source: serde_json::Error,
 }
 
-/// Parses a verified delivery by its `X-GitHub-Event` name.
+/// Parses a verified delivery by its `X-GitHub-Event` name. A body that is not JSON is an
+/// error whatever the event; so is a field the engine reads that is missing or not of the type
+/// GitHub sends (an object where GitHub sends an object, not a list that serde would also take).
 pub fn parse_event(event: &str, body: &[u8]) -> Result<Event, PayloadError> {
     let err = |source| PayloadError {
         event: event.to_string(),
         source,
     };
-    #[derive(Deserialize)]
-    struct Action {
-        #[serde(default)]
-        action: String,
+    let value: serde_json::Value = serde_json::from_slice(body).map_err(err)?;
+    let action = value
+        .get("action")
+        .and_then(|a| a.as_str())
+        .unwrap_or_default()
+        .to_string();
+    // The payload as `T`, once each of `objects` (JSON pointers), where present, is an object.
+    fn read<T: serde::de::DeserializeOwned>(
+        value: &serde_json::Value,
+        objects: &[&str],
+    ) -> Result<T, serde_json::Error> {
+        use serde::de::Error;
+        for at in objects {
+            match value.pointer(at) {
+                Some(v) if !v.is_object() => {
+                    let kind = match v {
+                        serde_json::Value::Null => "null",
+                        serde_json::Value::Bool(_) => "a boolean",
+                        serde_json::Value::Number(_) => "a number",
+                        serde_json::Value::String(_) => "a string",
+                        serde_json::Value::Array(_) => "a list",
+                        serde_json::Value::Object(_) => "an object",
+                    };
+                    return Err(serde_json::Error::custom(format!(
+                        "invalid type: {kind} at {at}, expected an object"
+                    )));
+                }
+                _ => {}
+            }
+        }
+        T::deserialize(value)
     }
-    let action = serde_json::from_slice::<Action>(body)
-        .map(|a| a.action)
-        .unwrap_or_default();
     match event {
         "push" => {
             #[derive(Deserialize)]
@@ -120,7 +146,7 @@ pub fn parse_event(event: &str, body: &[u8]) -> Result<Event, PayloadError> {
                 after: String,
                 repository: Repository,
             }
-            let p: Push = serde_json::from_slice(body).map_err(err)?;
+            let p: Push = read(&value, &["/repository"]).map_err(err)?;
             match p.name.strip_prefix("refs/heads/") {
                 Some(branch) => Ok(Event::Push {
                     repo: p.repository.full_name,
@@ -139,7 +165,11 @@ pub fn parse_event(event: &str, body: &[u8]) -> Result<Event, PayloadError> {
                 issue: Issue,
                 repository: Repository,
             }
-            let p: P = serde_json::from_slice(body).map_err(err)?;
+            let p: P = read(
+                &value,
+                &["/comment", "/comment/user", "/issue", "/repository"],
+            )
+            .map_err(err)?;
             Ok(Event::Comment {
                 repo: p.repository.full_name,
                 number: p.issue.number,
@@ -157,7 +187,17 @@ pub fn parse_event(event: &str, body: &[u8]) -> Result<Event, PayloadError> {
                 pull_request: PullRequest,
                 repository: Repository,
             }
-            let p: P = serde_json::from_slice(body).map_err(err)?;
+            let p: P = read(
+                &value,
+                &[
+                    "/review",
+                    "/review/user",
+                    "/pull_request",
+                    "/pull_request/head",
+                    "/repository",
+                ],
+            )
+            .map_err(err)?;
             Ok(Event::Comment {
                 repo: p.repository.full_name,
                 number: p.pull_request.number,
@@ -175,7 +215,17 @@ pub fn parse_event(event: &str, body: &[u8]) -> Result<Event, PayloadError> {
                 pull_request: PullRequest,
                 repository: Repository,
             }
-            let p: P = serde_json::from_slice(body).map_err(err)?;
+            let p: P = read(
+                &value,
+                &[
+                    "/comment",
+                    "/comment/user",
+                    "/pull_request",
+                    "/pull_request/head",
+                    "/repository",
+                ],
+            )
+            .map_err(err)?;
             Ok(Event::Comment {
                 repo: p.repository.full_name,
                 number: p.pull_request.number,

@@ -43,6 +43,8 @@ pub struct LocalRuntime {
     worker_exe: PathBuf,
     completions: mpsc::UnboundedSender<Completion>,
     runs: Arc<Mutex<HashMap<String, Arc<RunState>>>>,
+    /// Variables given to every worker on top of the engine's own environment.
+    env: Arc<Vec<(String, String)>>,
 }
 
 impl LocalRuntime {
@@ -57,7 +59,16 @@ impl LocalRuntime {
             worker_exe,
             completions,
             runs: Arc::default(),
+            env: Arc::default(),
         }
+    }
+
+    /// Gives every worker `vars` on top of the engine's environment: for an engine embedded in
+    /// a process whose own environment must stay as it is (a test, say). The variables that
+    /// are always withheld from workers stay withheld.
+    pub fn with_env(mut self, vars: impl IntoIterator<Item = (String, String)>) -> Self {
+        self.env = Arc::new(vars.into_iter().collect());
+        self
     }
 
     pub fn run_dir(&self, run_name: &str) -> PathBuf {
@@ -128,6 +139,7 @@ impl LocalRuntime {
         if let Some(home) = std::env::var_os("HOME") {
             cmd.env("SWARM_WORKER_HOME", home);
         }
+        cmd.envs(self.env.iter().map(|(k, v)| (k, v)));
         for name in WITHHELD_ENV {
             cmd.env_remove(name);
         }

@@ -276,16 +276,59 @@ mod tests {
         assert_ne!(a.hash(), c.hash());
     }
 
+    /// Hostile content under `<<`, the merge key, which the task file accepts (it merges
+    /// mappings of valid fields), so parsing reaches it and the limit is what refuses it. A
+    /// hostile value under an unknown key, or under a field that expects a string, would stop
+    /// at the key or the type instead and never test the limits.
     #[test]
-    fn hostile_yaml_is_rejected_with_a_clear_error() {
-        let bomb = b"a: &a [x, x, x, x, x, x, x, x, x, x]\nb: &b [*a, *a, *a, *a, *a, *a, *a, *a, *a, *a]\nc: &c [*b, *b, *b, *b, *b, *b, *b, *b, *b, *b]\nd: &d [*c, *c, *c, *c, *c, *c, *c, *c, *c, *c]\ne: &e [*d, *d, *d, *d, *d, *d, *d, *d, *d, *d]\nf: &f [*e, *e, *e, *e, *e, *e, *e, *e, *e, *e]\ng: [*f, *f, *f, *f, *f, *f, *f, *f, *f, *f]\naddressee: a\nprompt: p\n";
-        assert!(parse_task(bomb).is_err());
-        let deep = format!(
-            "addressee: a\nprompt: p\nx: {}{}\n",
-            "[".repeat(500),
-            "]".repeat(500)
+    fn hostile_yaml_is_refused_by_its_limit() {
+        let head = "addressee: a\nprompt: p\n";
+        assert_eq!(
+            parse_task(format!("{head}<<: {{epic: e}}\n").as_bytes())
+                .unwrap()
+                .epic
+                .unwrap()
+                .as_str(),
+            "e",
+            "a merge of valid fields is valid"
         );
-        assert!(parse_task(deep.as_bytes()).is_err());
+
+        // 40 nested merges: the 33rd level, at the 32nd `{`, is one too deep.
+        let deep = format!(
+            "{head}<<: {}{{epic: e}}{}\n",
+            "{<<: ".repeat(40),
+            "}".repeat(40)
+        );
+        let err = parse_task(deep.as_bytes()).unwrap_err();
+        assert_eq!((err.line, err.column), (3, 5 + 5 * 31), "{err}");
+        assert_eq!(
+            err.message,
+            "nested deeper than 32 levels; that is the limit"
+        );
+
+        // 200 aliases of one anchor: the 101st is refused where it stands.
+        let flood = format!("{head}<<: [&m {{epic: e}}{}]\n", ", *m".repeat(200));
+        let err = parse_task(flood.as_bytes()).unwrap_err();
+        assert_eq!((err.line, err.column), (3, 20 + 4 * 100), "{err}");
+        assert_eq!(
+            err.message,
+            "more than 100 aliases (`*name`); that is the limit"
+        );
+
+        // A billion laughs in 90 aliases: under the alias limit, refused by the values they
+        // would expand to, before it is expanded.
+        let mut bomb = format!("{head}<<: [&a0 {{epic: e}}");
+        for i in 1..10 {
+            bomb.push_str(&format!(
+                ", &a{i} {{<<: [{}]}}",
+                vec![format!("*a{}", i - 1); 10].join(", ")
+            ));
+        }
+        bomb.push_str("]\n");
+        let err = parse_task(bomb.as_bytes()).unwrap_err();
+        assert_eq!(err.line, 3, "{err}");
+        assert!(err.message.starts_with("more than 20000 values"), "{err}");
+
         let big = vec![b'#'; 11 * 1024 * 1024];
         let err = parse_task(&big).unwrap_err();
         assert!(err.message.contains("limit"), "{err}");

@@ -4,6 +4,7 @@
 use std::fmt;
 
 use serde::de::DeserializeOwned;
+use serde_saphyr::budget::BudgetBreach;
 use serde_saphyr::{Budget, DefaultMessageFormatter, MessageFormatter, Options};
 
 /// Largest file we parse. Task files are prompts, not data dumps.
@@ -35,12 +36,19 @@ impl fmt::Display for SpecError {
 
 impl std::error::Error for SpecError {}
 
+/// Deepest nesting of sequences and mappings.
+pub const MAX_DEPTH: usize = 32;
+/// Most values (scalars, sequences, mappings), counting each time an alias repeats one.
+pub const MAX_NODES: usize = 20_000;
+/// Most aliases (`*name`) and anchors (`&name`).
+pub const MAX_ALIASES: usize = 100;
+
 fn options() -> Options {
     let mut budget = Budget::default();
-    budget.max_depth = 32;
-    budget.max_nodes = 20_000;
-    budget.max_aliases = 100;
-    budget.max_anchors = 100;
+    budget.max_depth = MAX_DEPTH;
+    budget.max_nodes = MAX_NODES;
+    budget.max_aliases = MAX_ALIASES;
+    budget.max_anchors = MAX_ALIASES;
     budget.max_events = 100_000;
     budget.max_documents = 1;
     budget.max_total_scalar_bytes = MAX_FILE_BYTES;
@@ -74,13 +82,46 @@ pub fn from_yaml<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, SpecError> {
             .location()
             .map(|l| (l.line().max(1), l.column().max(1)))
             .unwrap_or((1, 1));
-        let message = DefaultMessageFormatter.format_message(&e).into_owned();
+        let message = match innermost(&e) {
+            serde_saphyr::Error::Budget { breach, .. } => over_budget(breach),
+            _ => DefaultMessageFormatter.format_message(&e).into_owned(),
+        };
         SpecError {
             line,
             column,
             message,
         }
     })
+}
+
+/// The error itself, without the wrappers that add a snippet or an alias's site.
+fn innermost(mut e: &serde_saphyr::Error) -> &serde_saphyr::Error {
+    while let serde_saphyr::Error::WithSnippet { error, .. }
+    | serde_saphyr::Error::AliasError { error, .. } = e
+    {
+        e = error;
+    }
+    e
+}
+
+/// Which limit a hostile file ran into, in words.
+fn over_budget(breach: &BudgetBreach) -> String {
+    match breach {
+        BudgetBreach::Depth { .. } => {
+            format!("nested deeper than {MAX_DEPTH} levels; that is the limit")
+        }
+        BudgetBreach::Aliases { .. } => {
+            format!("more than {MAX_ALIASES} aliases (`*name`); that is the limit")
+        }
+        BudgetBreach::Anchors { .. } => {
+            format!("more than {MAX_ALIASES} anchors (`&name`); that is the limit")
+        }
+        BudgetBreach::Nodes { .. } => format!(
+            "more than {MAX_NODES} values, counting each one an alias repeats; that is the limit"
+        ),
+        BudgetBreach::Documents { .. } => "more than one YAML document (`---`)".into(),
+        other => format!("too large or too complex for a task file: {other:?}"),
+    }
 }
 
 fn line_col(bytes: &[u8], offset: usize) -> (u64, u64) {

@@ -138,7 +138,10 @@ impl ResultEvent {
         let str_of = |k: &str| v.get(k).and_then(|x| x.as_str()).map(str::to_string);
         Self {
             subtype: str_of("subtype").unwrap_or_default(),
-            is_error: v.get("is_error").and_then(|x| x.as_bool()).unwrap_or(false),
+            // Absent is false; anything but a boolean counts as an error, never as a success.
+            is_error: v
+                .get("is_error")
+                .is_some_and(|x| x.as_bool() != Some(false)),
             result: str_of("result"),
             num_turns: v
                 .get("num_turns")

@@ -2,7 +2,7 @@
 //! this machine, the CSRF header on writes, clear errors for bad requests, the actions, the CLI's
 //! remote mode, and every route documented in `schemas/openapi.json`.
 
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -71,7 +71,7 @@ async fn the_api_with_a_token_csrf_and_clear_errors() {
     // Bound beyond this machine without a token, or with an empty one (what the deploy
     // overlay's engine.env.example holds): refused.
     for token in [None, Some("")] {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_swarm"));
+        let mut cmd = crate::support::command(env!("CARGO_BIN_EXE_swarm"));
         cmd.args(["up"]).current_dir(dir.path());
         match token {
             Some(t) => cmd.env("SWARM_API_TOKEN", t),
@@ -87,7 +87,7 @@ async fn the_api_with_a_token_csrf_and_clear_errors() {
     }
 
     let _engine = Proc(
-        Command::new(env!("CARGO_BIN_EXE_swarm"))
+        crate::support::command(env!("CARGO_BIN_EXE_swarm"))
             .args(["up"])
             .current_dir(dir.path())
             .env("SWARM_API_TOKEN", TOKEN)
@@ -254,7 +254,7 @@ async fn the_api_with_a_token_csrf_and_clear_errors() {
 
     // The CLI through the API.
     let cli = |args: &[&str]| {
-        Command::new(env!("CARGO_BIN_EXE_swarm"))
+        crate::support::command(env!("CARGO_BIN_EXE_swarm"))
             .args(args)
             .current_dir(dir.path())
             .env("SWARM_API_URL", format!("http://127.0.0.1:{port}"))

@@ -3,7 +3,6 @@
 
 use std::collections::BTreeMap;
 use std::path::Path;
-use std::process::Command;
 use std::time::Duration;
 
 use coding_swarm::config::{AgentKind, AgentProfile};
@@ -16,6 +15,27 @@ use crate::support::TestRepo;
 
 const SWARM: &str = env!("CARGO_BIN_EXE_swarm");
 pub const TOKEN: &str = "sk-ant-oat01-scripted-test-token-0123456789";
+
+/// The local runtime, with the scripted model's token given to every worker as
+/// `TEST_OAUTH_TOKEN` (the profiles name it as `${TEST_OAUTH_TOKEN}`). Given to the workers, not
+/// set in the tests' own environment, which every test shares.
+pub fn runtime_with_token(
+    runs_dir: &Path,
+    tx: tokio::sync::mpsc::UnboundedSender<coding_swarm::runtime::Completion>,
+) -> coding_swarm::runtime::LocalRuntime {
+    coding_swarm::runtime::LocalRuntime::new(runs_dir.to_path_buf(), SWARM.into(), tx)
+        .with_env([("TEST_OAUTH_TOKEN".to_string(), TOKEN.to_string())])
+}
+
+/// An engine on [`runtime_with_token`], as `Engine::new` builds one on the local runtime.
+pub fn engine_with_token(
+    cfg: coding_swarm::config::Config,
+    store: coding_swarm::store::Store,
+) -> coding_swarm::engine::Engine<coding_swarm::runtime::LocalRuntime> {
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    let runtime = runtime_with_token(&cfg.data_dir.join("runs"), tx);
+    coding_swarm::engine::Engine::with_runtime(cfg, store, runtime, rx)
+}
 
 /// The `claude` profile as an operator would write it, pointed at the scripted server.
 /// `IS_SANDBOX=1` lets the CLI skip permissions as root (CI runs as root); tests only.
@@ -61,11 +81,9 @@ fn task(repo: &TestRepo, agent: AgentProfile) -> JobSpec {
 
 fn worker(dir: &Path, task: &JobSpec, env: &[(&str, &str)]) -> (RunResult, Option<i32>) {
     std::fs::write(dir.join("task.json"), serde_json::to_vec(task).unwrap()).unwrap();
-    let mut cmd = Command::new(SWARM);
+    let mut cmd = crate::support::command(SWARM);
     cmd.args(["worker", "--run-dir"])
         .arg(dir)
-        .env_remove("ANTHROPIC_API_KEY")
-        .env_remove("TEST_OAUTH_TOKEN")
         .env("HOME", dir.join("worker-home"));
     for (k, v) in env {
         cmd.env(k, v);
@@ -335,7 +353,7 @@ async fn a_planted_secret_never_reaches_logs_results_or_commits() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_rate_limit_requeues_without_counting_and_pauses_the_credential() {
     use chrono::Utc;
-    use coding_swarm::engine::{Engine, RunOptions};
+    use coding_swarm::engine::RunOptions;
     use coding_swarm::spec::TaskState;
 
     let reset = Utc::now().timestamp() + 3600;
@@ -405,8 +423,7 @@ repo = {repo:?}
     let cfg = coding_swarm::config::Config::parse(&text, "test", data.path(), std::iter::empty())
         .unwrap();
     // The worker reads the token from its environment, as in production.
-    std::env::set_var("TEST_OAUTH_TOKEN", TOKEN);
-    let engine = Engine::new(cfg, db.store.clone(), SWARM.into());
+    let engine = engine_with_token(cfg, db.store.clone());
     let (stop, stop_rx) = tokio::sync::watch::channel(false);
     let handle = tokio::spawn(engine.run(RunOptions { once: false }, stop_rx));
     let store = db.store.clone();
@@ -510,7 +527,7 @@ fn processes_in(dir: &Path) -> Vec<String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_run_past_its_timeout_leaves_no_process_behind() {
-    use coding_swarm::runtime::{Launch, LocalRuntime};
+    use coding_swarm::runtime::Launch;
     let server = ModelServer::start(vec![
         Step::tool("Bash", json!({"command": "python3 -c \"import time; time.sleep(120)\"", "description": "a long build"})),
     ])
@@ -518,8 +535,7 @@ async fn a_run_past_its_timeout_leaves_no_process_behind() {
     let repo = repo();
     let dir = tempfile::tempdir().unwrap();
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
-    let rt = LocalRuntime::new(dir.path().join("runs"), SWARM.into(), tx);
-    std::env::set_var("TEST_OAUTH_TOKEN", TOKEN);
+    let rt = runtime_with_token(&dir.path().join("runs"), tx);
     let mut t = task(&repo, profile(&server));
     t.run_name = "slow".into();
     rt.launch(Launch {

@@ -2,17 +2,16 @@
 //! `swarm migrate`, and clear errors for a bad config.
 
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::Output;
 
 use crate::support::TestRepo;
 
 const SWARM: &str = env!("CARGO_BIN_EXE_swarm");
 
 fn swarm(dir: &Path, args: &[&str]) -> Output {
-    Command::new(SWARM)
+    crate::support::command(SWARM)
         .args(args)
         .current_dir(dir)
-        .env_remove("SWARM_CONFIG")
         .output()
         .unwrap()
 }
@@ -138,7 +137,7 @@ fn migrate_and_config_errors() {
         "{said}"
     );
 
-    let out = Command::new(SWARM)
+    let out = crate::support::command(SWARM)
         .args(["up"])
         .current_dir(dir.path())
         .env("SWARM_LIMITS__MAX_RUNNING", "many")
@@ -167,11 +166,9 @@ fn doctor_says_what_is_missing() {
     )
     .unwrap();
     let run = |env: &[(&str, &str)]| {
-        let mut cmd = Command::new(SWARM);
+        let mut cmd = crate::support::command(SWARM);
         cmd.arg("doctor")
             .current_dir(dir.path())
-            .env_remove("ANTHROPIC_API_KEY")
-            .env_remove("DOCTOR_TOKEN")
             .env("HOME", dir.path());
         for (k, v) in env {
             cmd.env(k, v);

@@ -109,7 +109,7 @@ fn engine(dir: &Path, port: u16, repo: &TestRepo) -> Proc {
     .unwrap();
     let log = std::fs::File::create(dir.join("engine.log")).unwrap();
     Proc(
-        Command::new(env!("CARGO_BIN_EXE_swarm"))
+        crate::support::command(env!("CARGO_BIN_EXE_swarm"))
             .args(["up", "--config", "swarm.toml"])
             .current_dir(dir)
             .stdout(log.try_clone().unwrap())

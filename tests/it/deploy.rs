@@ -12,9 +12,9 @@ use std::process::Command;
 
 use base64::Engine as _;
 use coding_swarm::config::{AgentProfile, KubernetesConfig};
+use coding_swarm::job::JobSpec;
 use coding_swarm::runtime::kubernetes::build_job;
 use coding_swarm::runtime::Launch;
-use coding_swarm::job::JobSpec;
 use k8s_openapi::api::batch::v1::Job;
 use serde::de::DeserializeOwned;
 use serde::Serialize;

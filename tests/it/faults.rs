@@ -977,22 +977,36 @@ async fn a_leader_whose_lock_connection_dies_takes_the_lock_again_or_stops() {
     let cut = "SELECT COUNT(pg_terminate_backend(pid)) FROM pg_locks
                WHERE locktype = 'advisory' AND granted AND pid <> pg_backend_pid()
                  AND database = (SELECT oid FROM pg_database WHERE datname = current_database())";
-    let holders = "SELECT COUNT(*) FROM pg_locks WHERE locktype = 'advisory' AND granted
+    let holders = "SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND granted
                      AND database = (SELECT oid FROM pg_database WHERE datname = current_database())";
     let first = leader::acquire(&db.url, data.path(), || {}).await.unwrap();
 
-    // Nobody else wants it: the leader takes it again and stays the leader.
+    // Nobody else wants it: the leader takes it again, on a new connection, and stays the
+    // leader. `pg_terminate_backend` returns before the backend has exited, and until then the
+    // dying connection still holds the lock: only a new holder's pid, with the old backend
+    // gone, shows the lock was taken again.
+    let old: Vec<i32> = sqlx::query_scalar(holders)
+        .fetch_all(&mut admin)
+        .await
+        .unwrap();
+    assert_eq!(old.len(), 1, "the leader's lock connection: {old:?}");
     let n: i64 = sqlx::query_scalar(cut).fetch_one(&mut admin).await.unwrap();
     assert_eq!(n, 1, "the leader's lock connection");
     wait_for(
-        "the lock to be held again",
+        "the lock to be held again by a new connection",
         Duration::from_secs(20),
         async || {
-            sqlx::query_scalar::<_, i64>(holders)
-                .fetch_one(&mut admin)
+            let now: Vec<i32> = sqlx::query_scalar(holders)
+                .fetch_all(&mut admin)
                 .await
-                .unwrap()
-                == 1
+                .unwrap();
+            let old_alive: bool =
+                sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_stat_activity WHERE pid = $1)")
+                    .bind(old[0])
+                    .fetch_one(&mut admin)
+                    .await
+                    .unwrap();
+            !old_alive && now.len() == 1 && now[0] != old[0]
         },
     )
     .await;

@@ -1,18 +1,32 @@
 //! A GitHub REST API at the HTTP level, for the real octocrab client: collaborator permissions,
 //! pull requests, issue comments (create, list, edit), branches, commit statuses, App
-//! installation tokens; answering with the documented payload shapes, recording every request,
-//! and refusing writes on demand the way GitHub's secondary rate limit does.
+//! installation tokens. It answers with the documented payload shapes and keeps to GitHub's
+//! rules where the engine relies on them: the token is checked, every answer carries the
+//! rate-limit headers, lists are paginated with a `Link` header, pull requests keep their state
+//! and the list filters honour it, and what GitHub refuses is refused with its 401 or 422 body.
+//! It records every request, and refuses writes on demand the way GitHub's secondary rate limit
+//! does.
+//!
+//! GitHub's REST documentation for each rule is cited beside its code.
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::VecDeque;
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use axum::body::Bytes;
-use axum::extract::State;
-use axum::http::{HeaderMap, Method, StatusCode, Uri};
+use axum::extract::{Query, State};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::Router;
 use serde_json::{json, Value};
+
+/// The personal access token the engine under test is given.
+pub const TOKEN: &str = "ghp_personal-token-for-the-tests";
+/// The GitHub App whose JWTs the fake accepts.
+pub const APP_ID: u64 = 12345;
+const OWNER: &str = "acme";
+const SHA: &str = "0123456789abcdef0123456789abcdef01234567";
 
 #[derive(Debug, Clone)]
 pub struct Seen {
@@ -22,11 +36,39 @@ pub struct Seen {
     pub at: Instant,
 }
 
+/// A pull request as GitHub keeps it.
+#[derive(Debug, Clone)]
+pub struct Pull {
+    pub head: String,
+    pub base: String,
+    /// `open` or `closed`.
+    pub state: String,
+    pub draft: bool,
+    pub merged: bool,
+    pub title: String,
+    pub body: String,
+}
+
+impl Pull {
+    pub fn open(head: &str) -> Self {
+        Self {
+            head: head.into(),
+            base: "main".into(),
+            state: "open".into(),
+            draft: false,
+            merged: false,
+            title: format!("Work on {head}"),
+            body: String::new(),
+        }
+    }
+}
+
 #[derive(Default)]
 pub struct Hub {
     pub permissions: HashMap<String, String>,
-    /// number -> head branch
-    pub pulls: BTreeMap<u64, String>,
+    pub pulls: BTreeMap<u64, Pull>,
+    /// Issues that are not pull requests.
+    pub issues: HashSet<u64>,
     /// id -> (issue number, body)
     pub comments: BTreeMap<u64, (u64, String)>,
     pub next_comment: u64,
@@ -40,6 +82,18 @@ pub struct Hub {
     pub tokens_issued: u32,
     /// Seconds until an issued installation token expires.
     pub token_lifetime: i64,
+    /// Tokens GitHub accepts, with when they expire: the personal token, and the installation
+    /// tokens it issued.
+    pub tokens: HashMap<String, Option<chrono::DateTime<chrono::Utc>>>,
+    /// Requests counted against the primary rate limit this hour.
+    pub rate_used: u32,
+}
+
+impl Hub {
+    /// An open pull request `number` from `head` into `main`.
+    pub fn add_pull(&mut self, number: u64, head: &str) {
+        self.pulls.insert(number, Pull::open(head));
+    }
 }
 
 #[derive(Clone)]
@@ -65,6 +119,7 @@ impl GitHubServer {
             hub: Arc::new(Mutex::new(Hub {
                 next_comment: 1000,
                 token_lifetime: 3600,
+                tokens: HashMap::from([(TOKEN.to_string(), None)]),
                 ..Hub::default()
             })),
         };
@@ -86,21 +141,43 @@ fn user(login: &str, kind: &str) -> Value {
     json!({"login": login, "id": 1, "node_id": "U_1", "type": kind, "site_admin": false, "url": format!("https://api.github.com/users/{login}")})
 }
 
+/// An error the way GitHub writes one: `message`, `documentation_url` and the status as a
+/// string ("Troubleshooting the REST API",
+/// <https://docs.github.com/en/rest/using-the-rest-api/troubleshooting-the-rest-api>).
 fn error(code: u16, message: &str) -> Response {
     (
         StatusCode::from_u16(code).unwrap(),
-        axum::Json(
-            json!({"message": message, "documentation_url": "https://docs.github.com/rest"}),
-        ),
+        axum::Json(json!({"message": message, "documentation_url": "https://docs.github.com/rest", "status": code.to_string()})),
     )
         .into_response()
 }
 
-fn pull(number: u64, head: &str) -> Value {
-    json!({"number": number, "state": "open", "title": format!("PR {number}"), "draft": false,
-        "head": {"ref": head, "sha": "0123456789abcdef0123456789abcdef01234567", "label": format!("acme:{head}")},
-        "base": {"ref": "main", "sha": "fedcba9876543210fedcba9876543210fedcba98", "label": "acme:main"},
-        "html_url": format!("https://github.com/acme/webapp/pull/{number}"), "user": user("someone", "User")})
+/// 422 Unprocessable Entity for a failed validation: "Validation Failed" with one error object
+/// per problem (`resource`, `field`, `code`, and for `custom` a `message`).
+fn invalid(docs: &str, errors: Value) -> Response {
+    (
+        StatusCode::UNPROCESSABLE_ENTITY,
+        axum::Json(json!({"message": "Validation Failed", "errors": errors, "documentation_url": docs, "status": "422"})),
+    )
+        .into_response()
+}
+
+fn pull_json(number: u64, p: &Pull, in_list: bool) -> Value {
+    let merged_at = p.merged.then_some("2026-11-26T10:00:00Z");
+    let closed_at = (p.state == "closed").then_some("2026-11-26T10:00:00Z");
+    let mut v = json!({"number": number, "state": p.state, "title": p.title, "body": p.body, "draft": p.draft, "locked": false,
+        "merged_at": merged_at, "closed_at": closed_at, "created_at": "2026-11-26T09:00:00Z", "updated_at": "2026-11-26T09:30:00Z",
+        "head": {"ref": p.head, "sha": SHA, "label": format!("{OWNER}:{}", p.head)},
+        "base": {"ref": p.base, "sha": "fedcba9876543210fedcba9876543210fedcba98", "label": format!("{OWNER}:{}", p.base)},
+        "html_url": format!("https://github.com/acme/webapp/pull/{number}"), "user": user("someone", "User")});
+    // The list items have `merged_at` but no `merged`; only a single pull request has it
+    // ("List pull requests" vs "Get a pull request",
+    // <https://docs.github.com/en/rest/pulls/pulls>).
+    if !in_list {
+        v["merged"] = json!(p.merged);
+        v["mergeable"] = json!(p.state == "open");
+    }
+    v
 }
 
 fn comment(id: u64, number: u64, body: &str) -> Value {
@@ -109,16 +186,143 @@ fn comment(id: u64, number: u64, body: &str) -> Value {
         "issue_url": format!("https://api.github.com/repos/acme/webapp/issues/{number}"), "created_at": "2026-11-26T09:00:00Z", "updated_at": "2026-11-26T09:00:00Z"})
 }
 
+/// One page of `items`, with the `Link` header GitHub sends ("Using pagination in the REST
+/// API", <https://docs.github.com/en/rest/using-the-rest-api/using-pagination-in-the-rest-api>):
+/// `per_page` defaults to 30 and is at most 100; the links are absolute, keep the query, and
+/// are left out when everything fits on one page.
+fn page(
+    items: Vec<Value>,
+    base: &str,
+    path: &str,
+    query: &[(String, String)],
+) -> (Vec<Value>, Option<String>) {
+    let get = |k: &str| {
+        query
+            .iter()
+            .find(|(q, _)| q == k)
+            .and_then(|(_, v)| v.parse::<usize>().ok())
+    };
+    let per_page = get("per_page").unwrap_or(30).clamp(1, 100);
+    let page = get("page").unwrap_or(1).max(1);
+    let last = items.len().div_ceil(per_page).max(1);
+    let link = |n: usize| {
+        let mut q: Vec<String> = query
+            .iter()
+            .filter(|(k, _)| k != "page")
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect();
+        q.push(format!("page={n}"));
+        format!("<{base}{path}?{}>", q.join("&"))
+    };
+    let mut links = Vec::new();
+    if page > 1 {
+        links.push(format!("{}; rel=\"prev\"", link(page - 1)));
+    }
+    if page < last {
+        links.push(format!("{}; rel=\"next\"", link(page + 1)));
+        links.push(format!("{}; rel=\"last\"", link(last)));
+    }
+    if page > 1 {
+        links.push(format!("{}; rel=\"first\"", link(1)));
+    }
+    let items = items
+        .into_iter()
+        .skip((page - 1) * per_page)
+        .take(per_page)
+        .collect();
+    (items, (!links.is_empty()).then(|| links.join(", ")))
+}
+
+fn paged(items: Vec<Value>, base: &str, path: &str, query: &[(String, String)]) -> Response {
+    let (items, link) = page(items, base, path, query);
+    let mut r = axum::Json(Value::Array(items)).into_response();
+    if let Some(l) = link {
+        r.headers_mut()
+            .insert("link", HeaderValue::from_str(&l).unwrap());
+    }
+    r
+}
+
+/// Whether `auth` is a JWT of the App: three parts, the payload's `iss` the App's id, not yet
+/// expired. (The signature is not checked: the fake has no public key.)
+fn app_jwt(auth: &str) -> bool {
+    use base64::Engine;
+    let Some(jwt) = auth.strip_prefix("Bearer ") else {
+        return false;
+    };
+    let parts: Vec<&str> = jwt.split('.').collect();
+    let Some(payload) = parts
+        .get(1)
+        .filter(|_| parts.len() == 3)
+        .and_then(|p| {
+            base64::engine::general_purpose::URL_SAFE_NO_PAD
+                .decode(p)
+                .ok()
+        })
+        .and_then(|b| serde_json::from_slice::<Value>(&b).ok())
+    else {
+        return false;
+    };
+    let iss_ok = payload["iss"].as_u64() == Some(APP_ID)
+        || payload["iss"].as_str() == Some(&APP_ID.to_string());
+    iss_ok && payload["exp"].as_i64() > Some(chrono::Utc::now().timestamp())
+}
+
 async fn handle(
     State(fake): State<FakeGitHub>,
     method: Method,
     uri: Uri,
+    Query(query): Query<Vec<(String, String)>>,
     headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let mut response = respond(&fake, &method, &uri, &query, &headers, body);
+    // "Rate limits for the REST API"
+    // (<https://docs.github.com/en/rest/using-the-rest-api/rate-limits-for-the-rest-api>): every
+    // answer says the primary limit, what is left and used of it, when it resets, and which
+    // resource it counts against.
+    let used = {
+        let mut hub = fake.hub.lock().unwrap();
+        hub.rate_used += 1;
+        hub.rate_used
+    };
+    let reset = (chrono::Utc::now() + chrono::Duration::hours(1)).timestamp();
+    for (k, v) in [
+        ("x-ratelimit-limit", "5000".to_string()),
+        (
+            "x-ratelimit-remaining",
+            5000u32.saturating_sub(used).to_string(),
+        ),
+        ("x-ratelimit-used", used.to_string()),
+        ("x-ratelimit-reset", reset.to_string()),
+        ("x-ratelimit-resource", "core".to_string()),
+    ] {
+        response
+            .headers_mut()
+            .insert(k, HeaderValue::from_str(&v).unwrap());
+    }
+    response
+}
+
+fn respond(
+    fake: &FakeGitHub,
+    method: &Method,
+    uri: &Uri,
+    query: &[(String, String)],
+    headers: &HeaderMap,
     body: Bytes,
 ) -> Response {
     let body: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
     let path = uri.path().to_string();
-    let query = uri.query().unwrap_or("").to_string();
+    let raw_query = uri.query().unwrap_or("").to_string();
+    let param = |k: &str| query.iter().find(|(q, _)| q == k).map(|(_, v)| v.as_str());
+    let base = format!(
+        "http://{}",
+        headers
+            .get("host")
+            .and_then(|h| h.to_str().ok())
+            .unwrap_or("localhost")
+    );
     let auth = headers
         .get("authorization")
         .and_then(|v| v.to_str().ok())
@@ -127,12 +331,32 @@ async fn handle(
     let mut hub = fake.hub.lock().unwrap();
     hub.seen.push(Seen {
         method: method.to_string(),
-        path: format!("{path}?{query}"),
-        auth,
+        path: format!("{path}?{raw_query}"),
+        auth: auth.clone(),
         at: Instant::now(),
     });
     let parts: Vec<&str> = path.trim_start_matches('/').split('/').collect();
-    if matches!(method, Method::POST | Method::PATCH) && !path.starts_with("/app/") {
+    // Authentication ("Authenticating to the REST API",
+    // <https://docs.github.com/en/rest/authentication/authenticating-to-the-rest-api>): a token as
+    // `Authorization: Bearer` or `token`; the App's own endpoints take its JWT, as Bearer.
+    let app_endpoint = parts.first() == Some(&"app")
+        || matches!(parts.as_slice(), ["repos", _, _, "installation"]);
+    let now = chrono::Utc::now();
+    let authenticated = if app_endpoint {
+        app_jwt(&auth)
+    } else {
+        auth.strip_prefix("Bearer ")
+            .or_else(|| auth.strip_prefix("token "))
+            .and_then(|t| hub.tokens.get(t))
+            .is_some_and(|expires| expires.is_none_or(|e| e > now))
+    };
+    if auth.is_empty() {
+        return error(401, "Requires authentication");
+    }
+    if !authenticated {
+        return error(401, "Bad credentials");
+    }
+    if matches!(*method, Method::POST | Method::PATCH) && !app_endpoint {
         if let Some((code, retry)) = hub.refuse_writes.pop_front() {
             let mut r = error(code, "You have exceeded a secondary rate limit. Please wait a few minutes before you try again.");
             if let Some(s) = retry {
@@ -146,48 +370,111 @@ async fn handle(
         (Method::POST, ["app", "installations", id, "access_tokens"]) => {
             hub.tokens_issued += 1;
             let n = hub.tokens_issued;
-            let expires = chrono::Utc::now() + chrono::Duration::seconds(hub.token_lifetime);
-            (StatusCode::CREATED, axum::Json(json!({"token": format!("ghs_installation_token_{n}"), "expires_at": expires.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+            let expires = now + chrono::Duration::seconds(hub.token_lifetime);
+            let token = format!("ghs_installation_token_{n}");
+            hub.tokens.insert(token.clone(), Some(expires));
+            (StatusCode::CREATED, axum::Json(json!({"token": token, "expires_at": expires.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
                 "permissions": {"issues": "write", "pull_requests": "write", "statuses": "write", "contents": "read"}, "repository_selection": "all", "installation": id}))).into_response()
         }
-        (Method::GET, ["repos", _, _, "installation"]) => axum::Json(json!({"id": 77, "app_id": 12345, "target_type": "Organization", "account": user("acme", "Organization")})).into_response(),
+        (Method::GET, ["repos", _, _, "installation"]) => axum::Json(json!({"id": 77, "app_id": APP_ID, "target_type": "Organization", "account": user("acme", "Organization")})).into_response(),
         (Method::GET, ["repos", _, _, "collaborators", login, "permission"]) => {
             let p = hub.permissions.get(*login).cloned().unwrap_or_else(|| "none".into());
             axum::Json(json!({"permission": p, "role_name": p, "user": user(login, "User")})).into_response()
         }
-        (Method::GET, ["repos", _, _, "pulls"]) => {
-            let head = query.split('&').find_map(|kv| kv.strip_prefix("head=")).map(|h| h.replace("%3A", ":").replace("%2F", "/")).unwrap_or_default();
-            let branch = head.split_once(':').map(|(_, b)| b.to_string()).unwrap_or(head);
-            let list: Vec<Value> = hub.pulls.iter().filter(|(_, h)| **h == branch).map(|(n, h)| pull(*n, h)).collect();
-            axum::Json(Value::Array(list)).into_response()
+        (Method::GET, ["repos", owner, _, "pulls"]) => {
+            // "List pull requests": `state` is open (the default), closed or all; `head` is
+            // `user:ref-name`, the owner of the head repository and the branch.
+            let state = param("state").unwrap_or("open");
+            if !matches!(state, "open" | "closed" | "all") {
+                return invalid("https://docs.github.com/rest/pulls/pulls#list-pull-requests", json!([{"resource": "PullRequest", "field": "state", "code": "invalid"}]));
+            }
+            let head = param("head").map(|h| match h.split_once(':') {
+                Some((o, b)) => (o.to_string(), b.to_string()),
+                None => (owner.to_string(), h.to_string()),
+            });
+            let base_ref = param("base");
+            // Newest first: `sort=created`, `direction=desc` are the defaults.
+            let list: Vec<Value> = hub
+                .pulls
+                .iter()
+                .rev()
+                .filter(|(_, p)| state == "all" || p.state == state)
+                .filter(|(_, p)| head.as_ref().is_none_or(|(o, b)| o == OWNER && *b == p.head))
+                .filter(|(_, p)| base_ref.is_none_or(|b| b == p.base))
+                .map(|(n, p)| pull_json(*n, p, true))
+                .collect();
+            paged(list, &base, &path, query)
         }
-        (Method::GET, ["repos", _, _, "pulls", n]) => match hub.pulls.get(&n.parse().unwrap_or(0)) {
-            Some(h) => axum::Json(pull(n.parse().unwrap(), h)).into_response(),
+        (Method::GET, ["repos", _, _, "pulls", n]) => match n.parse().ok().and_then(|n| hub.pulls.get(&n).map(|p| (n, p))) {
+            Some((n, p)) => axum::Json(pull_json(n, p, false)).into_response(),
             None => error(404, "Not Found"),
         },
         (Method::POST, ["repos", _, _, "pulls"]) => {
+            // "Create a pull request": `title`, `head` and `base` are required; a second open
+            // pull request for the same head and base is refused.
+            let docs = "https://docs.github.com/rest/pulls/pulls#create-a-pull-request";
+            let field = |k: &str| body[k].as_str().filter(|s| !s.is_empty()).map(str::to_string);
+            let missing: Vec<Value> = ["title", "head", "base"]
+                .iter()
+                .filter(|k| field(k).is_none())
+                .map(|k| json!({"resource": "PullRequest", "field": k, "code": "missing_field"}))
+                .collect();
+            if !missing.is_empty() {
+                return invalid(docs, Value::Array(missing));
+            }
+            let (title, head, base_ref) = (field("title").unwrap(), field("head").unwrap(), field("base").unwrap());
+            let head = head.split_once(':').map_or(head.clone(), |(_, b)| b.to_string());
+            if !hub.branches.contains_key(&head) {
+                return invalid(docs, json!([{"resource": "PullRequest", "field": "head", "code": "invalid"}]));
+            }
+            if hub.pulls.values().any(|p| p.state == "open" && p.head == head && p.base == base_ref) {
+                return invalid(docs, json!([{"resource": "PullRequest", "code": "custom",
+                    "message": format!("A pull request already exists for {OWNER}:{head}.")}]));
+            }
             let n = 100 + hub.created_pulls.len() as u64;
             hub.created_pulls.push(body.clone());
-            let head = body["head"].as_str().unwrap_or("").to_string();
-            hub.pulls.insert(n, head.clone());
-            (StatusCode::CREATED, axum::Json(pull(n, &head))).into_response()
+            let pull = Pull {
+                head,
+                base: base_ref,
+                state: "open".into(),
+                draft: body["draft"].as_bool().unwrap_or(false),
+                merged: false,
+                title,
+                body: body["body"].as_str().unwrap_or_default().to_string(),
+            };
+            let out = pull_json(n, &pull, false);
+            hub.pulls.insert(n, pull);
+            (StatusCode::CREATED, axum::Json(out)).into_response()
         }
         (Method::GET, ["repos", _, _, "issues", n, "comments"]) => {
             let n: u64 = n.parse().unwrap_or(0);
+            if !hub.pulls.contains_key(&n) && !hub.issues.contains(&n) {
+                return error(404, "Not Found");
+            }
             let list: Vec<Value> = hub.comments.iter().filter(|(_, (i, _))| *i == n).map(|(id, (i, b))| comment(*id, *i, b)).collect();
-            axum::Json(Value::Array(list)).into_response()
+            paged(list, &base, &path, query)
         }
         (Method::POST, ["repos", _, _, "issues", n, "comments"]) => {
             let n: u64 = n.parse().unwrap_or(0);
+            if !hub.pulls.contains_key(&n) && !hub.issues.contains(&n) {
+                return error(404, "Not Found");
+            }
+            // "Create an issue comment": `body` is required.
+            let Some(text) = body["body"].as_str().filter(|b| !b.is_empty()).map(str::to_string) else {
+                return invalid("https://docs.github.com/rest/issues/comments#create-an-issue-comment",
+                    json!([{"resource": "IssueComment", "field": "body", "code": "missing_field"}]));
+            };
             let id = hub.next_comment;
             hub.next_comment += 1;
-            let text = body["body"].as_str().unwrap_or("").to_string();
             hub.comments.insert(id, (n, text.clone()));
             (StatusCode::CREATED, axum::Json(comment(id, n, &text))).into_response()
         }
         (Method::PATCH, ["repos", _, _, "issues", "comments", id]) => {
             let id: u64 = id.parse().unwrap_or(0);
-            let text = body["body"].as_str().unwrap_or("").to_string();
+            let Some(text) = body["body"].as_str().filter(|b| !b.is_empty()).map(str::to_string) else {
+                return invalid("https://docs.github.com/rest/issues/comments#update-an-issue-comment",
+                    json!([{"resource": "IssueComment", "field": "body", "code": "missing_field"}]));
+            };
             match hub.comments.get_mut(&id) {
                 Some(c) => {
                     c.1 = text.clone();
@@ -205,8 +492,14 @@ async fn handle(
             }
         }
         (Method::POST, ["repos", _, _, "statuses", sha]) => {
+            // "Create a commit status": `state` is one of error, failure, pending, success.
+            if !matches!(body["state"].as_str(), Some("error" | "failure" | "pending" | "success")) {
+                return invalid("https://docs.github.com/rest/commits/statuses#create-a-commit-status",
+                    json!([{"resource": "Status", "field": "state", "code": "custom", "message": "state is not included in the list"}]));
+            }
             hub.statuses.push((sha.to_string(), body.clone()));
-            (StatusCode::CREATED, axum::Json(json!({"id": hub.statuses.len(), "state": body["state"], "context": body["context"], "description": body["description"], "created_at": "2026-11-26T09:00:00Z"}))).into_response()
+            let context = body["context"].as_str().unwrap_or("default");
+            (StatusCode::CREATED, axum::Json(json!({"id": hub.statuses.len(), "state": body["state"], "context": context, "description": body["description"], "target_url": body["target_url"], "created_at": "2026-11-26T09:00:00Z"}))).into_response()
         }
         _ => error(404, "Not Found"),
     }

@@ -143,7 +143,6 @@ async fn cgi(
         if let Some((k, v)) = line.split_once(':') {
             if k.eq_ignore_ascii_case("status") {
                 let code: u16 = v
-                    .trim()
                     .split_whitespace()
                     .next()
                     .and_then(|c| c.parse().ok())
@@ -158,14 +157,13 @@ async fn cgi(
 }
 
 pub mod tests {
-    use std::process::Command;
 
-    use coding_swarm::config::{AgentProfile, ProjectConfig};
+    use coding_swarm::config::AgentProfile;
     use coding_swarm::job::JobSpec;
     use coding_swarm::spec::{ErrorClass, RunResult};
 
     use super::GitHttpServer;
-    use crate::support::{TestDb, TestRepo};
+    use crate::support::TestRepo;
 
     const SWARM: &str = env!("CARGO_BIN_EXE_swarm");
     const GIT_TOKEN: &str = "ghs_test-git-token-0123456789abcdef";
@@ -197,11 +195,8 @@ pub mod tests {
 
     fn worker(dir: &std::path::Path, task: &JobSpec, token: Option<&str>) -> RunResult {
         std::fs::write(dir.join("task.json"), serde_json::to_vec(task).unwrap()).unwrap();
-        let mut cmd = Command::new(SWARM);
-        cmd.args(["worker", "--run-dir"])
-            .arg(dir)
-            .env_remove("SWARM_GIT_TOKEN")
-            .env_remove("GITHUB_TOKEN");
+        let mut cmd = crate::support::command(SWARM);
+        cmd.args(["worker", "--run-dir"]).arg(dir);
         if let Some(t) = token {
             cmd.env("SWARM_GIT_TOKEN", t);
         }
@@ -273,6 +268,9 @@ pub mod tests {
             .is_err());
     }
 
+    /// `swarm up --once` with the token in its environment (given to the process, never set in
+    /// the tests' own): it syncs over HTTP, runs the task, pushes the status file, and the
+    /// token lands in no URL and no config of the cache.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn the_engine_syncs_over_http_with_the_token() {
         let repo = TestRepo::new();
@@ -284,32 +282,60 @@ pub mod tests {
             "task",
         );
         let server = GitHttpServer::start(repo.dir.path().to_path_buf(), GIT_TOKEN).await;
-        let db = TestDb::sqlite().await;
-        let data = tempfile::tempdir().unwrap();
-        // The engine is given its credential; nothing is read from the environment.
-        let auth = coding_swarm::gitops::GitAuth::new(coding_swarm::config::Secret::new(GIT_TOKEN));
-        let project = ProjectConfig {
-            name: "proj".into(),
-            repo: format!("{}/remote.git", server.base),
-            default_branch: "main".into(),
-            poll_interval: None,
-            max_running: None,
-            github: None,
-        };
-        coding_swarm::sync::sync_project(&db.store, data.path(), &project, &auth)
-            .await
-            .unwrap();
-        assert!(db
-            .store
-            .task("proj", "remote-task")
-            .await
-            .unwrap()
-            .is_some());
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("swarm.toml"),
+            format!(
+                "data_dir = \"d\"\ndefault_agent = \"sh\"\n[agents.sh]\ncommand = [\"sh\", \"-c\", \"echo ok\"]\n[[projects]]\nname = \"proj\"\nrepo = \"{}/remote.git\"\n",
+                server.base
+            ),
+        )
+        .unwrap();
+        let out = tokio::task::spawn_blocking({
+            let dir = dir.path().to_path_buf();
+            move || {
+                crate::support::command(SWARM)
+                    .args(["up", "--once", "--config", "swarm.toml"])
+                    .current_dir(dir)
+                    .env("SWARM_GIT_TOKEN", GIT_TOKEN)
+                    .output()
+                    .unwrap()
+            }
+        })
+        .await
+        .unwrap();
+        let log = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(out.status.success(), "{log}");
+        assert!(!log.contains(GIT_TOKEN));
+        let store = coding_swarm::store::Store::connect(&format!(
+            "sqlite://{}",
+            dir.path().join("d/swarm.db").display()
+        ))
+        .await
+        .unwrap();
+        let task = store.task("proj", "remote-task").await.unwrap().unwrap();
+        assert!(task.result().is_some_and(|r| r.success), "{task:?}");
+        assert!(
+            repo.read("main", ".ai/status/remote-task.yaml").is_some(),
+            "the status file was pushed over HTTP"
+        );
         let cache_config = std::fs::read_to_string(
-            coding_swarm::gitops::cache_path(data.path(), "proj").join("config"),
+            coding_swarm::gitops::cache_path(&dir.path().join("d"), "proj").join("config"),
         )
         .unwrap();
         assert!(!cache_config.contains(GIT_TOKEN), "{cache_config}");
-        db.drop_db().await;
+        assert!(server.seen().iter().all(|s| !s.contains(GIT_TOKEN)));
+        assert!(
+            server
+                .seen()
+                .iter()
+                .any(|s| s.contains("git-receive-pack") && s.ends_with("auth=true")),
+            "{:?}",
+            server.seen()
+        );
     }
 }

@@ -4,7 +4,7 @@
 //! commit statuses, a secondary rate limit, and App token refresh.
 
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
 use coding_swarm::forge::webhook::sign;
@@ -72,13 +72,12 @@ fn start(dir: &Path) -> Child {
         .append(true)
         .open(dir.join("engine.log"))
         .unwrap();
-    Command::new(env!("CARGO_BIN_EXE_swarm"))
+    crate::support::command(env!("CARGO_BIN_EXE_swarm"))
         .args(["up", "--config", "swarm.toml"])
         .current_dir(dir)
         .env("SWARM_GITHUB_WEBHOOK_SECRET", SECRET)
-        .env("SWARM_GITHUB_TOKEN", "ghp_personal-token-for-the-tests")
+        .env("SWARM_GITHUB_TOKEN", crate::ghapi::TOKEN)
         .env("SWARM_GIT_TOKEN", GIT_TOKEN)
-        .env_remove("SWARM_GITHUB_APP_KEY")
         .env("RUST_LOG", "info")
         .stdout(log.try_clone().unwrap())
         .stderr(log)
@@ -176,12 +175,16 @@ fn signed(body: &serde_json::Value) -> Option<String> {
     Some(sign(SECRET.as_bytes(), body.to_string().as_bytes()))
 }
 
+/// A `push` delivery, trimmed by hand to the fields the engine reads. GitHub sends much more;
+/// the full payloads of `@octokit/webhooks-examples` (see /work/notes/github.md) are to replace
+/// these hand-written ones.
 fn push(repo: &str, after: &str) -> serde_json::Value {
     json!({"ref": "refs/heads/main", "before": "0000000000000000000000000000000000000000", "after": after, "created": false, "deleted": false, "forced": false,
         "repository": {"id": 1, "name": repo.split('/').nth(1).unwrap(), "full_name": repo, "private": true, "default_branch": "main"},
         "pusher": {"name": "someone", "email": "someone@example.com"}, "sender": {"login": "someone", "type": "User"}, "commits": [], "head_commit": null})
 }
 
+/// An `issue_comment` delivery (action `created`), trimmed by hand like [`push`].
 fn issue_comment(author: &str, kind: &str, number: u64, body: &str) -> serde_json::Value {
     json!({"action": "created",
         "issue": {"number": number, "title": "Login form", "state": "open", "pull_request": {"url": format!("https://api.github.com/repos/acme/webapp/pulls/{number}")}, "user": {"login": "someone", "type": "User"}},
@@ -291,7 +294,7 @@ async fn comment_commands_need_write_access() {
         let mut hub = github.hub();
         hub.permissions.insert("writer".into(), "write".into());
         hub.permissions.insert("reader".into(), "read".into());
-        hub.pulls.insert(7, "swarm/feature".into());
+        hub.add_pull(7, "swarm/feature");
     }
     let repo = repo_with_task();
     let git = GitHttpServer::start(repo.dir.path().to_path_buf(), GIT_TOKEN).await;
@@ -424,7 +427,7 @@ async fn comment_commands_need_write_access() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_tasks_comment_is_edited_in_place_also_across_a_restart() {
     let github = GitHubServer::start().await;
-    github.hub().pulls.insert(7, "swarm/feature".into());
+    github.hub().add_pull(7, "swarm/feature");
     github
         .hub()
         .permissions
@@ -497,7 +500,7 @@ async fn a_tasks_comment_is_edited_in_place_also_across_a_restart() {
             .unwrap();
     }
     r.child = start(r.dir.path());
-    let out = Command::new(env!("CARGO_BIN_EXE_swarm"))
+    let out = crate::support::command(env!("CARGO_BIN_EXE_swarm"))
         .args(["task", "retry", "webapp/feature", "--config", "swarm.toml"])
         .current_dir(r.dir.path())
         .stdout(Stdio::piped())
@@ -533,7 +536,7 @@ async fn a_tasks_comment_is_edited_in_place_also_across_a_restart() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_secondary_rate_limit_delays_and_then_delivers() {
     let github = GitHubServer::start().await;
-    github.hub().pulls.insert(7, "swarm/feature".into());
+    github.hub().add_pull(7, "swarm/feature");
     github.hub().refuse_writes.push_back((403, Some(2)));
     let repo = repo_with_task();
     let git = GitHttpServer::start(repo.dir.path().to_path_buf(), GIT_TOKEN).await;
@@ -613,4 +616,192 @@ async fn an_app_token_is_refreshed_when_it_expires() {
         "{:?}",
         api.iter().map(|x| &x.auth).collect::<Vec<_>>()
     );
+}
+
+/// The engine's GitHub client against GitHub's rules, as the fake keeps them: a closed pull
+/// request is no open one but still counts as one; the status comment is found past the first
+/// page of comments; and the 401 and 422 answers come back as errors that say why.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_client_keeps_to_githubs_rules() {
+    use crate::ghapi::{Pull, TOKEN};
+    use coding_swarm::forge::{ForgeError, GitHub};
+    let github = GitHubServer::start().await;
+    let cfg: coding_swarm::config::GitHubConfig =
+        toml::from_str(&format!("api_url = \"{}\"\n", github.url)).unwrap();
+    let gh = GitHub::new(
+        &cfg,
+        &coding_swarm::config::Secrets {
+            github_token: coding_swarm::config::Secret::new(TOKEN),
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    {
+        let mut hub = github.hub();
+        hub.add_pull(7, "swarm/open");
+        hub.pulls.insert(
+            8,
+            Pull {
+                state: "closed".into(),
+                ..Pull::open("swarm/closed")
+            },
+        );
+        hub.pulls.insert(
+            9,
+            Pull {
+                draft: true,
+                ..Pull::open("swarm/draft")
+            },
+        );
+        hub.pulls.insert(
+            10,
+            Pull {
+                state: "closed".into(),
+                merged: true,
+                ..Pull::open("swarm/merged")
+            },
+        );
+        hub.branches.insert("swarm/new".into(), "0123".into());
+        hub.branches.insert("swarm/open".into(), "4567".into());
+    }
+    let repo = "acme/webapp";
+    assert_eq!(
+        gh.pull_for_branch(repo, "swarm/open").await.unwrap(),
+        Some(7)
+    );
+    assert_eq!(
+        gh.pull_for_branch(repo, "swarm/draft").await.unwrap(),
+        Some(9)
+    );
+    for closed in ["swarm/closed", "swarm/merged"] {
+        assert_eq!(
+            gh.pull_for_branch(repo, closed).await.unwrap(),
+            None,
+            "{closed}"
+        );
+        assert!(
+            gh.any_pull_for_branch(repo, closed).await.unwrap(),
+            "{closed}"
+        );
+    }
+    assert!(!gh.any_pull_for_branch(repo, "swarm/none").await.unwrap());
+
+    // 250 comments, 100 a page: the marker on the third page is found by following the links.
+    {
+        let mut hub = github.hub();
+        for i in 0..250u64 {
+            let body = if i == 240 {
+                "<!-- coding-swarm:task=webapp/late -->".to_string()
+            } else {
+                format!("comment {i}")
+            };
+            hub.comments.insert(2000 + i, (7, body));
+        }
+    }
+    let before = github.hub().seen.len();
+    assert_eq!(
+        gh.find_comment(repo, 7, "coding-swarm:task=webapp/late")
+            .await
+            .unwrap(),
+        Some(2240)
+    );
+    assert_eq!(
+        gh.find_comment(repo, 7, "coding-swarm:task=webapp/absent")
+            .await
+            .unwrap(),
+        None
+    );
+    let pages: Vec<String> = github.hub().seen[before..]
+        .iter()
+        .map(|s| s.path.clone())
+        .collect();
+    assert_eq!(pages.len(), 6, "three pages each: {pages:?}");
+    assert!(
+        pages[1].ends_with("per_page=100&page=2") && pages[2].ends_with("per_page=100&page=3"),
+        "{pages:?}"
+    );
+
+    // 422 where GitHub answers it, with what failed.
+    let pull = json!({"title": "again", "head": "swarm/open", "base": "main", "draft": true});
+    match gh.create_pull(repo, &pull).await {
+        Err(ForgeError::Http {
+            status: 422,
+            message,
+            ..
+        }) => {
+            assert!(
+                message.contains("A pull request already exists for acme:swarm/open."),
+                "{message}"
+            )
+        }
+        other => panic!("{other:?}"),
+    }
+    let unknown = json!({"title": "t", "head": "swarm/unpushed", "base": "main"});
+    assert!(matches!(
+        gh.create_pull(repo, &unknown).await,
+        Err(ForgeError::Http { status: 422, .. })
+    ));
+    let fresh = json!({"title": "t", "head": "swarm/new", "base": "main", "draft": true});
+    let n = gh.create_pull(repo, &fresh).await.unwrap();
+    assert_eq!(
+        gh.pull_for_branch(repo, "swarm/new").await.unwrap(),
+        Some(n)
+    );
+    assert!(github.hub().pulls[&n].draft);
+    let bad_state = json!({"state": "running", "context": "swarm/x", "description": "d"});
+    assert!(matches!(
+        gh.create_status(repo, "0123", &bad_state).await,
+        Err(ForgeError::Http { status: 422, .. })
+    ));
+    assert!(matches!(
+        gh.create_comment(repo, 7, "").await,
+        Err(ForgeError::Http { status: 422, .. })
+    ));
+    assert!(matches!(
+        gh.create_comment(repo, 4242, "hello").await,
+        Err(ForgeError::Http { status: 404, .. })
+    ));
+
+    // A wrong token: 401 Bad credentials.
+    let wrong = GitHub::new(
+        &cfg,
+        &coding_swarm::config::Secrets {
+            github_token: coding_swarm::config::Secret::new("ghp_not-a-token-github-knows"),
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    match wrong.pull_for_branch(repo, "swarm/open").await {
+        Err(ForgeError::Http {
+            status: 401,
+            message,
+            ..
+        }) => assert_eq!(message, "Bad credentials"),
+        other => panic!("{other:?}"),
+    }
+    // Every answer carries the rate-limit headers, the refusals too.
+    for (path, auth) in [
+        ("/repos/acme/webapp/pulls", format!("Bearer {TOKEN}")),
+        ("/repos/acme/webapp/pulls", String::new()),
+    ] {
+        let mut req = ureq::get(&format!("{}{path}", github.url));
+        if !auth.is_empty() {
+            req = req.header("authorization", &auth);
+        }
+        let r = req
+            .config()
+            .http_status_as_error(false)
+            .build()
+            .call()
+            .unwrap();
+        for h in [
+            "x-ratelimit-limit",
+            "x-ratelimit-remaining",
+            "x-ratelimit-used",
+            "x-ratelimit-reset",
+            "x-ratelimit-resource",
+        ] {
+            assert!(r.headers().contains_key(h), "{h} missing on {}", r.status());
+        }
+    }
 }

@@ -20,7 +20,6 @@ use crate::model::{claude_bin, ModelServer, Step, Turn};
 use crate::support::{create_plan, task, Backend, TestDb, TestRepo};
 
 const SWARM: &str = env!("CARGO_BIN_EXE_swarm");
-const TOKEN: &str = crate::claude::TOKEN;
 
 fn config(data: &Path, db: &TestDb, repo: &TestRepo, server: &ModelServer, extra: &str) -> Config {
     let text = format!(
@@ -230,7 +229,6 @@ async fn manager_tasks(store: &Store) -> Vec<TaskRow> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_epic_is_carried_to_the_end() {
-    std::env::set_var("TEST_OAUTH_TOKEN", TOKEN);
     let server = ModelServer::start_with(epic_world).await;
     let db = TestDb::sqlite().await;
     let data = tempfile::tempdir().unwrap();
@@ -247,7 +245,7 @@ async fn an_epic_is_carried_to_the_end() {
     .await
     .unwrap();
     assert_eq!(submitted.path, ".ai/tasks/epic-greetings.yaml");
-    let engine = Engine::new(cfg, db.store.clone(), SWARM.into());
+    let engine = crate::claude::engine_with_token(cfg, db.store.clone());
     run_until(
         engine,
         "the epic to complete",
@@ -301,10 +299,9 @@ async fn an_epic_is_carried_to_the_end() {
             start.elapsed() < Duration::from_secs(10),
             "status files missing"
         );
-        let engine = Engine::new(
+        let engine = crate::claude::engine_with_token(
             config(data.path(), &db, &repo, &server, ""),
             db.store.clone(),
-            SWARM.into(),
         );
         let (_s, rx) = tokio::sync::watch::channel(false);
         engine.run(RunOptions { once: true }, rx).await.unwrap();
@@ -368,7 +365,6 @@ async fn an_epic_is_carried_to_the_end() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_worker_that_always_fails_is_stopped_by_the_caps() {
-    std::env::set_var("TEST_OAUTH_TOKEN", TOKEN);
     let server = ModelServer::start_with(|t: &Turn| {
         let key = t.task_key.as_str();
         if key.starts_with("impl-") {
@@ -412,7 +408,7 @@ async fn a_worker_that_always_fails_is_stopped_by_the_caps() {
     )
     .await
     .unwrap();
-    let engine = Engine::new(cfg, db.store.clone(), SWARM.into());
+    let engine = crate::claude::engine_with_token(cfg, db.store.clone());
     run_until(
         engine,
         "the epic to fail",
@@ -463,7 +459,6 @@ async fn a_worker_that_always_fails_is_stopped_by_the_caps() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_managers_invalid_task_file_fails_its_run_and_is_fed_back() {
-    std::env::set_var("TEST_OAUTH_TOKEN", TOKEN);
     let server = ModelServer::start_with(|t: &Turn| {
         let first = t.task_key.starts_with("epic-");
         match (first, t.index) {
@@ -495,7 +490,7 @@ async fn a_managers_invalid_task_file_fails_its_run_and_is_fed_back() {
     )
     .await
     .unwrap();
-    let engine = Engine::new(cfg, db.store.clone(), SWARM.into());
+    let engine = crate::claude::engine_with_token(cfg, db.store.clone());
     run_until(
         engine,
         "the epic to end",
@@ -630,7 +625,7 @@ async fn a_persons_plan_edit_activates_the_manager_and_its_own_do_not() {
         "init",
     );
     let text = format!(
-        "data_dir = {:?}\ndatabase_url = {:?}\ndefault_agent = \"sh\"\npoll_interval = \"1h\"\n[agents.sh]\ncommand = [\"sh\", \"-c\", \"echo read the plan\"]\n[[projects]]\nname = \"proj\"\nrepo = {:?}\n",
+        "data_dir = {:?}\ndatabase_url = {:?}\ndefault_agent = \"sh\"\npoll_interval = \"1h\"\n[agents.sh]\ncommand = [\"sh\", \"-c\", \"printf '# Plan\\\\n- [x] two\\\\n- [ ] one\\\\n' > .ai/plan.md; echo marked two done\"]\n[[projects]]\nname = \"proj\"\nrepo = {:?}\n",
         data.path().display().to_string(),
         db.url,
         repo.url()
@@ -640,17 +635,24 @@ async fn a_persons_plan_edit_activates_the_manager_and_its_own_do_not() {
     let (stop, stop_rx) = tokio::sync::watch::channel(false);
     let handle = tokio::spawn(engine.run(RunOptions { once: false }, stop_rx));
     let store = db.store.clone();
+    // Synced up to `commit` or past it (the manager's pushes move main on).
     let synced = |commit: git2::Oid| {
         let store = store.clone();
+        let repo = &repo;
         async move {
             let start = Instant::now();
-            while store
-                .project("proj")
-                .await
-                .unwrap()
-                .and_then(|p| p.synced_commit)
-                != Some(commit.to_string())
-            {
+            loop {
+                let at = store
+                    .project("proj")
+                    .await
+                    .unwrap()
+                    .and_then(|p| p.synced_commit)
+                    .and_then(|c| git2::Oid::from_str(&c).ok());
+                if at.is_some_and(|at| {
+                    at == commit || repo.repo.graph_descendant_of(at, commit).unwrap_or(false)
+                }) {
+                    break;
+                }
                 assert!(start.elapsed() < Duration::from_secs(20), "not synced");
                 tokio::time::sleep(Duration::from_millis(100)).await;
             }
@@ -677,6 +679,10 @@ async fn a_persons_plan_edit_activates_the_manager_and_its_own_do_not() {
         "Do two first",
     );
     synced(edit).await;
+    crate::support::wait_for("the activation", Duration::from_secs(20), async || {
+        !activations().await.is_empty()
+    })
+    .await;
     let found = activations().await;
     assert_eq!(found.len(), 1);
     let context = found[0].context.clone();
@@ -686,13 +692,41 @@ async fn a_persons_plan_edit_activates_the_manager_and_its_own_do_not() {
         "{context:?}"
     );
 
-    // The manager's own plan commits (marked by the worker's trailer) activate nothing.
-    let own = repo.commit(
-        &[(".ai/plan.md", Some("# Plan\n- [x] two\n- [ ] one\n"))],
-        "swarm: activation (plan)\n\nSwarm-Task: proj/activation-1\nSwarm-Role: manager\n",
+    // The manager's own plan commits activate nothing. The activation ran the manager; its
+    // agent edited the plan, and the worker committed that with its trailer and pushed it.
+    let mut manager = None;
+    crate::support::wait_for("the manager's run", Duration::from_secs(30), async || {
+        manager = store.task("proj", &found[0].key).await.unwrap();
+        manager
+            .as_ref()
+            .is_some_and(|t| t.state() == TaskState::Completed)
+    })
+    .await;
+    let run = manager.unwrap().result().cloned().unwrap();
+    assert!(run.success && run.changed, "{run:?}");
+    let own = git2::Oid::from_str(run.commit_sha.as_deref().unwrap()).unwrap();
+    let message = repo
+        .repo
+        .find_commit(own)
+        .unwrap()
+        .message()
+        .unwrap()
+        .to_string();
+    assert!(message.contains("Swarm-Role: manager"), "{message}");
+    assert_eq!(
+        repo.read("main", ".ai/plan.md").as_deref(),
+        Some("# Plan\n- [x] two\n- [ ] one\n")
     );
-    synced(own).await;
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Sync passes run one after another, each making its activations before the next starts:
+    // once two later commits are synced, the pass that took in the manager's has ended.
+    for note in ["a note\n", "another note\n"] {
+        let later = loop {
+            if let Ok(c) = repo.try_commit(&[("NOTES.md", Some(note))], "A note") {
+                break c;
+            }
+        };
+        synced(later).await;
+    }
     assert_eq!(activations().await.len(), 1);
     stop.send(true).unwrap();
     handle.await.unwrap().unwrap();

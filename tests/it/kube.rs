@@ -19,7 +19,7 @@ use tokio::sync::mpsc;
 
 use crate::kubeapi::{complete, failed, pod_terminated, ApiServer, NS};
 
-fn cfg(url: &str) -> KubernetesConfig {
+pub(crate) fn cfg(url: &str) -> KubernetesConfig {
     let mut c: KubernetesConfig = toml::from_str(&format!(
         r#"
 namespace = "{NS}"
@@ -40,7 +40,7 @@ memory = "4Gi"
     c
 }
 
-fn launch(name: &str, timeout_secs: i64) -> Launch {
+pub(crate) fn launch(name: &str, timeout_secs: i64) -> Launch {
     let mut agent = AgentProfile::default_claude();
     agent.env = BTreeMap::from([(
         "CLAUDE_CODE_OAUTH_TOKEN".into(),
@@ -72,7 +72,9 @@ fn launch(name: &str, timeout_secs: i64) -> Launch {
     }
 }
 
-async fn runtime(server: &ApiServer) -> (KubeRuntime, mpsc::UnboundedReceiver<Completion>) {
+pub(crate) async fn runtime(
+    server: &ApiServer,
+) -> (KubeRuntime, mpsc::UnboundedReceiver<Completion>) {
     let (tx, rx) = mpsc::unbounded_channel();
     (
         KubeRuntime::connect(&cfg(&server.url), tx).await.unwrap(),
@@ -80,14 +82,14 @@ async fn runtime(server: &ApiServer) -> (KubeRuntime, mpsc::UnboundedReceiver<Co
     )
 }
 
-async fn next(rx: &mut mpsc::UnboundedReceiver<Completion>) -> Completion {
+pub(crate) async fn next(rx: &mut mpsc::UnboundedReceiver<Completion>) -> Completion {
     tokio::time::timeout(Duration::from_secs(20), rx.recv())
         .await
         .expect("a completion")
         .expect("open")
 }
 
-async fn created(server: &ApiServer, name: &str) {
+pub(crate) async fn created(server: &ApiServer, name: &str) {
     let start = Instant::now();
     while server.api.job(name).is_none() {
         assert!(
@@ -100,19 +102,11 @@ async fn created(server: &ApiServer, name: &str) {
 
 #[test]
 fn the_job_is_locked_down_and_carries_no_secret() {
-    std::env::set_var(
-        "CLAUDE_CODE_OAUTH_TOKEN",
-        "sk-ant-oat01-must-not-appear-in-the-job",
-    );
     let job: Job = build_job(
         &launch("webapp-login-form-1a2b3c4d-g2-a1", 1800),
         &cfg("http://unused"),
     );
     let text = serde_json::to_string(&job).unwrap();
-    assert!(
-        !text.contains("sk-ant-oat01-must-not-appear-in-the-job"),
-        "{text}"
-    );
     assert!(!text.contains("DATABASE_URL"));
     let meta = &job.metadata;
     assert_eq!(
@@ -189,19 +183,10 @@ fn the_job_is_locked_down_and_carries_no_secret() {
         from[0].secret_ref.as_ref().unwrap().name,
         "coding-swarm-secrets"
     );
-    for e in c.env.iter().flatten() {
-        assert!(e.value_from.is_none() || e.value_from.as_ref().unwrap().secret_key_ref.is_some());
-        assert!(
-            ![
-                "CLAUDE_CODE_OAUTH_TOKEN",
-                "SWARM_GIT_TOKEN",
-                "ANTHROPIC_API_KEY"
-            ]
-            .contains(&e.name.as_str()),
-            "{} is a literal",
-            e.name
-        );
-    }
+    // The engine's environment never reaches the Job: two variables, neither from it.
+    let names: Vec<&str> = c.env.iter().flatten().map(|e| e.name.as_str()).collect();
+    assert_eq!(names, ["SWARM_TASK_JSON", "HOME"]);
+    assert!(c.env.iter().flatten().all(|e| e.value_from.is_none()));
     let task_env = c
         .env
         .iter()
@@ -242,9 +227,9 @@ async fn a_job_runs_to_completion_and_its_termination_message_is_the_result() {
         .api
         .requests()
         .into_iter()
-        .find(|r| r.0 == "POST")
+        .find(|r| r.method == "POST")
         .unwrap();
-    assert_eq!(posted.2["spec"]["backoffLimit"], json!(0));
+    assert_eq!(posted.body["spec"]["backoffLimit"], json!(0));
     let result = RunResult {
         success: true,
         summary: Some("Built the login form.".into()),
@@ -383,7 +368,7 @@ async fn an_existing_job_is_adopted_after_a_restart() {
             .api
             .requests()
             .iter()
-            .filter(|r| r.0 == "POST")
+            .filter(|r| r.method == "POST")
             .count(),
         1,
         "one create, answered 409"
@@ -399,21 +384,6 @@ async fn an_existing_job_is_adopted_after_a_restart() {
         pod_terminated(0, "Completed", Some(&serde_json::to_string(&done).unwrap())),
     );
     assert_eq!(next(&mut rx).await.result, done);
-
-    // One that finished while no engine watched completes at once when adopted.
-    let mut gone =
-        serde_json::to_value(build_job(&launch("run-finished", 600), &cfg(&server.url))).unwrap();
-    gone["status"] = complete();
-    server.api.insert_job(gone);
-    let (rt2, mut rx2) = runtime(&server).await;
-    server.api.finish(
-        "run-finished",
-        complete(),
-        pod_terminated(0, "Completed", Some(&serde_json::to_string(&done).unwrap())),
-    );
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    rt2.launch(launch("run-finished", 600)).await.unwrap();
-    assert_eq!(next(&mut rx2).await.result, done);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -441,7 +411,7 @@ async fn forbidden_is_clear_and_throttling_is_retried() {
         .api
         .requests()
         .into_iter()
-        .filter(|r| r.0 == "POST" && r.2["metadata"]["name"] == "run-retried")
+        .filter(|r| r.method == "POST" && r.body["metadata"]["name"] == "run-retried")
         .count();
     assert_eq!(posts, 4, "three refusals, then the create");
 }
@@ -458,14 +428,14 @@ async fn stop_deletes_the_job_with_its_pods() {
         .api
         .requests()
         .into_iter()
-        .find(|r| r.0 == "DELETE")
+        .find(|r| r.method == "DELETE")
         .expect("a DELETE");
-    assert!(delete.1.contains("/jobs/run-stopped"));
+    assert!(delete.path.contains("/jobs/run-stopped"));
     assert_eq!(
-        delete.2["propagationPolicy"],
+        delete.body["propagationPolicy"],
         json!("Background"),
         "pods go with the Job: {:?}",
-        delete.2
+        delete.body
     );
 }
 
@@ -506,7 +476,7 @@ async fn a_launched_run_whose_job_is_gone_is_lost_not_started_again() {
             .api
             .requests()
             .iter()
-            .filter(|r| r.0 == "POST")
+            .filter(|r| r.method == "POST")
             .count(),
         0,
         "never created again"
@@ -523,16 +493,4 @@ async fn a_launched_run_whose_job_is_gone_is_lost_not_started_again() {
     l.adopt_only = true;
     rt.launch(l).await.unwrap();
     assert!(rt.is_tracked("run-still-there"));
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_job_that_vanishes_unseen_by_the_watch_is_still_reported() {
-    let server = ApiServer::start().await;
-    let (rt, mut rx) = runtime(&server).await;
-    rt.launch(launch("run-unseen", 600)).await.unwrap();
-    created(&server, "run-unseen").await;
-    server.api.vanish("run-unseen");
-    let c = next(&mut rx).await;
-    assert_eq!(c.result.error_class, Some(ErrorClass::Infrastructure));
-    assert!(c.result.error.unwrap().contains("gone"));
 }

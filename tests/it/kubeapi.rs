@@ -1,41 +1,121 @@
 //! A Kubernetes API server at the HTTP level, for the real kube client: Jobs (create, get, list,
-//! watch, delete), Pods (list, log) and /version, answering with the JSON shapes of the API
-//! reference (Job, JobList, Pod, PodList, Status, watch events). Tests script the cluster by
-//! finishing Jobs the way the Job controller and kubelet would report them.
+//! watch, delete), Pods (list, watch, log) and /version, answering with the JSON shapes of the API
+//! reference and, on what the engine relies on, with the API server's semantics: every write has
+//! the next resourceVersion and is in the watch history; watches start from a resourceVersion,
+//! send BOOKMARKs, answer 410 Gone for a compacted one and end after their timeout; lists and
+//! watches honour label selectors; create refuses what validation refuses (409, 422). Tests
+//! script the cluster by finishing Jobs the way the Job controller and kubelet report them, and
+//! by compacting the history, ending watches, or holding lists to order events.
+//!
+//! The semantics cited below are from "Kubernetes API Concepts",
+//! <https://kubernetes.io/docs/reference/using-api/api-concepts/> ("Efficient detection of
+//! changes", "Watch bookmarks", "Semantics for watch"); the Status of refusals and their codes
+//! (404 NotFound, 409 AlreadyExists, 410 Expired, 422 Invalid) from the API conventions,
+//! <https://github.com/kubernetes/community/blob/master/contributors/devel/sig-architecture/api-conventions.md#http-status-codes>.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::{Arc, Mutex};
-use std::time::Instant;
+use std::time::Duration;
 
 use axum::body::{Body, Bytes};
-use axum::extract::State;
+use axum::extract::{Query, State};
 use axum::http::{Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::Router;
 use serde_json::{json, Value};
-use tokio::sync::broadcast;
+use tokio::sync::watch;
+
+mod rules;
+
+use rules::{parse_selector, selects, validate_job, Requirement};
 
 pub const NS: &str = "coding-swarm";
+
+const TIME: &str = "2026-11-26T09:00:00Z";
+
+/// One request as the server received it.
+#[derive(Debug, Clone)]
+pub struct Seen {
+    pub method: String,
+    /// The path and the query.
+    pub path: String,
+    pub body: Value,
+}
+
+/// Which of the two resources the fake serves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Resource {
+    Jobs,
+    Pods,
+}
+
+impl Resource {
+    fn kind(self) -> (&'static str, &'static str) {
+        match self {
+            Self::Jobs => ("batch/v1", "Job"),
+            Self::Pods => ("v1", "Pod"),
+        }
+    }
+
+    /// The plural with its group, as in error messages (`jobs.batch "x" not found`).
+    fn qualified(self) -> &'static str {
+        match self {
+            Self::Jobs => "jobs.batch",
+            Self::Pods => "pods",
+        }
+    }
+
+    fn group(self) -> &'static str {
+        match self {
+            Self::Jobs => "batch",
+            Self::Pods => "",
+        }
+    }
+
+    fn plural(self) -> &'static str {
+        match self {
+            Self::Jobs => "jobs",
+            Self::Pods => "pods",
+        }
+    }
+}
 
 #[derive(Default)]
 struct Cluster {
     jobs: BTreeMap<String, Value>,
-    pods: BTreeMap<String, Vec<Value>>,
+    /// Pods by name.
+    pods: BTreeMap<String, Value>,
     logs: BTreeMap<String, String>,
+    /// The resourceVersion of the last write. One counter for every resource, like etcd's
+    /// revision.
     rv: u64,
-    /// Every watch event with its resource version: a watch from version N gets the events
-    /// after N first, as the API server's watch cache gives them.
-    history: Vec<(u64, Value)>,
+    /// Every write as its watch event, in resourceVersion order.
+    history: Vec<(u64, Resource, Value)>,
+    /// Versions up to this one are compacted away: a watch from an older one gets 410 Gone.
+    compacted: u64,
     /// Status codes the next Job creations answer with, in order.
     create_errors: VecDeque<u16>,
-    /// (method, path and query, body, when)
-    requests: Vec<(String, String, Value, Instant)>,
+    requests: Vec<Seen>,
+    /// Requests, and the answers to lists, in the order they happened.
+    journal: Vec<String>,
+    /// The server's own limit on a watch's length, besides the client's `timeoutSeconds`.
+    watch_limit: Option<Duration>,
+}
+
+/// What open watches wake up for.
+#[derive(Debug, Clone, Copy, Default)]
+struct Signal {
+    rv: u64,
+    bookmarks: u64,
+    closes: u64,
 }
 
 #[derive(Clone)]
 pub struct FakeApi {
     cluster: Arc<Mutex<Cluster>>,
-    events: broadcast::Sender<Value>,
+    signal: Arc<watch::Sender<Signal>>,
+    /// False while the test holds the answers to Job lists.
+    lists_open: Arc<watch::Sender<bool>>,
 }
 
 pub struct ApiServer {
@@ -50,19 +130,40 @@ impl Drop for ApiServer {
     }
 }
 
-fn status(code: u16, reason: &str, message: &str) -> Response {
-    let body = json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure", "message": message, "reason": reason, "code": code});
+/// A `Status` the way the API server writes a failure: kind, apiVersion, status, message,
+/// reason, details and code.
+fn status(code: u16, reason: &str, message: &str, details: Value) -> Response {
+    let mut body = json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure", "message": message, "reason": reason, "code": code});
+    if !details.is_null() {
+        body["details"] = details;
+    }
     (StatusCode::from_u16(code).unwrap(), axum::Json(body)).into_response()
 }
 
-const TIME: &str = "2026-11-26T09:00:00Z";
+fn not_found(resource: Resource, name: &str) -> Response {
+    status(
+        404,
+        "NotFound",
+        &format!("{} \"{name}\" not found", resource.qualified()),
+        json!({"name": name, "group": resource.group(), "kind": resource.plural()}),
+    )
+}
+
+/// "410 Gone": the Status of an expired resourceVersion, as a list answers it and as the ERROR
+/// event a watch ends with ("Efficient detection of changes": clients "must handle the case by
+/// recognizing the status code 410 Gone, clearing their local cache, performing a new get or
+/// list operation, and starting the watch from the resourceVersion that was returned").
+fn expired(asked: u64, oldest: u64) -> Value {
+    json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
+        "message": format!("too old resource version: {asked} ({oldest})"), "reason": "Expired", "code": 410})
+}
 
 impl ApiServer {
     pub async fn start() -> Self {
-        let (events, _) = broadcast::channel(256);
         let api = FakeApi {
             cluster: Arc::default(),
-            events,
+            signal: Arc::new(watch::channel(Signal::default()).0),
+            lists_open: Arc::new(watch::channel(true).0),
         };
         let app = Router::new().fallback(handle).with_state(api.clone());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -75,26 +176,138 @@ impl ApiServer {
 }
 
 impl FakeApi {
-    fn bump(c: &mut Cluster) -> String {
+    /// Records a write: the object gets the next resourceVersion, its watch event joins the
+    /// history and open watches wake up. Every write goes through here, the engine's own
+    /// creates and deletes included ("Efficient detection of changes": a watch from a
+    /// resourceVersion receives every change after it).
+    fn record(&self, c: &mut Cluster, resource: Resource, kind: &str, object: &mut Value) {
         c.rv += 1;
-        c.rv.to_string()
+        object["metadata"]["resourceVersion"] = json!(c.rv.to_string());
+        c.history.push((
+            c.rv,
+            resource,
+            json!({"type": kind, "object": object.clone()}),
+        ));
+        let rv = c.rv;
+        self.signal.send_modify(|s| s.rv = rv);
     }
 
-    /// Records a watch event (under the cluster lock, so versions stay in order) and sends it.
-    fn emit(&self, c: &mut Cluster, event: Value) {
-        c.history.push((c.rv, event.clone()));
-        let _ = self.events.send(event);
+    /// Stores a new Job with what the API server fills in (uid, resourceVersion, defaults, the
+    /// selector and the pod template's labels), or says why it refuses it.
+    fn create_job(&self, c: &mut Cluster, body: &Value) -> Result<Value, Box<Response>> {
+        if body["kind"] != "Job" || body["apiVersion"] != "batch/v1" {
+            return Err(Box::new(status(
+                400,
+                "BadRequest",
+                "the API version in the data (v1) does not match the expected API version (batch/v1)",
+                Value::Null,
+            )));
+        }
+        if body["metadata"]["namespace"]
+            .as_str()
+            .is_some_and(|ns| ns != NS)
+        {
+            return Err(Box::new(status(
+                400,
+                "BadRequest",
+                "the namespace of the provided object does not match the namespace sent on the request",
+                Value::Null,
+            )));
+        }
+        let name = body["metadata"]["name"].as_str().unwrap_or("").to_string();
+        let problems = validate_job(body);
+        if !problems.is_empty() {
+            let text: Vec<String> = problems
+                .iter()
+                .map(|(f, _, m)| format!("{f}: {m}"))
+                .collect();
+            let causes: Vec<Value> = problems
+                .iter()
+                .map(|(f, r, m)| json!({"reason": r, "message": m, "field": f}))
+                .collect();
+            return Err(Box::new(status(
+                422,
+                "Invalid",
+                &format!("Job.batch \"{name}\" is invalid: {}", text.join(", ")),
+                json!({"name": name, "group": "batch", "kind": "Job", "causes": causes}),
+            )));
+        }
+        if c.jobs.contains_key(&name) {
+            return Err(Box::new(status(
+                409,
+                "AlreadyExists",
+                &format!("jobs.batch \"{name}\" already exists"),
+                json!({"name": name, "group": "batch", "kind": "jobs"}),
+            )));
+        }
+        let uid = format!("uid-{name}");
+        let mut job = body.clone();
+        let meta = &mut job["metadata"];
+        meta["namespace"] = json!(NS);
+        meta["uid"] = json!(uid);
+        meta["creationTimestamp"] = json!(TIME);
+        meta["generation"] = json!(1);
+        let spec = &mut job["spec"];
+        for (field, default) in [
+            ("completions", json!(1)),
+            ("parallelism", json!(1)),
+            ("completionMode", json!("NonIndexed")),
+            ("suspend", json!(false)),
+            ("podReplacementPolicy", json!("TerminatingOrFailed")),
+        ] {
+            if spec[field].is_null() {
+                spec[field] = default;
+            }
+        }
+        spec["selector"] = json!({"matchLabels": {"batch.kubernetes.io/controller-uid": uid}});
+        let labels = &mut spec["template"]["metadata"]["labels"];
+        for (k, v) in [
+            ("batch.kubernetes.io/controller-uid", &uid),
+            ("batch.kubernetes.io/job-name", &name),
+            ("controller-uid", &uid),
+            ("job-name", &name),
+        ] {
+            labels[k] = json!(v);
+        }
+        // A create cannot set status: the Job controller fills it in.
+        if job["status"].is_null() {
+            job["status"] = json!({});
+        }
+        self.record(c, Resource::Jobs, "ADDED", &mut job);
+        c.jobs.insert(name, job.clone());
+        Ok(job)
     }
 
-    /// A Job that exists before the engine starts (an earlier engine created it).
+    /// Removes a Job, with its pods when the propagation policy lets the garbage collector
+    /// take them (`Background`, `Foreground`; without a policy a Job's pods are orphaned:
+    /// <https://kubernetes.io/docs/concepts/architecture/garbage-collection/>). `Foreground`
+    /// is simplified: the Job goes at once instead of waiting for its pods.
+    fn remove_job(&self, c: &mut Cluster, name: &str, propagation: Option<&str>) -> Option<Value> {
+        let mut job = c.jobs.remove(name)?;
+        self.record(c, Resource::Jobs, "DELETED", &mut job);
+        if matches!(propagation, Some("Background" | "Foreground")) {
+            let pods: Vec<String> = c
+                .pods
+                .iter()
+                .filter(|(_, p)| p["metadata"]["labels"]["job-name"] == name)
+                .map(|(n, _)| n.clone())
+                .collect();
+            for p in pods {
+                if let Some(mut pod) = c.pods.remove(&p) {
+                    self.record(c, Resource::Pods, "DELETED", &mut pod);
+                }
+            }
+        }
+        Some(job)
+    }
+
+    /// A Job that exists before the engine starts (an earlier engine created it), with the
+    /// status it has reached if `job` carries one.
     pub fn insert_job(&self, job: Value) {
         let mut c = self.cluster.lock().unwrap();
-        let rv = Self::bump(&mut c);
-        let mut job = job;
-        let name = job["metadata"]["name"].as_str().unwrap().to_string();
-        job["metadata"]["resourceVersion"] = json!(rv);
-        job["metadata"]["uid"] = json!(format!("uid-{name}"));
-        c.jobs.insert(name, job);
+        if let Err(r) = self.create_job(&mut c, &job) {
+            panic!("the API server refuses this Job: {r:?}");
+        }
     }
 
     pub fn job(&self, name: &str) -> Option<Value> {
@@ -105,8 +318,19 @@ impl FakeApi {
         self.cluster.lock().unwrap().create_errors.extend(codes);
     }
 
-    pub fn requests(&self) -> Vec<(String, String, Value, Instant)> {
+    pub fn requests(&self) -> Vec<Seen> {
         self.cluster.lock().unwrap().requests.clone()
+    }
+
+    /// Requests (`METHOD path?query`) and the answers to lists (`answered LIST path: names`),
+    /// in the order they happened.
+    pub fn journal(&self) -> Vec<String> {
+        self.cluster.lock().unwrap().journal.clone()
+    }
+
+    /// The resourceVersion of the last write.
+    pub fn resource_version(&self) -> u64 {
+        self.cluster.lock().unwrap().rv
     }
 
     pub fn set_log(&self, pod: &str, text: &str) {
@@ -120,38 +344,426 @@ impl FakeApi {
     /// Reports the Job as the Job controller would, with its pod as the kubelet would.
     pub fn finish(&self, name: &str, job_status: Value, pod_status: Value) {
         let mut c = self.cluster.lock().unwrap();
-        let rv = Self::bump(&mut c);
-        let Some(job) = c.jobs.get_mut(name) else {
+        self.finish_locked(&mut c, name, job_status, pod_status);
+    }
+
+    /// [`finish`](Self::finish) while the watches are down, with the history compacted past
+    /// it, like [`vanish`](Self::vanish): no watch sees the MODIFIED event; a watcher learns of
+    /// the end only from its next list.
+    pub fn finish_unseen(&self, name: &str, job_status: Value, pod_status: Value) {
+        let mut c = self.cluster.lock().unwrap();
+        self.finish_locked(&mut c, name, job_status, pod_status);
+        Self::compact_locked(&mut c);
+        self.signal.send_modify(|s| s.closes += 1);
+    }
+
+    fn finish_locked(&self, c: &mut Cluster, name: &str, job_status: Value, pod_status: Value) {
+        let Some(mut job) = c.jobs.get(name).cloned() else {
             panic!("no job {name}")
         };
-        job["status"] = job_status;
-        job["metadata"]["resourceVersion"] = json!(rv);
-        let job = job.clone();
-        let pod = json!({
+        let uid = job["metadata"]["uid"].clone();
+        let mut pod = json!({
             "apiVersion": "v1",
             "kind": "Pod",
-            "metadata": {"name": format!("{name}-x7k2p"), "namespace": NS, "uid": format!("pod-uid-{name}"), "resourceVersion": rv,
-                "labels": {"job-name": name, "batch.kubernetes.io/job-name": name, "controller-uid": format!("uid-{name}")}},
+            "metadata": {"name": format!("{name}-x7k2p"), "namespace": NS, "uid": format!("pod-uid-{name}"), "creationTimestamp": TIME,
+                "labels": {"job-name": name, "batch.kubernetes.io/job-name": name, "controller-uid": uid, "batch.kubernetes.io/controller-uid": uid},
+                "ownerReferences": [{"apiVersion": "batch/v1", "kind": "Job", "name": name, "uid": uid, "controller": true, "blockOwnerDeletion": true}]},
             "spec": {"containers": [{"name": "worker", "image": "coding-swarm-worker:test"}], "restartPolicy": "Never"},
             "status": pod_status,
         });
-        c.pods.insert(name.into(), vec![pod]);
-        self.emit(&mut c, json!({"type": "MODIFIED", "object": job}));
+        self.record(c, Resource::Pods, "ADDED", &mut pod);
+        c.pods.insert(format!("{name}-x7k2p"), pod);
+        job["status"] = job_status;
+        self.record(c, Resource::Jobs, "MODIFIED", &mut job);
+        c.jobs.insert(name.into(), job);
     }
 
-    /// Removes a Job without a watch event, as when a watch was relisting at that moment.
-    pub fn vanish(&self, name: &str) {
-        self.cluster.lock().unwrap().jobs.remove(name);
-    }
-
-    /// Deletes the Job as a person with kubectl would.
+    /// Deletes the Job as a person with kubectl would (which deletes in the background).
     pub fn delete_job(&self, name: &str) {
         let mut c = self.cluster.lock().unwrap();
-        if let Some(mut job) = c.jobs.remove(name) {
-            job["metadata"]["resourceVersion"] = json!(Self::bump(&mut c));
-            self.emit(&mut c, json!({"type": "DELETED", "object": job}));
+        self.remove_job(&mut c, name, Some("Background"));
+    }
+
+    /// Deletes the Job while the watches are down and compacts the history past the deletion,
+    /// so no watch sees the DELETED event: a watcher resuming from its last version gets 410
+    /// Gone and lists again, and the Job is simply not in the list. This is how a real watch
+    /// misses a deletion.
+    pub fn vanish(&self, name: &str) {
+        let mut c = self.cluster.lock().unwrap();
+        self.remove_job(&mut c, name, Some("Background"));
+        Self::compact_locked(&mut c);
+        self.signal.send_modify(|s| s.closes += 1);
+    }
+
+    fn compact_locked(c: &mut Cluster) {
+        c.compacted = c.rv;
+        c.history.clear();
+    }
+
+    /// Compacts the history, as etcd does ("Clusters using etcd 3 preserve changes in the last
+    /// 5 minutes by default"): a watch from a version before now gets 410 Gone.
+    pub fn compact(&self) {
+        let mut c = self.cluster.lock().unwrap();
+        Self::compact_locked(&mut c);
+        // Open watches that are behind fail at once; those that are current go on.
+        let rv = c.rv;
+        self.signal.send_modify(|s| s.rv = rv);
+    }
+
+    /// Sends a BOOKMARK with the current resourceVersion on every open watch that asked for
+    /// them ("Watch bookmarks": the server sends them at its own discretion).
+    pub fn bookmark(&self) {
+        let _c = self.cluster.lock().unwrap();
+        self.signal.send_modify(|s| s.bookmarks += 1);
+    }
+
+    /// Ends every open watch, as the API server does when a watch reaches its timeout.
+    pub fn end_watches(&self) {
+        let _c = self.cluster.lock().unwrap();
+        self.signal.send_modify(|s| s.closes += 1);
+    }
+
+    /// Limits how long a watch stays open, whatever its `timeoutSeconds` asks.
+    pub fn set_watch_limit(&self, limit: Duration) {
+        self.cluster.lock().unwrap().watch_limit = Some(limit);
+    }
+
+    /// Holds the answers to Job lists until [`release_lists`](Self::release_lists).
+    pub fn hold_lists(&self) {
+        self.lists_open.send_replace(false);
+    }
+
+    pub fn release_lists(&self) {
+        self.lists_open.send_replace(true);
+    }
+
+    /// The events a watch from `from` (exclusive) gets now; `Err` with the 410 Status when
+    /// `from` is compacted away.
+    fn events_after(
+        c: &Cluster,
+        resource: Resource,
+        from: u64,
+        selector: &[Requirement],
+    ) -> Result<Vec<Value>, Value> {
+        if from < c.compacted {
+            return Err(expired(from, c.compacted));
+        }
+        Ok(c.history
+            .iter()
+            .filter(|(rv, r, ev)| *rv > from && *r == resource && selects(selector, &ev["object"]))
+            .map(|(_, _, ev)| ev.clone())
+            .collect())
+    }
+}
+
+/// The state of one open watch.
+struct Watching {
+    api: FakeApi,
+    resource: Resource,
+    selector: Vec<Requirement>,
+    bookmarks: bool,
+    rx: watch::Receiver<Signal>,
+    seen: Signal,
+    /// The resourceVersion up to which events were sent.
+    cursor: u64,
+    deadline: tokio::time::Instant,
+    pending: VecDeque<Value>,
+    done: bool,
+}
+
+impl Watching {
+    /// Queues what happened since the last look; false when nothing did.
+    fn look(&mut self) -> bool {
+        let signal = *self.rx.borrow_and_update();
+        let mut c = self.api.cluster.lock().unwrap();
+        match FakeApi::events_after(&c, self.resource, self.cursor, &self.selector) {
+            Ok(events) => self.pending.extend(events),
+            Err(gone) => {
+                // Inside the stream, as the API server does: an ERROR event, then the end.
+                let entry = format!("sent ERROR 410 to a watch from {}", self.cursor);
+                c.journal.push(entry);
+                self.pending
+                    .push_back(json!({"type": "ERROR", "object": gone}));
+                self.done = true;
+            }
+        }
+        self.cursor = self.cursor.max(c.rv);
+        if signal.bookmarks != self.seen.bookmarks && self.bookmarks && !self.done {
+            // "Object returned in that event is of the type requested by the request, but only
+            // resourceVersion field is set."
+            let (api_version, kind) = self.resource.kind();
+            let entry = format!("sent BOOKMARK {}", c.rv);
+            c.journal.push(entry);
+            self.pending.push_back(
+                json!({"type": "BOOKMARK", "object": {"kind": kind, "apiVersion": api_version,
+                "metadata": {"resourceVersion": c.rv.to_string(), "creationTimestamp": null}}}),
+            );
+        }
+        if signal.closes != self.seen.closes && !self.done {
+            c.journal.push("ended a watch".into());
+            self.done = true;
+        }
+        self.seen = signal;
+        !self.pending.is_empty() || self.done
+    }
+
+    async fn next(mut self) -> Option<(Result<Bytes, std::io::Error>, Self)> {
+        loop {
+            if let Some(ev) = self.pending.pop_front() {
+                return Some((Ok(Bytes::from(format!("{ev}\n"))), self));
+            }
+            if self.done {
+                return None;
+            }
+            if self.look() {
+                continue;
+            }
+            tokio::select! {
+                changed = self.rx.changed() => if changed.is_err() { return None },
+                // "timeoutSeconds": the server ends the watch; the client resumes it.
+                _ = tokio::time::sleep_until(self.deadline) => {
+                    self.api.cluster.lock().unwrap().journal.push("a watch timed out".into());
+                    self.done = true;
+                }
+            }
         }
     }
+}
+
+async fn handle(
+    State(api): State<FakeApi>,
+    method: Method,
+    uri: Uri,
+    Query(query): Query<Vec<(String, String)>>,
+    body: Bytes,
+) -> Response {
+    let body: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+    let path = uri.path().to_string();
+    let raw_query = uri.query().unwrap_or("").to_string();
+    let param = |name: &str| {
+        query
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.clone())
+    };
+    {
+        let mut c = api.cluster.lock().unwrap();
+        c.requests.push(Seen {
+            method: method.to_string(),
+            path: format!("{path}?{raw_query}"),
+            body: body.clone(),
+        });
+        c.journal.push(format!("{method} {path}?{raw_query}"));
+    }
+    let jobs = format!("/apis/batch/v1/namespaces/{NS}/jobs");
+    let pods = format!("/api/v1/namespaces/{NS}/pods");
+    if path == "/version" {
+        return axum::Json(json!({"major": "1", "minor": "33", "gitVersion": "v1.33.1", "gitCommit": "abc", "gitTreeState": "clean",
+            "buildDate": TIME, "goVersion": "go1.24", "compiler": "gc", "platform": "linux/amd64"})).into_response();
+    }
+    let collection = if path == jobs {
+        Some(Resource::Jobs)
+    } else if path == pods {
+        Some(Resource::Pods)
+    } else {
+        None
+    };
+    if path == jobs && method == Method::POST {
+        let mut c = api.cluster.lock().unwrap();
+        if let Some(code) = c.create_errors.pop_front() {
+            return match code {
+                403 => status(403, "Forbidden", "jobs.batch is forbidden: User \"system:serviceaccount:coding-swarm:coding-swarm-engine\" cannot create resource \"jobs\" in API group \"batch\" in the namespace \"coding-swarm\"", json!({"group": "batch", "kind": "jobs"})),
+                429 => status(429, "TooManyRequests", "the server has received too many requests and has asked us to try again later", json!({"retryAfterSeconds": 1})),
+                _ => status(code, "InternalError", "an error on the server (\"etcdserver: request timed out\") has prevented the request from succeeding", json!({"causes": [{"message": "etcdserver: request timed out"}]})),
+            };
+        }
+        return match api.create_job(&mut c, &body) {
+            Ok(job) => (StatusCode::CREATED, axum::Json(job)).into_response(),
+            Err(refused) => *refused,
+        };
+    }
+    if let (Some(resource), &Method::GET) = (collection, &method) {
+        let selector = match parse_selector(&param("labelSelector").unwrap_or_default()) {
+            Ok(s) => s,
+            Err(e) => return status(400, "BadRequest", &e, Value::Null),
+        };
+        if let Some(f) = param("fieldSelector").filter(|f| !f.is_empty()) {
+            if !f.starts_with("metadata.name=") {
+                return status(
+                    400,
+                    "BadRequest",
+                    &format!("\"{f}\" is not a known field selector: only \"metadata.name\""),
+                    Value::Null,
+                );
+            }
+        }
+        let name_field = param("fieldSelector")
+            .and_then(|f| f.strip_prefix("metadata.name=").map(str::to_string));
+        let selected = |o: &Value| {
+            selects(&selector, o)
+                && name_field
+                    .as_deref()
+                    .is_none_or(|n| o["metadata"]["name"] == n)
+        };
+        let version: Option<u64> = param("resourceVersion")
+            .filter(|v| !v.is_empty())
+            .map(|v| v.parse().unwrap_or(0));
+        if matches!(param("watch").as_deref(), Some("true" | "1")) {
+            let rx = api.signal.subscribe();
+            let mut c = api.cluster.lock().unwrap();
+            // Signals are sent under the cluster lock: what this one says is covered below.
+            let seen = *rx.borrow();
+            let mut pending = VecDeque::new();
+            let cursor = match version {
+                // Unset or "0": "Get State and Start at Most Recent" / "Start at Any": synthetic
+                // ADDED events for what exists, then the changes after it.
+                None | Some(0) => {
+                    let current: Vec<&Value> = match resource {
+                        Resource::Jobs => c.jobs.values().collect(),
+                        Resource::Pods => c.pods.values().collect(),
+                    };
+                    pending.extend(
+                        current
+                            .into_iter()
+                            .filter(|o| selected(o))
+                            .map(|o| json!({"type": "ADDED", "object": o})),
+                    );
+                    c.rv
+                }
+                Some(from) => from,
+            };
+            let limit = Duration::from_secs(
+                param("timeoutSeconds")
+                    .and_then(|t| t.parse().ok())
+                    .unwrap_or(1800),
+            );
+            let limit = c.watch_limit.map_or(limit, |l| l.min(limit));
+            c.journal.push(format!("opened a watch from {cursor}"));
+            drop(c);
+            let mut state = Watching {
+                api: api.clone(),
+                resource,
+                selector: selector.clone(),
+                bookmarks: param("allowWatchBookmarks").as_deref() == Some("true"),
+                rx,
+                seen,
+                cursor,
+                deadline: tokio::time::Instant::now() + limit,
+                pending,
+                done: false,
+            };
+            // Events between the version asked for and now come first (or the 410).
+            state.look();
+            let stream = futures::stream::unfold(state, Watching::next);
+            return Response::builder()
+                .header("content-type", "application/json")
+                .body(Body::from_stream(stream))
+                .unwrap();
+        }
+        if resource == Resource::Jobs {
+            let mut open = api.lists_open.subscribe();
+            let _ = open.wait_for(|o| *o).await;
+        }
+        let mut c = api.cluster.lock().unwrap();
+        // "resourceVersionMatch=Exact" asks for the state at that version: gone once compacted.
+        if let (Some(v), Some("Exact")) = (version, param("resourceVersionMatch").as_deref()) {
+            if v < c.compacted {
+                let gone = expired(v, c.compacted);
+                return (StatusCode::GONE, axum::Json(gone)).into_response();
+            }
+        }
+        let items: Vec<Value> = match resource {
+            Resource::Jobs => c.jobs.values().filter(|o| selected(o)).cloned().collect(),
+            Resource::Pods => c.pods.values().filter(|o| selected(o)).cloned().collect(),
+        };
+        let names: Vec<&str> = items
+            .iter()
+            .filter_map(|i| i["metadata"]["name"].as_str())
+            .collect();
+        let entry = format!("answered LIST {path}: {}", names.join(","));
+        c.journal.push(entry);
+        let (api_version, kind) = resource.kind();
+        // The list's own resourceVersion is where a watch continues from. `limit` is not
+        // honoured: the API server may return everything at once (no `continue`).
+        return axum::Json(
+            json!({"apiVersion": api_version, "kind": format!("{kind}List"),
+            "metadata": {"resourceVersion": c.rv.to_string()}, "items": items}),
+        )
+        .into_response();
+    }
+    if let Some(name) = path.strip_prefix(&format!("{jobs}/")) {
+        let mut c = api.cluster.lock().unwrap();
+        return match method {
+            Method::GET => match c.jobs.get(name) {
+                Some(j) => axum::Json(j.clone()).into_response(),
+                None => not_found(Resource::Jobs, name),
+            },
+            Method::DELETE => {
+                let policy = body["propagationPolicy"]
+                    .as_str()
+                    .map(str::to_string)
+                    .or_else(|| param("propagationPolicy"));
+                match api.remove_job(&mut c, name, policy.as_deref()) {
+                    Some(j) => axum::Json(json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success",
+                        "details": {"name": name, "group": "batch", "kind": "jobs", "uid": j["metadata"]["uid"]}}))
+                    .into_response(),
+                    None => not_found(Resource::Jobs, name),
+                }
+            }
+            _ => status(
+                405,
+                "MethodNotAllowed",
+                "the server does not allow this method on the requested resource",
+                Value::Null,
+            ),
+        };
+    }
+    if let Some(rest) = path.strip_prefix(&format!("{pods}/")) {
+        let c = api.cluster.lock().unwrap();
+        let pod_name = rest.strip_suffix("/log").unwrap_or(rest);
+        let Some(pod) = c.pods.get(pod_name) else {
+            return not_found(Resource::Pods, pod_name);
+        };
+        if rest.ends_with("/log") {
+            let containers: Vec<&str> = pod["spec"]["containers"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|c| c["name"].as_str())
+                .collect();
+            match param("container") {
+                Some(name) if containers.contains(&name.as_str()) => {}
+                Some(name) => {
+                    return status(
+                        400,
+                        "BadRequest",
+                        &format!("container {name} is not valid for pod {pod_name}"),
+                        Value::Null,
+                    )
+                }
+                None if containers.len() == 1 => {}
+                None => {
+                    return status(400, "BadRequest", &format!("a container name must be specified for pod {pod_name}, choose one of: [{}]", containers.join(" ")), Value::Null)
+                }
+            }
+            let text = c.logs.get(pod_name).cloned().unwrap_or_default();
+            let text = match param("tailLines").and_then(|n| n.parse::<usize>().ok()) {
+                Some(n) => {
+                    let lines: Vec<&str> = text.split_inclusive('\n').collect();
+                    lines[lines.len().saturating_sub(n)..].concat()
+                }
+                None => text,
+            };
+            return ([("content-type", "text/plain")], text).into_response();
+        }
+        return axum::Json(pod.clone()).into_response();
+    }
+    status(
+        404,
+        "NotFound",
+        &format!("the server could not find the requested resource ({method} {path})"),
+        Value::Null,
+    )
 }
 
 /// The status of a Job that ran to completion.
@@ -179,151 +791,4 @@ pub fn pod_terminated(exit_code: i32, reason: &str, message: Option<&str>) -> Va
     json!({"phase": if exit_code == 0 { "Succeeded" } else { "Failed" }, "startTime": TIME,
         "containerStatuses": [{"name": "worker", "ready": false, "restartCount": 0, "started": false, "image": "coding-swarm-worker:test",
             "imageID": "sha256:0123", "containerID": "containerd://abc", "state": {"terminated": terminated}, "lastState": {}}]})
-}
-
-async fn handle(State(api): State<FakeApi>, method: Method, uri: Uri, body: Bytes) -> Response {
-    let body: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
-    let path = uri.path().to_string();
-    let query = uri.query().unwrap_or("").to_string();
-    api.cluster.lock().unwrap().requests.push((
-        method.to_string(),
-        format!("{path}?{query}"),
-        body.clone(),
-        Instant::now(),
-    ));
-    let jobs = format!("/apis/batch/v1/namespaces/{NS}/jobs");
-    let pods = format!("/api/v1/namespaces/{NS}/pods");
-    if path == "/version" {
-        return axum::Json(json!({"major": "1", "minor": "33", "gitVersion": "v1.33.1", "gitCommit": "abc", "gitTreeState": "clean",
-            "buildDate": TIME, "goVersion": "go1.24", "compiler": "gc", "platform": "linux/amd64"})).into_response();
-    }
-    if path == jobs && method == Method::POST {
-        let mut c = api.cluster.lock().unwrap();
-        if let Some(code) = c.create_errors.pop_front() {
-            return match code {
-                403 => status(403, "Forbidden", "jobs.batch is forbidden: User \"system:serviceaccount:coding-swarm:coding-swarm-engine\" cannot create resource \"jobs\" in API group \"batch\" in the namespace \"coding-swarm\""),
-                429 => status(429, "TooManyRequests", "the server has received too many requests and has asked us to try again later"),
-                _ => status(code, "InternalError", "an error on the server (\"etcdserver: request timed out\") has prevented the request from succeeding"),
-            };
-        }
-        let name = body["metadata"]["name"].as_str().unwrap_or("").to_string();
-        if c.jobs.contains_key(&name) {
-            return status(
-                409,
-                "AlreadyExists",
-                &format!("jobs.batch \"{name}\" already exists"),
-            );
-        }
-        let rv = FakeApi::bump(&mut c);
-        let mut job = body.clone();
-        job["metadata"]["uid"] = json!(format!("uid-{name}"));
-        job["metadata"]["resourceVersion"] = json!(rv);
-        job["metadata"]["creationTimestamp"] = json!(TIME);
-        job["status"] = json!({"active": 1, "startTime": TIME, "ready": 0, "terminating": 0, "uncountedTerminatedPods": {}});
-        c.jobs.insert(name, job.clone());
-        drop(c);
-        let _ = api
-            .events
-            .send(json!({"type": "ADDED", "object": job.clone()}));
-        return (StatusCode::CREATED, axum::Json(job)).into_response();
-    }
-    if path == jobs && method == Method::GET {
-        if query.contains("watch=true") || query.contains("watch=1") {
-            let from: u64 = query
-                .split('&')
-                .find_map(|kv| kv.strip_prefix("resourceVersion="))
-                .and_then(|v| v.parse().ok())
-                .unwrap_or(0);
-            // Subscribe, then replay what happened since `from`; live events already replayed
-            // are skipped by their version.
-            let (rx, replay, last) = {
-                let c = api.cluster.lock().unwrap();
-                let rx = api.events.subscribe();
-                let replay: Vec<Value> = c
-                    .history
-                    .iter()
-                    .filter(|(rv, _)| *rv > from)
-                    .map(|(_, e)| e.clone())
-                    .collect();
-                (rx, replay, c.rv)
-            };
-            let replayed = futures::stream::iter(
-                replay
-                    .into_iter()
-                    .map(|ev| Ok::<_, std::io::Error>(Bytes::from(format!("{ev}\n")))),
-            );
-            let live = futures::stream::unfold(rx, move |mut rx| async move {
-                loop {
-                    match rx.recv().await {
-                        Ok(ev) => {
-                            let rv: u64 = ev["object"]["metadata"]["resourceVersion"]
-                                .as_str()
-                                .and_then(|v| v.parse().ok())
-                                .unwrap_or(u64::MAX);
-                            if rv <= last {
-                                continue;
-                            }
-                            return Some((
-                                Ok::<_, std::io::Error>(Bytes::from(format!("{ev}\n"))),
-                                rx,
-                            ));
-                        }
-                        Err(_) => return None,
-                    }
-                }
-            });
-            let stream = futures::StreamExt::chain(replayed, live);
-            return Response::builder()
-                .header("content-type", "application/json")
-                .body(Body::from_stream(stream))
-                .unwrap();
-        }
-        let c = api.cluster.lock().unwrap();
-        let items: Vec<Value> = c.jobs.values().cloned().collect();
-        return axum::Json(json!({"apiVersion": "batch/v1", "kind": "JobList", "metadata": {"resourceVersion": c.rv.to_string()}, "items": items})).into_response();
-    }
-    if let Some(name) = path.strip_prefix(&format!("{jobs}/")) {
-        let mut c = api.cluster.lock().unwrap();
-        return match method {
-            Method::GET => match c.jobs.get(name) {
-                Some(j) => axum::Json(j.clone()).into_response(),
-                None => status(404, "NotFound", &format!("jobs.batch \"{name}\" not found")),
-            },
-            Method::DELETE => match c.jobs.remove(name) {
-                Some(j) => {
-                    drop(c);
-                    let _ = api
-                        .events
-                        .send(json!({"type": "DELETED", "object": j.clone()}));
-                    axum::Json(json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "details": {"name": name, "group": "batch", "kind": "jobs", "uid": format!("uid-{name}")}})).into_response()
-                }
-                None => status(404, "NotFound", &format!("jobs.batch \"{name}\" not found")),
-            },
-            _ => status(405, "MethodNotAllowed", "method not allowed"),
-        };
-    }
-    if path == pods && method == Method::GET {
-        let c = api.cluster.lock().unwrap();
-        let job = query
-            .split('&')
-            .find_map(|kv| kv.strip_prefix("labelSelector="))
-            .map(|s| s.replace("%3D", "=").replace("job-name=", ""))
-            .unwrap_or_default();
-        let items = c.pods.get(&job).cloned().unwrap_or_default();
-        return axum::Json(json!({"apiVersion": "v1", "kind": "PodList", "metadata": {"resourceVersion": c.rv.to_string()}, "items": items})).into_response();
-    }
-    if let Some(rest) = path.strip_prefix(&format!("{pods}/")) {
-        if let Some(pod) = rest.strip_suffix("/log") {
-            let c = api.cluster.lock().unwrap();
-            return match c.logs.get(pod) {
-                Some(text) => ([("content-type", "text/plain")], text.clone()).into_response(),
-                None => status(404, "NotFound", &format!("pods \"{pod}\" not found")),
-            };
-        }
-    }
-    status(
-        404,
-        "NotFound",
-        &format!("the server could not find the requested resource ({method} {path})"),
-    )
 }

@@ -22,6 +22,7 @@ mod github;
 mod green;
 mod kube;
 mod kubeapi;
+mod kubewatch;
 mod layers;
 mod model;
 mod ops;

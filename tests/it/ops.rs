@@ -1,7 +1,7 @@
 //! Operating the engine: one leader at a time (on both databases), and the HTTP endpoints for
 //! health, readiness and metrics of a running `swarm up`.
 
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use coding_swarm::engine::leader;
@@ -83,12 +83,13 @@ async fn health_readiness_and_metrics_of_a_running_engine() {
     std::fs::write(
         dir.path().join("swarm.toml"),
         format!(
-            "data_dir = \"d\"\ndefault_agent = \"sh\"\n[http]\nlisten = \"127.0.0.1:{port}\"\n[agents.sh]\ncommand = [\"sh\", \"-c\", \"echo ok\"]\n[[projects]]\nname = \"proj\"\nrepo = {:?}\n",
-            repo.url()
+            "data_dir = \"d\"\ndefault_agent = \"sh\"\n[http]\nlisten = \"127.0.0.1:{port}\"\n[agents.sh]\ncommand = [\"sh\", \"-c\", \"echo ok\"]\n[[projects]]\nname = \"proj\"\nrepo = {:?}\n[[projects]]\nname = \"broken\"\nrepo = {:?}\n",
+            repo.url(),
+            dir.path().join("no-such-repository.git").display().to_string()
         ),
     )
     .unwrap();
-    let mut engine = Command::new(env!("CARGO_BIN_EXE_swarm"))
+    let mut engine = crate::support::command(env!("CARGO_BIN_EXE_swarm"))
         .args(["up", "--config", "swarm.toml"])
         .current_dir(dir.path())
         .stdout(Stdio::null())
@@ -97,15 +98,27 @@ async fn health_readiness_and_metrics_of_a_running_engine() {
         .unwrap();
     let base = format!("http://127.0.0.1:{port}");
     let start = Instant::now();
+    // A project whose repository does not exist fails every sync pass; the other syncs.
+    let failed_syncs = |body: &str, project: &str| {
+        body.lines()
+            .find_map(|l| {
+                l.strip_prefix(&format!(
+                    "swarm_sync_errors_total{{project=\"{project}\"}} "
+                ))
+            })
+            .and_then(|n| n.trim().parse::<f64>().ok())
+    };
     let metrics = loop {
         if let Some((200, body)) = get(&format!("{base}/metrics")).await {
-            if body.contains("swarm_tasks{status=\"completed\"} 1") {
+            if body.contains("swarm_tasks{status=\"completed\"} 1")
+                && failed_syncs(&body, "broken").is_some()
+            {
                 break body;
             }
         }
         assert!(
             start.elapsed() < Duration::from_secs(30),
-            "metrics never showed the completed task"
+            "metrics never showed the completed task and the failed sync"
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     };
@@ -119,9 +132,10 @@ async fn health_readiness_and_metrics_of_a_running_engine() {
         "{metrics}"
     );
     assert!(
-        metrics.contains("swarm_sync_errors_total") || !metrics.contains("sync_errors_total{"),
+        failed_syncs(&metrics, "broken").unwrap() >= 1.0,
         "{metrics}"
     );
+    assert_eq!(failed_syncs(&metrics, "proj"), None, "{metrics}");
     assert_eq!(get(&format!("{base}/healthz")).await.unwrap().0, 200);
     // Without a token the dashboard answers only to this machine's names (no DNS rebinding).
     assert_eq!(get(&format!("{base}/api/projects")).await.unwrap().0, 200);

@@ -1,5 +1,5 @@
 //! Test fixtures: throwaway databases on both backends, bare git repositories built commit by
-//! commit, and configs pointing at them.
+//! commit, configs pointing at them, and child processes with an explicit environment.
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
@@ -15,6 +15,34 @@ use coding_swarm::spec::{parse_task, task_path, TaskKey};
 use coding_swarm::store::{Store, SyncScope};
 use git2::{Oid, Repository};
 use sqlx::Connection;
+
+/// What a child process of the tests takes from the test process's environment. Everything
+/// else it needs is given explicitly (`Command::env`): the tests run in parallel threads of one
+/// process, so nothing may reach a child through the process's environment, and nothing of the
+/// environment the tests run in (a developer's `GITHUB_TOKEN`, say) reaches the product.
+const INHERITED: &[&str] = &[
+    "PATH",
+    "HOME",
+    "TMPDIR",
+    "LANG",
+    "LC_ALL",
+    "USER",
+    "LOGNAME",
+    "RUST_BACKTRACE",
+    "LLVM_PROFILE_FILE",
+];
+
+/// `Command::new(program)` with a cleared environment but for [`INHERITED`].
+pub fn command(program: impl AsRef<std::ffi::OsStr>) -> Command {
+    let mut cmd = Command::new(program);
+    cmd.env_clear();
+    for name in INHERITED {
+        if let Some(value) = std::env::var_os(name) {
+            cmd.env(name, value);
+        }
+    }
+    cmd
+}
 
 pub fn pg_admin_url() -> String {
     std::env::var("SWARM_TEST_PG")
@@ -385,7 +413,7 @@ pub fn agent_script(runlog: &Path, pause: &str) -> String {
 
 /// Starts `swarm up --config CONFIG [--once]` as a process, its output appended to `log`.
 pub fn start_engine(config: &Path, log: &Path, once: bool) -> Child {
-    let mut cmd = Command::new(SWARM);
+    let mut cmd = command(SWARM);
     cmd.arg("up").arg("--config").arg(config);
     if once {
         cmd.arg("--once");

@@ -14,7 +14,7 @@ fn write(root: &Path, path: &str, content: &str) {
 
 #[test]
 fn validate_prints_path_line_column_per_problem() {
-    let ok = Command::new(SWARM)
+    let ok = crate::support::command(SWARM)
         .arg("validate")
         .arg(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("examples/repo-layout"))
         .output()
@@ -47,7 +47,7 @@ fn validate_prints_path_line_column_per_problem() {
         ".ai/status/good.yaml",
         "key: good\nstatus: done\n",
     );
-    let out = Command::new(SWARM)
+    let out = crate::support::command(SWARM)
         .arg("validate")
         .arg(dir.path())
         .output()

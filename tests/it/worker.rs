@@ -3,7 +3,6 @@
 
 use std::collections::BTreeMap;
 use std::path::Path;
-use std::process::Command;
 
 use coding_swarm::config::AgentProfile;
 use coding_swarm::job::JobSpec;
@@ -39,7 +38,7 @@ fn task(repo: &TestRepo, branch: &str, script: &str) -> JobSpec {
 
 fn run_worker(dir: &Path, task: &JobSpec) -> RunResult {
     std::fs::write(dir.join("task.json"), serde_json::to_vec(task).unwrap()).unwrap();
-    let status = Command::new(SWARM)
+    let status = crate::support::command(SWARM)
         .args(["worker", "--run-dir"])
         .arg(dir)
         .env("SWARM_GIT_TOKEN", "token-for-the-worker-only")
@@ -142,10 +141,15 @@ fn nothing_changed_a_failing_agent_a_missing_command_and_the_default_branch() {
         result.error.as_deref().unwrap().contains("tests failed"),
         "{result:?}"
     );
-    assert!(
-        result.changed,
-        "a failed attempt's work is kept on its branch"
+    // A failed attempt's work is kept on its branch, on the remote.
+    assert_eq!(
+        repo.read("swarm/fail", "part.txt").as_deref(),
+        Some("partial\n"),
+        "{result:?}"
     );
+    let head = repo.repo.refname_to_id("refs/heads/swarm/fail").unwrap();
+    assert_eq!(result.commit_sha, Some(head.to_string()));
+    assert!(result.changed);
 
     let dir = tempfile::tempdir().unwrap();
     let mut missing = task(&repo, "swarm/x", "");
@@ -160,6 +164,11 @@ fn nothing_changed_a_failing_agent_a_missing_command_and_the_default_branch() {
     let dir = tempfile::tempdir().unwrap();
     let result = run_worker(dir.path(), &task(&repo, "main", "echo direct >> README.md"));
     assert!(result.success && result.changed, "{result:?}");
+    assert_eq!(
+        result.commit_sha,
+        repo.head().map(|h| h.to_string()),
+        "main's head on the remote is the run's commit"
+    );
     assert_eq!(
         repo.read("main", "README.md").as_deref(),
         Some("hello\ndirect\n")

@@ -1,0 +1,195 @@
+//! What the fake API server checks, as the real one does: the validation of a Job (names,
+//! labels, containers, restart policy) and label selectors. Pure.
+
+use serde_json::Value;
+
+/// DNS-1123 subdomain: what `metadata.name` of a Job must be
+/// (<https://kubernetes.io/docs/concepts/overview/working-with-objects/names/>).
+fn dns_subdomain(name: &str) -> bool {
+    name.len() <= 253
+        && name.split('.').all(|part| {
+            !part.is_empty()
+                && part
+                    .bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+                && !part.starts_with('-')
+                && !part.ends_with('-')
+        })
+}
+
+/// A label value: at most 63 characters, alphanumeric at both ends, `-_.` inside
+/// (<https://kubernetes.io/docs/concepts/overview/working-with-objects/labels/#syntax-and-character-set>).
+fn label_value_ok(v: &str) -> bool {
+    v.is_empty()
+        || (v.len() <= 63
+            && v.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+            && v.as_bytes()[0].is_ascii_alphanumeric()
+            && v.as_bytes()[v.len() - 1].is_ascii_alphanumeric())
+}
+
+/// A label key: an optional DNS-subdomain prefix and a name of at most 63 characters.
+fn label_key_ok(k: &str) -> bool {
+    let (prefix, name) = match k.rsplit_once('/') {
+        Some((p, n)) => (Some(p), n),
+        None => (None, k),
+    };
+    prefix.is_none_or(dns_subdomain) && !name.is_empty() && label_value_ok(name)
+}
+
+/// What the API server's validation says about a Job: (field, cause reason, message) for each
+/// problem.
+pub fn validate_job(job: &Value) -> Vec<(String, &'static str, String)> {
+    let mut problems = Vec::new();
+    let name = job["metadata"]["name"].as_str().unwrap_or("");
+    if name.is_empty() {
+        problems.push((
+            "metadata.name".into(),
+            "FieldValueRequired",
+            "Required value: name or generateName is required".into(),
+        ));
+    } else if !dns_subdomain(name) {
+        problems.push(("metadata.name".into(), "FieldValueInvalid", format!("Invalid value: \"{name}\": a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters, '-' or '.', and must start and end with an alphanumeric character (e.g. 'example.com', regex used for validation is '[a-z0-9]([-a-z0-9]*[a-z0-9])?(\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*')")));
+    } else if name.len() > 63 {
+        // The Job's name becomes the `job-name` label of its pods, and a label value has at
+        // most 63 characters.
+        problems.push((
+            "metadata.name".into(),
+            "FieldValueInvalid",
+            format!("Invalid value: \"{name}\": must be no more than 63 characters"),
+        ));
+    }
+    for (at, labels) in [
+        ("metadata.labels", &job["metadata"]["labels"]),
+        (
+            "spec.template.metadata.labels",
+            &job["spec"]["template"]["metadata"]["labels"],
+        ),
+    ] {
+        for (k, v) in labels.as_object().into_iter().flatten() {
+            let v = v.as_str().unwrap_or("");
+            if !label_key_ok(k) {
+                problems.push((
+                    at.into(),
+                    "FieldValueInvalid",
+                    format!("Invalid value: \"{k}\": name part must consist of alphanumeric characters, '-', '_' or '.'"),
+                ));
+            }
+            if !label_value_ok(v) {
+                problems.push((at.into(), "FieldValueInvalid", format!("Invalid value: \"{v}\": a valid label must be an empty string or consist of alphanumeric characters, '-', '_' or '.', and must start and end with an alphanumeric character, and at most 63 characters")));
+            }
+        }
+    }
+    let pod = &job["spec"]["template"]["spec"];
+    match pod["containers"].as_array() {
+        Some(cs) if !cs.is_empty() => {
+            for (i, c) in cs.iter().enumerate() {
+                if c["name"].as_str().is_none_or(str::is_empty) {
+                    problems.push((
+                        format!("spec.template.spec.containers[{i}].name"),
+                        "FieldValueRequired",
+                        "Required value".into(),
+                    ));
+                }
+                if c["image"].as_str().is_none_or(str::is_empty) {
+                    problems.push((
+                        format!("spec.template.spec.containers[{i}].image"),
+                        "FieldValueRequired",
+                        "Required value".into(),
+                    ));
+                }
+            }
+        }
+        _ => problems.push((
+            "spec.template.spec.containers".into(),
+            "FieldValueRequired",
+            "Required value".into(),
+        )),
+    }
+    if !matches!(pod["restartPolicy"].as_str(), Some("Never" | "OnFailure")) {
+        problems.push((
+            "spec.template.spec.restartPolicy".into(),
+            "FieldValueRequired",
+            "Required value: valid values: \"OnFailure\", \"Never\"".into(),
+        ));
+    }
+    problems
+}
+
+/// One requirement of a label selector (equality-based `=`, `==`, `!=` and set-based `in`,
+/// `notin`, `key`, `!key`:
+/// <https://kubernetes.io/docs/concepts/overview/working-with-objects/labels/#label-selectors>).
+#[derive(Debug, Clone)]
+pub enum Requirement {
+    Eq(String, String),
+    Ne(String, String),
+    In(String, Vec<String>),
+    NotIn(String, Vec<String>),
+    Exists(String),
+    NotExists(String),
+}
+
+/// Parses a label selector; an error is what the API server answers 400 with.
+pub fn parse_selector(s: &str) -> Result<Vec<Requirement>, String> {
+    // Split on the commas between requirements, not those inside `in (a,b)`.
+    let mut terms = Vec::new();
+    let (mut depth, mut start) = (0, 0);
+    for (i, ch) in s.char_indices() {
+        match ch {
+            '(' => depth += 1,
+            ')' => depth -= 1,
+            ',' if depth == 0 => {
+                terms.push(&s[start..i]);
+                start = i + 1;
+            }
+            _ => {}
+        }
+    }
+    terms.push(&s[start..]);
+    let mut out = Vec::new();
+    for term in terms.into_iter().map(str::trim).filter(|t| !t.is_empty()) {
+        let bad = || format!("unable to parse requirement: found '{term}'");
+        let set = |rest: &str| -> Result<Vec<String>, String> {
+            let inner = rest
+                .trim()
+                .strip_prefix('(')
+                .and_then(|r| r.strip_suffix(')'))
+                .ok_or_else(bad)?;
+            Ok(inner.split(',').map(|v| v.trim().to_string()).collect())
+        };
+        let req = if let Some(k) = term.strip_prefix('!') {
+            Requirement::NotExists(k.trim().to_string())
+        } else if let Some((k, rest)) = term.split_once(" notin ") {
+            Requirement::NotIn(k.trim().to_string(), set(rest)?)
+        } else if let Some((k, rest)) = term.split_once(" in ") {
+            Requirement::In(k.trim().to_string(), set(rest)?)
+        } else if let Some((k, v)) = term.split_once("!=") {
+            Requirement::Ne(k.trim().to_string(), v.trim().to_string())
+        } else if let Some((k, v)) = term.split_once("==") {
+            Requirement::Eq(k.trim().to_string(), v.trim().to_string())
+        } else if let Some((k, v)) = term.split_once('=') {
+            Requirement::Eq(k.trim().to_string(), v.trim().to_string())
+        } else if term.contains([' ', '(', ')']) {
+            return Err(bad());
+        } else {
+            Requirement::Exists(term.to_string())
+        };
+        out.push(req);
+    }
+    Ok(out)
+}
+
+/// Whether an object's labels satisfy every requirement. `!=` and `notin` also match objects
+/// without the key, as in Kubernetes.
+pub fn selects(selector: &[Requirement], object: &Value) -> bool {
+    let labels = &object["metadata"]["labels"];
+    let get = |k: &str| labels.get(k).and_then(Value::as_str);
+    selector.iter().all(|r| match r {
+        Requirement::Eq(k, v) => get(k) == Some(v),
+        Requirement::Ne(k, v) => get(k) != Some(v),
+        Requirement::In(k, vs) => get(k).is_some_and(|x| vs.iter().any(|v| v == x)),
+        Requirement::NotIn(k, vs) => get(k).is_none_or(|x| vs.iter().all(|v| v != x)),
+        Requirement::Exists(k) => get(k).is_some(),
+        Requirement::NotExists(k) => get(k).is_none(),
+    })
+}
