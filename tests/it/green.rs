@@ -542,7 +542,10 @@ async fn a_managers_invalid_task_file_fails_its_run_and_is_fed_back() {
     db.drop_db().await;
 }
 
-crate::on_both_backends!(results_arriving_while_an_activation_waits_are_coalesced);
+crate::on_both_backends!(
+    results_arriving_while_an_activation_waits_are_coalesced,
+    two_activations_in_the_same_millisecond_get_two_keys
+);
 
 /// Hands `item` to the manager of `project` (default branch main), as the engine does.
 async fn activate(
@@ -730,5 +733,58 @@ async fn a_persons_plan_edit_activates_the_manager_and_its_own_do_not() {
     assert_eq!(activations().await.len(), 1);
     stop.send(true).unwrap();
     handle.await.unwrap().unwrap();
+    db.drop_db().await;
+}
+
+
+/// The engine names an activation after the millisecond it is made in: a second one made in
+/// the same millisecond (the first already claimed) gets a key of its own.
+async fn two_activations_in_the_same_millisecond_get_two_keys(backend: Backend) {
+    use coding_swarm::model::transition;
+    let db = TestDb::new(backend).await;
+    let s = &db.store;
+    let item = |k: &str| ActivationItem::ManagerFailed {
+        key: k.into(),
+        error: "x".into(),
+    };
+    let now = Utc::now();
+    let make = |k: &'static str| {
+        s.activate("p", "project-mgr-p", now, move |pending, last| {
+            transition::activate(
+                pending,
+                last,
+                "p",
+                "project-mgr-p",
+                Some("e"),
+                "main",
+                item(k),
+                now,
+            )
+        })
+    };
+    let (first, created) = make("a").await.unwrap();
+    assert!(created);
+    let limits = coding_swarm::model::ClaimLimits {
+        max_running: 5,
+        max_running_per_project: 5,
+        per_project_overrides: HashMap::new(),
+        batch: 5,
+        paused_agents: Default::default(),
+        default_agent: "claude".into(),
+    };
+    assert_eq!(
+        crate::support::claim(s, &limits, now).await.len(),
+        1,
+        "the first runs"
+    );
+    let (second, created) = make("b")
+        .await
+        .expect("a second activation in the same millisecond");
+    assert!(created && second != first, "{first} {second}");
+    assert_eq!(second, format!("{first}-2"));
+    assert_eq!(
+        s.task("p", &second).await.unwrap().unwrap().context.len(),
+        1
+    );
     db.drop_db().await;
 }
