@@ -9,8 +9,9 @@ use chrono::Utc;
 
 use crate::config::{Config, ProjectConfig};
 use crate::gitops::{self, cache_path, GitAuth, GitError};
+use crate::model::status_of;
 use crate::model::{transition, TaskRow};
-use crate::spec::{status_path, StatusSpec, TaskKey, TaskState};
+use crate::spec::{render_status, status_path, TaskKey, TaskState};
 use crate::store::{Store, StoreError};
 
 #[derive(Debug, thiserror::Error)]
@@ -39,34 +40,8 @@ pub enum ReportError {
 
 const PUSH_TRIES: usize = 8;
 
-/// The status file of a completed task.
-pub fn status_of(row: &TaskRow) -> StatusSpec {
-    let result = row.result().cloned();
-    StatusSpec {
-        key: TaskKey::new(&row.key)
-            .unwrap_or_else(|_| TaskKey::new("invalid").expect("literal key")),
-        addressee: crate::spec::Addressee::new(&row.addressee)
-            .unwrap_or_else(|_| crate::spec::Addressee::new("unknown").expect("literal")),
-        status: row.state(),
-        generation: row.generation.max(0) as u32,
-        attempts: row.attempts.max(0) as u32,
-        spec_hash: row.spec_hash.clone(),
-        source_commit: row.source_commit.clone(),
-        completed_at: row.completed_at,
-        duration_seconds: result.as_ref().and_then(|r| r.duration_seconds()),
-        result,
-    }
-}
-
-/// Renders a status file.
-pub fn render_status(status: &StatusSpec) -> Vec<u8> {
-    let body =
-        serde_saphyr::to_string(status).unwrap_or_else(|e| format!("# cannot render: {e}\n"));
-    format!("# Written by coding-swarm. Do not edit: the engine overwrites this file.\n{body}")
-        .into_bytes()
-}
-
-/// Commits the status files of every completed, unreported task of `project`. Returns how many.
+/// Commits the status files `project` owes: of every completed task not reported yet, and
+/// those kept for a generation a task left before its file was committed. Returns how many.
 pub async fn report_project(
     store: &Store,
     config: &Config,
@@ -74,20 +49,30 @@ pub async fn report_project(
     auth: &GitAuth,
 ) -> Result<usize, ReportError> {
     let name = project.name.clone();
+    let store_err = |source| ReportError::Store {
+        project: name.clone(),
+        source,
+    };
     let rows: Vec<TaskRow> = store
         .report_due(&project.name)
         .await
-        .map_err(|source| ReportError::Store {
-            project: name.clone(),
-            source,
-        })?
+        .map_err(store_err)?
         .into_iter()
         .filter(|r| r.state() == TaskState::Completed)
         .collect();
-    if rows.is_empty() {
+    let owed = store
+        .owed_status_files(&project.name)
+        .await
+        .map_err(store_err)?;
+    // A task's current file is newer than one kept for a generation it left.
+    let owed: Vec<_> = owed
+        .into_iter()
+        .filter(|o| !rows.iter().any(|r| r.key == o.key))
+        .collect();
+    if rows.is_empty() && owed.is_empty() {
         return Ok(0);
     }
-    let files: Vec<(String, Vec<u8>)> = rows
+    let mut files: Vec<(String, Vec<u8>)> = rows
         .iter()
         .filter_map(|r| {
             TaskKey::new(&r.key)
@@ -95,10 +80,15 @@ pub async fn report_project(
                 .map(|k| (status_path(&k), render_status(&status_of(r))))
         })
         .collect();
+    files.extend(owed.iter().filter_map(|o| {
+        TaskKey::new(&o.key)
+            .ok()
+            .map(|k| (status_path(&k), o.body.clone().into_bytes()))
+    }));
+    let count = files.len();
     let mut message = format!(
-        "swarm: status of {} task{}\n\n",
-        rows.len(),
-        if rows.len() == 1 { "" } else { "s" }
+        "swarm: status of {count} task{}\n\n",
+        if count == 1 { "" } else { "s" }
     );
     for r in &rows {
         let outcome = match r.result() {
@@ -110,6 +100,12 @@ pub async fn report_project(
             None => "completed".into(),
         };
         message.push_str(&format!("- {}: {outcome}\n", r.key));
+    }
+    for o in &owed {
+        message.push_str(&format!(
+            "- {}: generation {} (it runs again since)\n",
+            o.key, o.generation
+        ));
     }
     message.push_str("\nSwarm-Status: true\n");
     let cache = cache_path(&config.data_dir, &project.name);
@@ -130,7 +126,7 @@ pub async fn report_project(
         project: name.clone(),
     })??;
     // The tasks are marked reported unless they moved on meanwhile (the model decides on
-    // each row as it is now).
+    // each row as it is now); the kept files are forgotten unless a newer one replaced them.
     let generations: HashMap<i64, i32> = rows.iter().map(|r| (r.id, r.generation)).collect();
     let ids: Vec<i64> = generations.keys().copied().collect();
     store
@@ -139,12 +135,13 @@ pub async fn report_project(
             (transition::reported(row, generation, &commit), ())
         })
         .await
-        .map(|_| ())
-        .map_err(|source| ReportError::Store {
-            project: name,
-            source,
-        })?;
-    Ok(rows.len())
+        .map_err(store_err)?;
+    let written: Vec<(String, i32)> = owed.iter().map(|o| (o.key.clone(), o.generation)).collect();
+    store
+        .forget_status_files(&project.name, &written)
+        .await
+        .map_err(store_err)?;
+    Ok(count)
 }
 
 #[allow(clippy::too_many_arguments)]

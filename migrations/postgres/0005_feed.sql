@@ -11,3 +11,9 @@ CREATE INDEX task_events_at ON task_events (at);
 
 ALTER TABLE github_outbox ADD CONSTRAINT github_outbox_kind
     CHECK (kind IN ('comment', 'status', 'reply', 'draft_pr'));
+
+-- Events written before this migration belong to the task of their key, if it still exists.
+ALTER TABLE task_events DISABLE TRIGGER task_events_append_only;
+UPDATE task_events e SET task_id = t.id FROM tasks t
+    WHERE e.task_id IS NULL AND t.project = e.project AND t.key = e.key;
+ALTER TABLE task_events ENABLE TRIGGER task_events_append_only;

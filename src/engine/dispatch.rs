@@ -243,7 +243,7 @@ impl<R: Runtime> Engine<R> {
     /// Whether the event log says this run was started (so it must be adopted, not restarted).
     async fn launched_before(&self, row: &TaskRow, name: &str) -> bool {
         self.store
-            .has_event(&row.project, &row.key, EventKind::Launched, name)
+            .has_event(row.id, EventKind::Launched, name)
             .await
             .unwrap_or(true)
     }

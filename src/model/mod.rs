@@ -19,7 +19,7 @@ pub use outcome::{decide, Outcome, RetryPolicy, MAX_REQUEUES};
 pub use plan::{plan_sync, FileChange, SyncPlan};
 pub use role::{Role, MANAGER_TRAILER};
 pub use task::{
-    describe_state, effective_branch, BadColumn, ClaimLimits, Counts, NewTask, Origin, RunningRun,
-    TaskRow,
+    describe_state, effective_branch, status_of, BadColumn, ClaimLimits, Counts, NewTask, Origin,
+    RunningRun, TaskRow,
 };
 pub use transition::{Change, Refused, StopOutcome};

@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 
 use super::green::ActivationItem;
 use super::role::Role;
-use crate::spec::{ErrorClass, RunResult, TaskKey, TaskSpec, TaskState};
+use crate::spec::{Addressee, ErrorClass, RunResult, StatusSpec, TaskKey, TaskSpec, TaskState};
 
 /// Where a task comes from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -67,6 +67,9 @@ pub fn status_from_column(value: String) -> Result<TaskState, BadColumn> {
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct TaskRow {
     pub id: i64,
+    /// This incarnation's identity (random, given by the store): a task file deleted and added
+    /// again is a new incarnation, which never adopts or reads anything of an earlier one.
+    pub incarnation: String,
     pub project: String,
     pub key: String,
     pub origin: Origin,
@@ -120,7 +123,13 @@ impl TaskRow {
 
     /// The run name of the current attempt.
     pub fn run_name(&self) -> String {
-        super::names::run_name(&self.project, &self.key, self.generation, self.attempts)
+        super::names::run_name(
+            &self.project,
+            &self.key,
+            &self.incarnation,
+            self.generation,
+            self.attempts,
+        )
     }
 }
 
@@ -177,6 +186,7 @@ impl NewTask {
     ) -> TaskRow {
         TaskRow {
             id: 0,
+            incarnation: String::new(),
             project: project.to_string(),
             key: self.key,
             origin,
@@ -218,6 +228,7 @@ impl NewTask {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RunningRun {
     pub id: i64,
+    pub incarnation: String,
     pub project: String,
     pub key: String,
     pub generation: i32,
@@ -227,7 +238,13 @@ pub struct RunningRun {
 
 impl RunningRun {
     pub fn run_name(&self) -> String {
-        super::names::run_name(&self.project, &self.key, self.generation, self.attempts)
+        super::names::run_name(
+            &self.project,
+            &self.key,
+            &self.incarnation,
+            self.generation,
+            self.attempts,
+        )
     }
 }
 
@@ -292,6 +309,23 @@ impl ClaimLimits {
             }
         }
         chosen
+    }
+}
+
+/// The status file of `row` as it is now.
+pub fn status_of(row: &TaskRow) -> StatusSpec {
+    let result = row.result.clone();
+    StatusSpec {
+        key: TaskKey::from_checked(row.key.clone()),
+        addressee: Addressee::from_checked(row.addressee.clone()),
+        status: row.status,
+        generation: row.generation.max(0) as u32,
+        attempts: row.attempts.max(0) as u32,
+        spec_hash: row.spec_hash.clone(),
+        source_commit: row.source_commit.clone(),
+        completed_at: row.completed_at,
+        duration_seconds: result.as_ref().and_then(RunResult::duration_seconds),
+        result,
     }
 }
 

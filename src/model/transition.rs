@@ -23,9 +23,9 @@ use chrono::{DateTime, Utc};
 use super::event::{EventKind, NewEvent};
 use super::green::{activation_spec, ActivationItem};
 use super::outcome::Outcome;
-use super::task::{NewTask, Origin, TaskRow};
+use super::task::{status_of, NewTask, Origin, TaskRow};
 use crate::display::short;
-use crate::spec::{ErrorClass, RunResult, TaskKey, TaskState};
+use crate::spec::{ErrorClass, RunResult, StatusSpec, TaskKey, TaskState};
 
 /// What a transition decided for one task.
 #[derive(Debug, Clone, PartialEq)]
@@ -35,10 +35,13 @@ pub enum Change {
     /// A new task; the store gives it its id (and fills in its events' `task_id`).
     Insert { row: TaskRow, events: Vec<NewEvent> },
     /// The task's new state; `spec` when the columns that come from its file changed too.
+    /// `owed`: the status file of the generation the task just left, not committed yet: it is
+    /// still written.
     Update {
         row: TaskRow,
         spec: bool,
         events: Vec<NewEvent>,
+        owed: Option<StatusSpec>,
     },
     /// The task goes away; its events stay.
     Delete { id: i64, events: Vec<NewEvent> },
@@ -72,6 +75,7 @@ impl Change {
             row,
             spec: false,
             events: vec![event],
+            owed: None,
         }
     }
 }
@@ -156,7 +160,14 @@ pub fn spec_changed(row: &TaskRow, task: &NewTask, commit: &str, now: DateTime<U
         row: new,
         spec: true,
         events: vec![event],
+        owed: owed_by(row),
     }
+}
+
+/// The status file `row` owes, if its current generation completed and was not reported yet:
+/// a task that starts its next generation now still owes it.
+fn owed_by(row: &TaskRow) -> Option<StatusSpec> {
+    (row.report_due && row.status == TaskState::Completed).then(|| status_of(row))
 }
 
 /// The task file of `row` was deleted in `commit`: a running task is stopped (and goes away
@@ -321,7 +332,13 @@ pub fn retry(row: &TaskRow, who: &str, now: DateTime<Utc>) -> Result<(Change, i3
     new.cancel_requested = false;
     let generation = new.generation;
     let event = NewEvent::of(&new, EventKind::Retry, format!("retry requested by {who}"));
-    Ok((Change::update(new, event), generation))
+    let change = Change::Update {
+        row: new,
+        spec: false,
+        events: vec![event],
+        owed: owed_by(row),
+    };
+    Ok((change, generation))
 }
 
 /// A person changes a pending task's priority (until its file next changes).

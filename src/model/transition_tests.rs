@@ -110,11 +110,13 @@ fn a_changed_file_replaces_pending_queues_running_and_reruns_completed() {
             row: r,
             spec,
             events,
+            owed,
         } = &c
         else {
             panic!("{before:?}: {c:?}")
         };
         assert!(spec, "{before:?}: the spec columns are written");
+        assert_eq!(*owed, None, "{before:?}: nothing was left unreported");
         assert_eq!(
             (r.status, r.generation, r.addressee.as_str(), events[0].kind),
             (after, generation, addressee, kind),
@@ -552,4 +554,23 @@ fn activation_keys_made_in_one_millisecond_differ() {
     );
     let later = next_activation_key(now + Duration::milliseconds(1), Some(c.as_str()));
     assert_eq!(later.as_str(), "activation-20270115-080000-124");
+}
+
+#[test]
+fn a_completed_generation_not_reported_yet_still_owes_its_status_file() {
+    let new = task("k", "addressee: w\nprompt: changed\n");
+    let mut old = row(TaskState::Completed, Origin::File);
+    old.report_due = true;
+    let Change::Update { row: r, owed, .. } = spec_changed(&old, &new, "c1", at(9)) else {
+        panic!("an update")
+    };
+    let owed = owed.expect("the old generation's status file is owed");
+    assert_eq!((owed.generation, r.generation), (2, 3));
+    assert_eq!(owed.status, TaskState::Completed);
+    let mut reported = row(TaskState::Completed, Origin::File);
+    reported.report_due = false;
+    let Change::Update { owed, .. } = spec_changed(&reported, &new, "c1", at(9)) else {
+        panic!("an update")
+    };
+    assert_eq!(owed, None, "a reported generation owes nothing");
 }

@@ -34,6 +34,13 @@ macro_rules! string_id {
             pub fn as_str(&self) -> &str {
                 &self.0
             }
+
+            /// Wraps a value read back from a place that only ever holds checked ones (the
+            /// database), without checking it again.
+            #[allow(dead_code)]
+            pub(crate) fn from_checked(value: String) -> Self {
+                Self(value)
+            }
         }
 
         impl fmt::Display for $name {

@@ -42,6 +42,51 @@ impl TaskState {
     }
 }
 
+/// The text of a status file, with a header that says who writes it.
+pub fn render_status(status: &StatusSpec) -> Vec<u8> {
+    let body =
+        serde_saphyr::to_string(status).unwrap_or_else(|e| format!("# cannot render: {e}\n"));
+    format!("# Written by coding-swarm. Do not edit: the engine overwrites this file.\n{body}")
+        .into_bytes()
+}
+
+/// Reads a status file back (a database rebuilt from the repositories). Lenient about fields
+/// it does not know, so a file a newer engine wrote still reads; `None` when it is not a
+/// status file at all.
+pub fn read_status(bytes: &[u8]) -> Option<StatusSpec> {
+    #[derive(Deserialize)]
+    struct Lenient {
+        key: TaskKey,
+        addressee: Addressee,
+        status: TaskState,
+        generation: u32,
+        attempts: u32,
+        spec_hash: String,
+        #[serde(default)]
+        source_commit: Option<String>,
+        #[serde(default)]
+        completed_at: Option<DateTime<Utc>>,
+        #[serde(default)]
+        duration_seconds: Option<f64>,
+        #[serde(default)]
+        result: Option<RunResult>,
+    }
+    let text = std::str::from_utf8(bytes).ok()?;
+    let l: Lenient = serde_saphyr::from_str(text).ok()?;
+    Some(StatusSpec {
+        key: l.key,
+        addressee: l.addressee,
+        status: l.status,
+        generation: l.generation,
+        attempts: l.attempts,
+        spec_hash: l.spec_hash,
+        source_commit: l.source_commit,
+        completed_at: l.completed_at,
+        duration_seconds: l.duration_seconds,
+        result: l.result,
+    })
+}
+
 /// One status file. Unknown fields are errors.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]

@@ -15,7 +15,7 @@ use crate::spec::{RunResult, TaskSpec};
 pub(super) const TASK_COLUMNS: &str = "id, project, key, addressee, status, prompt, spec, spec_hash, source_commit, kind, epic, agent, \
      branch, base, created_by, priority, max_attempts, timeout_secs, generation, attempts, infra_failures, requeues, \
      cancel_requested, file_deleted, run_spec_hash, not_before, result, report_due, created_at, updated_at, \
-     started_at, completed_at, origin, context";
+     started_at, completed_at, origin, context, incarnation";
 
 /// A `tasks` row as SQL returns it.
 #[derive(Debug, sqlx::FromRow)]
@@ -54,6 +54,7 @@ pub(super) struct TaskRecord {
     completed_at: Option<DateTime<Utc>>,
     origin: String,
     context: Option<Json<Vec<ActivationItem>>>,
+    incarnation: String,
 }
 
 fn bad(what: String) -> impl FnOnce(BadColumn) -> StoreError {
@@ -69,6 +70,7 @@ impl TryFrom<TaskRecord> for TaskRow {
         let origin = Origin::try_from(r.origin.clone()).map_err(bad(what()))?;
         Ok(TaskRow {
             id: r.id,
+            incarnation: r.incarnation,
             project: r.project,
             key: r.key,
             origin,

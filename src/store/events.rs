@@ -23,28 +23,33 @@ pub struct FeedCursor {
 }
 
 impl Store {
-    /// A task's events, oldest first.
+    /// The events of the task `project`/`key`, oldest first: those of its current incarnation
+    /// (a task file deleted and added again starts a log of its own), or, when no task of that
+    /// name exists now, those of the incarnations it had.
     pub async fn events(&self, project: &str, key: &str) -> Result<Vec<EventRow>> {
         let sql = format!(
-            "SELECT {EVENT_COLUMNS} FROM task_events WHERE project = $1 AND key = $2 ORDER BY id"
+            "SELECT {EVENT_COLUMNS} FROM task_events WHERE project = $1 AND key = $2
+               AND (task_id = (SELECT id FROM tasks WHERE project = $1 AND key = $2)
+                    OR NOT EXISTS (SELECT 1 FROM tasks WHERE project = $1 AND key = $2))
+             ORDER BY id"
         );
         let records = on_pool!(self, pool => sqlx::query_as(&sql)
             .bind(project).bind(key).fetch_all(pool).await.map_err(q("read a task's events")))?;
         codec::events(records)
     }
 
-    /// Whether the task's log has an event of `kind` whose message mentions `needle`.
+    /// Whether the log of the task whose row is `task_id` has an event of `kind` whose message
+    /// mentions `needle`.
     pub async fn has_event(
         &self,
-        project: &str,
-        key: &str,
+        task_id: i64,
         kind: crate::model::EventKind,
         needle: &str,
     ) -> Result<bool> {
         let pattern = format!("%{}%", needle.replace('%', "").replace('_', "\\_"));
         let found: Option<i64> = on_pool!(self, pool => sqlx::query_scalar(
-            "SELECT id FROM task_events WHERE project = $1 AND key = $2 AND kind = $3 AND message LIKE $4 ESCAPE '\\' LIMIT 1")
-            .bind(project).bind(key).bind(kind.as_str()).bind(&pattern)
+            "SELECT id FROM task_events WHERE task_id = $1 AND kind = $2 AND message LIKE $3 ESCAPE '\\' LIMIT 1")
+            .bind(task_id).bind(kind.as_str()).bind(&pattern)
             .fetch_optional(pool).await.map_err(q("look for an event")))?;
         Ok(found.is_some())
     }

@@ -25,7 +25,7 @@ use tokio::sync::Notify;
 pub use events::FeedCursor;
 pub use outbox::{OutboxKind, OutboxRow};
 pub use rows::{ProjectRow, SpecErrorRow, TaskFilter};
-pub use sync::SyncScope;
+pub use sync::{OwedStatusFile, SyncScope};
 
 use crate::model::BadColumn;
 

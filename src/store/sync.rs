@@ -148,3 +148,43 @@ impl Store {
         Ok(applied)
     }
 }
+
+/// A status file kept for a generation its task left before the file was committed.
+#[derive(Debug, Clone, PartialEq, sqlx::FromRow)]
+pub struct OwedStatusFile {
+    pub key: String,
+    pub task_id: i64,
+    pub generation: i32,
+    /// The file's text, as rendered when it was owed.
+    pub body: String,
+}
+
+impl Store {
+    /// The status files `project` still owes for generations its tasks have left.
+    pub async fn owed_status_files(&self, project: &str) -> Result<Vec<OwedStatusFile>> {
+        on_pool!(self, pool => sqlx::query_as::<_, OwedStatusFile>(
+            "SELECT key, task_id, generation, body FROM status_files WHERE project = $1 ORDER BY key")
+            .bind(project).fetch_all(pool).await.map_err(q("read owed status files")))
+    }
+
+    /// Forgets owed status files once committed, unless a newer one replaced them meanwhile.
+    pub async fn forget_status_files(
+        &self,
+        project: &str,
+        written: &[(String, i32)],
+    ) -> Result<()> {
+        if written.is_empty() {
+            return Ok(());
+        }
+        on_pool!(self, pool => {
+            let mut tx = pool.begin_immediate().await.map_err(q("begin forgetting status files"))?;
+            for (key, generation) in written {
+                sqlx::query("DELETE FROM status_files WHERE project = $1 AND key = $2 AND generation = $3")
+                    .bind(project).bind(key).bind(generation)
+                    .execute(&mut *tx).await.map_err(q("forget a status file"))?;
+            }
+            tx.commit().await.map_err(q("commit forgetting status files"))?;
+        });
+        Ok(())
+    }
+}

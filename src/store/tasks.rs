@@ -108,7 +108,8 @@ impl Store {
     pub async fn counts(&self) -> Result<Counts> {
         let rows: Vec<(String, i64)> = on_pool!(self, pool => sqlx::query_as(
             "SELECT status, COUNT(*) FROM tasks GROUP BY status").fetch_all(pool).await.map_err(q("count tasks")))?;
-        let due: i64 = on_pool!(self, pool => sqlx::query_scalar("SELECT COUNT(*) FROM tasks WHERE report_due")
+        let due: i64 = on_pool!(self, pool => sqlx::query_scalar(
+            "SELECT (SELECT COUNT(*) FROM tasks WHERE report_due) + (SELECT COUNT(*) FROM status_files)")
             .fetch_one(pool).await.map_err(q("count unreported tasks")))?;
         let mut c = Counts {
             report_due: due as u64,
@@ -149,19 +150,22 @@ impl Store {
 
     /// What runs now, without the tasks' specs and results.
     pub async fn running_runs(&self) -> Result<Vec<RunningRun>> {
-        let rows: Vec<(i64, String, String, i32, i32, bool)> = on_pool!(self, pool => sqlx::query_as(
-            "SELECT id, project, key, generation, attempts, cancel_requested FROM tasks WHERE status = 'running' ORDER BY id")
+        let rows: Vec<(i64, String, String, String, i32, i32, bool)> = on_pool!(self, pool => sqlx::query_as(
+            "SELECT id, incarnation, project, key, generation, attempts, cancel_requested FROM tasks WHERE status = 'running' ORDER BY id")
             .fetch_all(pool).await.map_err(q("list running tasks")))?;
         Ok(rows
             .into_iter()
             .map(
-                |(id, project, key, generation, attempts, cancel_requested)| RunningRun {
-                    id,
-                    project,
-                    key,
-                    generation,
-                    attempts,
-                    cancel_requested,
+                |(id, incarnation, project, key, generation, attempts, cancel_requested)| {
+                    RunningRun {
+                        id,
+                        incarnation,
+                        project,
+                        key,
+                        generation,
+                        attempts,
+                        cancel_requested,
+                    }
                 },
             )
             .collect())

@@ -13,6 +13,7 @@ use sqlx::{PgConnection, SqliteConnection};
 
 use super::{q, Result, StoreError};
 use crate::model::{Change, NewEvent, TaskRow};
+use crate::spec::{render_status, StatusSpec};
 
 /// The SQL of each backend where the two differ.
 pub(super) trait Dialect: sqlx::Database {
@@ -142,6 +143,11 @@ const INSERT_COLUMNS: &str = "project, key, origin, addressee, status, prompt, s
     infra_failures, requeues, cancel_requested, file_deleted, run_spec_hash, not_before, result, report_due, \
     created_at, updated_at, started_at, completed_at, context";
 
+/// Keeps a status file owed for a generation its task has left (the newest per task wins).
+const OWE: &str = "INSERT INTO status_files (project, key, task_id, generation, body, owed_at)
+    SELECT project, $1, $2, $3, $4, $5 FROM tasks WHERE id = $2
+    ON CONFLICT (project, key) DO UPDATE SET task_id = $2, generation = $3, body = $4, owed_at = $5";
+
 /// Splits changes into what each statement writes; returns the rows as written, in order.
 struct Batch {
     inserts: Vec<TaskRow>,
@@ -149,6 +155,8 @@ struct Batch {
     spec_updates: Vec<TaskRow>,
     deletes: Vec<i64>,
     events: Vec<NewEvent>,
+    /// Status files still owed for a generation a task has left: (task id, the file).
+    owed: Vec<(i64, StatusSpec)>,
 }
 
 impl Batch {
@@ -159,6 +167,7 @@ impl Batch {
             spec_updates: Vec::new(),
             deletes: Vec::new(),
             events: Vec::new(),
+            owed: Vec::new(),
         };
         for c in changes {
             match c {
@@ -167,7 +176,15 @@ impl Batch {
                     b.inserts.push(row);
                     b.events.extend(events);
                 }
-                Change::Update { row, spec, events } => {
+                Change::Update {
+                    row,
+                    spec,
+                    events,
+                    owed,
+                } => {
+                    if let Some(file) = owed {
+                        b.owed.push((row.id, file));
+                    }
                     if spec {
                         b.spec_updates.push(row);
                     } else {
@@ -184,20 +201,22 @@ impl Batch {
         b
     }
 
-    /// Gives new rows and their events the ids the database assigned.
-    fn assign_ids(&mut self, ids: &HashMap<(String, String), i64>) -> Result<()> {
+    /// Gives new rows the ids and incarnations the database assigned, and their events the ids.
+    fn assign_ids(&mut self, ids: &HashMap<(String, String), (i64, String)>) -> Result<()> {
         for row in &mut self.inserts {
-            row.id = *ids
+            let (id, incarnation) = ids
                 .get(&(row.project.clone(), row.key.clone()))
                 .ok_or_else(|| StoreError::Raced {
                     project: row.project.clone(),
                     key: row.key.clone(),
                 })?;
+            row.id = *id;
+            row.incarnation = incarnation.clone();
         }
         for e in self.events.iter_mut().filter(|e| e.task_id == 0) {
             e.task_id = ids
                 .get(&(e.project.clone(), e.key.clone()))
-                .copied()
+                .map(|(id, _)| *id)
                 .unwrap_or_default();
         }
         Ok(())
@@ -223,14 +242,17 @@ async fn postgres(
         let sql = format!(
             "INSERT INTO tasks ({INSERT_COLUMNS})
              SELECT {INSERT_COLUMNS} FROM jsonb_to_recordset($1::jsonb) AS x({STATE_RECORD}, {SPEC_RECORD})
-             ON CONFLICT (project, key) DO NOTHING RETURNING project, key, id"
+             ON CONFLICT (project, key) DO NOTHING RETURNING project, key, id, incarnation"
         );
-        let ids: Vec<(String, String, i64)> = sqlx::query_as(&sql)
+        let ids: Vec<(String, String, i64, String)> = sqlx::query_as(&sql)
             .bind(Value::Array(rows).to_string())
             .fetch_all(&mut *tx)
             .await
             .map_err(q("create tasks"))?;
-        let ids = ids.into_iter().map(|(p, k, id)| ((p, k), id)).collect();
+        let ids = ids
+            .into_iter()
+            .map(|(p, k, id, inc)| ((p, k), (id, inc)))
+            .collect();
         b.assign_ids(&ids)?;
     }
     type Shape<'a> = (&'a Vec<TaskRow>, fn(&TaskRow) -> Value, String, String);
@@ -268,6 +290,17 @@ async fn postgres(
             .execute(&mut *tx)
             .await
             .map_err(q("remove tasks"))?;
+    }
+    for (task_id, file) in &b.owed {
+        sqlx::query(OWE)
+            .bind(file.key.as_str())
+            .bind(*task_id)
+            .bind(file.generation as i64)
+            .bind(String::from_utf8_lossy(&render_status(file)).into_owned())
+            .bind(now)
+            .execute(&mut *tx)
+            .await
+            .map_err(q("keep an owed status file"))?;
     }
     append_postgres(tx, &b.events, now).await?;
     Ok(b.written())
@@ -307,10 +340,11 @@ async fn sqlite(
     for r in &b.inserts {
         let placeholders: Vec<String> = (1..=33).map(|i| format!("${i}")).collect();
         let sql = format!(
-            "INSERT INTO tasks ({INSERT_COLUMNS}) VALUES ({}) ON CONFLICT (project, key) DO NOTHING RETURNING id",
+            "INSERT INTO tasks ({INSERT_COLUMNS}, incarnation) VALUES ({}, lower(hex(randomblob(16))))
+             ON CONFLICT (project, key) DO NOTHING RETURNING id, incarnation",
             placeholders.join(", ")
         );
-        let id: Option<i64> = sqlx::query_scalar(&sql)
+        let id: Option<(i64, String)> = sqlx::query_as(&sql)
             .bind(&r.project)
             .bind(&r.key)
             .bind(r.origin.as_str())
@@ -413,6 +447,17 @@ async fn sqlite(
             .execute(&mut *tx)
             .await
             .map_err(q("remove a task"))?;
+    }
+    for (task_id, file) in &b.owed {
+        sqlx::query(OWE)
+            .bind(file.key.as_str())
+            .bind(*task_id)
+            .bind(file.generation as i64)
+            .bind(String::from_utf8_lossy(&render_status(file)).into_owned())
+            .bind(now)
+            .execute(&mut *tx)
+            .await
+            .map_err(q("keep an owed status file"))?;
     }
     append_sqlite(tx, &b.events, now).await?;
     Ok(b.written())

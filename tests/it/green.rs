@@ -736,7 +736,6 @@ async fn a_persons_plan_edit_activates_the_manager_and_its_own_do_not() {
     db.drop_db().await;
 }
 
-
 /// The engine names an activation after the millisecond it is made in: a second one made in
 /// the same millisecond (the first already claimed) gets a key of its own.
 async fn two_activations_in_the_same_millisecond_get_two_keys(backend: Backend) {

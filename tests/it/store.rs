@@ -607,8 +607,8 @@ async fn a_value_this_engine_does_not_know_is_an_error_naming_it(backend: Backen
     let s = &db.store;
     apply(s, "p", "c", create_plan(vec![task("a", &y("w1", ""))])).await;
     db.execute(
-        "INSERT INTO task_events (project, key, generation, at, kind, message)
-         SELECT project, key, 1, created_at, 'exploded', 'from the future' FROM tasks",
+        "INSERT INTO task_events (task_id, project, key, generation, at, kind, message)
+         SELECT id, project, key, 1, created_at, 'exploded', 'from the future' FROM tasks",
     )
     .await
     .unwrap();
