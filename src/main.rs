@@ -177,7 +177,7 @@ fn main() -> ExitCode {
     match run(cli) {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            eprintln!("error: {}", coding_swarm::engine::error_chain(e.as_ref()));
             ExitCode::FAILURE
         }
     }

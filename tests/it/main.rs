@@ -20,6 +20,7 @@ mod kube;
 mod kubeapi;
 mod model;
 mod ops;
+mod pgtls;
 mod runtime;
 mod schema;
 mod store;
