@@ -175,7 +175,7 @@ fn main() -> ExitCode {
     match run(cli) {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            eprintln!("error: {}", coding_swarm::display::error_chain(e.as_ref()));
             ExitCode::FAILURE
         }
     }

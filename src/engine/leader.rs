@@ -21,8 +21,13 @@ const RETAKE_FOR: Duration = Duration::from_secs(60);
 
 #[derive(Debug, thiserror::Error)]
 pub enum LeaderError {
-    #[error("cannot reach the database to take the leader lock")]
-    Connect(#[source] sqlx::Error),
+    #[error("cannot reach the database {url} to take the leader lock")]
+    Connect {
+        /// Without its password.
+        url: String,
+        #[source]
+        source: sqlx::Error,
+    },
     #[error("cannot open the leader lock file {path}")]
     LockFile {
         path: String,
@@ -63,15 +68,19 @@ pub async fn acquire(
     let (tx, rx) = watch::channel(false);
     if database_url.starts_with("postgres") {
         let mut waited = false;
+        let failed = |source| LeaderError::Connect {
+            url: crate::config::redact_url(database_url),
+            source,
+        };
         loop {
             let mut conn = sqlx::PgConnection::connect(database_url)
                 .await
-                .map_err(LeaderError::Connect)?;
+                .map_err(failed)?;
             let got: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock($1)")
                 .bind(LOCK_KEY)
                 .fetch_one(&mut conn)
                 .await
-                .map_err(LeaderError::Connect)?;
+                .map_err(failed)?;
             if got {
                 // Keep the connection (and with it the lock); watch that it stays alive.
                 let url = database_url.to_string();

@@ -156,33 +156,45 @@ pub(super) fn run_agent(run: &AgentRun<'_>) -> RunResult {
     };
     // stderr goes to the log (redacted) with its tail kept.
     let stderr = child.stderr.take();
-    let redactor = run.redactor.clone();
+    let mut err_lines = run.redactor.lines();
     let (err_tx, err_rx) = std::sync::mpsc::channel::<String>();
     std::thread::spawn(move || {
         let mut tail = String::new();
-        if let Some(s) = stderr {
-            for_each_line(s, |line| {
-                let line = redactor.redact(line);
+        let mut show = |lines: Vec<String>| {
+            for line in lines {
                 eprintln!("{line}");
                 keep_tail(&mut tail, &line);
+            }
+        };
+        if let Some(s) = stderr {
+            for_each_line(s, |line| {
+                show(err_lines.push(line));
                 true
             });
         }
+        show(err_lines.finish());
         let _ = err_tx.send(tail);
     });
     let mut out_tail = String::new();
     let mut stream = StreamState::default();
     let claude = task.agent.kind == AgentKind::Claude;
     if let Some(stdout) = child.stdout.take() {
+        // Redacted across lines: a secret split over two lines is replaced whole.
+        let mut out_lines = run.redactor.lines();
         let mut out = std::io::stdout();
+        let mut show = |lines: Vec<String>| {
+            for shown in lines {
+                let _ = writeln!(out, "{shown}");
+                keep_tail(&mut out_tail, &shown);
+            }
+        };
         for_each_line(stdout, |line| {
-            let shown = run.redactor.redact(line);
-            let _ = writeln!(out, "{shown}");
-            keep_tail(&mut out_tail, &shown);
+            show(out_lines.push(line));
             // The result event is the end: the CLI sometimes hangs after it. A CLI that says
             // it bills an API key is stopped at once.
             !(claude && (stream.feed(line) || stream.api_key_source.is_some()))
         });
+        show(out_lines.finish());
     }
     if let Some(source) = &stream.api_key_source {
         kill_tree(child.id());

@@ -6,6 +6,7 @@ mod agent;
 pub mod claude;
 pub mod prompts;
 
+use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 
 use chrono::Utc;
@@ -15,7 +16,7 @@ pub use agent::{expand_command, expand_profile_env};
 use crate::config::Secret;
 use crate::gitops::{self, GitAuth};
 use crate::job::{write_atomic, AgentKind, JobSpec, RunDir, STARTED_FILE, TASK_FILE};
-use crate::secrets::Redactor;
+use crate::secrets::{find_known, Known, Redactor};
 use crate::spec::{truncate, ErrorClass, RunResult};
 
 /// `swarm worker`: runs the task of `run_dir` (its `task.json`, or `task_json` when the job
@@ -465,25 +466,45 @@ fn check_task_files(
     )))
 }
 
-/// Every blob and commit message between `start` and `head` is checked for secret values.
+/// Every blob and commit message between `start` and `head` is checked for secret values, in
+/// any of their forms ([`Redactor::add`]); the commits the remote has nowhere yet also for
+/// private keys and GitHub tokens ([`crate::secrets::find_known`]) that the file had in none
+/// of the commit's parents (a test key the repository already had is not this run's leak).
 fn check_for_secrets(
     repo: &git2::Repository,
     start: git2::Oid,
     head: git2::Oid,
     redactor: &Redactor,
 ) -> Result<(), CommitError> {
-    if redactor.is_empty() {
-        return Ok(());
-    }
     let m = |e: git2::Error| CommitError::Git(e.message().to_string());
+    // Commits merged in from the remote's branches publish nothing new.
+    let mut fresh = repo.revwalk().map_err(m)?;
+    fresh.push(head).map_err(m)?;
+    fresh.hide(start).map_err(m)?;
+    for reference in repo.references_glob("refs/remotes/*").map_err(m)? {
+        if let Some(id) = reference.map_err(m)?.target() {
+            fresh.hide(id).map_err(m)?;
+        }
+    }
+    let fresh: HashSet<git2::Oid> = fresh.collect::<Result<_, _>>().map_err(m)?;
     let mut walk = repo.revwalk().map_err(m)?;
     walk.push(head).map_err(m)?;
     walk.hide(start).map_err(m)?;
     for oid in walk {
         let commit = repo.find_commit(oid.map_err(m)?).map_err(m)?;
+        let is_fresh = fresh.contains(&commit.id());
         if let Some(name) = redactor.find_in(commit.message_bytes()) {
             return Err(CommitError::Secret(format!(
                 "refused to push: a commit message contains the value of {name}"
+            )));
+        }
+        if let Some(known) = find_known(commit.message_bytes())
+            .first()
+            .filter(|_| is_fresh)
+        {
+            return Err(CommitError::Secret(format!(
+                "refused to push: a commit message contains {}",
+                known.kind.describe()
             )));
         }
         let parent_tree = commit.parent(0).ok().and_then(|p| p.tree().ok());
@@ -497,15 +518,48 @@ fn check_for_secrets(
             {
                 continue;
             }
-            let blob = repo.find_blob(delta.new_file().id()).map_err(m)?;
-            if let Some(name) = redactor.find_in(blob.content()) {
-                let path = delta
+            let path = || {
+                delta
                     .new_file()
                     .path()
                     .map(|p| p.display().to_string())
-                    .unwrap_or_default();
+                    .unwrap_or_default()
+            };
+            let blob = repo.find_blob(delta.new_file().id()).map_err(m)?;
+            if let Some(name) = redactor.find_in(blob.content()) {
                 return Err(CommitError::Secret(format!(
-                    "refused to commit and push: {path} contains the value of {name}; nothing was pushed"
+                    "refused to commit and push: {} contains the value of {name}; nothing was pushed",
+                    path()
+                )));
+            }
+            if !is_fresh {
+                continue;
+            }
+            let found = find_known(blob.content());
+            if found.is_empty() {
+                continue;
+            }
+            // What the file had before, in any parent (a merge brings the other side's).
+            let mut before: HashSet<Known> = HashSet::new();
+            for parent in commit.parents() {
+                let tree = parent.tree().map_err(m)?;
+                for old in [delta.old_file().path(), delta.new_file().path()]
+                    .into_iter()
+                    .flatten()
+                {
+                    let Ok(entry) = tree.get_path(old) else {
+                        continue;
+                    };
+                    if let Ok(old) = repo.find_blob(entry.id()) {
+                        before.extend(find_known(old.content()));
+                    }
+                }
+            }
+            if let Some(new) = found.iter().find(|k| !before.contains(k)) {
+                return Err(CommitError::Secret(format!(
+                    "refused to commit and push: {} contains {}; nothing was pushed",
+                    path(),
+                    new.kind.describe()
                 )));
             }
         }

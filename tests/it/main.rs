@@ -26,6 +26,7 @@ mod kubewatch;
 mod layers;
 mod model;
 mod ops;
+mod pgtls;
 mod runtime;
 mod schema;
 mod store;

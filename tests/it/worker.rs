@@ -3,12 +3,19 @@
 
 use std::collections::BTreeMap;
 use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+
+use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
+use base64::Engine as _;
+use coding_swarm::engine::{Engine, RunOptions};
+use coding_swarm::store::TaskFilter;
 
 use coding_swarm::config::AgentProfile;
 use coding_swarm::job::JobSpec;
 use coding_swarm::spec::{ErrorClass, RunResult};
 
-use crate::support::TestRepo;
+use crate::support::{config, TestDb, TestRepo};
 
 const SWARM: &str = env!("CARGO_BIN_EXE_swarm");
 
@@ -36,11 +43,15 @@ fn task(repo: &TestRepo, branch: &str, script: &str) -> JobSpec {
     }
 }
 
+/// Runs `swarm worker` on `task` in `dir`, its output in `dir/log` as the local runtime keeps it.
 fn run_worker(dir: &Path, task: &JobSpec) -> RunResult {
     std::fs::write(dir.join("task.json"), serde_json::to_vec(task).unwrap()).unwrap();
+    let log = std::fs::File::create(dir.join("log")).unwrap();
     let status = crate::support::command(SWARM)
         .args(["worker", "--run-dir"])
         .arg(dir)
+        .stdout(log.try_clone().unwrap())
+        .stderr(log)
         .env("SWARM_GIT_TOKEN", "token-for-the-worker-only")
         .env("ANTHROPIC_API_KEY", "sk-must-not-leak")
         .env("PROFILE_SOURCE", "from-the-engine")
@@ -180,4 +191,300 @@ fn nothing_changed_a_failing_agent_a_missing_command_and_the_default_branch() {
     let result = run_worker(dir.path(), &no_base);
     assert_eq!(result.error_class, Some(ErrorClass::Git), "{result:?}");
     assert!(result.error.as_deref().unwrap().contains("develop"));
+}
+
+/// A configured secret (an agent profile's `DEPLOY_TOKEN`) with characters each encoding
+/// changes.
+const SECRET: &str = "s3cr3t/Value+with spaces&more=1@host%";
+
+/// Shell that prints `$DEPLOY_TOKEN` in one form: base64; base64url after two bytes, unpadded;
+/// hex; URL-encoded with `+` for a space; split over two lines.
+const FORMS: &[(&str, &str)] = &[
+    ("base64", r#"printf %s "$DEPLOY_TOKEN" | base64 -w0; echo"#),
+    (
+        "base64url",
+        r#"printf 'xy%s' "$DEPLOY_TOKEN" | base64 -w0 | tr '+/' '-_' | tr -d =; echo"#,
+    ),
+    (
+        "hex",
+        r#"printf %s "$DEPLOY_TOKEN" | od -An -tx1 | tr -d ' \n'; echo"#,
+    ),
+    (
+        "url",
+        r#"printf %s "$DEPLOY_TOKEN" | sed -e 's/%/%25/g' -e 's|/|%2F|g' -e 's/+/%2B/g' -e 's/ /+/g' -e 's/&/%26/g' -e 's/=/%3D/g' -e 's/@/%40/g'; echo"#,
+    ),
+    (
+        "split",
+        r#"printf '%s\n' "$DEPLOY_TOKEN" | cut -c1-12; printf '%s\n' "$DEPLOY_TOKEN" | cut -c13-"#,
+    ),
+];
+
+/// The forms of [`SECRET`] that `text` holds, line breaks (real or escaped) removed. Computed
+/// here, independently of the worker's redactor.
+fn leaks(text: &str) -> Vec<&'static str> {
+    let flat = text
+        .replace("\\r", "")
+        .replace("\\n", "")
+        .replace(['\r', '\n'], "");
+    let base64 = STANDARD.encode(SECRET);
+    let base64url = URL_SAFE_NO_PAD.encode(format!("xy{SECRET}"));
+    [
+        ("plain", SECRET.to_string()),
+        ("base64", base64[..base64.len() - 4].to_string()),
+        ("base64url", base64url[3..base64url.len() - 2].to_string()),
+        ("hex", hex::encode(SECRET)),
+        (
+            "url",
+            "s3cr3t%2FValue%2Bwith+spaces%26more%3D1%40host%25".to_string(),
+        ),
+    ]
+    .into_iter()
+    .filter(|(_, form)| flat.contains(form.as_str()))
+    .map(|(name, _)| name)
+    .collect()
+}
+
+#[test]
+fn each_encoding_of_a_configured_secret_is_refused_by_its_name() {
+    let repo = TestRepo::new();
+    repo.commit(&[("README.md", Some("hello\n"))], "init");
+    for (form, command) in FORMS {
+        let dir = tempfile::tempdir().unwrap();
+        let branch = format!("swarm/{form}");
+        let file = format!("{form}.txt");
+        let mut t = task(
+            &repo,
+            &branch,
+            &format!("{{ {command}; }} > {file}; echo wrote it"),
+        );
+        t.agent.env.insert("DEPLOY_TOKEN".into(), SECRET.into());
+        let result = run_worker(dir.path(), &t);
+        // The agent did write the secret in that form.
+        let written = std::fs::read_to_string(dir.path().join("checkout").join(&file)).unwrap();
+        assert!(
+            !leaks(&written).is_empty(),
+            "{form}: the agent wrote no form of the secret"
+        );
+        assert!(!result.success, "{form}: {result:?}");
+        assert_eq!(result.error_class, Some(ErrorClass::Agent), "{form}");
+        let error = result.error.as_deref().unwrap();
+        assert!(
+            error.contains(&file)
+                && error.contains("DEPLOY_TOKEN")
+                && error.contains("nothing was pushed"),
+            "{form}: {error}"
+        );
+        assert!(
+            !repo.branches().contains(&branch),
+            "{form}: nothing was pushed"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_secret_in_every_encoding_is_not_pushed_logged_reported_or_recorded() {
+    let db = TestDb::sqlite().await;
+    let data = tempfile::tempdir().unwrap();
+    let repo = TestRepo::new();
+    repo.commit(
+        &[(
+            ".ai/tasks/leak.yaml",
+            Some("addressee: worker-a\nprompt: leak it\nkind: implement\nmax_attempts: 1\n"),
+        )],
+        "a task",
+    );
+    // Every form into one file and into the agent's output, whose last lines (its final
+    // message) are the two halves of the value.
+    let script: Vec<String> = FORMS
+        .iter()
+        .map(|(_, command)| format!("{{ {command}; }} | tee -a leak.txt"))
+        .collect();
+    let mut cfg = config(data.path(), &db, &repo, &script.join("; "), "");
+    cfg.agents
+        .get_mut("sh")
+        .unwrap()
+        .env
+        .insert("DEPLOY_TOKEN".into(), SECRET.into());
+    let engine = Engine::new(cfg, db.store.clone(), SWARM.into());
+    let (_stop, stop_rx) = tokio::sync::watch::channel(false);
+    tokio::time::timeout(
+        Duration::from_secs(120),
+        engine.run(RunOptions { once: true }, stop_rx),
+    )
+    .await
+    .expect("the engine finishes")
+    .unwrap();
+
+    let task = db
+        .store
+        .list(&TaskFilter::default())
+        .await
+        .unwrap()
+        .remove(0);
+    let result = task.result().expect("the run ended");
+    assert!(!result.success, "{result:?}");
+    let error = result.error.as_deref().unwrap();
+    assert!(
+        error.contains("leak.txt") && error.contains("DEPLOY_TOKEN"),
+        "{error}"
+    );
+    assert!(
+        repo.read(&task.branch, "leak.txt").is_none(),
+        "nothing was pushed"
+    );
+    let mut texts = Vec::new();
+    let mut logs = String::new();
+    for run in std::fs::read_dir(data.path().join("runs")).unwrap() {
+        let run = run.unwrap().path();
+        let log = std::fs::read_to_string(run.join("log")).unwrap();
+        logs.push_str(&log);
+        texts.push(("log", log));
+        texts.push((
+            "result.json",
+            std::fs::read_to_string(run.join("result.json")).unwrap(),
+        ));
+    }
+    assert!(!logs.is_empty(), "a run left its log");
+    let events = db.store.events("proj", "leak").await.unwrap();
+    assert!(!events.is_empty());
+    texts.push(("events", serde_json::to_string(&events).unwrap()));
+    texts.push(("the task's result", serde_json::to_string(result).unwrap()));
+    texts.push((
+        "the status file",
+        repo.read("main", ".ai/status/leak.yaml")
+            .expect("the engine reported the run"),
+    ));
+    for (what, text) in &texts {
+        assert_eq!(leaks(text), Vec::<&str>::new(), "{what} holds the secret");
+    }
+    // Each form's place is visible in the log.
+    assert!(
+        logs.matches("[REDACTED:DEPLOY_TOKEN]").count() >= FORMS.len(),
+        "{logs}"
+    );
+    db.drop_db().await;
+}
+
+/// The secret part of a file the agent made: the first line of a key's material, or what
+/// follows `=` in `NAME=value`.
+fn secret_part(file: &Path) -> String {
+    let text = std::fs::read_to_string(file).unwrap();
+    let line = text.lines().find(|l| !l.starts_with("-----")).unwrap();
+    line.rsplit('=').next().unwrap().to_string()
+}
+
+#[test]
+fn a_private_key_or_github_token_never_configured_is_refused() {
+    let repo = TestRepo::new();
+    // A key the repository has already, as a test fixture.
+    let fixtures = tempfile::tempdir().unwrap();
+    let fixture = fixtures.path().join("key.pem");
+    let made = Command::new("openssl")
+        .args(["genpkey", "-algorithm", "ed25519", "-out"])
+        .arg(&fixture)
+        .status()
+        .unwrap();
+    assert!(made.success());
+    let fixture = std::fs::read_to_string(&fixture).unwrap();
+    repo.commit(
+        &[
+            ("README.md", Some("hello\n")),
+            ("tests/key.pem", Some(fixture.as_str())),
+        ],
+        "init",
+    );
+    for (file, make, what) in [
+        (
+            "deploy_key.pem",
+            "openssl genpkey -algorithm ed25519 -out deploy_key.pem",
+            "a private key",
+        ),
+        (
+            "id_ed25519",
+            "ssh-keygen -q -t ed25519 -N '' -C '' -f id_ed25519",
+            "a private key",
+        ),
+        (
+            "gh.env",
+            "printf 'GH_TOKEN=ghp_%s\\n' \"$(head -c 18 /dev/urandom | od -An -tx1 | tr -d ' \\n')\" > gh.env",
+            "a GitHub token",
+        ),
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        let branch = format!("swarm/{file}");
+        let script = format!("{make} && cat {file} && echo made it");
+        let result = run_worker(dir.path(), &task(&repo, &branch, &script));
+        assert!(!result.success, "{file}: {result:?}");
+        let error = result.error.as_deref().unwrap();
+        assert!(
+            error.contains(file) && error.contains(what),
+            "{file}: {error}"
+        );
+        assert!(!repo.branches().contains(&branch), "{file}: nothing was pushed");
+        // The agent printed it: the log shows where, not what.
+        let secret_line = secret_part(&dir.path().join("checkout").join(file));
+        assert!(secret_line.len() >= 36, "{file}: the agent made it");
+        let log = std::fs::read_to_string(dir.path().join("log")).unwrap();
+        assert!(!log.contains(&secret_line), "{file}: the log shows it");
+        assert!(log.contains("[REDACTED:"), "{file}: {log}");
+    }
+    // A token in a commit message the agent wrote itself.
+    let dir = tempfile::tempdir().unwrap();
+    let script = "echo x > x.txt && git add x.txt && git commit -q -m \"use ghp_$(head -c 18 /dev/urandom | od -An -tx1 | tr -d ' \\n')\"";
+    let result = run_worker(dir.path(), &task(&repo, "swarm/message", script));
+    assert!(!result.success, "{result:?}");
+    assert!(
+        result
+            .error
+            .as_deref()
+            .unwrap()
+            .contains("a commit message contains a GitHub token"),
+        "{result:?}"
+    );
+    assert!(!repo.branches().contains(&"swarm/message".to_string()));
+
+    // The key the repository had, in a file the agent changes: not this run's leak.
+    let dir = tempfile::tempdir().unwrap();
+    let result = run_worker(
+        dir.path(),
+        &task(
+            &repo,
+            "swarm/fixture",
+            "echo '# for the tests' >> tests/key.pem",
+        ),
+    );
+    assert!(result.success && result.changed, "{result:?}");
+
+    // A key that comes with commits the remote has already (the agent merges the default
+    // branch, which gained a test key after the task's branch was made): not this run's leak.
+    let init = repo.head().unwrap();
+    repo.repo
+        .reference("refs/heads/swarm/merge", init, false, "the task's branch")
+        .unwrap();
+    let other = fixtures.path().join("other.pem");
+    let made = Command::new("openssl")
+        .args(["genpkey", "-algorithm", "ed25519", "-out"])
+        .arg(&other)
+        .status()
+        .unwrap();
+    assert!(made.success());
+    let other = std::fs::read_to_string(&other).unwrap();
+    repo.commit(
+        &[("tests/other.pem", Some(other.as_str()))],
+        "another test key",
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let result = run_worker(
+        dir.path(),
+        &task(
+            &repo,
+            "swarm/merge",
+            "git merge --no-edit origin/main && echo merged >> README.md",
+        ),
+    );
+    assert!(result.success && result.changed, "{result:?}");
+    assert_eq!(
+        repo.read("swarm/merge", "tests/other.pem").as_deref(),
+        Some(other.as_str())
+    );
 }
