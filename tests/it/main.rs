@@ -29,6 +29,7 @@ mod ops;
 mod pgtls;
 mod runtime;
 mod schema;
+mod steer;
 mod store;
 mod sync;
 mod validate;
