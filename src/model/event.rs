@@ -48,10 +48,12 @@ pub enum EventKind {
     EpicComplete,
     /// The epic the task belongs to failed.
     EpicFailed,
+    /// The task was rebuilt from its status file (a new or lost database).
+    Restored,
 }
 
 impl EventKind {
-    pub const ALL: [EventKind; 19] = [
+    pub const ALL: [EventKind; 20] = [
         Self::Created,
         Self::Updated,
         Self::NewGeneration,
@@ -71,6 +73,7 @@ impl EventKind {
         Self::Priority,
         Self::EpicComplete,
         Self::EpicFailed,
+        Self::Restored,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -94,6 +97,7 @@ impl EventKind {
             Self::Priority => "priority",
             Self::EpicComplete => "epic_complete",
             Self::EpicFailed => "epic_failed",
+            Self::Restored => "restored",
         }
     }
 }

@@ -341,8 +341,69 @@ pub fn epic_count(role: Role, outcome: &Outcome) -> EpicCount {
 /// other (non-manager) task of an open epic counts against its `max_tasks`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum EpicChange {
+    /// Opens the epic; one that ended is kept as history and opened anew.
     Open(String),
     CountTask(String),
+    /// What the status files of a database rebuilt from the repository tell about the epic.
+    Rebuilt(EpicRebuild),
+}
+
+/// An epic as far as the status files tell it: how its last manager run ended it (`EPIC
+/// COMPLETE` / `EPIC FAILED` in its summary), the manager runs it had and what its runs cost.
+/// Not kept in the repository, so not rebuilt: consecutive failures (they start at 0 again).
+#[derive(Debug, Clone, PartialEq)]
+pub struct EpicRebuild {
+    pub name: String,
+    pub state: EpicState,
+    pub reason: Option<String>,
+    pub activations: i32,
+    pub spend_usd: f64,
+}
+
+impl Eq for EpicRebuild {}
+
+/// Rebuilds the epics of `restored` (the tasks a rebuild recorded completed from their status
+/// files), each from its own tasks.
+pub fn rebuild_epics(restored: &[&super::task::TaskRow]) -> Vec<EpicRebuild> {
+    let mut by_epic: std::collections::BTreeMap<&str, Vec<&super::task::TaskRow>> =
+        Default::default();
+    for row in restored {
+        if let Some(e) = row.epic.as_deref() {
+            by_epic.entry(e).or_default().push(row);
+        }
+    }
+    by_epic
+        .into_iter()
+        .map(|(name, rows)| {
+            let managers: Vec<&&super::task::TaskRow> = rows
+                .iter()
+                .filter(|r| Role::of_kind(r.kind.as_deref()) == Role::Manager)
+                .collect();
+            let last = managers
+                .iter()
+                .filter(|r| r.kind.as_deref() != Some("epic") || managers.len() == 1)
+                .max_by_key(|r| (r.completed_at, r.key.clone()));
+            let marker = last
+                .and_then(|r| r.result.as_ref())
+                .and_then(|r| r.summary.as_deref())
+                .and_then(epic_marker);
+            let (state, reason) = match marker {
+                Some(EpicMarker::Complete) => (EpicState::Complete, None),
+                Some(EpicMarker::Failed(why)) => (EpicState::Failed, Some(why)),
+                None => (EpicState::Active, None),
+            };
+            EpicRebuild {
+                name: name.to_string(),
+                state,
+                reason,
+                activations: managers.len() as i32,
+                spend_usd: rows
+                    .iter()
+                    .filter_map(|r| r.result.as_ref().and_then(|x| x.cost_usd))
+                    .sum(),
+            }
+        })
+        .collect()
 }
 
 /// What the creation of a task with these fields does to its epic, if it has one.

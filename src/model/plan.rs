@@ -5,10 +5,15 @@ use std::collections::{HashMap, HashSet};
 
 use chrono::{DateTime, Utc};
 
-use super::green::{epic_change_of_new_task, EpicChange};
+use super::event::EventKind;
+use super::green::{
+    activation_spec, epic_change_of_new_task, manager_addressee, rebuild_epics, EpicChange,
+};
 use super::task::{NewTask, Origin, TaskRow};
 use super::transition::{self, Change};
-use crate::spec::{task_key_of_path, task_path, SpecError, TaskKey, TaskSpec};
+use crate::spec::{
+    task_key_of_path, task_path, SpecError, StatusSpec, TaskKey, TaskSpec, TaskState,
+};
 
 /// A task file that changed between the last synced commit and the new one.
 #[derive(Debug, Clone)]
@@ -37,11 +42,17 @@ pub struct SyncPlan {
 /// a lost cache) `changes` is the whole tree and `observed` every task of the project, so a
 /// task whose file is gone is deleted. A bad file never affects the others, and never removes
 /// or changes the task it used to describe: the last good spec stays until the file is fixed.
+///
+/// `statuses` (read on a full sync) are the status files of the tree, by key: a key the store
+/// does not know is rebuilt from its status file ([`transition::restored`]: completed with the
+/// same spec, so it does not run again; [`transition::created_after`]: the next generation of
+/// a changed spec), and so are the project manager's activations, which have no task file.
 pub fn plan_sync(
     project: &str,
     changes: &[FileChange],
     observed: &[TaskRow],
     full: bool,
+    statuses: &HashMap<String, StatusSpec>,
     commit: &str,
     now: DateTime<Utc>,
 ) -> SyncPlan {
@@ -112,7 +123,16 @@ pub fn plan_sync(
                             task.kind.as_deref(),
                             task.epic.as_deref(),
                         ));
-                        transition::created(project, task, commit, now)
+                        match statuses.get(key.as_str()) {
+                            Some(st)
+                                if st.status == TaskState::Completed
+                                    && st.spec_hash == task.spec_hash =>
+                            {
+                                transition::restored(project, task, Origin::File, st, commit, now)
+                            }
+                            Some(st) => transition::created_after(project, task, st, commit, now),
+                            None => transition::created(project, task, commit, now),
+                        }
                     }
                     Some(row) => transition::spec_changed(row, &task, commit, now),
                 }
@@ -122,7 +142,77 @@ pub fn plan_sync(
             plan.changes.push(decided);
         }
     }
+    if !statuses.is_empty() {
+        restore_engine_tasks(project, changes, &rows, statuses, commit, now, &mut plan);
+    }
+    // Two files of kind `epic` naming one epic open it once; an epic opens before the tasks
+    // of the same commit count against it, whatever their names' order.
+    let mut opened = HashSet::new();
+    plan.epics
+        .retain(|e| !matches!(e, EpicChange::Open(name) if !opened.insert(name.clone())));
+    plan.epics.sort_by_key(|e| match e {
+        EpicChange::Open(_) => 0,
+        EpicChange::CountTask(_) => 1,
+        EpicChange::Rebuilt(_) => 2,
+    });
     plan
+}
+
+/// The project manager's activations of a rebuilt database: engine-made, so without task
+/// files, but with status files. Then the epics, from everything restored.
+fn restore_engine_tasks(
+    project: &str,
+    changes: &[FileChange],
+    rows: &HashMap<&str, &TaskRow>,
+    statuses: &HashMap<String, StatusSpec>,
+    commit: &str,
+    now: DateTime<Utc>,
+    plan: &mut SyncPlan,
+) {
+    let in_tree: HashSet<String> = changes
+        .iter()
+        .filter_map(|c| task_key_of_path(&c.path).and_then(Result::ok))
+        .map(|k| k.to_string())
+        .collect();
+    let manager = manager_addressee(project);
+    let mut keys: Vec<&String> = statuses.keys().collect();
+    keys.sort();
+    for key in keys {
+        let st = &statuses[key];
+        let engine_made = key.starts_with("activation-")
+            && st.addressee.as_str() == manager
+            && st.status == TaskState::Completed;
+        if !engine_made || in_tree.contains(key) || rows.contains_key(key.as_str()) {
+            continue;
+        }
+        let spec = activation_spec(&manager, st.epic.as_deref());
+        let task = NewTask::from_spec(&st.key, &spec);
+        plan.changes.push(transition::restored(
+            project,
+            task,
+            Origin::Engine,
+            st,
+            commit,
+            now,
+        ));
+    }
+    let restored: Vec<&TaskRow> = plan
+        .changes
+        .iter()
+        .filter_map(|c| match c {
+            Change::Insert { row, events }
+                if events.iter().any(|e| e.kind == EventKind::Restored) =>
+            {
+                Some(row)
+            }
+            _ => None,
+        })
+        .collect();
+    plan.epics.extend(
+        rebuild_epics(&restored)
+            .into_iter()
+            .map(EpicChange::Rebuilt),
+    );
 }
 
 #[cfg(test)]
@@ -190,7 +280,15 @@ mod tests {
                 content: Some(parse_task(a.as_bytes())),
             },
         ];
-        let plan = plan_sync("p", &changes, &observed, false, "c1", Utc::now());
+        let plan = plan_sync(
+            "p",
+            &changes,
+            &observed,
+            false,
+            &HashMap::new(),
+            "c1",
+            Utc::now(),
+        );
         let kinds: Vec<String> = plan.changes.iter().map(describe).collect();
         assert_eq!(
             kinds,
@@ -235,6 +333,7 @@ mod tests {
             &[file("kept", Some(a))],
             &observed,
             true,
+            &HashMap::new(),
             "c1",
             Utc::now(),
         );
@@ -257,7 +356,7 @@ mod tests {
             ),
             file("loose", Some("addressee: w\nprompt: l\n")),
         ];
-        let plan = plan_sync("p", &changes, &[], false, "c1", Utc::now());
+        let plan = plan_sync("p", &changes, &[], false, &HashMap::new(), "c1", Utc::now());
         assert_eq!(
             plan.epics,
             [

@@ -323,6 +323,7 @@ pub fn status_of(row: &TaskRow) -> StatusSpec {
         attempts: row.attempts.max(0) as u32,
         spec_hash: row.spec_hash.clone(),
         source_commit: row.source_commit.clone(),
+        epic: row.epic.clone(),
         completed_at: row.completed_at,
         duration_seconds: result.as_ref().and_then(RunResult::duration_seconds),
         result,

@@ -102,6 +102,74 @@ pub fn created(project: &str, task: NewTask, commit: &str, now: DateTime<Utc>) -
     }
 }
 
+/// A task file of a key the store does not know, whose status file (`.ai/status/<key>.yaml`,
+/// read when the database is new or lost) shows a completed generation of this very spec: the
+/// task is recorded completed as it was, and never runs again.
+pub fn restored(
+    project: &str,
+    task: NewTask,
+    origin: Origin,
+    status: &StatusSpec,
+    commit: &str,
+    now: DateTime<Utc>,
+) -> Change {
+    let mut row = task.into_row(project, origin, Some(commit), now);
+    row.status = TaskState::Completed;
+    row.generation = (status.generation as i32).max(1);
+    row.attempts = status.attempts as i32;
+    row.result = status.result.clone();
+    row.completed_at = Some(status.completed_at.unwrap_or(now));
+    row.source_commit = status.source_commit.clone().or(row.source_commit);
+    row.spec_hash = status.spec_hash.clone();
+    // The file is in the repository already.
+    row.report_due = false;
+    let event = NewEvent::of(
+        &row,
+        EventKind::Restored,
+        format!(
+            "rebuilt from {}: generation {} completed{}",
+            crate::spec::status_path(&TaskKey::from_checked(row.key.clone())),
+            row.generation,
+            status
+                .completed_at
+                .map(|t| format!(" at {}", t.to_rfc3339()))
+                .unwrap_or_default()
+        ),
+    );
+    Change::Insert {
+        row,
+        events: vec![event],
+    }
+}
+
+/// A task file of a key the store does not know, whose status file shows generation
+/// `status.generation` of another spec: the changed spec runs as the next generation, as it
+/// would have with the database kept.
+pub fn created_after(
+    project: &str,
+    task: NewTask,
+    status: &StatusSpec,
+    commit: &str,
+    now: DateTime<Utc>,
+) -> Change {
+    let mut row = task.into_row(project, Origin::File, Some(commit), now);
+    row.generation = (status.generation as i32).max(0) + 1;
+    let event = NewEvent::of(
+        &row,
+        EventKind::NewGeneration,
+        format!(
+            "rebuilt from the repository at {}: its status file holds generation {} of another spec, so generation {} runs",
+            short(commit),
+            status.generation,
+            row.generation
+        ),
+    );
+    Change::Insert {
+        row,
+        events: vec![event],
+    }
+}
+
 /// The task file of `row` changed in `commit` to `task`. Pending: the new spec replaces the
 /// old. Completed: a new generation runs. Running: the spec is stored and runs as the next
 /// generation when the current run ends; the addressee changes only then, so the running task
@@ -243,7 +311,9 @@ pub fn finish(row: &TaskRow, attempt: i32, outcome: &Outcome, now: DateTime<Utc>
             new.result = Some(r.clone());
             new.completed_at = Some(now);
             new.not_before = None;
-            new.report_due = row.origin == Origin::File;
+            // Every final result goes to the repository, the manager's activations too: a
+            // database rebuilt from the repository finds them there.
+            new.report_due = true;
             Change::update(new, event(r))
         }
         Outcome::Retry {
@@ -494,7 +564,7 @@ fn cancel(row: &TaskRow, result: RunResult, message: String, now: DateTime<Utc>)
     new.completed_at = Some(now);
     new.updated_at = now;
     new.not_before = None;
-    new.report_due = row.origin == Origin::File;
+    new.report_due = true;
     let event = NewEvent::of(&new, EventKind::Cancelled, message);
     Change::update(new, event)
 }

@@ -168,7 +168,8 @@ impl LocalRuntime {
         let pid = child.id().unwrap_or_default();
         // The worker runs now: from here on nothing may fail the launch, or the engine would
         // retry a run that is going.
-        if let Err(e) = write_atomic(&dir.join(PID_FILE), pid.to_string().as_bytes()) {
+        let group = Group::of(pid as i32);
+        if let Err(e) = write_atomic(&dir.join(PID_FILE), group.record().as_bytes()) {
             tracing::error!(run = %launch.run_name, "cannot record the worker's pid: {e}");
         }
         // Closing our descriptor does not release the lock: the worker holds the same open file.
@@ -184,11 +185,12 @@ impl LocalRuntime {
             };
             let timed_out = status.is_none();
             if timed_out {
-                kill_group(pid as i32, GRACE).await;
+                group.kill(GRACE).await;
                 let _ = child.wait().await;
             } else {
-                // The worker is gone; end whatever it left behind in its group.
-                kill_group_now(pid as i32);
+                // The worker is gone (and reaped: its pid is free again); end whatever it left
+                // behind in its group.
+                group.kill_now();
             }
             let exit = status.and_then(Result::ok).map(|s| s.to_string());
             this.finish(
@@ -217,10 +219,7 @@ impl LocalRuntime {
             run: run_name.to_string(),
             source,
         };
-        let pid: i32 = std::fs::read_to_string(dir.join(PID_FILE))
-            .ok()
-            .and_then(|s| s.trim().parse().ok())
-            .unwrap_or(0);
+        let group = Group::read(&dir.join(PID_FILE));
         let deadline = std::fs::read_to_string(dir.join(DEADLINE_FILE))
             .ok()
             .and_then(|s| chrono::DateTime::parse_from_rfc3339(s.trim()).ok())
@@ -239,17 +238,17 @@ impl LocalRuntime {
                 }
                 if tokio::time::Instant::now() >= deadline {
                     timed_out = true;
-                    kill_group(pid, GRACE).await;
+                    group.kill(GRACE).await;
                     break;
                 }
                 if state.stop.load(Ordering::SeqCst) {
-                    kill_group(pid, GRACE).await;
+                    group.kill(GRACE).await;
                     break;
                 }
                 tokio::time::sleep(ADOPTED_POLL).await;
             }
             // Whatever the adopted worker left in its group goes with it.
-            kill_group_now(pid);
+            group.kill_now();
             this.finish(&run_name, task_id, attempt, &state, timed_out, None);
         });
         Ok(())
@@ -270,12 +269,8 @@ impl LocalRuntime {
             Some(state) if !state.stop.swap(true, Ordering::SeqCst) => {}
             _ => return,
         }
-        let pid: Option<i32> = std::fs::read_to_string(self.run_dir(run_name).join(PID_FILE))
-            .ok()
-            .and_then(|s| s.trim().parse().ok());
-        if let Some(pid) = pid {
-            tokio::spawn(kill_group(pid, GRACE));
-        }
+        let group = Group::read(&self.run_dir(run_name).join(PID_FILE));
+        tokio::spawn(async move { group.kill(GRACE).await });
     }
 
     /// Whether a run of this name is being watched by this engine.
@@ -375,6 +370,84 @@ fn lock_exclusive(file: &File, wait: bool) -> std::io::Result<()> {
     }
 }
 
+/// A worker's process group as its pid file records it: the leader's pid and the leader's start
+/// time (field 22 of `/proc/<pid>/stat`, clock ticks since boot). A pid alone may name an
+/// unrelated process once the worker is gone and the system has given its pid to another; the
+/// start time tells them apart, so a group is signalled only while it is the run's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Group {
+    pid: i32,
+    start: Option<u64>,
+}
+
+impl Group {
+    fn of(pid: i32) -> Self {
+        Self {
+            pid,
+            start: start_time(pid),
+        }
+    }
+
+    /// The pid file's text: `<pid> <start time>`.
+    fn record(self) -> String {
+        match self.start {
+            Some(start) => format!("{} {start}", self.pid),
+            None => self.pid.to_string(),
+        }
+    }
+
+    /// The group a pid file records; pid 0 (nothing to signal) when there is none.
+    fn read(path: &Path) -> Self {
+        let text = std::fs::read_to_string(path).unwrap_or_default();
+        let mut words = text.split_whitespace();
+        Self {
+            pid: words.next().and_then(|w| w.parse().ok()).unwrap_or(0),
+            start: words.next().and_then(|w| w.parse().ok()),
+        }
+    }
+
+    /// Whether signalling the group reaches this run's processes only: its leader is the
+    /// process recorded (same start time), or the leader is gone (no process holds its pid, so
+    /// no other group can have that id while the run's group lives on). A pid file without a
+    /// start time proves nothing and is not trusted.
+    fn is_ours(self) -> bool {
+        if self.pid <= 1 {
+            return false;
+        }
+        match (start_time(self.pid), self.start) {
+            (None, _) => true,
+            (Some(now), Some(recorded)) => now == recorded,
+            (Some(_), None) => false,
+        }
+    }
+
+    async fn kill(self, grace: Duration) {
+        if self.is_ours() {
+            kill_group(self.pid, grace).await;
+        } else if self.pid > 1 {
+            tracing::warn!(
+                pid = self.pid,
+                "not signalling process group {}: its leader is another process now",
+                self.pid
+            );
+        }
+    }
+
+    fn kill_now(self) {
+        if self.is_ours() {
+            kill_group_now(self.pid);
+        }
+    }
+}
+
+/// The start time of process `pid` (field 22 of `/proc/<pid>/stat`), if it exists.
+fn start_time(pid: i32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name (field 2) is in parentheses and may hold spaces or parentheses itself.
+    let rest = &stat[stat.rfind(')')? + 1..];
+    rest.split_whitespace().nth(19)?.parse().ok()
+}
+
 fn kill_group_now(pgid: i32) {
     if pgid > 1 {
         let _ = nix::sys::signal::killpg(
@@ -452,5 +525,57 @@ impl Runtime for LocalRuntime {
 
     async fn ready(&self) -> Result<(), RuntimeError> {
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sleeper() -> std::process::Child {
+        std::process::Command::new("sleep")
+            .arg("30")
+            .process_group(0)
+            .spawn()
+            .unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_group_is_signalled_only_while_its_leader_is_the_process_recorded() {
+        let mut run = sleeper();
+        let group = Group::of(run.id() as i32);
+        assert!(group.start.is_some(), "the start time is recorded");
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("pid"), group.record()).unwrap();
+        assert_eq!(Group::read(&dir.path().join("pid")), group);
+        assert!(group.is_ours());
+
+        // The pid now names another process (the start time differs): never signalled.
+        let mut other = sleeper();
+        let reused = Group {
+            pid: other.id() as i32,
+            start: group.start.map(|s| s.wrapping_sub(1)),
+        };
+        assert!(!reused.is_ours());
+        reused.kill_now();
+        reused.kill(Duration::from_millis(100)).await;
+        assert!(
+            other.try_wait().unwrap().is_none(),
+            "the other process lives"
+        );
+        // A pid file without a start time proves nothing.
+        assert!(!Group {
+            pid: other.id() as i32,
+            start: None
+        }
+        .is_ours());
+
+        group.kill_now();
+        assert!(
+            run.wait().unwrap().code().is_none(),
+            "the run's group was killed"
+        );
+        other.kill().unwrap();
+        other.wait().unwrap();
     }
 }

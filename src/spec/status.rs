@@ -65,6 +65,8 @@ pub fn read_status(bytes: &[u8]) -> Option<StatusSpec> {
         #[serde(default)]
         source_commit: Option<String>,
         #[serde(default)]
+        epic: Option<String>,
+        #[serde(default)]
         completed_at: Option<DateTime<Utc>>,
         #[serde(default)]
         duration_seconds: Option<f64>,
@@ -81,6 +83,7 @@ pub fn read_status(bytes: &[u8]) -> Option<StatusSpec> {
         attempts: l.attempts,
         spec_hash: l.spec_hash,
         source_commit: l.source_commit,
+        epic: l.epic,
         completed_at: l.completed_at,
         duration_seconds: l.duration_seconds,
         result: l.result,
@@ -107,6 +110,9 @@ pub struct StatusSpec {
     /// The commit of the task file this generation was synced from.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub source_commit: Option<String>,
+    /// The epic the task belongs to (a database rebuilt from the repository reopens it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub epic: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub completed_at: Option<DateTime<Utc>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -25,6 +25,17 @@ impl Store {
         codec::epics(records)
     }
 
+    /// The earlier epics of `project` named `name` (a name reused after its epic ended opens
+    /// a new one), oldest first.
+    pub async fn epic_history(&self, project: &str, name: &str) -> Result<Vec<EpicRow>> {
+        let sql = format!(
+            "SELECT {EPIC_COLUMNS} FROM epic_history WHERE project = $1 AND name = $2 ORDER BY archived_at, created_at"
+        );
+        let records = on_pool!(self, pool => sqlx::query_as(&sql)
+            .bind(project).bind(name).fetch_all(pool).await.map_err(q("read an epic's history")))?;
+        codec::epics(records)
+    }
+
     /// Counts a finished run against its epic: its cost, and for a worker its success or
     /// failure (consecutive failures), for a manager an activation.
     pub async fn count_for_epic(

@@ -111,15 +111,36 @@ impl Store {
             write::changes(&mut tx, changes, now).await?;
             for epic in &decided.epics {
                 match epic {
-                    EpicChange::Open(name) => sqlx::query(
-                        "INSERT INTO epics (project, name, created_at, updated_at) VALUES ($1, $2, $3, $3)
-                         ON CONFLICT (project, name) DO NOTHING")
-                        .bind(project).bind(name).bind(now)
-                        .execute(&mut *tx).await.map_err(q("open an epic"))?,
+                    EpicChange::Open(name) => {
+                        // A name reused after its epic ended opens a new epic; the old one
+                        // stays in epic_history.
+                        sqlx::query(
+                            "INSERT INTO epic_history (project, name, state, reason, tasks, consecutive_failures,
+                                 activations, spend_usd, created_at, updated_at, archived_at)
+                             SELECT project, name, state, reason, tasks, consecutive_failures, activations,
+                                 spend_usd, created_at, updated_at, $3
+                             FROM epics WHERE project = $1 AND name = $2 AND state <> 'active'")
+                            .bind(project).bind(name).bind(now)
+                            .execute(&mut *tx).await.map_err(q("keep an ended epic as history"))?;
+                        sqlx::query("DELETE FROM epics WHERE project = $1 AND name = $2 AND state <> 'active'")
+                            .bind(project).bind(name)
+                            .execute(&mut *tx).await.map_err(q("reopen an ended epic"))?;
+                        sqlx::query(
+                            "INSERT INTO epics (project, name, created_at, updated_at) VALUES ($1, $2, $3, $3)
+                             ON CONFLICT (project, name) DO NOTHING")
+                            .bind(project).bind(name).bind(now)
+                            .execute(&mut *tx).await.map_err(q("open an epic"))?
+                    }
                     EpicChange::CountTask(name) => sqlx::query(
                         "UPDATE epics SET tasks = tasks + 1, updated_at = $3 WHERE project = $1 AND name = $2")
                         .bind(project).bind(name).bind(now)
                         .execute(&mut *tx).await.map_err(q("count an epic's task"))?,
+                    EpicChange::Rebuilt(e) => sqlx::query(
+                        "UPDATE epics SET state = $3, reason = $4, activations = $5, spend_usd = $6, updated_at = $7
+                         WHERE project = $1 AND name = $2")
+                        .bind(project).bind(&e.name).bind(e.state.as_str()).bind(&e.reason)
+                        .bind(e.activations).bind(e.spend_usd).bind(now)
+                        .execute(&mut *tx).await.map_err(q("rebuild an epic"))?,
                 };
             }
             for path in &decided.cleared_errors {

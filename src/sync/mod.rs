@@ -5,6 +5,7 @@
 
 pub mod watch;
 
+use std::collections::HashMap;
 use std::path::Path;
 
 use chrono::Utc;
@@ -12,7 +13,7 @@ use chrono::Utc;
 use crate::config::ProjectConfig;
 use crate::gitops::{self, cache_path, GitAuth, GitError};
 use crate::model::{plan_sync, FileChange, MANAGER_TRAILER};
-use crate::spec::{parse_task, TASKS_DIR};
+use crate::spec::{parse_task, read_status, status_path, StatusSpec, STATUS_DIR, TASKS_DIR};
 use crate::store::{Store, StoreError, SyncScope};
 
 #[derive(Debug, thiserror::Error)]
@@ -59,6 +60,8 @@ struct Fetched {
     /// `None` when the head is already synced.
     changes: Option<Vec<FileChange>>,
     full: bool,
+    /// On a full sync, the status files of the tree by key (see [`read_statuses`]).
+    statuses: HashMap<String, StatusSpec>,
     plan_edits: Vec<gitops::FileCommit>,
 }
 
@@ -123,9 +126,18 @@ pub async fn sync_project(
         SyncScope::Keys(&keys)
     };
     let (now, head, full) = (Utc::now(), fetched.head.clone(), fetched.full);
+    let statuses = &fetched.statuses;
     let (changed, plan) = store
         .apply_sync(&project.name, &fetched.head, scope, now, |observed| {
-            plan_sync(&project.name, &changes, observed, full, &head, now)
+            plan_sync(
+                &project.name,
+                &changes,
+                observed,
+                full,
+                statuses,
+                &head,
+                now,
+            )
         })
         .await
         .map_err(store_err)?;
@@ -184,6 +196,7 @@ fn fetch_changes(
             fetched,
             changes: None,
             full: false,
+            statuses: HashMap::new(),
             plan_edits: Vec::new(),
         });
     }
@@ -198,6 +211,10 @@ fn fetch_changes(
             path: f.path,
         })
         .collect();
+    let statuses = match old {
+        None => read_statuses(&repo, head).map_err(read)?,
+        Some(_) => HashMap::new(),
+    };
     // A person's edit of the plan steers the manager; the manager's own edits do not.
     let plan_edits = match old {
         Some(old) => gitops::commits_touching(&repo, old, head, crate::spec::PLAN_FILE)
@@ -212,6 +229,25 @@ fn fetch_changes(
         fetched,
         changes: Some(changes),
         full: old.is_none(),
+        statuses,
         plan_edits,
     })
+}
+
+/// The status files at `head`, by key: what a database rebuilt from the repository knows of
+/// each task's last completed generation. A file that does not read as a status file, or whose
+/// name is not its key's, is left out (the task then runs as new, which is what it would do
+/// without the file).
+fn read_statuses(
+    repo: &git2::Repository,
+    head: git2::Oid,
+) -> Result<HashMap<String, StatusSpec>, git2::Error> {
+    let files = gitops::changed_files(repo, None, head, STATUS_DIR)?;
+    Ok(files
+        .into_iter()
+        .filter_map(|f| {
+            let status = read_status(f.content.as_deref()?)?;
+            (status_path(&status.key) == f.path).then(|| (status.key.to_string(), status))
+        })
+        .collect())
 }

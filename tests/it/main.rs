@@ -27,6 +27,7 @@ mod layers;
 mod model;
 mod ops;
 mod pgtls;
+mod rebuild;
 mod runtime;
 mod schema;
 mod steer;

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use chrono::Utc;
 use coding_swarm::model::transition::{self, StopOutcome};
-use coding_swarm::model::{ClaimLimits, EventKind, Outcome};
+use coding_swarm::model::{ClaimLimits, EpicState, EventKind, Outcome};
 use coding_swarm::spec::{ErrorClass, RunResult, TaskState};
 use coding_swarm::steer::{self, SteerError};
 use coding_swarm::store::{Store, TaskFilter};
@@ -25,6 +25,7 @@ crate::on_both_backends!(
     concurrent_claimers_keep_the_invariant,
     the_change_feed_follows_commits,
     a_value_this_engine_does_not_know_is_an_error_naming_it,
+    a_reused_epic_name_opens_a_new_epic_and_keeps_the_old_as_history,
 );
 
 fn limits(max: u32, per_project: u32) -> ClaimLimits {
@@ -618,5 +619,65 @@ async fn a_value_this_engine_does_not_know_is_an_error_naming_it(backend: Backen
         e.contains("task_events.kind") && e.contains("\"exploded\"") && e.contains("p/a"),
         "{e}"
     );
+    db.drop_db().await;
+}
+
+/// An epic that ended, named again by a new epic file: a new epic opens (its counters from
+/// zero, its manager runs again), and the ended one is kept as history.
+async fn a_reused_epic_name_opens_a_new_epic_and_keeps_the_old_as_history(backend: Backend) {
+    let db = TestDb::new(backend).await;
+    let s = &db.store;
+    let epic = |key: &str| {
+        task(
+            key,
+            "addressee: project-mgr-p\nkind: epic\nepic: x\nprompt: build x\n",
+        )
+    };
+    let part = |key: &str| task(key, "addressee: w1\nepic: x\nprompt: a part\n");
+    apply(
+        s,
+        "p",
+        "c1",
+        create_plan(vec![part("a-part"), epic("epic-x")]),
+    )
+    .await;
+    let first = s.epic("p", "x").await.unwrap().unwrap();
+    assert_eq!(
+        (first.state, first.tasks),
+        (EpicState::Active, 1),
+        "the part counts, whatever the file order"
+    );
+    assert!(s
+        .end_epic(
+            "p",
+            "x",
+            Utc::now(),
+            |e| coding_swarm::model::green::end_epic(e, None),
+            |_| { coding_swarm::model::Change::None }
+        )
+        .await
+        .unwrap());
+    assert_eq!(
+        s.epic("p", "x").await.unwrap().unwrap().state,
+        EpicState::Complete
+    );
+    apply(s, "p", "c2", create_plan(vec![epic("epic-x-again")])).await;
+    let second = s.epic("p", "x").await.unwrap().unwrap();
+    assert_eq!(
+        (second.state, second.tasks, second.activations),
+        (EpicState::Active, 0, 0),
+        "a new epic: {second:?}"
+    );
+    let history = s.epic_history("p", "x").await.unwrap();
+    assert_eq!(history.len(), 1, "{history:?}");
+    assert_eq!(
+        (history[0].state, history[0].tasks),
+        (EpicState::Complete, 1)
+    );
+    // An active epic named again by another file stays the one epic.
+    apply(s, "p", "c3", create_plan(vec![epic("epic-x-third")])).await;
+    apply(s, "p", "c4", create_plan(vec![part("b-part")])).await;
+    assert_eq!(s.epic("p", "x").await.unwrap().unwrap().tasks, 1);
+    assert_eq!(s.epic_history("p", "x").await.unwrap().len(), 1);
     db.drop_db().await;
 }

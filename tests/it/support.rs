@@ -195,7 +195,15 @@ pub async fn apply(store: &Store, project: &str, commit: &str, files: Vec<FileCh
     let now = Utc::now();
     store
         .apply_sync(project, commit, SyncScope::Keys(&keys), now, |rows| {
-            plan_sync(project, &files, rows, false, commit, now)
+            plan_sync(
+                project,
+                &files,
+                rows,
+                false,
+                &Default::default(),
+                commit,
+                now,
+            )
         })
         .await
         .unwrap();
