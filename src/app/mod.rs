@@ -138,16 +138,29 @@ impl App {
                 tracing::info!("another engine leads; waiting to take over")
             })
             .await?;
-        tracing::info!("this engine leads");
+        let holder = format!(
+            "{}/{}",
+            nix::unistd::gethostname()
+                .ok()
+                .and_then(|h| h.into_string().ok())
+                .unwrap_or_else(|| "engine".into()),
+            std::process::id()
+        );
+        let epoch = store
+            .lead(&holder, chrono::Utc::now())
+            .await
+            .context("cannot record the leadership")?;
+        tracing::info!(epoch, "this engine leads");
         // The engine stops on the caller's shutdown, or as soon as leadership is lost.
         let (stop_tx, stop_rx) = watch::channel(false);
         let leadership_lost = Arc::new(AtomicBool::new(false));
         {
-            let (mut lost, mut shutdown, stop_tx, flag) = (
+            let (mut lost, mut shutdown, stop_tx, flag, mut deposed) = (
                 leader.lost.clone(),
                 shutdown.clone(),
                 stop_tx.clone(),
                 leadership_lost.clone(),
+                store.deposed(),
             );
             tokio::spawn(async move {
                 loop {
@@ -155,7 +168,7 @@ impl App {
                         let _ = stop_tx.send(true);
                         return;
                     }
-                    if *lost.borrow() {
+                    if *lost.borrow() || *deposed.borrow() {
                         tracing::error!(
                             "lost the leader lock: stopping, another engine may take over"
                         );
@@ -166,6 +179,7 @@ impl App {
                     tokio::select! {
                         r = shutdown.changed() => if r.is_err() { return },
                         r = lost.changed() => if r.is_err() { return },
+                        r = deposed.changed() => if r.is_err() { return },
                     }
                 }
             });

@@ -83,6 +83,10 @@ pub async fn acquire(
                 .map_err(failed)?;
             if got {
                 // Keep the connection (and with it the lock); watch that it stays alive.
+                let mut session: Option<i32> = sqlx::query_scalar("SELECT pg_backend_pid()")
+                    .fetch_one(&mut conn)
+                    .await
+                    .ok();
                 let url = database_url.to_string();
                 let task = tokio::spawn(async move {
                     loop {
@@ -95,8 +99,11 @@ pub async fn acquire(
                         }
                         // The lock went with its connection. Unless another engine took it
                         // meanwhile, this one still leads once it holds it again.
-                        match retake(&url).await {
-                            Some(c) => conn = c,
+                        match retake(&url, session).await {
+                            Some((c, pid)) => {
+                                conn = c;
+                                session = pid;
+                            }
                             None => {
                                 let _ = tx.send(true);
                                 return;
@@ -151,10 +158,13 @@ pub async fn acquire(
     }
 }
 
-/// After the leader lock's connection failed (a database restart, say): takes the lock again on
-/// a new connection, trying for up to [`RETAKE_FOR`]. `None` when another engine holds it or
-/// the database stays unreachable.
-async fn retake(database_url: &str) -> Option<sqlx::PgConnection> {
+/// After the leader lock's connection failed (a database restart, a pause, a network blip):
+/// takes the lock again on a new connection, trying for up to [`RETAKE_FOR`]. When the lock is
+/// still held by this engine's own old session (`old`, its backend pid: the server has not
+/// noticed yet that the connection is gone), that session is ended, and the lock taken once
+/// the server has released it. `None` when another engine holds it or the database stays
+/// unreachable. Returns the new connection and its backend pid.
+async fn retake(database_url: &str, old: Option<i32>) -> Option<(sqlx::PgConnection, Option<i32>)> {
     tracing::warn!("the leader lock's connection failed; taking the lock again");
     let until = tokio::time::Instant::now() + RETAKE_FOR;
     loop {
@@ -166,12 +176,30 @@ async fn retake(database_url: &str) -> Option<sqlx::PgConnection> {
             {
                 Ok(true) => {
                     tracing::info!("the leader lock is held again");
-                    return Some(conn);
+                    let pid = sqlx::query_scalar("SELECT pg_backend_pid()")
+                        .fetch_one(&mut conn)
+                        .await
+                        .ok();
+                    return Some((conn, pid));
                 }
-                Ok(false) => {
-                    tracing::error!("another engine took the leader lock");
-                    return None;
-                }
+                Ok(false) => match lock_holder(&mut conn).await {
+                    Some(holder) if Some(holder) == old => {
+                        tracing::warn!(
+                            backend = holder,
+                            "the leader lock is still held by this engine's old session; ending it"
+                        );
+                        let _ = sqlx::query("SELECT pg_terminate_backend($1)")
+                            .bind(holder)
+                            .execute(&mut conn)
+                            .await;
+                    }
+                    // Released meanwhile: the next try takes it.
+                    None => {}
+                    Some(_) => {
+                        tracing::error!("another engine took the leader lock");
+                        return None;
+                    }
+                },
                 Err(_) => {}
             }
         }
@@ -184,4 +212,18 @@ async fn retake(database_url: &str) -> Option<sqlx::PgConnection> {
         }
         tokio::time::sleep(Duration::from_secs(1)).await;
     }
+}
+
+/// The backend pid of the session that holds the leader lock, if any. A bigint advisory lock
+/// shows in `pg_locks` as its high and low 32 bits (`classid`, `objid`) with `objsubid` 1.
+async fn lock_holder(conn: &mut sqlx::PgConnection) -> Option<i32> {
+    sqlx::query_scalar(
+        "SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND granted
+           AND classid = ($1 >> 32)::oid AND objid = ($1 & 4294967295)::oid AND objsubid = 1",
+    )
+    .bind(LOCK_KEY)
+    .fetch_optional(conn)
+    .await
+    .ok()
+    .flatten()
 }

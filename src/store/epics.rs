@@ -4,6 +4,7 @@
 use chrono::{DateTime, Utc};
 
 use super::codec::{self, EpicRecord, TaskRecord, EPIC_COLUMNS, TASK_COLUMNS};
+use super::leadership::fenced;
 use super::{on_pool, q, write, Backend, BeginImmediate, Result, Store};
 use crate::model::green::EpicState;
 use crate::model::{Change, EpicCount, EpicRow, TaskRow};
@@ -85,6 +86,7 @@ impl Store {
         );
         let changed = on_pool!(self, pool => {
             let mut tx = pool.begin_immediate().await.map_err(q("begin ending an epic"))?;
+            fenced!(self, tx);
             let record: Option<EpicRecord> = sqlx::query_as(&epic_sql).bind(project).bind(name)
                 .fetch_optional(&mut *tx).await.map_err(q("read an epic to end"))?;
             let decision = match record.map(EpicRow::try_from).transpose()? {
@@ -129,6 +131,7 @@ impl Store {
         );
         let out = on_pool!(self, pool => {
             let mut tx = pool.begin_immediate().await.map_err(q("begin an activation"))?;
+            fenced!(self, tx);
             if let Backend::Postgres(_) = &self.backend {
                 sqlx::query("SELECT pg_advisory_xact_lock(7353013)").execute(&mut *tx).await.map_err(q("lock activations"))?;
             }

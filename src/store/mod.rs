@@ -6,6 +6,7 @@
 mod codec;
 mod epics;
 mod events;
+pub mod leadership;
 mod outbox;
 mod rows;
 mod sync;
@@ -56,6 +57,8 @@ pub enum StoreError {
     NotFound { project: String, key: String },
     #[error("task {project}/{key} was created meanwhile by someone else; the next pass sees it")]
     Raced { project: String, key: String },
+    #[error("this engine no longer leads: it led as epoch {ours}, and epoch {current} leads now; it writes nothing more")]
+    Deposed { ours: i64, current: i64 },
 }
 
 impl StoreError {
@@ -140,6 +143,8 @@ pub struct Store {
     wake: Arc<Notify>,
     /// SQLite: the last `PRAGMA data_version` seen (see [`Store::changed_elsewhere`]).
     data_version: Arc<std::sync::atomic::AtomicI64>,
+    /// The leadership epoch this store writes under (see [`leadership`]).
+    fence: Arc<leadership::Fence>,
 }
 
 impl Store {
@@ -195,6 +200,7 @@ impl Store {
             backend,
             wake: Arc::new(Notify::new()),
             data_version: Arc::new(std::sync::atomic::AtomicI64::new(-1)),
+            fence: Arc::new(leadership::Fence::default()),
         })
     }
 

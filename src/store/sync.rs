@@ -4,6 +4,7 @@
 use chrono::{DateTime, Utc};
 
 use super::codec::{self, TaskRecord, TASK_COLUMNS};
+use super::leadership::fenced;
 use super::{on_pool, q, write, Backend, BeginImmediate, ProjectRow, Result, SpecErrorRow, Store};
 use crate::model::{EpicChange, SyncPlan, TaskRow};
 
@@ -99,6 +100,7 @@ impl Store {
         };
         let applied = on_pool!(self, pool => {
             let mut tx = pool.begin_immediate().await.map_err(q("begin a sync"))?;
+            fenced!(self, tx);
             let mut query = sqlx::query_as::<_, TaskRecord>(&sql).bind(project);
             if let Some(keys) = &keys {
                 query = query.bind(keys);

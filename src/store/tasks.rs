@@ -7,6 +7,7 @@ use std::collections::HashMap;
 use chrono::{DateTime, Utc};
 
 use super::codec::{self, TaskRecord, TASK_COLUMNS};
+use super::leadership::fenced;
 use super::{on_pool, q, write, Backend, BeginImmediate, Result, Store, StoreError, TaskFilter};
 use crate::model::{Change, Counts, RunningRun, TaskRow};
 use crate::spec::TaskState;
@@ -307,6 +308,7 @@ impl Store {
         );
         let out = on_pool!(self, pool => {
             let mut tx = pool.begin_immediate().await.map_err(q("begin changing tasks"))?;
+            fenced!(self, tx);
             let records: Vec<TaskRecord> = sqlx::query_as(&sql).bind(&json)
                 .fetch_all(&mut *tx).await.map_err(q("read tasks to change"))?;
             let rows = codec::tasks(records)?;
@@ -354,6 +356,7 @@ impl Store {
         };
         let claimed = on_pool!(self, pool => {
             let mut tx = pool.begin_immediate().await.map_err(q("begin a claim"))?;
+            fenced!(self, tx);
             if let Backend::Postgres(_) = &self.backend {
                 sqlx::query("SELECT pg_advisory_xact_lock(7353012)").execute(&mut *tx).await.map_err(q("lock the claim"))?;
             }

@@ -1043,3 +1043,51 @@ async fn a_leader_whose_lock_connection_dies_takes_the_lock_again_or_stops() {
     admin.close().await.unwrap();
     db.drop_db().await;
 }
+
+/// A leader whose lock session stalls (its database backend stopped, as a paused VM, a network
+/// blip or a frozen process would leave it) for longer than the keepalive: the leader notices,
+/// finds the lock still held by its own old session, ends that session, and takes the lock
+/// back once the server lets go; it does not step down for a lock nobody else took.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leader_whose_lock_session_stalls_takes_the_lock_back() {
+    use coding_swarm::engine::leader;
+    use nix::sys::signal::{kill, Signal};
+    use nix::unistd::Pid;
+    use sqlx::Connection;
+    let db = TestDb::postgres().await;
+    let data = tempfile::tempdir().unwrap();
+    let mut admin = sqlx::PgConnection::connect(&db.url).await.unwrap();
+    let holders = "SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND granted
+                     AND database = (SELECT oid FROM pg_database WHERE datname = current_database())";
+    let first = leader::acquire(&db.url, data.path(), || {}).await.unwrap();
+    let old: Vec<i32> = sqlx::query_scalar(holders)
+        .fetch_all(&mut admin)
+        .await
+        .unwrap();
+    assert_eq!(old.len(), 1, "the leader's lock session: {old:?}");
+    let backend = Pid::from_raw(old[0]);
+    kill(backend, Signal::SIGSTOP).unwrap();
+    // Longer than the keepalive's probe and timeout (5 s each): the leader has noticed, and
+    // found its own stalled session holding the lock.
+    tokio::time::sleep(Duration::from_secs(14)).await;
+    kill(backend, Signal::SIGCONT).unwrap();
+    wait_for(
+        "the lock to be held again by a new session",
+        Duration::from_secs(40),
+        async || {
+            let now: Vec<i32> = sqlx::query_scalar(holders)
+                .fetch_all(&mut admin)
+                .await
+                .unwrap();
+            now.len() == 1 && now[0] != old[0]
+        },
+    )
+    .await;
+    assert!(
+        !*first.lost.borrow(),
+        "the leader stepped down for a lock only its own old session held"
+    );
+    drop(first);
+    admin.close().await.unwrap();
+    db.drop_db().await;
+}

@@ -26,6 +26,7 @@ crate::on_both_backends!(
     the_change_feed_follows_commits,
     a_value_this_engine_does_not_know_is_an_error_naming_it,
     a_reused_epic_name_opens_a_new_epic_and_keeps_the_old_as_history,
+    a_deposed_leader_writes_nothing_after_a_new_one_leads,
 );
 
 fn limits(max: u32, per_project: u32) -> ClaimLimits {
@@ -679,5 +680,79 @@ async fn a_reused_epic_name_opens_a_new_epic_and_keeps_the_old_as_history(backen
     apply(s, "p", "c4", create_plan(vec![part("b-part")])).await;
     assert_eq!(s.epic("p", "x").await.unwrap().unwrap().tasks, 1);
     assert_eq!(s.epic_history("p", "x").await.unwrap().len(), 1);
+    db.drop_db().await;
+}
+
+/// Fencing: once another engine has taken leadership (raised the epoch), the old leader's
+/// claims, run ends and syncs fail as deposed, and it learns it must stop; the new leader's
+/// work goes on. A store that never led (a CLI command) is not fenced.
+async fn a_deposed_leader_writes_nothing_after_a_new_one_leads(backend: Backend) {
+    let db = TestDb::new(backend).await;
+    let old = Store::connect(&db.url).await.unwrap();
+    let new = Store::connect(&db.url).await.unwrap();
+    apply(
+        &db.store,
+        "p",
+        "c",
+        create_plan(vec![task("a", &y("w1", "")), task("b", &y("w2", ""))]),
+    )
+    .await;
+    assert_eq!(old.lead("old", Utc::now()).await.unwrap(), 1);
+    let running = claim(&old, &limits(1, 1), Utc::now()).await.remove(0);
+    assert_eq!(new.lead("new", Utc::now()).await.unwrap(), 2);
+    let deposed = old.deposed();
+    let e = old
+        .claim(Utc::now(), |_, heads| {
+            heads
+                .iter()
+                .map(|h| transition::claim(h, Utc::now()))
+                .collect()
+        })
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            e,
+            coding_swarm::store::StoreError::Deposed {
+                ours: 1,
+                current: 2
+            }
+        ),
+        "{e}"
+    );
+    assert!(*deposed.borrow(), "the old leader learns it must stop");
+    let end = Outcome::Completed(RunResult::default());
+    let e = old
+        .modify_tasks(&[running.id], Utc::now(), |row| {
+            (transition::finish(row, 1, &end, Utc::now()), ())
+        })
+        .await
+        .unwrap_err();
+    assert!(e.to_string().contains("no longer leads"), "{e}");
+    assert_eq!(
+        db.store
+            .task("p", &running.key)
+            .await
+            .unwrap()
+            .unwrap()
+            .status,
+        TaskState::Running,
+        "the deposed leader's run end was not written"
+    );
+    // The new leader goes on: it records the run's end and claims the next task.
+    assert!(finish(&new, running.id, 1, &end, Utc::now()).await);
+    assert_eq!(claim(&new, &limits(1, 1), Utc::now()).await.len(), 1);
+    assert_eq!(
+        new.leadership().await.unwrap().unwrap(),
+        (2, "new".to_string())
+    );
+    // A store that never led writes as before.
+    apply(
+        &db.store,
+        "p",
+        "c2",
+        create_plan(vec![task("c", &y("w3", ""))]),
+    )
+    .await;
     db.drop_db().await;
 }
