@@ -13,12 +13,13 @@ use coding_swarm::steer::{self, SteerError};
 use coding_swarm::store::Store;
 use tokio::sync::Barrier;
 
-use crate::support::{apply, claim, create_plan, finish, task, Backend, TestDb};
+use crate::support::{apply, claim, config, create_plan, finish, task, Backend, TestDb, TestRepo};
 
 crate::on_both_backends!(
     stop_racing_a_claim_says_what_happened,
     a_priority_change_racing_a_claim_is_kept_or_refused,
     retry_racing_a_run_end_reports_the_generation_it_set,
+    a_status_file_owed_by_an_earlier_generation_is_still_committed,
 );
 
 const ROUNDS: usize = 25;
@@ -227,5 +228,72 @@ async fn retry_racing_a_run_end_reports_the_generation_it_set(backend: Backend) 
         }
     }
     eprintln!("{backend:?}: {seen:?}");
+    db.drop_db().await;
+}
+
+/// A task completes and is retried before its status file was committed: the file of the
+/// generation that completed is still committed (then the next generation's, when it ends).
+async fn a_status_file_owed_by_an_earlier_generation_is_still_committed(backend: Backend) {
+    use coding_swarm::gitops::GitAuth;
+    use coding_swarm::spec::StatusSpec;
+    let db = TestDb::new(backend).await;
+    let s = db.store.clone();
+    let data = tempfile::tempdir().unwrap();
+    let repo = TestRepo::new();
+    repo.commit(
+        &[(".ai/tasks/t.yaml", Some("addressee: w\nprompt: do it\n"))],
+        "a task",
+    );
+    let cfg = config(data.path(), &db, &repo, "true", "");
+    let project = cfg.projects[0].clone();
+    apply(
+        &s,
+        &project.name,
+        "c",
+        create_plan(vec![task("t", "addressee: w\nprompt: do it\n")]),
+    )
+    .await;
+    let run = claim(&s, &limits(), Utc::now()).await.remove(0);
+    let done = |summary: &str| {
+        Outcome::Completed(RunResult {
+            success: true,
+            summary: Some(summary.into()),
+            ..RunResult::default()
+        })
+    };
+    assert!(finish(&s, run.id, 1, &done("first"), Utc::now()).await);
+    // Retried before the reporter ran.
+    assert_eq!(
+        steer::retry(&s, &project.name, "t", "ann").await.unwrap(),
+        2
+    );
+    let reported = coding_swarm::report::report_project(&s, &cfg, &project, &GitAuth::default())
+        .await
+        .unwrap();
+    assert_eq!(reported, 1);
+    let file: StatusSpec =
+        serde_saphyr::from_str(&repo.read("main", ".ai/status/t.yaml").expect("committed"))
+            .unwrap();
+    assert_eq!(
+        (file.generation, file.result.and_then(|r| r.summary)),
+        (1, Some("first".to_string())),
+        "the first generation's file"
+    );
+    assert_eq!(
+        coding_swarm::report::report_project(&s, &cfg, &project, &GitAuth::default())
+            .await
+            .unwrap(),
+        0,
+        "owed once"
+    );
+    // The next generation runs and its own file replaces it.
+    let run = claim(&s, &limits(), Utc::now()).await.remove(0);
+    assert!(finish(&s, run.id, 1, &done("second"), Utc::now()).await);
+    coding_swarm::report::report_project(&s, &cfg, &project, &GitAuth::default())
+        .await
+        .unwrap();
+    let file: StatusSpec =
+        serde_saphyr::from_str(&repo.read("main", ".ai/status/t.yaml").unwrap()).unwrap();
+    assert_eq!(file.generation, 2);
     db.drop_db().await;
 }
