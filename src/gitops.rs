@@ -61,6 +61,16 @@ fn err<'a>(step: &'static str, url: &'a str) -> impl FnOnce(git2::Error) -> GitE
     }
 }
 
+/// How every remote operation (ls-remote, fetch, clone, push) finds its proxy: libgit2's
+/// auto-detection, which takes the remote's `http.proxy` git configuration, else the
+/// environment's `https_proxy`/`HTTPS_PROXY` (for `https://` remotes) or `http_proxy` (for
+/// `http://`), and leaves out the hosts of `no_proxy`/`NO_PROXY`. Without any of them, no proxy.
+pub fn proxy() -> git2::ProxyOptions<'static> {
+    let mut p = git2::ProxyOptions::new();
+    p.auto();
+    p
+}
+
 /// How the engine or a worker authenticates to git remotes: an SSH agent for `ssh://` and
 /// `git@` URLs; for HTTPS the token it was given (the engine's `SWARM_GIT_TOKEN`, passed in by
 /// the wiring; a worker's from its job). The token is handed to libgit2 only; it is never part
@@ -82,6 +92,14 @@ impl GitAuth {
     /// Authentication with an HTTPS token (and the SSH agent for SSH remotes).
     pub fn new(token: Option<crate::config::Secret>) -> Self {
         Self { token }
+    }
+
+    /// Options for a fetch (or clone): [`Self::callbacks`] and [`proxy`].
+    pub fn fetch_options(&self) -> FetchOptions<'_> {
+        let mut opts = FetchOptions::new();
+        opts.remote_callbacks(self.callbacks());
+        opts.proxy_options(proxy());
+        opts
     }
 
     /// The callbacks that answer a remote's request for credentials.
@@ -147,7 +165,7 @@ pub fn remote_head(
         .remote_anonymous(url)
         .map_err(err("reach the remote", url))?;
     let conn = remote
-        .connect_auth(Direction::Fetch, Some(auth.callbacks()), None)
+        .connect_auth(Direction::Fetch, Some(auth.callbacks()), Some(proxy()))
         .map_err(err("reach the remote", url))?;
     let want = format!("refs/heads/{branch}");
     let head = conn
@@ -170,8 +188,7 @@ pub fn fetch(repo: &Repository, url: &str, branch: &str, auth: &GitAuth) -> Resu
     let mut remote = repo
         .remote_anonymous(url)
         .map_err(err("reach the remote", url))?;
-    let mut opts = FetchOptions::new();
-    opts.remote_callbacks(auth.callbacks());
+    let mut opts = auth.fetch_options();
     opts.download_tags(git2::AutotagOption::None);
     let refspec = format!("+refs/heads/{branch}:refs/remotes/origin/{branch}");
     remote
@@ -211,6 +228,7 @@ pub fn push(
     });
     let mut opts = PushOptions::new();
     opts.remote_callbacks(cb);
+    opts.proxy_options(proxy());
     let refspec = format!("{source}:refs/heads/{branch}");
     remote
         .push(&[&refspec], Some(&mut opts))

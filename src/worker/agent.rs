@@ -14,9 +14,30 @@ use crate::job::{AgentKind, JobSpec};
 use crate::secrets::Redactor;
 use crate::spec::{truncate, ErrorClass, RunResult};
 
-/// Variables of the worker's environment an agent inherits.
+/// Variables of the worker's environment an agent inherits: the basics, and what a corporate
+/// network needs to reach anything (its proxies and its certificate authorities).
 const AGENT_ENV: &[&str] = &[
-    "PATH", "LANG", "LANGUAGE", "TERM", "TZ", "USER", "LOGNAME", "SHELL", "TMPDIR",
+    "PATH",
+    "LANG",
+    "LANGUAGE",
+    "TERM",
+    "TZ",
+    "USER",
+    "LOGNAME",
+    "SHELL",
+    "TMPDIR",
+    "HTTPS_PROXY",
+    "https_proxy",
+    "HTTP_PROXY",
+    "http_proxy",
+    "NO_PROXY",
+    "no_proxy",
+    "ALL_PROXY",
+    "all_proxy",
+    "SSL_CERT_FILE",
+    "SSL_CERT_DIR",
+    "NODE_EXTRA_CA_CERTS",
+    "GIT_SSL_CAINFO",
 ];
 
 /// How long a Claude Code process may linger after its result event.

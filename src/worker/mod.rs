@@ -269,10 +269,8 @@ fn prepare_checkout(
     auth: &GitAuth,
 ) -> Result<(git2::Repository, git2::Oid), String> {
     let m = |e: git2::Error| e.message().to_string();
-    let mut fetch = git2::FetchOptions::new();
-    fetch.remote_callbacks(auth.callbacks());
     let repo = git2::build::RepoBuilder::new()
-        .fetch_options(fetch)
+        .fetch_options(auth.fetch_options())
         .clone(&task.repo, checkout)
         .map_err(|e| format!("clone failed: {}", e.message()))?;
     let start = match repo.refname_to_id(&format!("refs/remotes/origin/{}", task.branch)) {
@@ -390,8 +388,7 @@ fn push_with_replay(
                 let mut remote = repo
                     .remote_anonymous(&task.repo)
                     .map_err(|e| CommitError::Git(e.message().to_string()))?;
-                let mut opts = git2::FetchOptions::new();
-                opts.remote_callbacks(auth.callbacks());
+                let mut opts = auth.fetch_options();
                 let refspec = format!("+refs/heads/{0}:refs/remotes/origin/{0}", task.branch);
                 remote
                     .fetch(&[&refspec], Some(&mut opts), None)

@@ -156,13 +156,119 @@ async fn cgi(
     resp.body(Body::from(rest.to_vec())).unwrap()
 }
 
+/// An HTTPS proxy on loopback, as a corporate network has one: it takes `CONNECT host:port`
+/// (what libgit2 sends through a proxy for `https://` remotes; it sends `http://` ones past any
+/// proxy), answers for every host with `identity` (a certificate the client must trust through
+/// `SSL_CERT_FILE`), and carries the plain requests to `upstream`. It counts the tunnels.
+pub struct HttpProxy {
+    pub url: String,
+    carried: Arc<std::sync::atomic::AtomicUsize>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl HttpProxy {
+    pub async fn start(
+        upstream: std::net::SocketAddr,
+        identity: native_tls_identity::Identity,
+    ) -> Self {
+        use tokio::io::AsyncReadExt;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let carried: Arc<std::sync::atomic::AtomicUsize> = Arc::default();
+        let count = carried.clone();
+        let acceptor = tokio_native_tls::TlsAcceptor::from(
+            tokio_native_tls::native_tls::TlsAcceptor::new(identity).unwrap(),
+        );
+        let task = tokio::spawn(async move {
+            while let Ok((mut client, _)) = listener.accept().await {
+                let acceptor = acceptor.clone();
+                let count = count.clone();
+                tokio::spawn(async move {
+                    // The request's head, up to its blank line.
+                    let mut head = Vec::new();
+                    let mut byte = [0u8; 1];
+                    while !head.ends_with(b"\r\n\r\n") {
+                        if client.read(&mut byte).await.unwrap_or(0) == 0 {
+                            return;
+                        }
+                        head.push(byte[0]);
+                    }
+                    if !head.starts_with(b"CONNECT ") {
+                        let _ = client.write_all(b"HTTP/1.1 405 CONNECT only\r\n\r\n").await;
+                        return;
+                    }
+                    count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                    if client
+                        .write_all(b"HTTP/1.1 200 Connection established\r\n\r\n")
+                        .await
+                        .is_err()
+                    {
+                        return;
+                    }
+                    let Ok(mut tls) = acceptor.accept(client).await else {
+                        return;
+                    };
+                    let Ok(mut server) = tokio::net::TcpStream::connect(upstream).await else {
+                        return;
+                    };
+                    let _ = tokio::io::copy_bidirectional(&mut tls, &mut server).await;
+                });
+            }
+        });
+        Self { url, carried, task }
+    }
+
+    pub fn carried(&self) -> usize {
+        self.carried.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+/// The TLS identity type of the proxy.
+pub mod native_tls_identity {
+    pub use tokio_native_tls::native_tls::Identity;
+
+    /// A self-signed certificate for `host` made by the openssl CLI in `dir`: its identity, and
+    /// the path of its certificate (for `SSL_CERT_FILE`).
+    pub fn self_signed(dir: &std::path::Path, host: &str) -> (Identity, std::path::PathBuf) {
+        let status = std::process::Command::new("openssl")
+            .args([
+                "req",
+                "-x509",
+                "-newkey",
+                "ec",
+                "-pkeyopt",
+                "ec_paramgen_curve:prime256v1",
+            ])
+            .args(["-nodes", "-days", "2", "-subj", &format!("/CN={host}")])
+            .args(["-addext", &format!("subjectAltName=DNS:{host}")])
+            .args(["-keyout", "proxy.key", "-out", "proxy.pem"])
+            .current_dir(dir)
+            .stderr(std::process::Stdio::null())
+            .status()
+            .unwrap();
+        assert!(status.success(), "openssl req");
+        let cert = std::fs::read(dir.join("proxy.pem")).unwrap();
+        let key = std::fs::read(dir.join("proxy.key")).unwrap();
+        (
+            Identity::from_pkcs8(&cert, &key).unwrap(),
+            dir.join("proxy.pem"),
+        )
+    }
+}
+
+impl Drop for HttpProxy {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
 pub mod tests {
 
     use coding_swarm::config::AgentProfile;
     use coding_swarm::job::JobSpec;
     use coding_swarm::spec::{ErrorClass, RunResult};
 
-    use super::GitHttpServer;
+    use super::{GitHttpServer, HttpProxy};
     use crate::support::TestRepo;
 
     const SWARM: &str = env!("CARGO_BIN_EXE_swarm");
@@ -336,6 +442,87 @@ pub mod tests {
                 .any(|s| s.contains("git-receive-pack") && s.ends_with("auth=true")),
             "{:?}",
             server.seen()
+        );
+    }
+
+    /// Behind a proxy: the remote's host resolves nowhere (`.invalid`), so `swarm up --once`
+    /// reaches it only through the proxy of `https_proxy`, for the sync's ls-remote and fetch,
+    /// the worker's clone and push and the status push, trusting the proxy's certificate by
+    /// `SSL_CERT_FILE`; the agent gets the proxy and CA variables.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_engine_and_its_workers_reach_the_remote_through_the_proxy() {
+        let repo = TestRepo::new();
+        repo.commit(
+            &[(".ai/tasks/proxied.yaml", Some("addressee: w\nprompt: p\n"))],
+            "task",
+        );
+        let server = GitHttpServer::start(repo.dir.path().to_path_buf(), GIT_TOKEN).await;
+        let upstream: std::net::SocketAddr =
+            server.base.trim_start_matches("http://").parse().unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let (identity, cert) = super::native_tls_identity::self_signed(dir.path(), "git.invalid");
+        let proxy = HttpProxy::start(upstream, identity).await;
+        let seen_env = dir.path().join("agent-env");
+        let script = format!(
+            "echo \"$https_proxy|$NO_PROXY|$SSL_CERT_FILE|$NODE_EXTRA_CA_CERTS\" > {}; mkdir -p out; echo x > out/f; echo ok",
+            seen_env.display()
+        );
+        std::fs::write(
+            dir.path().join("swarm.toml"),
+            format!(
+                "data_dir = \"d\"\ndefault_agent = \"sh\"\n[agents.sh]\ncommand = [\"sh\", \"-c\", {script:?}]\n[[projects]]\nname = \"proj\"\nrepo = \"https://git.invalid:{}/remote.git\"\n",
+                upstream.port()
+            ),
+        )
+        .unwrap();
+        let run = |with_proxy: bool| {
+            let dir = dir.path().to_path_buf();
+            let proxy_url = proxy.url.clone();
+            let cert = cert.clone();
+            tokio::task::spawn_blocking(move || {
+                let mut cmd = crate::support::command(SWARM);
+                cmd.args(["up", "--once", "--config", "swarm.toml"])
+                    .current_dir(dir)
+                    .env("SWARM_GIT_TOKEN", GIT_TOKEN);
+                if with_proxy {
+                    cmd.env("https_proxy", &proxy_url)
+                        .env("NO_PROXY", "example.org")
+                        .env("SSL_CERT_FILE", &cert)
+                        .env("NODE_EXTRA_CA_CERTS", &cert);
+                }
+                cmd.output().unwrap()
+            })
+        };
+        // Without the proxy the host does not resolve: the sync fails, nothing runs.
+        let out = run(false).await.unwrap();
+        let log = String::from_utf8_lossy(&out.stderr).to_string();
+        assert!(!out.status.success(), "{log}");
+        assert_eq!(proxy.carried(), 0);
+
+        let out = run(true).await.unwrap();
+        let log = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(out.status.success(), "{log}");
+        assert!(
+            proxy.carried() >= 3,
+            "ls-remote, fetch, clone, pushes: {}",
+            proxy.carried()
+        );
+        assert!(
+            repo.read("swarm/proxied", "out/f").is_some(),
+            "the worker pushed through it"
+        );
+        assert!(
+            repo.read("main", ".ai/status/proxied.yaml").is_some(),
+            "the status file was pushed through it"
+        );
+        assert_eq!(
+            std::fs::read_to_string(&seen_env).unwrap().trim(),
+            format!("{}|example.org|{c}|{c}", proxy.url, c = cert.display()),
+            "the agent got the proxy and CA variables"
         );
     }
 }
