@@ -366,6 +366,13 @@ pub struct GitHubConfig {
     /// What a comment mentions to ask the swarm for something.
     #[serde(default = "default_mention")]
     pub mention: String,
+    /// How long a processed webhook delivery is kept, so that its redelivery is answered as a
+    /// duplicate. Deliveries not processed yet are kept whatever their age.
+    #[serde(
+        default = "default_webhook_retention",
+        deserialize_with = "de_duration"
+    )]
+    pub webhook_retention: Duration,
 }
 
 fn default_github_api() -> String {
@@ -373,6 +380,9 @@ fn default_github_api() -> String {
 }
 fn default_write_interval() -> Duration {
     Duration::from_secs(1)
+}
+fn default_webhook_retention() -> Duration {
+    Duration::from_secs(7 * 24 * 3600)
 }
 fn default_mention() -> String {
     "@swarm".into()

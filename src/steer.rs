@@ -9,7 +9,7 @@ use crate::config::ProjectConfig;
 use crate::model::green::manager_addressee;
 use crate::model::transition::{self, Refused, StopOutcome};
 use crate::model::{ActivationItem, Change};
-use crate::store::{Store, StoreError};
+use crate::store::{DeliverySeq, Store, StoreError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum SteerError {
@@ -41,9 +41,22 @@ pub async fn stop(
     key: &str,
     who: &str,
 ) -> Result<StopOutcome, SteerError> {
+    stop_marking(store, project, key, who, None).await
+}
+
+/// [`stop`], asked by the webhook delivery `delivery`, which is marked processed with it.
+pub async fn stop_marking(
+    store: &Store,
+    project: &str,
+    key: &str,
+    who: &str,
+    delivery: Option<DeliverySeq>,
+) -> Result<StopOutcome, SteerError> {
     let now = Utc::now();
     let outcome = store
-        .modify_task(project, key, now, |row| transition::stop(row, who, now))
+        .modify_task_marking(project, key, now, delivery, |row| {
+            transition::stop(row, who, now)
+        })
         .await?;
     match outcome {
         StopOutcome::AlreadyCompleted => Err(SteerError::refused(
@@ -61,9 +74,21 @@ pub async fn stop(
 /// Runs a completed task again, as a new generation with the same spec. Returns the
 /// generation that runs.
 pub async fn retry(store: &Store, project: &str, key: &str, who: &str) -> Result<i32, SteerError> {
+    retry_marking(store, project, key, who, None).await
+}
+
+/// [`retry`], asked by the webhook delivery `delivery`, which is marked processed with it: a
+/// redelivered `/swarm retry` never runs a task twice.
+pub async fn retry_marking(
+    store: &Store,
+    project: &str,
+    key: &str,
+    who: &str,
+    delivery: Option<DeliverySeq>,
+) -> Result<i32, SteerError> {
     let now = Utc::now();
     store
-        .modify_task(project, key, now, |row| {
+        .modify_task_marking(project, key, now, delivery, |row| {
             match transition::retry(row, who, now) {
                 Ok((change, generation)) => (change, Ok(generation)),
                 Err(refused) => (Change::None, Err(refused)),
@@ -100,10 +125,21 @@ pub async fn activate(
     epic: Option<&str>,
     item: ActivationItem,
 ) -> Result<(String, bool), StoreError> {
+    activate_marking(store, project, epic, item, None).await
+}
+
+/// [`activate`], asked by the webhook delivery `delivery`, which is marked processed with it.
+pub async fn activate_marking(
+    store: &Store,
+    project: &ProjectConfig,
+    epic: Option<&str>,
+    item: ActivationItem,
+    delivery: Option<DeliverySeq>,
+) -> Result<(String, bool), StoreError> {
     let addressee = manager_addressee(&project.name);
     let now = Utc::now();
     store
-        .activate(&project.name, &addressee, now, |pending, last| {
+        .activate_marking(&project.name, &addressee, now, delivery, |pending, last| {
             transition::activate(
                 pending,
                 last,

@@ -22,20 +22,14 @@ use crate::display::error_chain;
 use crate::model::transition::StopOutcome;
 use crate::model::{describe_state, effective_branch, ActivationItem, Role, TaskRow};
 use crate::spec::TaskState;
-use crate::store::{FeedCursor, OutboxKind, OutboxRow, Store, StoreError};
+use crate::store::{
+    DeliveryRow, DeliverySeq, FeedCursor, OutboxKind, OutboxRow, Store, StoreError,
+};
 use webhook::{Command, Event};
 
 /// Failed writes (rate-limit waits do not count) are given up after this many tries: with the
 /// doubling backoff, capped at 512 s, about an hour.
 const MAX_WRITE_ATTEMPTS: i32 = 15;
-
-/// A verified webhook delivery, waiting to be processed.
-#[derive(Debug, Clone)]
-pub struct Delivery {
-    pub id: String,
-    pub event: String,
-    pub body: bytes::Bytes,
-}
 
 /// GitHub for the configured projects.
 pub struct Forge {
@@ -105,10 +99,17 @@ impl Forge {
             }
             if Utc::now() - cleaned > chrono::Duration::hours(1) {
                 cleaned = Utc::now();
-                let _ = self
+                let keep = chrono::Duration::from_std(self.cfg.webhook_retention)
+                    .unwrap_or(chrono::Duration::days(7));
+                match self
                     .store
-                    .forget_deliveries_before(cleaned - chrono::Duration::days(7))
-                    .await;
+                    .forget_processed_deliveries_before(cleaned - keep)
+                    .await
+                {
+                    Ok(n) if n > 0 => tracing::debug!("forgot {n} processed webhook deliveries"),
+                    Ok(_) => {}
+                    Err(e) => tracing::warn!("cannot forget old webhook deliveries: {e}"),
+                }
             }
             match self.observe(cursor).await {
                 Ok(next) => cursor = next,
@@ -349,27 +350,97 @@ impl Forge {
         }
     }
 
-    /// Processes a verified, new delivery: pushes sync at once; comments from people with
-    /// write access run commands; everything else is acknowledged and left alone.
-    pub async fn handle(&self, d: &Delivery, triggers: &HashMap<String, Arc<Notify>>) {
-        let event = match webhook::parse_event(&d.event, &d.body) {
-            Ok(e) => e,
-            Err(e) => {
-                tracing::warn!(delivery = %d.id, "{}", error_chain(&e));
+    /// Processes the stored deliveries in arrival order, until `shutdown`. Only the leader
+    /// runs this; a standby stores deliveries and leaves them here. Woken when this process
+    /// stores one, and every second for those a standby stored.
+    pub async fn process_deliveries(
+        self: Arc<Self>,
+        triggers: HashMap<String, Arc<Notify>>,
+        mut shutdown: watch::Receiver<bool>,
+    ) {
+        const BATCH: i64 = 100;
+        let arrived = self.store.deliveries_handle();
+        loop {
+            if *shutdown.borrow() {
                 return;
             }
+            let mut full = false;
+            match self.store.deliveries_waiting(BATCH).await {
+                Ok(batch) => {
+                    full = batch.len() as i64 == BATCH;
+                    for d in &batch {
+                        if *shutdown.borrow() {
+                            return;
+                        }
+                        // A delivery that cannot be finished stays first in line.
+                        if let Err(e) = self.handle(d, &triggers).await {
+                            tracing::warn!(delivery = %d.delivery_id, "cannot process a webhook delivery, trying again: {}", error_chain(&e));
+                            full = false;
+                            break;
+                        }
+                    }
+                }
+                Err(e) => tracing::warn!("cannot read webhook deliveries: {}", error_chain(&e)),
+            }
+            if full {
+                continue;
+            }
+            tokio::select! {
+                _ = arrived.notified() => {}
+                _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                _ = shutdown.changed() => return,
+            }
+        }
+    }
+
+    /// Processes one stored delivery, and marks it processed: pushes sync at once; comments
+    /// from people with write access run commands; everything else is left alone.
+    ///
+    /// Exactly once, by effect: a command's database write (`/swarm retry`, `/swarm stop`, a
+    /// request to the manager) marks the delivery processed in its own transaction; the reply,
+    /// or the mark of a delivery with no database effect, is one transaction after it. A push
+    /// only wakes the project's sync, which is idempotent (sync is level-triggered: a second
+    /// wake-up fetches and finds nothing new), so a push processed again after a crash between
+    /// the wake-up and the mark does no harm. The permission check reads GitHub and changes
+    /// nothing.
+    pub async fn handle(
+        &self,
+        d: &DeliveryRow,
+        triggers: &HashMap<String, Arc<Notify>>,
+    ) -> Result<(), StoreError> {
+        let reply = match webhook::parse_event(&d.event, &d.body) {
+            Ok(event) => self.act(d, event, triggers).await,
+            Err(e) => {
+                tracing::warn!(delivery = %d.delivery_id, "{}", error_chain(&e));
+                None
+            }
         };
+        let reply =
+            reply.map(|(repo, number, text)| (repo, json!({"number": number, "body": text})));
+        self.store
+            .finish_delivery(d, reply.as_ref().map(|(r, p)| (r.as_str(), p)), Utc::now())
+            .await
+    }
+
+    /// Acts on a parsed delivery; returns the reply to write (repository, issue, text), if any.
+    async fn act(
+        &self,
+        d: &DeliveryRow,
+        event: Event,
+        triggers: &HashMap<String, Arc<Notify>>,
+    ) -> Option<(String, u64, String)> {
         match event {
             Event::Push { repo, branch, .. } => {
                 let Some(project) = self.by_repo.get(&repo.to_ascii_lowercase()) else {
                     tracing::debug!(%repo, "push to a repository that is not a project; ignored");
-                    return;
+                    return None;
                 };
                 if branch == project.default_branch {
                     if let Some(t) = triggers.get(&project.name) {
                         t.notify_one();
                     }
                 }
+                None
             }
             Event::Comment {
                 repo,
@@ -380,17 +451,13 @@ impl Forge {
                 author_is_bot,
                 body,
             } => {
-                let Some(project) = self.by_repo.get(&repo.to_ascii_lowercase()).cloned() else {
-                    return;
-                };
+                let project = self.by_repo.get(&repo.to_ascii_lowercase()).cloned()?;
                 // Bots (this engine's App among them) and the engine's own comments never
                 // start anything: no loop can begin with a comment.
                 if author_is_bot || body.contains("<!-- coding-swarm") {
-                    return;
+                    return None;
                 }
-                let Some(command) = webhook::parse_command(&body, &self.cfg.mention) else {
-                    return;
-                };
+                let command = webhook::parse_command(&body, &self.cfg.mention)?;
                 let reply = self
                     .run_command(
                         &repo,
@@ -400,24 +467,19 @@ impl Forge {
                         head_branch,
                         &author,
                         command,
+                        d.seq(),
                     )
                     .await;
-                let reply = format!("<!-- coding-swarm:reply -->\n@{author} {reply}");
-                if let Err(e) = self
-                    .store
-                    .outbox_put(
-                        &repo.to_ascii_lowercase(),
-                        OutboxKind::Reply,
-                        &d.id,
-                        &json!({"number": number, "body": reply}),
-                        Utc::now(),
-                    )
-                    .await
-                {
-                    tracing::warn!("{e}");
-                }
+                Some((
+                    repo.to_ascii_lowercase(),
+                    number,
+                    format!("<!-- coding-swarm:reply -->\n@{author} {reply}"),
+                ))
             }
-            Event::Ignored { event } => tracing::debug!(delivery = %d.id, "{event}: nothing to do"),
+            Event::Ignored { event } => {
+                tracing::debug!(delivery = %d.delivery_id, "{event}: nothing to do");
+                None
+            }
         }
     }
 
@@ -431,6 +493,7 @@ impl Forge {
         head_branch: Option<String>,
         author: &str,
         command: Command,
+        delivery: DeliverySeq,
     ) -> String {
         let permission = match self.gh.permission(repo, author).await {
             Ok(p) => p,
@@ -445,11 +508,11 @@ impl Forge {
         }
         let who = format!("@{author} on GitHub");
         match command {
-            Command::Retry(key) => match crate::steer::retry(&self.store, &project.name, &key, &who).await {
+            Command::Retry(key) => match crate::steer::retry_marking(&self.store, &project.name, &key, &who, Some(delivery)).await {
                 Ok(generation) => format!("`{key}` runs again (generation {generation})."),
                 Err(e) => format!("cannot retry `{key}`: {e}."),
             },
-            Command::Stop(key) => match crate::steer::stop(&self.store, &project.name, &key, &who).await {
+            Command::Stop(key) => match crate::steer::stop_marking(&self.store, &project.name, &key, &who, Some(delivery)).await {
                 Ok(StopOutcome::StopRequested) => format!("stopping `{key}`."),
                 Ok(_) => format!("`{key}` is cancelled before it ran."),
                 Err(e) => format!("cannot stop `{key}`: {e}."),
@@ -481,7 +544,7 @@ impl Forge {
                     return format!("`{branch}` is not the branch of a swarm task, so I leave this to people.");
                 };
                 let item = ActivationItem::Request { pull_request: number, branch, task: Some(task.key.clone()), author: author.to_string(), body: text };
-                match crate::steer::activate(&self.store, project, task.epic.as_deref(), item).await {
+                match crate::steer::activate_marking(&self.store, project, task.epic.as_deref(), item, Some(delivery)).await {
                     Ok(_) => "the project manager will look at this.".into(),
                     Err(e) => format!("cannot activate the project manager: {e}."),
                 }

@@ -4,6 +4,7 @@
 use chrono::{DateTime, Utc};
 
 use super::codec::{self, EpicRecord, TaskRecord, EPIC_COLUMNS, TASK_COLUMNS};
+use super::webhooks::{DeliverySeq, MARK_PROCESSED};
 use super::{on_pool, q, write, Backend, BeginImmediate, Result, Store};
 use crate::model::green::EpicState;
 use crate::model::{Change, EpicCount, EpicRow, TaskRow};
@@ -109,6 +110,20 @@ impl Store {
         now: DateTime<Utc>,
         decide: impl FnOnce(Option<&TaskRow>, Option<&str>) -> Change + Send,
     ) -> Result<(String, bool)> {
+        self.activate_marking(project, addressee, now, None, decide)
+            .await
+    }
+
+    /// [`Store::activate`], marking the webhook delivery `delivery` processed in the same
+    /// transaction: a request on GitHub activates the manager once, even across a crash.
+    pub async fn activate_marking(
+        &self,
+        project: &str,
+        addressee: &str,
+        now: DateTime<Utc>,
+        delivery: Option<DeliverySeq>,
+        decide: impl FnOnce(Option<&TaskRow>, Option<&str>) -> Change + Send,
+    ) -> Result<(String, bool)> {
         let lock = match &self.backend {
             Backend::Postgres(_) => " FOR UPDATE",
             Backend::Sqlite(_) => "",
@@ -131,6 +146,10 @@ impl Store {
             let created = matches!(change, Change::Insert { .. });
             let key = change.row().map(|r| r.key.clone()).unwrap_or_default();
             write::changes(&mut tx, vec![change], now).await?;
+            if let Some(d) = delivery {
+                sqlx::query(MARK_PROCESSED).bind(d.0).bind(now)
+                    .execute(&mut *tx).await.map_err(q("mark a webhook delivery processed"))?;
+            }
             tx.commit().await.map_err(q("commit an activation"))?;
             (key, created)
         });

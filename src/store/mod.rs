@@ -10,6 +10,7 @@ mod outbox;
 mod rows;
 mod sync;
 mod tasks;
+mod webhooks;
 mod write;
 
 use std::str::FromStr;
@@ -26,6 +27,7 @@ pub use events::FeedCursor;
 pub use outbox::{OutboxKind, OutboxRow};
 pub use rows::{ProjectRow, SpecErrorRow, TaskFilter};
 pub use sync::{OwedStatusFile, SyncScope};
+pub use webhooks::{DeliveryRow, DeliverySeq, Stored};
 
 use crate::model::BadColumn;
 
@@ -138,6 +140,8 @@ pub struct Store {
     backend: Backend,
     /// Signalled after every change that may make a task dispatchable or stoppable.
     wake: Arc<Notify>,
+    /// Signalled when this process stores a webhook delivery.
+    deliveries: Arc<Notify>,
     /// SQLite: the last `PRAGMA data_version` seen (see [`Store::changed_elsewhere`]).
     data_version: Arc<std::sync::atomic::AtomicI64>,
 }
@@ -194,6 +198,7 @@ impl Store {
         Ok(Self {
             backend,
             wake: Arc::new(Notify::new()),
+            deliveries: Arc::new(Notify::new()),
             data_version: Arc::new(std::sync::atomic::AtomicI64::new(-1)),
         })
     }

@@ -7,6 +7,7 @@ use std::collections::HashMap;
 use chrono::{DateTime, Utc};
 
 use super::codec::{self, TaskRecord, TASK_COLUMNS};
+use super::webhooks::{DeliverySeq, MARK_PROCESSED};
 use super::{on_pool, q, write, Backend, BeginImmediate, Result, Store, StoreError, TaskFilter};
 use crate::model::{Change, Counts, RunningRun, TaskRow};
 use crate::spec::TaskState;
@@ -265,6 +266,20 @@ impl Store {
         now: DateTime<Utc>,
         decide: impl FnOnce(&TaskRow) -> (Change, T) + Send,
     ) -> Result<T> {
+        self.modify_task_marking(project, key, now, None, decide)
+            .await
+    }
+
+    /// [`Store::modify_task`], marking the webhook delivery `delivery` processed in the same
+    /// transaction: the change is made once per delivery, even across a crash.
+    pub async fn modify_task_marking<T>(
+        &self,
+        project: &str,
+        key: &str,
+        now: DateTime<Utc>,
+        delivery: Option<DeliverySeq>,
+        decide: impl FnOnce(&TaskRow) -> (Change, T) + Send,
+    ) -> Result<T> {
         let sql = format!(
             "SELECT {TASK_COLUMNS} FROM tasks WHERE project = $1 AND key = $2{}",
             lock(&self.backend)
@@ -280,6 +295,10 @@ impl Store {
             let row = TaskRow::try_from(record.ok_or_else(not_found)?)?;
             let (change, out) = decide(&row);
             write::changes(&mut tx, vec![change], now).await?;
+            if let Some(d) = delivery {
+                sqlx::query(MARK_PROCESSED).bind(d.0).bind(now)
+                    .execute(&mut *tx).await.map_err(q("mark a webhook delivery processed"))?;
+            }
             tx.commit().await.map_err(q("commit a task change"))?;
             out
         });
