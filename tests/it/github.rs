@@ -16,7 +16,7 @@ use crate::ghapi::GitHubServer;
 use crate::githttp::GitHttpServer;
 use crate::support::TestRepo;
 
-const SECRET: &str = "webhook-secret-for-the-tests";
+pub(crate) const SECRET: &str = "webhook-secret-for-the-tests";
 const GIT_TOKEN: &str = "ghs_git-token-for-the-tests-0123456789";
 
 struct Running {
@@ -32,7 +32,7 @@ impl Drop for Running {
     }
 }
 
-fn free_port() -> u16 {
+pub(crate) fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -127,7 +127,7 @@ where
     }
 }
 
-async fn http(port: u16, request: String) -> Option<(u16, String)> {
+pub(crate) async fn http(port: u16, request: String) -> Option<(u16, String)> {
     let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port))
         .await
         .ok()?;
@@ -144,7 +144,7 @@ async fn http(port: u16, request: String) -> Option<(u16, String)> {
     ))
 }
 
-async fn get(port: u16, path: &str) -> Option<(u16, String)> {
+pub(crate) async fn get(port: u16, path: &str) -> Option<(u16, String)> {
     http(
         port,
         format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"),
@@ -153,7 +153,7 @@ async fn get(port: u16, path: &str) -> Option<(u16, String)> {
 }
 
 /// Delivers a webhook the way GitHub does: JSON body, event and delivery headers, signature.
-async fn deliver(
+pub(crate) async fn deliver(
     port: u16,
     event: &str,
     delivery: &str,
@@ -171,21 +171,26 @@ async fn deliver(
     http(port, req).await.expect("the engine answers")
 }
 
-fn signed(body: &serde_json::Value) -> Option<String> {
+pub(crate) fn signed(body: &serde_json::Value) -> Option<String> {
     Some(sign(SECRET.as_bytes(), body.to_string().as_bytes()))
 }
 
 /// A `push` delivery, trimmed by hand to the fields the engine reads. GitHub sends much more;
 /// the full payloads of `@octokit/webhooks-examples` (see /work/notes/github.md) are to replace
 /// these hand-written ones.
-fn push(repo: &str, after: &str) -> serde_json::Value {
+pub(crate) fn push(repo: &str, after: &str) -> serde_json::Value {
     json!({"ref": "refs/heads/main", "before": "0000000000000000000000000000000000000000", "after": after, "created": false, "deleted": false, "forced": false,
         "repository": {"id": 1, "name": repo.split('/').nth(1).unwrap(), "full_name": repo, "private": true, "default_branch": "main"},
         "pusher": {"name": "someone", "email": "someone@example.com"}, "sender": {"login": "someone", "type": "User"}, "commits": [], "head_commit": null})
 }
 
 /// An `issue_comment` delivery (action `created`), trimmed by hand like [`push`].
-fn issue_comment(author: &str, kind: &str, number: u64, body: &str) -> serde_json::Value {
+pub(crate) fn issue_comment(
+    author: &str,
+    kind: &str,
+    number: u64,
+    body: &str,
+) -> serde_json::Value {
     json!({"action": "created",
         "issue": {"number": number, "title": "Login form", "state": "open", "pull_request": {"url": format!("https://api.github.com/repos/acme/webapp/pulls/{number}")}, "user": {"login": "someone", "type": "User"}},
         "comment": {"id": 555, "body": body, "user": {"login": author, "type": kind}, "created_at": "2026-11-26T09:00:00Z"},

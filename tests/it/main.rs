@@ -32,4 +32,5 @@ mod schema;
 mod store;
 mod sync;
 mod validate;
+mod webhooks;
 mod worker;

@@ -1,0 +1,363 @@
+//! Durable webhooks: a delivery is stored whole before it is answered, processed by the
+//! leader from the database in arrival order, exactly once (also across a SIGKILL between the
+//! answer and the processing, and when a standby accepted it), and forgotten after the
+//! retention period once processed. Both databases.
+
+use std::path::Path;
+use std::process::{Child, Stdio};
+use std::time::Duration;
+
+use chrono::Utc;
+use coding_swarm::engine::leader;
+use coding_swarm::model::transition::StopOutcome;
+use coding_swarm::spec::TaskState;
+use coding_swarm::steer;
+use coding_swarm::store::{Store, Stored};
+use serde_json::json;
+
+use crate::ghapi::GitHubServer;
+use crate::github::{deliver, free_port, get, issue_comment, signed, SECRET};
+use crate::support::{apply, create_plan, task, wait_exit, wait_for, Backend, TestDb, TestRepo};
+
+crate::on_both_backends!(
+    a_delivery_is_stored_once_waits_in_arrival_order_and_is_forgotten_once_processed,
+    a_commands_effect_marks_its_delivery_processed_in_the_same_transaction,
+    a_delivery_accepted_by_a_standby_killed_with_sigkill_is_processed_once_by_the_next_leader,
+);
+
+async fn waiting_ids(s: &Store) -> Vec<String> {
+    s.deliveries_waiting(100)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|d| d.delivery_id)
+        .collect()
+}
+
+async fn a_delivery_is_stored_once_waits_in_arrival_order_and_is_forgotten_once_processed(
+    backend: Backend,
+) {
+    let db = TestDb::new(backend).await;
+    let s = &db.store;
+    let now = Utc::now();
+    let body = br#"{"zen":"Keep it logically awesome."}"#;
+    assert_eq!(
+        s.store_delivery("d-1", "ping", body, now).await.unwrap(),
+        Stored::New
+    );
+    // Arrival order is the order of storing, not of `received_at`.
+    assert_eq!(
+        s.store_delivery(
+            "d-2",
+            "issue_comment",
+            b"{}",
+            now - chrono::Duration::days(30)
+        )
+        .await
+        .unwrap(),
+        Stored::New
+    );
+    // A redelivery of one still waiting is not stored again, and is not a duplicate.
+    assert_eq!(
+        s.store_delivery("d-1", "ping", body, now).await.unwrap(),
+        Stored::Waiting
+    );
+    let waiting = s.deliveries_waiting(100).await.unwrap();
+    assert_eq!(waiting.len(), 2, "one row per delivery id");
+    assert_eq!(
+        (
+            waiting[0].delivery_id.as_str(),
+            waiting[0].event.as_str(),
+            waiting[0].body.as_slice()
+        ),
+        ("d-1", "ping", &body[..]),
+        "stored whole"
+    );
+    assert!(waiting[0].seq < waiting[1].seq);
+
+    // Processed: a redelivery is a duplicate; a reply is queued with the mark.
+    s.finish_delivery(&waiting[0], None, now).await.unwrap();
+    let reply = json!({"number": 7, "body": "@writer done"});
+    s.finish_delivery(&waiting[1], Some(("acme/webapp", &reply)), now)
+        .await
+        .unwrap();
+    assert_eq!(
+        s.store_delivery("d-1", "ping", body, now).await.unwrap(),
+        Stored::Processed
+    );
+    assert!(waiting_ids(s).await.is_empty());
+    let outbox = s.outbox_all().await.unwrap();
+    assert_eq!(
+        outbox
+            .iter()
+            .map(|r| (r.kind.as_str(), r.target.as_str()))
+            .collect::<Vec<_>>(),
+        [("reply", "d-2")]
+    );
+
+    // Retention: processed deliveries go once older than the period; waiting ones never do.
+    assert_eq!(
+        s.store_delivery("d-3", "push", b"{}", now - chrono::Duration::days(30))
+            .await
+            .unwrap(),
+        Stored::New
+    );
+    assert_eq!(
+        s.forget_processed_deliveries_before(now - chrono::Duration::days(7))
+            .await
+            .unwrap(),
+        0,
+        "processed just now"
+    );
+    assert_eq!(
+        s.forget_processed_deliveries_before(now + chrono::Duration::seconds(1))
+            .await
+            .unwrap(),
+        2
+    );
+    assert_eq!(waiting_ids(s).await, ["d-3"], "a waiting delivery stays");
+    assert!(s.delivery("d-1").await.unwrap().is_none());
+    db.drop_db().await;
+}
+
+async fn a_commands_effect_marks_its_delivery_processed_in_the_same_transaction(backend: Backend) {
+    let db = TestDb::new(backend).await;
+    let s = &db.store;
+    apply(
+        s,
+        "p",
+        "c",
+        create_plan(vec![task("t", "addressee: w\nprompt: p\n")]),
+    )
+    .await;
+    let now = Utc::now();
+    for id in ["stop", "retry", "missing"] {
+        s.store_delivery(id, "issue_comment", b"{}", now)
+            .await
+            .unwrap();
+    }
+    let seq = |id: &'static str| async move { s.delivery(id).await.unwrap().unwrap().seq() };
+    let processed =
+        |id: &'static str| async move { s.delivery(id).await.unwrap().unwrap().processed_at };
+
+    assert_eq!(
+        steer::stop_marking(s, "p", "t", "tester", Some(seq("stop").await))
+            .await
+            .unwrap(),
+        StopOutcome::CancelledBeforeItRan
+    );
+    assert!(processed("stop").await.is_some());
+    assert_eq!(
+        steer::retry_marking(s, "p", "t", "tester", Some(seq("retry").await))
+            .await
+            .unwrap(),
+        2
+    );
+    assert!(processed("retry").await.is_some());
+    let t = s.task("p", "t").await.unwrap().unwrap();
+    assert_eq!((t.state(), t.generation), (TaskState::Pending, 2));
+    // An effect that fails changes nothing, and leaves its delivery waiting.
+    assert!(
+        steer::retry_marking(s, "p", "nope", "tester", Some(seq("missing").await))
+            .await
+            .is_err()
+    );
+    assert_eq!(waiting_ids(s).await, ["missing"]);
+    db.drop_db().await;
+}
+
+fn write_config(dir: &Path, db_url: &str, port: u16, github: &str, repo: &TestRepo, runlog: &Path) {
+    let script = format!(
+        "echo \"run $SWARM_TASK_KEY\" >> {}; echo changed > out.txt; echo did it",
+        runlog.display()
+    );
+    std::fs::write(
+        dir.join("swarm.toml"),
+        format!(
+            r#"
+data_dir = "d"
+database_url = {db_url:?}
+default_agent = "sh"
+poll_interval = "1h"
+retry_backoff = "200ms"
+[http]
+listen = "127.0.0.1:{port}"
+[github]
+api_url = "{github}"
+min_write_interval = "20ms"
+[agents.sh]
+command = ["sh", "-c", {script:?}]
+[[projects]]
+name = "webapp"
+repo = {repo:?}
+github = "acme/webapp"
+"#,
+            repo = repo.url(),
+        ),
+    )
+    .unwrap();
+}
+
+/// `swarm up` in `dir`, with GitHub's credentials, its output appended to `engine.log`.
+fn swarm_up(dir: &Path, once: bool) -> Child {
+    let log = std::fs::File::options()
+        .create(true)
+        .append(true)
+        .open(dir.join("engine.log"))
+        .unwrap();
+    let mut cmd = crate::support::command(crate::support::SWARM);
+    cmd.args(["up", "--config", "swarm.toml"]);
+    if once {
+        cmd.arg("--once");
+    }
+    cmd.current_dir(dir)
+        .env("SWARM_GITHUB_WEBHOOK_SECRET", SECRET)
+        .env("SWARM_GITHUB_TOKEN", crate::ghapi::TOKEN)
+        .env("RUST_LOG", "info")
+        .stdin(Stdio::null())
+        .stdout(log.try_clone().unwrap())
+        .stderr(log)
+        .spawn()
+        .unwrap()
+}
+
+/// The issue's test: a standby (another engine holds the leader lock) answers 202 to a
+/// `/swarm retry` and stores it; it is SIGKILLed before anything processes it; the next engine
+/// to lead processes it once: the task runs again once, one reply is written, and GitHub's
+/// redeliveries are answered as they should be (waiting: 202, processed: duplicate).
+async fn a_delivery_accepted_by_a_standby_killed_with_sigkill_is_processed_once_by_the_next_leader(
+    backend: Backend,
+) {
+    let db = TestDb::new(backend).await;
+    let github = GitHubServer::start().await;
+    {
+        let mut hub = github.hub();
+        hub.permissions.insert("writer".into(), "write".into());
+        hub.add_pull(7, "swarm/feature");
+    }
+    let repo = TestRepo::new();
+    repo.commit(
+        &[(
+            ".ai/tasks/feature.yaml",
+            Some("addressee: worker-a\nprompt: Build the feature.\n"),
+        )],
+        "a task",
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let runlog = dir.path().join("runs.log");
+    let port = free_port();
+    write_config(dir.path(), &db.url, port, &github.url, &repo, &runlog);
+    let runs = || {
+        std::fs::read_to_string(&runlog)
+            .unwrap_or_default()
+            .lines()
+            .filter(|l| *l == "run feature")
+            .count()
+    };
+    let s = &db.store;
+
+    // Generation 1 runs to its end.
+    let once = swarm_up(dir.path(), true);
+    assert!(wait_exit(once, Duration::from_secs(60), "swarm up --once")
+        .await
+        .success());
+    assert_eq!(runs(), 1);
+
+    // Another engine leads: this one is a standby. It stores and answers, and processes nothing.
+    let rival = leader::acquire(&db.url, &dir.path().join("d"), || {})
+        .await
+        .unwrap();
+    let mut standby = swarm_up(dir.path(), false);
+    wait_for(
+        "the standby's HTTP server",
+        Duration::from_secs(30),
+        async || get(port, "/healthz").await.is_some(),
+    )
+    .await;
+    let c = issue_comment("writer", "User", 7, "/swarm retry feature");
+    let (code, text) = deliver(port, "issue_comment", "c-1", &c, signed(&c)).await;
+    assert_eq!(code, 202, "{text}");
+    let (code, text) = deliver(port, "issue_comment", "c-1", &c, signed(&c)).await;
+    assert_eq!(
+        (code, text.contains("already waiting")),
+        (202, true),
+        "a redelivery of a waiting delivery is not a duplicate: {text}"
+    );
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let stored = s.delivery("c-1").await.unwrap().expect("stored before 202");
+    assert!(stored.processed_at.is_none());
+    assert_eq!(stored.body, c.to_string().into_bytes());
+    assert_eq!(
+        s.task("webapp", "feature")
+            .await
+            .unwrap()
+            .unwrap()
+            .generation,
+        1
+    );
+
+    // kill -9 between the 202 and the processing; the lock goes; a new engine leads.
+    standby.kill().unwrap();
+    standby.wait().unwrap();
+    drop(rival);
+    let mut next = swarm_up(dir.path(), false);
+    wait_for(
+        "the delivery to be processed",
+        Duration::from_secs(30),
+        async || {
+            s.delivery("c-1")
+                .await
+                .unwrap()
+                .is_some_and(|d| d.processed_at.is_some())
+        },
+    )
+    .await;
+    wait_for(
+        "generation 2 to complete",
+        Duration::from_secs(30),
+        async || {
+            s.task("webapp", "feature")
+                .await
+                .unwrap()
+                .is_some_and(|t| t.generation == 2 && t.state() == TaskState::Completed)
+        },
+    )
+    .await;
+    let replies = || {
+        github
+            .hub()
+            .comments
+            .values()
+            .filter(|(_, b)| b.contains("coding-swarm:reply"))
+            .map(|(_, b)| b.clone())
+            .collect::<Vec<_>>()
+    };
+    wait_for("the reply", Duration::from_secs(10), async || {
+        !replies().is_empty()
+    })
+    .await;
+    let (code, text) = deliver(port, "issue_comment", "c-1", &c, signed(&c)).await;
+    assert_eq!((code, text.contains("duplicate")), (200, true), "{text}");
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+
+    let t = s.task("webapp", "feature").await.unwrap().unwrap();
+    assert_eq!((t.generation, t.state()), (2, TaskState::Completed));
+    let retries = s
+        .events("webapp", "feature")
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|e| e.kind.as_str() == "retry")
+        .count();
+    assert_eq!(retries, 1, "the retry happened once");
+    assert_eq!(runs(), 2, "generation 1 and generation 2, once each");
+    let replies = replies();
+    assert_eq!(replies.len(), 1, "{replies:?}");
+    assert!(
+        replies[0].contains("runs again (generation 2)"),
+        "{replies:?}"
+    );
+    let _ = next.kill();
+    let _ = next.wait();
+    db.drop_db().await;
+}
