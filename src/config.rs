@@ -866,6 +866,16 @@ mod tests {
     }
 
     #[test]
+    fn webhook_retention_defaults_to_seven_days() {
+        let c = parse("[github]\n", &[]).unwrap();
+        let week = Duration::from_secs(7 * 24 * 3600);
+        assert_eq!(c.github.unwrap().webhook_retention, week);
+        let c = parse("[github]\nwebhook_retention = \"2d\"\n", &[]).unwrap();
+        let two_days = Duration::from_secs(2 * 24 * 3600);
+        assert_eq!(c.github.unwrap().webhook_retention, two_days);
+    }
+
+    #[test]
     fn wrong_keys_are_named() {
         let err = parse("[limits]\nmax_runing = 3\n", &[])
             .unwrap_err()

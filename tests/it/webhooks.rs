@@ -224,7 +224,8 @@ fn swarm_up(dir: &Path, once: bool) -> Child {
 /// The issue's test: a standby (another engine holds the leader lock) answers 202 to a
 /// `/swarm retry` and stores it; it is SIGKILLed before anything processes it; the next engine
 /// to lead processes it once: the task runs again once, one reply is written, and GitHub's
-/// redeliveries are answered as they should be (waiting: 202, processed: duplicate).
+/// redeliveries are answered as they should be (waiting: 202, processed: duplicate). A second
+/// command stored after it is processed after it.
 async fn a_delivery_accepted_by_a_standby_killed_with_sigkill_is_processed_once_by_the_next_leader(
     backend: Backend,
 ) {
@@ -283,6 +284,14 @@ async fn a_delivery_accepted_by_a_standby_killed_with_sigkill_is_processed_once_
         (202, true),
         "a redelivery of a waiting delivery is not a duplicate: {text}"
     );
+    // A second command after it, to see the order they are processed in.
+    let status = issue_comment("writer", "User", 7, "/swarm status");
+    assert_eq!(
+        deliver(port, "issue_comment", "c-2", &status, signed(&status))
+            .await
+            .0,
+        202
+    );
     tokio::time::sleep(Duration::from_millis(1500)).await;
     let stored = s.delivery("c-1").await.unwrap().expect("stored before 202");
     assert!(stored.processed_at.is_none());
@@ -332,8 +341,8 @@ async fn a_delivery_accepted_by_a_standby_killed_with_sigkill_is_processed_once_
             .map(|(_, b)| b.clone())
             .collect::<Vec<_>>()
     };
-    wait_for("the reply", Duration::from_secs(10), async || {
-        !replies().is_empty()
+    wait_for("the replies", Duration::from_secs(10), async || {
+        replies().len() >= 2
     })
     .await;
     let (code, text) = deliver(port, "issue_comment", "c-1", &c, signed(&c)).await;
@@ -352,10 +361,10 @@ async fn a_delivery_accepted_by_a_standby_killed_with_sigkill_is_processed_once_
     assert_eq!(retries, 1, "the retry happened once");
     assert_eq!(runs(), 2, "generation 1 and generation 2, once each");
     let replies = replies();
-    assert_eq!(replies.len(), 1, "{replies:?}");
+    assert_eq!(replies.len(), 2, "one reply each: {replies:?}");
     assert!(
-        replies[0].contains("runs again (generation 2)"),
-        "{replies:?}"
+        replies[0].contains("runs again (generation 2)") && replies[1].contains("| `feature` |"),
+        "processed in the order they arrived: {replies:?}"
     );
     let _ = next.kill();
     let _ = next.wait();
