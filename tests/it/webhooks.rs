@@ -23,6 +23,7 @@ crate::on_both_backends!(
     a_delivery_is_stored_once_waits_in_arrival_order_and_is_forgotten_once_processed,
     a_commands_effect_marks_its_delivery_processed_in_the_same_transaction,
     a_delivery_accepted_by_a_standby_killed_with_sigkill_is_processed_once_by_the_next_leader,
+    ids_seen_before_the_migration_stay_duplicates,
 );
 
 async fn waiting_ids(s: &Store) -> Vec<String> {
@@ -164,6 +165,83 @@ async fn a_commands_effect_marks_its_delivery_processed_in_the_same_transaction(
     );
     assert_eq!(waiting_ids(s).await, ["missing"]);
     db.drop_db().await;
+}
+
+/// A database with the migrations before 0007 only, and a delivery id recorded the old way:
+/// after the migration, its redelivery is still a duplicate.
+async fn ids_seen_before_the_migration_stay_duplicates(backend: Backend) {
+    use sqlx::Connection;
+    let (dir, name) = (
+        tempfile::tempdir().unwrap(),
+        format!("swarm_webhooks_{}", std::process::id()),
+    );
+    let (url, folder) = match backend {
+        Backend::Sqlite => (
+            format!("sqlite://{}?mode=rwc", dir.path().join("old.db").display()),
+            "migrations/sqlite",
+        ),
+        Backend::Postgres => {
+            let admin = crate::support::pg_admin_url();
+            let mut c = sqlx::PgConnection::connect(&admin).await.unwrap();
+            for sql in [
+                format!("DROP DATABASE IF EXISTS {name}"),
+                format!("CREATE DATABASE {name}"),
+            ] {
+                sqlx::query(&sql).execute(&mut c).await.unwrap();
+            }
+            let base = admin.rsplit_once('/').unwrap().0;
+            (format!("{base}/{name}"), "migrations/postgres")
+        }
+    };
+    let mut before =
+        sqlx::migrate::Migrator::new(Path::new(env!("CARGO_MANIFEST_DIR")).join(folder))
+            .await
+            .unwrap();
+    before.migrations = before
+        .migrations
+        .iter()
+        .filter(|m| m.version < 7)
+        .cloned()
+        .collect::<Vec<_>>()
+        .into();
+    let insert = "INSERT INTO webhook_deliveries (id, event, received_at) VALUES ('old-1', 'push', '2026-11-30T10:00:00Z')";
+    match backend {
+        Backend::Sqlite => {
+            let mut c = sqlx::SqliteConnection::connect(&url).await.unwrap();
+            before.run(&mut c).await.unwrap();
+            sqlx::query(insert).execute(&mut c).await.unwrap();
+            c.close().await.unwrap();
+        }
+        Backend::Postgres => {
+            let mut c = sqlx::PgConnection::connect(&url).await.unwrap();
+            before.run(&mut c).await.unwrap();
+            sqlx::query(insert).execute(&mut c).await.unwrap();
+            c.close().await.unwrap();
+        }
+    }
+    let s = Store::connect(&url).await.unwrap();
+    assert_eq!(
+        s.store_delivery("old-1", "push", b"{}", Utc::now())
+            .await
+            .unwrap(),
+        Stored::Processed
+    );
+    assert_eq!(
+        s.store_delivery("new-1", "push", b"{}", Utc::now())
+            .await
+            .unwrap(),
+        Stored::New
+    );
+    assert_eq!(waiting_ids(&s).await, ["new-1"]);
+    s.close().await;
+    if let Backend::Postgres = backend {
+        let mut c = sqlx::PgConnection::connect(&crate::support::pg_admin_url())
+            .await
+            .unwrap();
+        let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+            .execute(&mut c)
+            .await;
+    }
 }
 
 fn write_config(dir: &Path, db_url: &str, port: u16, github: &str, repo: &TestRepo, runlog: &Path) {
