@@ -16,7 +16,7 @@ use crate::ghapi::GitHubServer;
 use crate::githttp::GitHttpServer;
 use crate::support::TestRepo;
 
-pub(crate) const SECRET: &str = "webhook-secret-for-the-tests";
+const SECRET: &str = "webhook-secret-for-the-tests";
 const GIT_TOKEN: &str = "ghs_git-token-for-the-tests-0123456789";
 
 struct Running {
@@ -41,11 +41,28 @@ pub(crate) fn free_port() -> u16 {
 }
 
 fn write_config(dir: &Path, port: u16, github: &str, repo_url: &str, script: &str) {
+    write_config_on(dir, None, port, github, repo_url, script)
+}
+
+/// The config of a `swarm up` with one project on GitHub (`acme/webapp`), on `database_url`
+/// (by default SQLite in `d/`), the agent `sh -c SCRIPT`, polling hourly.
+pub(crate) fn write_config_on(
+    dir: &Path,
+    database_url: Option<&str>,
+    port: u16,
+    github: &str,
+    repo_url: &str,
+    script: &str,
+) {
+    let database = database_url
+        .map(|u| format!("database_url = {u:?}"))
+        .unwrap_or_default();
     std::fs::write(
         dir.join("swarm.toml"),
         format!(
             r#"
 data_dir = "d"
+{database}
 default_agent = "sh"
 poll_interval = "1h"
 retry_backoff = "200ms"
@@ -67,14 +84,22 @@ github = "acme/webapp"
 }
 
 fn start(dir: &Path) -> Child {
+    start_up(dir, false)
+}
+
+/// `swarm up [--once]` in `dir` with GitHub's credentials, its output appended to `engine.log`.
+pub(crate) fn start_up(dir: &Path, once: bool) -> Child {
     let log = std::fs::File::options()
         .create(true)
         .append(true)
         .open(dir.join("engine.log"))
         .unwrap();
-    crate::support::command(env!("CARGO_BIN_EXE_swarm"))
-        .args(["up", "--config", "swarm.toml"])
-        .current_dir(dir)
+    let mut cmd = crate::support::command(env!("CARGO_BIN_EXE_swarm"));
+    cmd.args(["up", "--config", "swarm.toml"]);
+    if once {
+        cmd.arg("--once");
+    }
+    cmd.current_dir(dir)
         .env("SWARM_GITHUB_WEBHOOK_SECRET", SECRET)
         .env("SWARM_GITHUB_TOKEN", crate::ghapi::TOKEN)
         .env("SWARM_GIT_TOKEN", GIT_TOKEN)

@@ -4,7 +4,6 @@
 //! retention period once processed. Both databases.
 
 use std::path::Path;
-use std::process::{Child, Stdio};
 use std::time::Duration;
 
 use chrono::Utc;
@@ -16,7 +15,7 @@ use coding_swarm::store::{Store, Stored};
 use serde_json::json;
 
 use crate::ghapi::GitHubServer;
-use crate::github::{deliver, free_port, get, issue_comment, signed, SECRET};
+use crate::github::{deliver, free_port, get, issue_comment, signed, start_up, write_config_on};
 use crate::support::{apply, create_plan, task, wait_exit, wait_for, Backend, TestDb, TestRepo};
 
 crate::on_both_backends!(
@@ -244,61 +243,6 @@ async fn ids_seen_before_the_migration_stay_duplicates(backend: Backend) {
     }
 }
 
-fn write_config(dir: &Path, db_url: &str, port: u16, github: &str, repo: &TestRepo, runlog: &Path) {
-    let script = format!(
-        "echo \"run $SWARM_TASK_KEY\" >> {}; echo changed > out.txt; echo did it",
-        runlog.display()
-    );
-    std::fs::write(
-        dir.join("swarm.toml"),
-        format!(
-            r#"
-data_dir = "d"
-database_url = {db_url:?}
-default_agent = "sh"
-poll_interval = "1h"
-retry_backoff = "200ms"
-[http]
-listen = "127.0.0.1:{port}"
-[github]
-api_url = "{github}"
-min_write_interval = "20ms"
-[agents.sh]
-command = ["sh", "-c", {script:?}]
-[[projects]]
-name = "webapp"
-repo = {repo:?}
-github = "acme/webapp"
-"#,
-            repo = repo.url(),
-        ),
-    )
-    .unwrap();
-}
-
-/// `swarm up` in `dir`, with GitHub's credentials, its output appended to `engine.log`.
-fn swarm_up(dir: &Path, once: bool) -> Child {
-    let log = std::fs::File::options()
-        .create(true)
-        .append(true)
-        .open(dir.join("engine.log"))
-        .unwrap();
-    let mut cmd = crate::support::command(crate::support::SWARM);
-    cmd.args(["up", "--config", "swarm.toml"]);
-    if once {
-        cmd.arg("--once");
-    }
-    cmd.current_dir(dir)
-        .env("SWARM_GITHUB_WEBHOOK_SECRET", SECRET)
-        .env("SWARM_GITHUB_TOKEN", crate::ghapi::TOKEN)
-        .env("RUST_LOG", "info")
-        .stdin(Stdio::null())
-        .stdout(log.try_clone().unwrap())
-        .stderr(log)
-        .spawn()
-        .unwrap()
-}
-
 /// The issue's test: a standby (another engine holds the leader lock) answers 202 to a
 /// `/swarm retry` and stores it; it is SIGKILLed before anything processes it; the next engine
 /// to lead processes it once: the task runs again once, one reply is written, and GitHub's
@@ -325,7 +269,18 @@ async fn a_delivery_accepted_by_a_standby_killed_with_sigkill_is_processed_once_
     let dir = tempfile::tempdir().unwrap();
     let runlog = dir.path().join("runs.log");
     let port = free_port();
-    write_config(dir.path(), &db.url, port, &github.url, &repo, &runlog);
+    let script = format!(
+        "echo \"run $SWARM_TASK_KEY\" >> {}; echo changed > out.txt; echo did it",
+        runlog.display()
+    );
+    write_config_on(
+        dir.path(),
+        Some(&db.url),
+        port,
+        &github.url,
+        &repo.url(),
+        &script,
+    );
     let runs = || {
         std::fs::read_to_string(&runlog)
             .unwrap_or_default()
@@ -336,7 +291,7 @@ async fn a_delivery_accepted_by_a_standby_killed_with_sigkill_is_processed_once_
     let s = &db.store;
 
     // Generation 1 runs to its end.
-    let once = swarm_up(dir.path(), true);
+    let once = start_up(dir.path(), true);
     assert!(wait_exit(once, Duration::from_secs(60), "swarm up --once")
         .await
         .success());
@@ -346,7 +301,7 @@ async fn a_delivery_accepted_by_a_standby_killed_with_sigkill_is_processed_once_
     let rival = leader::acquire(&db.url, &dir.path().join("d"), || {})
         .await
         .unwrap();
-    let mut standby = swarm_up(dir.path(), false);
+    let mut standby = start_up(dir.path(), false);
     wait_for(
         "the standby's HTTP server",
         Duration::from_secs(30),
@@ -387,7 +342,7 @@ async fn a_delivery_accepted_by_a_standby_killed_with_sigkill_is_processed_once_
     standby.kill().unwrap();
     standby.wait().unwrap();
     drop(rival);
-    let mut next = swarm_up(dir.path(), false);
+    let mut next = start_up(dir.path(), false);
     wait_for(
         "the delivery to be processed",
         Duration::from_secs(30),
