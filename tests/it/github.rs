@@ -223,7 +223,18 @@ pub(crate) fn issue_comment(
         "sender": {"login": author, "type": kind}})
 }
 
-fn repo_with_task() -> TestRepo {
+/// The engine's replies to comment commands on the fake GitHub, oldest first.
+pub(crate) fn replies(github: &GitHubServer) -> Vec<String> {
+    github
+        .hub()
+        .comments
+        .values()
+        .filter(|(_, b)| b.contains("coding-swarm:reply"))
+        .map(|(_, b)| b.clone())
+        .collect()
+}
+
+pub(crate) fn repo_with_task() -> TestRepo {
     let repo = TestRepo::new();
     repo.commit(
         &[(
@@ -338,15 +349,6 @@ async fn comment_commands_need_write_access() {
     })
     .await;
 
-    let replies = |github: &GitHubServer| {
-        github
-            .hub()
-            .comments
-            .values()
-            .filter(|(_, b)| b.contains("coding-swarm:reply"))
-            .map(|(_, b)| b.clone())
-            .collect::<Vec<_>>()
-    };
     // A reader is refused politely, and nothing else happens.
     let c = issue_comment("reader", "User", 7, "/swarm retry feature");
     assert_eq!(

@@ -15,8 +15,11 @@ use coding_swarm::store::{Store, Stored};
 use serde_json::json;
 
 use crate::ghapi::GitHubServer;
-use crate::github::{deliver, free_port, get, issue_comment, signed, start_up, write_config_on};
-use crate::support::{apply, create_plan, task, wait_exit, wait_for, Backend, TestDb, TestRepo};
+use crate::github::{
+    deliver, free_port, get, issue_comment, replies, repo_with_task, signed, start_up,
+    write_config_on,
+};
+use crate::support::{apply, create_plan, task, wait_exit, wait_for, Backend, TestDb};
 
 crate::on_both_backends!(
     a_delivery_is_stored_once_waits_in_arrival_order_and_is_forgotten_once_processed,
@@ -258,14 +261,7 @@ async fn a_delivery_accepted_by_a_standby_killed_with_sigkill_is_processed_once_
         hub.permissions.insert("writer".into(), "write".into());
         hub.add_pull(7, "swarm/feature");
     }
-    let repo = TestRepo::new();
-    repo.commit(
-        &[(
-            ".ai/tasks/feature.yaml",
-            Some("addressee: worker-a\nprompt: Build the feature.\n"),
-        )],
-        "a task",
-    );
+    let repo = repo_with_task();
     let dir = tempfile::tempdir().unwrap();
     let runlog = dir.path().join("runs.log");
     let port = free_port();
@@ -365,17 +361,8 @@ async fn a_delivery_accepted_by_a_standby_killed_with_sigkill_is_processed_once_
         },
     )
     .await;
-    let replies = || {
-        github
-            .hub()
-            .comments
-            .values()
-            .filter(|(_, b)| b.contains("coding-swarm:reply"))
-            .map(|(_, b)| b.clone())
-            .collect::<Vec<_>>()
-    };
     wait_for("the replies", Duration::from_secs(10), async || {
-        replies().len() >= 2
+        replies(&github).len() >= 2
     })
     .await;
     let (code, text) = deliver(port, "issue_comment", "c-1", &c, signed(&c)).await;
@@ -393,7 +380,7 @@ async fn a_delivery_accepted_by_a_standby_killed_with_sigkill_is_processed_once_
         .count();
     assert_eq!(retries, 1, "the retry happened once");
     assert_eq!(runs(), 2, "generation 1 and generation 2, once each");
-    let replies = replies();
+    let replies = replies(&github);
     assert_eq!(replies.len(), 2, "one reply each: {replies:?}");
     assert!(
         replies[0].contains("runs again (generation 2)") && replies[1].contains("| `feature` |"),
