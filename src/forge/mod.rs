@@ -358,7 +358,8 @@ impl Forge {
         triggers: HashMap<String, Arc<Notify>>,
         mut shutdown: watch::Receiver<bool>,
     ) {
-        const BATCH: i64 = 100;
+        // Bodies are up to 5 MiB each: a small batch bounds what is held in memory.
+        const BATCH: i64 = 16;
         let arrived = self.store.deliveries_handle();
         loop {
             if *shutdown.borrow() {

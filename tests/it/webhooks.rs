@@ -250,7 +250,7 @@ async fn ids_seen_before_the_migration_stay_duplicates(backend: Backend) {
 /// `/swarm retry` and stores it; it is SIGKILLed before anything processes it; the next engine
 /// to lead processes it once: the task runs again once, one reply is written, and GitHub's
 /// redeliveries are answered as they should be (waiting: 202, processed: duplicate). A second
-/// command stored after it is processed after it.
+/// command stored after it is processed after it, and 20 pings stored before it before it.
 async fn a_delivery_accepted_by_a_standby_killed_with_sigkill_is_processed_once_by_the_next_leader(
     backend: Backend,
 ) {
@@ -304,6 +304,15 @@ async fn a_delivery_accepted_by_a_standby_killed_with_sigkill_is_processed_once_
         async || get(port, "/healthz").await.is_some(),
     )
     .await;
+    // More deliveries than the leader reads at once (16) come first.
+    let ping = json!({"zen": "Keep it logically awesome.", "hook_id": 1});
+    for i in 0..20 {
+        let id = format!("p-{i:02}");
+        assert_eq!(
+            deliver(port, "ping", &id, &ping, signed(&ping)).await.0,
+            202
+        );
+    }
     let c = issue_comment("writer", "User", 7, "/swarm retry feature");
     let (code, text) = deliver(port, "issue_comment", "c-1", &c, signed(&c)).await;
     assert_eq!(code, 202, "{text}");
@@ -367,6 +376,15 @@ async fn a_delivery_accepted_by_a_standby_killed_with_sigkill_is_processed_once_
     .await;
     let (code, text) = deliver(port, "issue_comment", "c-1", &c, signed(&c)).await;
     assert_eq!((code, text.contains("duplicate")), (200, true), "{text}");
+    assert!(waiting_ids(s).await.is_empty(), "all 22 processed");
+    let at = async |id: &str| s.delivery(id).await.unwrap().unwrap().processed_at.unwrap();
+    let retried_at = at("c-1").await;
+    for i in 0..20 {
+        assert!(
+            at(&format!("p-{i:02}")).await <= retried_at,
+            "the pings arrived first"
+        );
+    }
     tokio::time::sleep(Duration::from_millis(1500)).await;
 
     let t = s.task("webapp", "feature").await.unwrap().unwrap();
