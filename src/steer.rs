@@ -9,7 +9,7 @@ use crate::config::ProjectConfig;
 use crate::model::green::manager_addressee;
 use crate::model::transition::{self, Refused, StopOutcome};
 use crate::model::{ActivationItem, Change};
-use crate::store::{DeliverySeq, Store, StoreError};
+use crate::store::{Receipt, Store, StoreError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum SteerError {
@@ -44,20 +44,27 @@ pub async fn stop(
     stop_marking(store, project, key, who, None).await
 }
 
-/// [`stop`], asked by the webhook delivery `delivery`, which is marked processed with it.
+/// [`stop`], asked by a webhook delivery: marked processed, and answered from the outcome, in
+/// the transaction of the stop.
 pub async fn stop_marking(
     store: &Store,
     project: &str,
     key: &str,
     who: &str,
-    delivery: Option<DeliverySeq>,
+    receipt: Option<Receipt<'_, Result<StopOutcome, SteerError>>>,
 ) -> Result<StopOutcome, SteerError> {
     let now = Utc::now();
+    let receipt = receipt.map(|r| r.map(|o: &StopOutcome| stopped(project, key, *o)));
     let outcome = store
-        .modify_task_marking(project, key, now, delivery, |row| {
+        .modify_task_marking(project, key, now, receipt, |row| {
             transition::stop(row, who, now)
         })
         .await?;
+    stopped(project, key, outcome)
+}
+
+/// What a stop's outcome means to the one who asked: a completed task is refused.
+fn stopped(project: &str, key: &str, outcome: StopOutcome) -> Result<StopOutcome, SteerError> {
     match outcome {
         StopOutcome::AlreadyCompleted => Err(SteerError::refused(
             project,
@@ -77,18 +84,23 @@ pub async fn retry(store: &Store, project: &str, key: &str, who: &str) -> Result
     retry_marking(store, project, key, who, None).await
 }
 
-/// [`retry`], asked by the webhook delivery `delivery`, which is marked processed with it: a
-/// redelivered `/swarm retry` never runs a task twice.
+/// [`retry`], asked by a webhook delivery: marked processed, and answered from the outcome, in
+/// the transaction of the retry, so a redelivered `/swarm retry` never runs a task twice.
 pub async fn retry_marking(
     store: &Store,
     project: &str,
     key: &str,
     who: &str,
-    delivery: Option<DeliverySeq>,
+    receipt: Option<Receipt<'_, Result<i32, SteerError>>>,
 ) -> Result<i32, SteerError> {
     let now = Utc::now();
+    let receipt = receipt.map(|r| {
+        r.map(|o: &Result<i32, Refused>| {
+            o.map_err(|refused| SteerError::refused(project, key, refused))
+        })
+    });
     store
-        .modify_task_marking(project, key, now, delivery, |row| {
+        .modify_task_marking(project, key, now, receipt, |row| {
             match transition::retry(row, who, now) {
                 Ok((change, generation)) => (change, Ok(generation)),
                 Err(refused) => (Change::None, Err(refused)),
@@ -128,18 +140,19 @@ pub async fn activate(
     activate_marking(store, project, epic, item, None).await
 }
 
-/// [`activate`], asked by the webhook delivery `delivery`, which is marked processed with it.
+/// [`activate`], asked by a webhook delivery: marked processed, and answered, in the
+/// transaction of the activation.
 pub async fn activate_marking(
     store: &Store,
     project: &ProjectConfig,
     epic: Option<&str>,
     item: ActivationItem,
-    delivery: Option<DeliverySeq>,
+    receipt: Option<Receipt<'_, (String, bool)>>,
 ) -> Result<(String, bool), StoreError> {
     let addressee = manager_addressee(&project.name);
     let now = Utc::now();
     store
-        .activate_marking(&project.name, &addressee, now, delivery, |pending, last| {
+        .activate_marking(&project.name, &addressee, now, receipt, |pending, last| {
             transition::activate(
                 pending,
                 last,

@@ -22,14 +22,18 @@ use crate::display::error_chain;
 use crate::model::transition::StopOutcome;
 use crate::model::{describe_state, effective_branch, ActivationItem, Role, TaskRow};
 use crate::spec::TaskState;
-use crate::store::{
-    DeliveryRow, DeliverySeq, FeedCursor, OutboxKind, OutboxRow, Store, StoreError,
-};
+use crate::steer::SteerError;
+use crate::store::{DeliveryRow, FeedCursor, OutboxKind, OutboxRow, Receipt, Store, StoreError};
 use webhook::{Command, Event};
 
 /// Failed writes (rate-limit waits do not count) are given up after this many tries: with the
 /// doubling backoff, capped at 512 s, about an hour.
 const MAX_WRITE_ATTEMPTS: i32 = 15;
+
+/// The outbox payload of a reply to `author`'s comment command on issue `number`.
+fn reply_payload(number: u64, author: &str, text: &str) -> serde_json::Value {
+    json!({"number": number, "body": format!("<!-- coding-swarm:reply -->\n@{author} {text}")})
+}
 
 /// GitHub for the configured projects.
 pub struct Forge {
@@ -398,8 +402,8 @@ impl Forge {
     /// from people with write access run commands; everything else is left alone.
     ///
     /// Exactly once, by effect: a command's database write (`/swarm retry`, `/swarm stop`, a
-    /// request to the manager) marks the delivery processed in its own transaction; the reply,
-    /// or the mark of a delivery with no database effect, is one transaction after it. A push
+    /// request to the manager) marks the delivery processed and queues its reply in its own
+    /// transaction; a delivery with no database effect is marked with its reply. A push
     /// only wakes the project's sync, which is idempotent (sync is level-triggered: a second
     /// wake-up fetches and finds nothing new), so a push processed again after a crash between
     /// the wake-up and the mark does no harm. The permission check reads GitHub and changes
@@ -416,20 +420,19 @@ impl Forge {
                 None
             }
         };
-        let reply =
-            reply.map(|(repo, number, text)| (repo, json!({"number": number, "body": text})));
         self.store
             .finish_delivery(d, reply.as_ref().map(|(r, p)| (r.as_str(), p)), Utc::now())
             .await
     }
 
-    /// Acts on a parsed delivery; returns the reply to write (repository, issue, text), if any.
+    /// Acts on a parsed delivery; returns the reply to queue (repository, payload) when one is
+    /// due and was not queued with the command's change.
     async fn act(
         &self,
         d: &DeliveryRow,
         event: Event,
         triggers: &HashMap<String, Arc<Notify>>,
-    ) -> Option<(String, u64, String)> {
+    ) -> Option<(String, serde_json::Value)> {
         match event {
             Event::Push { repo, branch, .. } => {
                 let Some(project) = self.by_repo.get(&repo.to_ascii_lowercase()) else {
@@ -461,6 +464,7 @@ impl Forge {
                 let command = webhook::parse_command(&body, &self.cfg.mention)?;
                 let reply = self
                     .run_command(
+                        d,
                         &repo,
                         &project,
                         number,
@@ -468,13 +472,11 @@ impl Forge {
                         head_branch,
                         &author,
                         command,
-                        d.seq(),
                     )
-                    .await;
+                    .await?;
                 Some((
                     repo.to_ascii_lowercase(),
-                    number,
-                    format!("<!-- coding-swarm:reply -->\n@{author} {reply}"),
+                    reply_payload(number, &author, &reply),
                 ))
             }
             Event::Ignored { event } => {
@@ -484,9 +486,12 @@ impl Forge {
         }
     }
 
+    /// Runs a comment command of `author`; returns the reply text still to queue, or None
+    /// when the reply was queued with the command's change (its receipt: one transaction).
     #[allow(clippy::too_many_arguments)]
     async fn run_command(
         &self,
+        d: &DeliveryRow,
         repo: &str,
         project: &ProjectConfig,
         number: u64,
@@ -494,30 +499,48 @@ impl Forge {
         head_branch: Option<String>,
         author: &str,
         command: Command,
-        delivery: DeliverySeq,
-    ) -> String {
+    ) -> Option<String> {
         let permission = match self.gh.permission(repo, author).await {
             Ok(p) => p,
             Err(e) => {
-                return format!(
+                return Some(format!(
                     "I could not check your permission on this repository ({e}), so I did nothing."
-                )
+                ))
             }
         };
         if !matches!(permission.as_str(), "admin" | "write" | "maintain") {
-            return "sorry, only people with write access to this repository can ask the swarm for things. Nothing was done.".to_string();
+            return Some("sorry, only people with write access to this repository can ask the swarm for things. Nothing was done.".to_string());
         }
         let who = format!("@{author} on GitHub");
-        match command {
-            Command::Retry(key) => match crate::steer::retry_marking(&self.store, &project.name, &key, &who, Some(delivery)).await {
-                Ok(generation) => format!("`{key}` runs again (generation {generation})."),
-                Err(e) => format!("cannot retry `{key}`: {e}."),
-            },
-            Command::Stop(key) => match crate::steer::stop_marking(&self.store, &project.name, &key, &who, Some(delivery)).await {
-                Ok(StopOutcome::StopRequested) => format!("stopping `{key}`."),
-                Ok(_) => format!("`{key}` is cancelled before it ran."),
-                Err(e) => format!("cannot stop `{key}`: {e}."),
-            },
+        let reply_repo = repo.to_ascii_lowercase();
+        // The reply, for the receipt of a change: queued in the change's transaction.
+        let answer =
+            |text: String| Some((reply_repo.clone(), reply_payload(number, author, &text)));
+        Some(match command {
+            Command::Retry(key) => {
+                let said = |r: &Result<i32, SteerError>| match r {
+                    Ok(generation) => format!("`{key}` runs again (generation {generation})."),
+                    Err(e) => format!("cannot retry `{key}`: {e}."),
+                };
+                let receipt = Receipt::new(d, |r: &Result<i32, SteerError>| answer(said(r)));
+                match crate::steer::retry_marking(&self.store, &project.name, &key, &who, Some(receipt)).await {
+                    // Done or refused, in the transaction that answered.
+                    Ok(_) | Err(SteerError::Refused { .. }) => return None,
+                    Err(e) => said(&Err(e)),
+                }
+            }
+            Command::Stop(key) => {
+                let said = |r: &Result<StopOutcome, SteerError>| match r {
+                    Ok(StopOutcome::StopRequested) => format!("stopping `{key}`."),
+                    Ok(_) => format!("`{key}` is cancelled before it ran."),
+                    Err(e) => format!("cannot stop `{key}`: {e}."),
+                };
+                let receipt = Receipt::new(d, |r: &Result<StopOutcome, SteerError>| answer(said(r)));
+                match crate::steer::stop_marking(&self.store, &project.name, &key, &who, Some(receipt)).await {
+                    Ok(_) | Err(SteerError::Refused { .. }) => return None,
+                    Err(e) => said(&Err(e)),
+                }
+            }
             Command::Status => {
                 let counts = self.store.counts_by_project().await.unwrap_or_default();
                 let n = |st: TaskState| counts.iter().find(|(p, s, _)| p == &project.name && *s == st).map_or(0, |c| c.2);
@@ -531,27 +554,28 @@ impl Forge {
             }
             Command::Request(text) => {
                 if !is_pull_request {
-                    return "requests work on pull requests of swarm tasks; on issues, use `/swarm status`, `/swarm retry KEY` or `/swarm stop KEY`.".into();
+                    return Some("requests work on pull requests of swarm tasks; on issues, use `/swarm status`, `/swarm retry KEY` or `/swarm stop KEY`.".into());
                 }
                 let branch = match head_branch {
                     Some(b) => b,
                     None => match self.gh.pull_head(repo, number).await {
                         Ok(b) => b,
-                        Err(e) => return format!("I could not read this pull request ({e}), so I did nothing."),
+                        Err(e) => return Some(format!("I could not read this pull request ({e}), so I did nothing.")),
                     },
                 };
                 let task = self.store.tasks_by_keys(&project.name, None).await.unwrap_or_default().into_iter().find(|t| t.branch == branch);
                 let Some(task) = task else {
-                    return format!("`{branch}` is not the branch of a swarm task, so I leave this to people.");
+                    return Some(format!("`{branch}` is not the branch of a swarm task, so I leave this to people."));
                 };
                 let item = ActivationItem::Request { pull_request: number, branch, task: Some(task.key.clone()), author: author.to_string(), body: text };
-                match crate::steer::activate_marking(&self.store, project, task.epic.as_deref(), item, Some(delivery)).await {
-                    Ok(_) => "the project manager will look at this.".into(),
+                let receipt = Receipt::new(d, |_: &(String, bool)| answer("the project manager will look at this.".into()));
+                match crate::steer::activate_marking(&self.store, project, task.epic.as_deref(), item, Some(receipt)).await {
+                    Ok(_) => return None,
                     Err(e) => format!("cannot activate the project manager: {e}."),
                 }
             }
             Command::Unknown(what) => format!("I do not know `/swarm {what}`. I understand `/swarm status`, `/swarm retry KEY`, `/swarm stop KEY`, and `{} <request>` on a swarm pull request.", self.cfg.mention),
-        }
+        })
     }
 
     /// The repository of a project on GitHub, if it is there.

@@ -4,7 +4,7 @@
 use chrono::{DateTime, Utc};
 
 use super::codec::{self, EpicRecord, TaskRecord, EPIC_COLUMNS, TASK_COLUMNS};
-use super::webhooks::{DeliverySeq, MARK_PROCESSED};
+use super::webhooks::{mark_and_reply, Receipt};
 use super::{on_pool, q, write, Backend, BeginImmediate, Result, Store};
 use crate::model::green::EpicState;
 use crate::model::{Change, EpicCount, EpicRow, TaskRow};
@@ -114,14 +114,14 @@ impl Store {
             .await
     }
 
-    /// [`Store::activate`], marking the webhook delivery `delivery` processed in the same
-    /// transaction: a request on GitHub activates the manager once, even across a crash.
+    /// [`Store::activate`] asked by a webhook delivery: the delivery is marked processed, and
+    /// its reply queued, in the same transaction (see [`Receipt`]).
     pub async fn activate_marking(
         &self,
         project: &str,
         addressee: &str,
         now: DateTime<Utc>,
-        delivery: Option<DeliverySeq>,
+        receipt: Option<Receipt<'_, (String, bool)>>,
         decide: impl FnOnce(Option<&TaskRow>, Option<&str>) -> Change + Send,
     ) -> Result<(String, bool)> {
         let lock = match &self.backend {
@@ -146,9 +146,8 @@ impl Store {
             let created = matches!(change, Change::Insert { .. });
             let key = change.row().map(|r| r.key.clone()).unwrap_or_default();
             write::changes(&mut tx, vec![change], now).await?;
-            if let Some(d) = delivery {
-                sqlx::query(MARK_PROCESSED).bind(d.0).bind(now)
-                    .execute(&mut *tx).await.map_err(q("mark a webhook delivery processed"))?;
+            if let Some(r) = receipt {
+                mark_and_reply!(tx, r.delivery, (r.reply)(&(key.clone(), created)), now);
             }
             tx.commit().await.map_err(q("commit an activation"))?;
             (key, created)

@@ -27,7 +27,7 @@ pub use events::FeedCursor;
 pub use outbox::{OutboxKind, OutboxRow};
 pub use rows::{ProjectRow, SpecErrorRow, TaskFilter};
 pub use sync::{OwedStatusFile, SyncScope};
-pub use webhooks::{DeliveryRow, DeliverySeq, Stored};
+pub use webhooks::{DeliveryRow, Receipt, Stored};
 
 use crate::model::BadColumn;
 

@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use chrono::{DateTime, Utc};
 
 use super::codec::{self, TaskRecord, TASK_COLUMNS};
-use super::webhooks::{DeliverySeq, MARK_PROCESSED};
+use super::webhooks::{mark_and_reply, Receipt};
 use super::{on_pool, q, write, Backend, BeginImmediate, Result, Store, StoreError, TaskFilter};
 use crate::model::{Change, Counts, RunningRun, TaskRow};
 use crate::spec::TaskState;
@@ -270,14 +270,14 @@ impl Store {
             .await
     }
 
-    /// [`Store::modify_task`], marking the webhook delivery `delivery` processed in the same
-    /// transaction: the change is made once per delivery, even across a crash.
+    /// [`Store::modify_task`] asked by a webhook delivery: the delivery is marked processed,
+    /// and its reply queued, in the same transaction as the change (see [`Receipt`]).
     pub async fn modify_task_marking<T>(
         &self,
         project: &str,
         key: &str,
         now: DateTime<Utc>,
-        delivery: Option<DeliverySeq>,
+        receipt: Option<Receipt<'_, T>>,
         decide: impl FnOnce(&TaskRow) -> (Change, T) + Send,
     ) -> Result<T> {
         let sql = format!(
@@ -295,9 +295,8 @@ impl Store {
             let row = TaskRow::try_from(record.ok_or_else(not_found)?)?;
             let (change, out) = decide(&row);
             write::changes(&mut tx, vec![change], now).await?;
-            if let Some(d) = delivery {
-                sqlx::query(MARK_PROCESSED).bind(d.0).bind(now)
-                    .execute(&mut *tx).await.map_err(q("mark a webhook delivery processed"))?;
+            if let Some(r) = receipt {
+                mark_and_reply!(tx, r.delivery, (r.reply)(&out), now);
             }
             tx.commit().await.map_err(q("commit a task change"))?;
             out

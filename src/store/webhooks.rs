@@ -1,21 +1,16 @@
 //! Webhook deliveries, stored whole before they are answered and processed from here by the
 //! leading engine in arrival order (`seq`). SQL only: what a delivery means is the forge's.
-//! A delivery is marked processed in the same transaction as its effect when that effect is a
-//! database write ([`Store::modify_task_marking`], [`Store::activate_marking`]), otherwise by
-//! [`Store::finish_delivery`], which also queues the reply to a comment command.
+//! A delivery is marked processed, and its reply queued, in the same transaction as its effect
+//! when that effect is a database write (a [`Receipt`] to [`Store::modify_task_marking`] or
+//! [`Store::activate_marking`]), otherwise by [`Store::finish_delivery`].
 
+use super::{on_pool, q, Backend, BeginImmediate, Result, Store};
 use chrono::{DateTime, Utc};
-use sqlx::types::Json;
-
-use super::{on_pool, q, Backend, BeginImmediate, OutboxKind, Result, Store};
-
-/// A delivery's place in arrival order (the table's primary key).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct DeliverySeq(pub i64);
 
 /// A stored delivery.
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct DeliveryRow {
+    /// Its place in arrival order (the primary key).
     pub seq: i64,
     /// GitHub's `X-GitHub-Delivery`, kept by redeliveries.
     pub delivery_id: String,
@@ -25,12 +20,6 @@ pub struct DeliveryRow {
     pub body: Vec<u8>,
     pub received_at: DateTime<Utc>,
     pub processed_at: Option<DateTime<Utc>>,
-}
-
-impl DeliveryRow {
-    pub fn seq(&self) -> DeliverySeq {
-        DeliverySeq(self.seq)
-    }
 }
 
 /// What storing a delivery found.
@@ -44,9 +33,73 @@ pub enum Stored {
     Processed,
 }
 
-/// Marks a delivery processed, inside the transaction of its effect (`$1` seq, `$2` now).
+/// The webhook delivery that asked for a change: written in the change's own transaction are
+/// the mark `processed` and the reply, made from what the change decided. So a redelivered or
+/// reprocessed command never changes a task twice, and its reply is never lost or doubled.
+pub struct Receipt<'a, T> {
+    pub delivery: &'a DeliveryRow,
+    /// The reply to queue (repository, payload), from the change's outcome.
+    pub reply: Box<dyn FnOnce(&T) -> Option<(String, serde_json::Value)> + Send + 'a>,
+}
+
+impl<'a, T: 'a> Receipt<'a, T> {
+    pub fn new(
+        delivery: &'a DeliveryRow,
+        reply: impl FnOnce(&T) -> Option<(String, serde_json::Value)> + Send + 'a,
+    ) -> Self {
+        Self {
+            delivery,
+            reply: Box::new(reply),
+        }
+    }
+
+    /// The same receipt for a change whose outcome is a `U`, read as a `T` by `read`.
+    pub fn map<U>(self, read: impl FnOnce(&U) -> T + Send + 'a) -> Receipt<'a, U> {
+        let reply = self.reply;
+        Receipt {
+            delivery: self.delivery,
+            reply: Box::new(move |u: &U| reply(&read(u))),
+        }
+    }
+}
+
+/// Marks a delivery processed (`$1` seq, `$2` now); a no-op if it is already.
 pub(super) const MARK_PROCESSED: &str =
     "UPDATE webhook_deliveries SET processed_at = $2 WHERE seq = $1 AND processed_at IS NULL";
+
+/// Queues the reply to a delivery (`$1` repo, `$2` kind `reply`, `$3` delivery id, `$4`
+/// payload, `$5` now): one row per delivery.
+pub(super) const QUEUE_REPLY: &str = "INSERT INTO github_outbox (repo, kind, target, payload, due_at, created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $5, $5)
+     ON CONFLICT (repo, kind, target) DO UPDATE SET payload = $4, updated_at = $5";
+
+/// In the transaction `$tx`: marks `$delivery` processed and queues `$reply` (an
+/// `Option<(String or &str, Value)>`). Evaluates to the rows the mark changed (0: it was
+/// marked already).
+macro_rules! mark_and_reply {
+    ($tx:expr, $delivery:expr, $reply:expr, $now:expr) => {{
+        let d: &$crate::store::DeliveryRow = $delivery;
+        let marked = sqlx::query($crate::store::webhooks::MARK_PROCESSED)
+            .bind(d.seq)
+            .bind($now)
+            .execute(&mut *$tx)
+            .await
+            .map_err(q("mark a webhook delivery processed"))?
+            .rows_affected();
+        if let Some((repo, payload)) = $reply {
+            sqlx::query($crate::store::webhooks::QUEUE_REPLY)
+                .bind(repo)
+                .bind($crate::store::OutboxKind::Reply.as_str())
+                .bind(&d.delivery_id)
+                .bind(sqlx::types::Json(payload))
+                .bind($now)
+                .execute(&mut *$tx)
+                .await
+                .map_err(q("queue the reply to a webhook delivery"))?;
+        }
+        marked
+    }};
+}
+pub(super) use mark_and_reply;
 
 const COLUMNS: &str = "seq, delivery_id, event, body, received_at, processed_at";
 
@@ -91,9 +144,9 @@ impl Store {
             .bind(id).fetch_optional(pool).await.map_err(q("read a webhook delivery")))
     }
 
-    /// Marks a delivery processed (if its effect did not already), and queues `reply` (repo,
-    /// payload) as the answer to it, in one transaction: a delivery without a database effect
-    /// (a push, `/swarm status`, a refusal) is answered exactly once.
+    /// Marks a delivery processed (if its change did not already), and queues `reply` (repo,
+    /// payload) as the answer to it, in one transaction: a delivery that changes nothing else
+    /// (a push, `/swarm status`, a command refused before it reached a task) is answered once.
     pub async fn finish_delivery(
         &self,
         delivery: &DeliveryRow,
@@ -102,17 +155,9 @@ impl Store {
     ) -> Result<()> {
         on_pool!(self, pool => {
             let mut tx = pool.begin_immediate().await.map_err(q("begin finishing a webhook delivery"))?;
-            let marked = sqlx::query(MARK_PROCESSED).bind(delivery.seq).bind(now)
-                .execute(&mut *tx).await.map_err(q("mark a webhook delivery processed"))?.rows_affected();
+            let marked = mark_and_reply!(tx, delivery, reply, now);
             if marked == 0 {
-                tracing::debug!(delivery = %delivery.delivery_id, "marked processed by its effect");
-            }
-            if let Some((repo, payload)) = reply {
-                sqlx::query(
-                    "INSERT INTO github_outbox (repo, kind, target, payload, due_at, created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $5, $5)
-                     ON CONFLICT (repo, kind, target) DO UPDATE SET payload = $4, updated_at = $5")
-                    .bind(repo).bind(OutboxKind::Reply.as_str()).bind(&delivery.delivery_id).bind(Json(payload)).bind(now)
-                    .execute(&mut *tx).await.map_err(q("queue the reply to a webhook delivery"))?;
+                tracing::debug!(delivery = %delivery.delivery_id, "marked processed with its change");
             }
             tx.commit().await.map_err(q("commit a processed webhook delivery"))?;
         });

@@ -10,8 +10,8 @@ use chrono::Utc;
 use coding_swarm::engine::leader;
 use coding_swarm::model::transition::StopOutcome;
 use coding_swarm::spec::TaskState;
-use coding_swarm::steer;
-use coding_swarm::store::{Store, Stored};
+use coding_swarm::steer::{self, SteerError};
+use coding_swarm::store::{Receipt, Store, Stored};
 use serde_json::json;
 
 use crate::ghapi::GitHubServer;
@@ -23,7 +23,7 @@ use crate::support::{apply, create_plan, task, wait_exit, wait_for, Backend, Tes
 
 crate::on_both_backends!(
     a_delivery_is_stored_once_waits_in_arrival_order_and_is_forgotten_once_processed,
-    a_commands_effect_marks_its_delivery_processed_in_the_same_transaction,
+    a_commands_change_its_mark_and_its_reply_are_one_transaction,
     a_delivery_accepted_by_a_standby_killed_with_sigkill_is_processed_once_by_the_next_leader,
     ids_seen_before_the_migration_stay_duplicates,
 );
@@ -123,7 +123,7 @@ async fn a_delivery_is_stored_once_waits_in_arrival_order_and_is_forgotten_once_
     db.drop_db().await;
 }
 
-async fn a_commands_effect_marks_its_delivery_processed_in_the_same_transaction(backend: Backend) {
+async fn a_commands_change_its_mark_and_its_reply_are_one_transaction(backend: Backend) {
     let db = TestDb::new(backend).await;
     let s = &db.store;
     apply(
@@ -134,38 +134,72 @@ async fn a_commands_effect_marks_its_delivery_processed_in_the_same_transaction(
     )
     .await;
     let now = Utc::now();
-    for id in ["stop", "retry", "missing"] {
+    for id in ["stop", "retry", "refused", "missing"] {
         s.store_delivery(id, "issue_comment", b"{}", now)
             .await
             .unwrap();
     }
-    let seq = |id: &'static str| async move { s.delivery(id).await.unwrap().unwrap().seq() };
-    let processed =
-        |id: &'static str| async move { s.delivery(id).await.unwrap().unwrap().processed_at };
+    let delivery = async |id: &str| s.delivery(id).await.unwrap().unwrap();
+    let reply = |text: String| Some(("acme/webapp".to_string(), json!({ "body": text })));
+    let replies = async || {
+        s.outbox_all()
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|r| (r.target, r.payload.0["body"].as_str().unwrap().to_string()))
+            .collect::<Vec<_>>()
+    };
 
+    let d = delivery("stop").await;
+    let receipt = Receipt::new(&d, |r: &Result<StopOutcome, SteerError>| {
+        reply(format!("{:?}", r.as_ref().ok()))
+    });
     assert_eq!(
-        steer::stop_marking(s, "p", "t", "tester", Some(seq("stop").await))
+        steer::stop_marking(s, "p", "t", "tester", Some(receipt))
             .await
             .unwrap(),
         StopOutcome::CancelledBeforeItRan
     );
-    assert!(processed("stop").await.is_some());
+    let d = delivery("retry").await;
+    let receipt = Receipt::new(&d, |r: &Result<i32, SteerError>| {
+        reply(format!("{:?}", r.as_ref().ok()))
+    });
     assert_eq!(
-        steer::retry_marking(s, "p", "t", "tester", Some(seq("retry").await))
+        steer::retry_marking(s, "p", "t", "tester", Some(receipt))
             .await
             .unwrap(),
         2
     );
-    assert!(processed("retry").await.is_some());
     let t = s.task("p", "t").await.unwrap().unwrap();
     assert_eq!((t.state(), t.generation), (TaskState::Pending, 2));
-    // An effect that fails changes nothing, and leaves its delivery waiting.
-    assert!(
-        steer::retry_marking(s, "p", "nope", "tester", Some(seq("missing").await))
-            .await
-            .is_err()
-    );
+    // A refusal is an outcome too: answered, and the delivery processed.
+    let d = delivery("refused").await;
+    let receipt = Receipt::new(&d, |r: &Result<i32, SteerError>| {
+        reply(r.as_ref().err().map(|e| e.to_string()).unwrap_or_default())
+    });
+    assert!(matches!(
+        steer::retry_marking(s, "p", "t", "tester", Some(receipt)).await,
+        Err(SteerError::Refused { .. })
+    ));
+    // A change that fails writes nothing: no reply, and its delivery still waits.
+    let d = delivery("missing").await;
+    let receipt = Receipt::new(&d, |_: &Result<i32, SteerError>| reply("never".into()));
+    assert!(matches!(
+        steer::retry_marking(s, "p", "nope", "tester", Some(receipt)).await,
+        Err(SteerError::Store(_))
+    ));
     assert_eq!(waiting_ids(s).await, ["missing"]);
+    assert_eq!(
+        replies().await,
+        [
+            ("stop".to_string(), "Some(CancelledBeforeItRan)".to_string()),
+            ("retry".to_string(), "Some(2)".to_string()),
+            (
+                "refused".to_string(),
+                "task p/t it is pending; only a completed task can be retried".to_string()
+            ),
+        ]
+    );
     db.drop_db().await;
 }
 
