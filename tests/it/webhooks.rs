@@ -120,6 +120,12 @@ async fn a_delivery_is_stored_once_waits_in_arrival_order_and_is_forgotten_once_
     );
     assert_eq!(waiting_ids(s).await, ["d-3"], "a waiting delivery stays");
     assert!(s.delivery("d-1").await.unwrap().is_none());
+    // A redelivery after that is new again, and is processed.
+    assert_eq!(
+        s.store_delivery("d-1", "ping", body, now).await.unwrap(),
+        Stored::New
+    );
+    assert_eq!(waiting_ids(s).await, ["d-3", "d-1"]);
     db.drop_db().await;
 }
 
