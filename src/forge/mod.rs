@@ -524,8 +524,8 @@ impl Forge {
                 };
                 let receipt = Receipt::new(d, |r: &Result<i32, SteerError>| answer(said(r)));
                 match crate::steer::retry_marking(&self.store, &project.name, &key, &who, Some(receipt)).await {
-                    // Done or refused, in the transaction that answered.
-                    Ok(_) | Err(SteerError::Refused { .. }) => return None,
+                    // Done or refused, in the transaction that answered; or done before.
+                    Ok(_) | Err(SteerError::Refused { .. } | SteerError::Store(StoreError::DeliveryProcessed { .. })) => return None,
                     Err(e) => said(&Err(e)),
                 }
             }
@@ -537,7 +537,7 @@ impl Forge {
                 };
                 let receipt = Receipt::new(d, |r: &Result<StopOutcome, SteerError>| answer(said(r)));
                 match crate::steer::stop_marking(&self.store, &project.name, &key, &who, Some(receipt)).await {
-                    Ok(_) | Err(SteerError::Refused { .. }) => return None,
+                    Ok(_) | Err(SteerError::Refused { .. } | SteerError::Store(StoreError::DeliveryProcessed { .. })) => return None,
                     Err(e) => said(&Err(e)),
                 }
             }
@@ -570,7 +570,7 @@ impl Forge {
                 let item = ActivationItem::Request { pull_request: number, branch, task: Some(task.key.clone()), author: author.to_string(), body: text };
                 let receipt = Receipt::new(d, |_: &(String, bool)| answer("the project manager will look at this.".into()));
                 match crate::steer::activate_marking(&self.store, project, task.epic.as_deref(), item, Some(receipt)).await {
-                    Ok(_) => return None,
+                    Ok(_) | Err(StoreError::DeliveryProcessed { .. }) => return None,
                     Err(e) => format!("cannot activate the project manager: {e}."),
                 }
             }

@@ -5,7 +5,7 @@ use chrono::{DateTime, Utc};
 
 use super::codec::{self, EpicRecord, TaskRecord, EPIC_COLUMNS, TASK_COLUMNS};
 use super::webhooks::{mark_and_reply, Receipt};
-use super::{on_pool, q, write, Backend, BeginImmediate, Result, Store};
+use super::{on_pool, q, write, Backend, BeginImmediate, Result, Store, StoreError};
 use crate::model::green::EpicState;
 use crate::model::{Change, EpicCount, EpicRow, TaskRow};
 
@@ -147,7 +147,9 @@ impl Store {
             let key = change.row().map(|r| r.key.clone()).unwrap_or_default();
             write::changes(&mut tx, vec![change], now).await?;
             if let Some(r) = receipt {
-                mark_and_reply!(tx, r.delivery, (r.reply)(&(key.clone(), created)), now);
+                if !mark_and_reply!(tx, r.delivery, (r.reply)(&(key.clone(), created)), now) {
+                    return Err(StoreError::DeliveryProcessed { delivery: r.delivery.delivery_id.clone() });
+                }
             }
             tx.commit().await.map_err(q("commit an activation"))?;
             (key, created)

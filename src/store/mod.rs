@@ -58,6 +58,8 @@ pub enum StoreError {
     NotFound { project: String, key: String },
     #[error("task {project}/{key} was created meanwhile by someone else; the next pass sees it")]
     Raced { project: String, key: String },
+    #[error("webhook delivery {delivery} was processed already")]
+    DeliveryProcessed { delivery: String },
 }
 
 impl StoreError {

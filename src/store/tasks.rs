@@ -296,7 +296,9 @@ impl Store {
             let (change, out) = decide(&row);
             write::changes(&mut tx, vec![change], now).await?;
             if let Some(r) = receipt {
-                mark_and_reply!(tx, r.delivery, (r.reply)(&out), now);
+                if !mark_and_reply!(tx, r.delivery, (r.reply)(&out), now) {
+                    return Err(StoreError::DeliveryProcessed { delivery: r.delivery.delivery_id.clone() });
+                }
             }
             tx.commit().await.map_err(q("commit a task change"))?;
             out

@@ -35,7 +35,9 @@ pub enum Stored {
 
 /// The webhook delivery that asked for a change: written in the change's own transaction are
 /// the mark `processed` and the reply, made from what the change decided. So a redelivered or
-/// reprocessed command never changes a task twice, and its reply is never lost or doubled.
+/// reprocessed command never changes a task twice, and its reply is never lost or doubled. A
+/// delivery processed already (by an engine that overlapped this one) fails the change with
+/// [`super::StoreError::DeliveryProcessed`], and nothing is written.
 pub struct Receipt<'a, T> {
     pub delivery: &'a DeliveryRow,
     /// The reply to queue (repository, payload), from the change's outcome.
@@ -73,8 +75,8 @@ pub(super) const QUEUE_REPLY: &str = "INSERT INTO github_outbox (repo, kind, tar
      ON CONFLICT (repo, kind, target) DO UPDATE SET payload = $4, updated_at = $5";
 
 /// In the transaction `$tx`: marks `$delivery` processed and queues `$reply` (an
-/// `Option<(String or &str, Value)>`). Evaluates to the rows the mark changed (0: it was
-/// marked already).
+/// `Option<(String or &str, Value)>`, made only if the mark was not there yet). Evaluates to
+/// whether this marked it (false: something processed it already, and nothing was queued).
 macro_rules! mark_and_reply {
     ($tx:expr, $delivery:expr, $reply:expr, $now:expr) => {{
         let d: &$crate::store::DeliveryRow = $delivery;
@@ -85,7 +87,8 @@ macro_rules! mark_and_reply {
             .await
             .map_err(q("mark a webhook delivery processed"))?
             .rows_affected();
-        if let Some((repo, payload)) = $reply {
+        let reply = if marked > 0 { $reply } else { None };
+        if let Some((repo, payload)) = reply {
             sqlx::query($crate::store::webhooks::QUEUE_REPLY)
                 .bind(repo)
                 .bind($crate::store::OutboxKind::Reply.as_str())
@@ -96,7 +99,7 @@ macro_rules! mark_and_reply {
                 .await
                 .map_err(q("queue the reply to a webhook delivery"))?;
         }
-        marked
+        marked > 0
     }};
 }
 pub(super) use mark_and_reply;
@@ -144,9 +147,10 @@ impl Store {
             .bind(id).fetch_optional(pool).await.map_err(q("read a webhook delivery")))
     }
 
-    /// Marks a delivery processed (if its change did not already), and queues `reply` (repo,
-    /// payload) as the answer to it, in one transaction: a delivery that changes nothing else
-    /// (a push, `/swarm status`, a command refused before it reached a task) is answered once.
+    /// Marks a delivery processed and queues `reply` (repo, payload) as the answer to it, in one
+    /// transaction: a delivery that changes nothing else (a push, `/swarm status`, a command
+    /// refused before it reached a task) is answered once. Nothing is queued if the delivery
+    /// was processed already (by its change, which answered it).
     pub async fn finish_delivery(
         &self,
         delivery: &DeliveryRow,
@@ -155,9 +159,8 @@ impl Store {
     ) -> Result<()> {
         on_pool!(self, pool => {
             let mut tx = pool.begin_immediate().await.map_err(q("begin finishing a webhook delivery"))?;
-            let marked = mark_and_reply!(tx, delivery, reply, now);
-            if marked == 0 {
-                tracing::debug!(delivery = %delivery.delivery_id, "marked processed with its change");
+            if !mark_and_reply!(tx, delivery, reply, now) {
+                tracing::debug!(delivery = %delivery.delivery_id, "processed already (with its change)");
             }
             tx.commit().await.map_err(q("commit a processed webhook delivery"))?;
         });

@@ -11,7 +11,7 @@ use coding_swarm::engine::leader;
 use coding_swarm::model::transition::StopOutcome;
 use coding_swarm::spec::TaskState;
 use coding_swarm::steer::{self, SteerError};
-use coding_swarm::store::{Receipt, Store, Stored};
+use coding_swarm::store::{Receipt, Store, StoreError, Stored};
 use serde_json::json;
 
 use crate::ghapi::GitHubServer;
@@ -194,6 +194,29 @@ async fn a_commands_change_its_mark_and_its_reply_are_one_transaction(backend: B
         steer::retry_marking(s, "p", "nope", "tester", Some(receipt)).await,
         Err(SteerError::Store(_))
     ));
+    // A delivery processed already (by an engine that overlapped this one, say) changes
+    // nothing, and is not answered again.
+    s.store_delivery("twice", "issue_comment", b"{}", now)
+        .await
+        .unwrap();
+    let d = delivery("twice").await;
+    s.finish_delivery(&d, None, now).await.unwrap();
+    let receipt = Receipt::new(&d, |_: &Result<StopOutcome, SteerError>| {
+        reply("never".into())
+    });
+    assert!(matches!(
+        steer::stop_marking(s, "p", "t", "tester", Some(receipt)).await,
+        Err(SteerError::Store(StoreError::DeliveryProcessed { .. }))
+    ));
+    let t = s.task("p", "t").await.unwrap().unwrap();
+    assert_eq!(
+        (t.state(), t.generation),
+        (TaskState::Pending, 2),
+        "not stopped"
+    );
+    s.finish_delivery(&d, Some(("acme/webapp", &json!({"body": "never"}))), now)
+        .await
+        .unwrap();
     assert_eq!(waiting_ids(s).await, ["missing"]);
     assert_eq!(
         replies().await,
