@@ -366,6 +366,13 @@ pub struct GitHubConfig {
     /// What a comment mentions to ask the swarm for something.
     #[serde(default = "default_mention")]
     pub mention: String,
+    /// How long a processed webhook delivery is kept, so that its redelivery is answered as a
+    /// duplicate. Deliveries not processed yet are kept whatever their age.
+    #[serde(
+        default = "default_webhook_retention",
+        deserialize_with = "de_duration"
+    )]
+    pub webhook_retention: Duration,
 }
 
 fn default_github_api() -> String {
@@ -373,6 +380,9 @@ fn default_github_api() -> String {
 }
 fn default_write_interval() -> Duration {
     Duration::from_secs(1)
+}
+fn default_webhook_retention() -> Duration {
+    Duration::from_secs(7 * 24 * 3600)
 }
 fn default_mention() -> String {
     "@swarm".into()
@@ -853,6 +863,16 @@ mod tests {
             format!("{:?}", c.database_url),
             "Some(postgres://u:***@h/db)"
         );
+    }
+
+    #[test]
+    fn webhook_retention_defaults_to_seven_days() {
+        let c = parse("[github]\n", &[]).unwrap();
+        let week = Duration::from_secs(7 * 24 * 3600);
+        assert_eq!(c.github.unwrap().webhook_retention, week);
+        let c = parse("[github]\nwebhook_retention = \"2d\"\n", &[]).unwrap();
+        let two_days = Duration::from_secs(2 * 24 * 3600);
+        assert_eq!(c.github.unwrap().webhook_retention, two_days);
     }
 
     #[test]

@@ -9,7 +9,7 @@ use crate::config::ProjectConfig;
 use crate::model::green::manager_addressee;
 use crate::model::transition::{self, Refused, StopOutcome};
 use crate::model::{ActivationItem, Change};
-use crate::store::{Store, StoreError};
+use crate::store::{Receipt, Store, StoreError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum SteerError {
@@ -41,10 +41,30 @@ pub async fn stop(
     key: &str,
     who: &str,
 ) -> Result<StopOutcome, SteerError> {
+    stop_marking(store, project, key, who, None).await
+}
+
+/// [`stop`], asked by a webhook delivery: marked processed, and answered from the outcome, in
+/// the transaction of the stop.
+pub async fn stop_marking(
+    store: &Store,
+    project: &str,
+    key: &str,
+    who: &str,
+    receipt: Option<Receipt<'_, Result<StopOutcome, SteerError>>>,
+) -> Result<StopOutcome, SteerError> {
     let now = Utc::now();
+    let receipt = receipt.map(|r| r.map(|o: &StopOutcome| stopped(project, key, *o)));
     let outcome = store
-        .modify_task(project, key, now, |row| transition::stop(row, who, now))
+        .modify_task_marking(project, key, now, receipt, |row| {
+            transition::stop(row, who, now)
+        })
         .await?;
+    stopped(project, key, outcome)
+}
+
+/// What a stop's outcome means to the one who asked: a completed task is refused.
+fn stopped(project: &str, key: &str, outcome: StopOutcome) -> Result<StopOutcome, SteerError> {
     match outcome {
         StopOutcome::AlreadyCompleted => Err(SteerError::refused(
             project,
@@ -61,9 +81,26 @@ pub async fn stop(
 /// Runs a completed task again, as a new generation with the same spec. Returns the
 /// generation that runs.
 pub async fn retry(store: &Store, project: &str, key: &str, who: &str) -> Result<i32, SteerError> {
+    retry_marking(store, project, key, who, None).await
+}
+
+/// [`retry`], asked by a webhook delivery: marked processed, and answered from the outcome, in
+/// the transaction of the retry, so a redelivered `/swarm retry` never runs a task twice.
+pub async fn retry_marking(
+    store: &Store,
+    project: &str,
+    key: &str,
+    who: &str,
+    receipt: Option<Receipt<'_, Result<i32, SteerError>>>,
+) -> Result<i32, SteerError> {
     let now = Utc::now();
+    let receipt = receipt.map(|r| {
+        r.map(|o: &Result<i32, Refused>| {
+            o.map_err(|refused| SteerError::refused(project, key, refused))
+        })
+    });
     store
-        .modify_task(project, key, now, |row| {
+        .modify_task_marking(project, key, now, receipt, |row| {
             match transition::retry(row, who, now) {
                 Ok((change, generation)) => (change, Ok(generation)),
                 Err(refused) => (Change::None, Err(refused)),
@@ -100,10 +137,22 @@ pub async fn activate(
     epic: Option<&str>,
     item: ActivationItem,
 ) -> Result<(String, bool), StoreError> {
+    activate_marking(store, project, epic, item, None).await
+}
+
+/// [`activate`], asked by a webhook delivery: marked processed, and answered, in the
+/// transaction of the activation.
+pub async fn activate_marking(
+    store: &Store,
+    project: &ProjectConfig,
+    epic: Option<&str>,
+    item: ActivationItem,
+    receipt: Option<Receipt<'_, (String, bool)>>,
+) -> Result<(String, bool), StoreError> {
     let addressee = manager_addressee(&project.name);
     let now = Utc::now();
     store
-        .activate(&project.name, &addressee, now, |pending, last| {
+        .activate_marking(&project.name, &addressee, now, receipt, |pending, last| {
             transition::activate(
                 pending,
                 last,

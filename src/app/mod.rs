@@ -16,7 +16,7 @@ use tokio::sync::{mpsc, watch};
 use crate::config::{Config, RuntimeKind, Secrets};
 use crate::display::error_chain;
 use crate::engine::{Engine, RunOptions};
-use crate::forge::{Delivery, Forge};
+use crate::forge::Forge;
 use crate::gitops::GitAuth;
 use crate::runtime::{Completion, KubeRuntime, LocalRuntime, Runtime};
 use crate::store::Store;
@@ -59,8 +59,7 @@ impl App {
             bail!("no projects configured: add a [[projects]] table to swarm.toml (see README.md), or try `swarm up --demo`");
         }
         tracing::info!(database = %crate::config::redact_url(&config.database_url()), projects = config.projects.len(), runtime = ?config.runtime, "engine starting");
-        let (delivery_tx, deliveries) = mpsc::channel(1000);
-        let web = self.web(store, delivery_tx)?;
+        let web = self.web(store)?;
         let (web_stop_tx, web_stop_rx) = watch::channel(false);
         if let Some(state) = web.clone() {
             let listen = config.http.listen.clone();
@@ -72,17 +71,13 @@ impl App {
                 }
             });
         }
-        let ended = self.lead(store, shutdown, web.as_ref(), deliveries).await;
+        let ended = self.lead(store, shutdown, web.as_ref()).await;
         let _ = web_stop_tx.send(true);
         ended
     }
 
     /// The HTTP server's state, when it serves (not in `once` mode, and `http.listen` set).
-    fn web(
-        &self,
-        store: &Store,
-        deliveries: mpsc::Sender<Delivery>,
-    ) -> anyhow::Result<Option<WebState>> {
+    fn web(&self, store: &Store) -> anyhow::Result<Option<WebState>> {
         let config = &self.config;
         // Webhooks only when something reads them: [github] and a project on GitHub.
         let on_github = config.projects.iter().any(|p| p.github_repo().is_some());
@@ -92,7 +87,6 @@ impl App {
         ) {
             (Some(_), Some(secret)) => Some(WebhookIn {
                 secret: secret.expose().as_bytes().to_vec(),
-                deliveries,
             }),
             (Some(_), None) => {
                 tracing::warn!("[github] is configured but SWARM_GITHUB_WEBHOOK_SECRET is not set: webhooks are refused");
@@ -130,7 +124,6 @@ impl App {
         store: &Store,
         shutdown: watch::Receiver<bool>,
         web: Option<&WebState>,
-        deliveries: mpsc::Receiver<Delivery>,
     ) -> anyhow::Result<Ended> {
         let config = &self.config;
         let leader =
@@ -189,13 +182,11 @@ impl App {
             RuntimeKind::Local => {
                 let runtime =
                     LocalRuntime::new(config.data_dir.join("runs"), self.worker_exe.clone(), tx);
-                self.run_engine(store, runtime, rx, stop_rx, web, deliveries)
-                    .await?
+                self.run_engine(store, runtime, rx, stop_rx, web).await?
             }
             RuntimeKind::Kubernetes => {
                 let runtime = KubeRuntime::connect(&config.kubernetes, tx).await?;
-                self.run_engine(store, runtime, rx, stop_rx, web, deliveries)
-                    .await?
+                self.run_engine(store, runtime, rx, stop_rx, web).await?
             }
         }
         drop(leader);
@@ -215,7 +206,6 @@ impl App {
         completions: mpsc::UnboundedReceiver<Completion>,
         stop: watch::Receiver<bool>,
         web: Option<&WebState>,
-        mut deliveries: mpsc::Receiver<Delivery>,
     ) -> anyhow::Result<()> {
         let config = &self.config;
         let mut engine =
@@ -227,12 +217,9 @@ impl App {
             {
                 tracing::info!("GitHub: reporting to pull requests and taking webhooks");
                 tokio::spawn(forge.clone().run(stop.clone()));
-                let triggers = engine.sync_triggers();
-                tokio::spawn(async move {
-                    while let Some(d) = deliveries.recv().await {
-                        forge.handle(&d, &triggers).await;
-                    }
-                });
+                // Deliveries stored by any engine (this one, or earlier as a standby, or
+                // before a crash) are processed here, by the leader only.
+                tokio::spawn(forge.process_deliveries(engine.sync_triggers(), stop.clone()));
             }
         }
         if let Some(web) = web {

@@ -22,19 +22,17 @@ use crate::display::error_chain;
 use crate::model::transition::StopOutcome;
 use crate::model::{describe_state, effective_branch, ActivationItem, Role, TaskRow};
 use crate::spec::TaskState;
-use crate::store::{FeedCursor, OutboxKind, OutboxRow, Store, StoreError};
+use crate::steer::SteerError;
+use crate::store::{DeliveryRow, FeedCursor, OutboxKind, OutboxRow, Receipt, Store, StoreError};
 use webhook::{Command, Event};
 
 /// Failed writes (rate-limit waits do not count) are given up after this many tries: with the
 /// doubling backoff, capped at 512 s, about an hour.
 const MAX_WRITE_ATTEMPTS: i32 = 15;
 
-/// A verified webhook delivery, waiting to be processed.
-#[derive(Debug, Clone)]
-pub struct Delivery {
-    pub id: String,
-    pub event: String,
-    pub body: bytes::Bytes,
+/// The outbox payload of a reply to `author`'s comment command on issue `number`.
+fn reply_payload(number: u64, author: &str, text: &str) -> serde_json::Value {
+    json!({"number": number, "body": format!("<!-- coding-swarm:reply -->\n@{author} {text}")})
 }
 
 /// GitHub for the configured projects.
@@ -105,10 +103,17 @@ impl Forge {
             }
             if Utc::now() - cleaned > chrono::Duration::hours(1) {
                 cleaned = Utc::now();
-                let _ = self
+                let keep = chrono::Duration::from_std(self.cfg.webhook_retention)
+                    .unwrap_or(chrono::Duration::days(7));
+                match self
                     .store
-                    .forget_deliveries_before(cleaned - chrono::Duration::days(7))
-                    .await;
+                    .forget_processed_deliveries_before(cleaned - keep)
+                    .await
+                {
+                    Ok(n) if n > 0 => tracing::debug!("forgot {n} processed webhook deliveries"),
+                    Ok(_) => {}
+                    Err(e) => tracing::warn!("cannot forget old webhook deliveries: {e}"),
+                }
             }
             match self.observe(cursor).await {
                 Ok(next) => cursor = next,
@@ -349,27 +354,97 @@ impl Forge {
         }
     }
 
-    /// Processes a verified, new delivery: pushes sync at once; comments from people with
-    /// write access run commands; everything else is acknowledged and left alone.
-    pub async fn handle(&self, d: &Delivery, triggers: &HashMap<String, Arc<Notify>>) {
-        let event = match webhook::parse_event(&d.event, &d.body) {
-            Ok(e) => e,
-            Err(e) => {
-                tracing::warn!(delivery = %d.id, "{}", error_chain(&e));
+    /// Processes the stored deliveries in arrival order, until `shutdown`. Only the leader
+    /// runs this; a standby stores deliveries and leaves them here. Woken when this process
+    /// stores one, and every second for those a standby stored.
+    pub async fn process_deliveries(
+        self: Arc<Self>,
+        triggers: HashMap<String, Arc<Notify>>,
+        mut shutdown: watch::Receiver<bool>,
+    ) {
+        // Bodies are up to 5 MiB each: a small batch bounds what is held in memory.
+        const BATCH: i64 = 16;
+        let arrived = self.store.deliveries_handle();
+        loop {
+            if *shutdown.borrow() {
                 return;
             }
+            let mut full = false;
+            match self.store.deliveries_waiting(BATCH).await {
+                Ok(batch) => {
+                    full = batch.len() as i64 == BATCH;
+                    for d in &batch {
+                        if *shutdown.borrow() {
+                            return;
+                        }
+                        // A delivery that cannot be finished stays first in line.
+                        if let Err(e) = self.handle(d, &triggers).await {
+                            tracing::warn!(delivery = %d.delivery_id, "cannot process a webhook delivery, trying again: {}", error_chain(&e));
+                            full = false;
+                            break;
+                        }
+                    }
+                }
+                Err(e) => tracing::warn!("cannot read webhook deliveries: {}", error_chain(&e)),
+            }
+            if full {
+                continue;
+            }
+            tokio::select! {
+                _ = arrived.notified() => {}
+                _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                _ = shutdown.changed() => return,
+            }
+        }
+    }
+
+    /// Processes one stored delivery, and marks it processed: pushes sync at once; comments
+    /// from people with write access run commands; everything else is left alone.
+    ///
+    /// Exactly once, by effect: a command's database write (`/swarm retry`, `/swarm stop`, a
+    /// request to the manager) marks the delivery processed and queues its reply in its own
+    /// transaction; a delivery with no database effect is marked with its reply. A push
+    /// only wakes the project's sync, which is idempotent (sync is level-triggered: a second
+    /// wake-up fetches and finds nothing new), so a push processed again after a crash between
+    /// the wake-up and the mark does no harm. The permission check reads GitHub and changes
+    /// nothing.
+    pub async fn handle(
+        &self,
+        d: &DeliveryRow,
+        triggers: &HashMap<String, Arc<Notify>>,
+    ) -> Result<(), StoreError> {
+        let reply = match webhook::parse_event(&d.event, &d.body) {
+            Ok(event) => self.act(d, event, triggers).await,
+            Err(e) => {
+                tracing::warn!(delivery = %d.delivery_id, "{}", error_chain(&e));
+                None
+            }
         };
+        self.store
+            .finish_delivery(d, reply.as_ref().map(|(r, p)| (r.as_str(), p)), Utc::now())
+            .await
+    }
+
+    /// Acts on a parsed delivery; returns the reply to queue (repository, payload) when one is
+    /// due and was not queued with the command's change.
+    async fn act(
+        &self,
+        d: &DeliveryRow,
+        event: Event,
+        triggers: &HashMap<String, Arc<Notify>>,
+    ) -> Option<(String, serde_json::Value)> {
         match event {
             Event::Push { repo, branch, .. } => {
                 let Some(project) = self.by_repo.get(&repo.to_ascii_lowercase()) else {
                     tracing::debug!(%repo, "push to a repository that is not a project; ignored");
-                    return;
+                    return None;
                 };
                 if branch == project.default_branch {
                     if let Some(t) = triggers.get(&project.name) {
                         t.notify_one();
                     }
                 }
+                None
             }
             Event::Comment {
                 repo,
@@ -380,19 +455,16 @@ impl Forge {
                 author_is_bot,
                 body,
             } => {
-                let Some(project) = self.by_repo.get(&repo.to_ascii_lowercase()).cloned() else {
-                    return;
-                };
+                let project = self.by_repo.get(&repo.to_ascii_lowercase()).cloned()?;
                 // Bots (this engine's App among them) and the engine's own comments never
                 // start anything: no loop can begin with a comment.
                 if author_is_bot || body.contains("<!-- coding-swarm") {
-                    return;
+                    return None;
                 }
-                let Some(command) = webhook::parse_command(&body, &self.cfg.mention) else {
-                    return;
-                };
+                let command = webhook::parse_command(&body, &self.cfg.mention)?;
                 let reply = self
                     .run_command(
+                        d,
                         &repo,
                         &project,
                         number,
@@ -401,29 +473,25 @@ impl Forge {
                         &author,
                         command,
                     )
-                    .await;
-                let reply = format!("<!-- coding-swarm:reply -->\n@{author} {reply}");
-                if let Err(e) = self
-                    .store
-                    .outbox_put(
-                        &repo.to_ascii_lowercase(),
-                        OutboxKind::Reply,
-                        &d.id,
-                        &json!({"number": number, "body": reply}),
-                        Utc::now(),
-                    )
-                    .await
-                {
-                    tracing::warn!("{e}");
-                }
+                    .await?;
+                Some((
+                    repo.to_ascii_lowercase(),
+                    reply_payload(number, &author, &reply),
+                ))
             }
-            Event::Ignored { event } => tracing::debug!(delivery = %d.id, "{event}: nothing to do"),
+            Event::Ignored { event } => {
+                tracing::debug!(delivery = %d.delivery_id, "{event}: nothing to do");
+                None
+            }
         }
     }
 
+    /// Runs a comment command of `author`; returns the reply text still to queue, or None
+    /// when the reply was queued with the command's change (its receipt: one transaction).
     #[allow(clippy::too_many_arguments)]
     async fn run_command(
         &self,
+        d: &DeliveryRow,
         repo: &str,
         project: &ProjectConfig,
         number: u64,
@@ -431,29 +499,48 @@ impl Forge {
         head_branch: Option<String>,
         author: &str,
         command: Command,
-    ) -> String {
+    ) -> Option<String> {
         let permission = match self.gh.permission(repo, author).await {
             Ok(p) => p,
             Err(e) => {
-                return format!(
+                return Some(format!(
                     "I could not check your permission on this repository ({e}), so I did nothing."
-                )
+                ))
             }
         };
         if !matches!(permission.as_str(), "admin" | "write" | "maintain") {
-            return "sorry, only people with write access to this repository can ask the swarm for things. Nothing was done.".to_string();
+            return Some("sorry, only people with write access to this repository can ask the swarm for things. Nothing was done.".to_string());
         }
         let who = format!("@{author} on GitHub");
-        match command {
-            Command::Retry(key) => match crate::steer::retry(&self.store, &project.name, &key, &who).await {
-                Ok(generation) => format!("`{key}` runs again (generation {generation})."),
-                Err(e) => format!("cannot retry `{key}`: {e}."),
-            },
-            Command::Stop(key) => match crate::steer::stop(&self.store, &project.name, &key, &who).await {
-                Ok(StopOutcome::StopRequested) => format!("stopping `{key}`."),
-                Ok(_) => format!("`{key}` is cancelled before it ran."),
-                Err(e) => format!("cannot stop `{key}`: {e}."),
-            },
+        let reply_repo = repo.to_ascii_lowercase();
+        // The reply, for the receipt of a change: queued in the change's transaction.
+        let answer =
+            |text: String| Some((reply_repo.clone(), reply_payload(number, author, &text)));
+        Some(match command {
+            Command::Retry(key) => {
+                let said = |r: &Result<i32, SteerError>| match r {
+                    Ok(generation) => format!("`{key}` runs again (generation {generation})."),
+                    Err(e) => format!("cannot retry `{key}`: {e}."),
+                };
+                let receipt = Receipt::new(d, |r: &Result<i32, SteerError>| answer(said(r)));
+                match crate::steer::retry_marking(&self.store, &project.name, &key, &who, Some(receipt)).await {
+                    // Done or refused, in the transaction that answered; or done before.
+                    Ok(_) | Err(SteerError::Refused { .. } | SteerError::Store(StoreError::DeliveryProcessed { .. })) => return None,
+                    Err(e) => said(&Err(e)),
+                }
+            }
+            Command::Stop(key) => {
+                let said = |r: &Result<StopOutcome, SteerError>| match r {
+                    Ok(StopOutcome::StopRequested) => format!("stopping `{key}`."),
+                    Ok(_) => format!("`{key}` is cancelled before it ran."),
+                    Err(e) => format!("cannot stop `{key}`: {e}."),
+                };
+                let receipt = Receipt::new(d, |r: &Result<StopOutcome, SteerError>| answer(said(r)));
+                match crate::steer::stop_marking(&self.store, &project.name, &key, &who, Some(receipt)).await {
+                    Ok(_) | Err(SteerError::Refused { .. } | SteerError::Store(StoreError::DeliveryProcessed { .. })) => return None,
+                    Err(e) => said(&Err(e)),
+                }
+            }
             Command::Status => {
                 let counts = self.store.counts_by_project().await.unwrap_or_default();
                 let n = |st: TaskState| counts.iter().find(|(p, s, _)| p == &project.name && *s == st).map_or(0, |c| c.2);
@@ -467,27 +554,28 @@ impl Forge {
             }
             Command::Request(text) => {
                 if !is_pull_request {
-                    return "requests work on pull requests of swarm tasks; on issues, use `/swarm status`, `/swarm retry KEY` or `/swarm stop KEY`.".into();
+                    return Some("requests work on pull requests of swarm tasks; on issues, use `/swarm status`, `/swarm retry KEY` or `/swarm stop KEY`.".into());
                 }
                 let branch = match head_branch {
                     Some(b) => b,
                     None => match self.gh.pull_head(repo, number).await {
                         Ok(b) => b,
-                        Err(e) => return format!("I could not read this pull request ({e}), so I did nothing."),
+                        Err(e) => return Some(format!("I could not read this pull request ({e}), so I did nothing.")),
                     },
                 };
                 let task = self.store.tasks_by_keys(&project.name, None).await.unwrap_or_default().into_iter().find(|t| t.branch == branch);
                 let Some(task) = task else {
-                    return format!("`{branch}` is not the branch of a swarm task, so I leave this to people.");
+                    return Some(format!("`{branch}` is not the branch of a swarm task, so I leave this to people."));
                 };
                 let item = ActivationItem::Request { pull_request: number, branch, task: Some(task.key.clone()), author: author.to_string(), body: text };
-                match crate::steer::activate(&self.store, project, task.epic.as_deref(), item).await {
-                    Ok(_) => "the project manager will look at this.".into(),
+                let receipt = Receipt::new(d, |_: &(String, bool)| answer("the project manager will look at this.".into()));
+                match crate::steer::activate_marking(&self.store, project, task.epic.as_deref(), item, Some(receipt)).await {
+                    Ok(_) | Err(StoreError::DeliveryProcessed { .. }) => return None,
                     Err(e) => format!("cannot activate the project manager: {e}."),
                 }
             }
             Command::Unknown(what) => format!("I do not know `/swarm {what}`. I understand `/swarm status`, `/swarm retry KEY`, `/swarm stop KEY`, and `{} <request>` on a swarm pull request.", self.cfg.mention),
-        }
+        })
     }
 
     /// The repository of a project on GitHub, if it is there.

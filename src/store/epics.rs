@@ -5,7 +5,8 @@ use chrono::{DateTime, Utc};
 
 use super::codec::{self, EpicRecord, TaskRecord, EPIC_COLUMNS, TASK_COLUMNS};
 use super::leadership::fenced;
-use super::{on_pool, q, write, Backend, BeginImmediate, Result, Store};
+use super::webhooks::{mark_and_reply, Receipt};
+use super::{on_pool, q, write, Backend, BeginImmediate, Result, Store, StoreError};
 use crate::model::green::EpicState;
 use crate::model::{Change, EpicCount, EpicRow, TaskRow};
 
@@ -122,6 +123,20 @@ impl Store {
         now: DateTime<Utc>,
         decide: impl FnOnce(Option<&TaskRow>, Option<&str>) -> Change + Send,
     ) -> Result<(String, bool)> {
+        self.activate_marking(project, addressee, now, None, decide)
+            .await
+    }
+
+    /// [`Store::activate`] asked by a webhook delivery: the delivery is marked processed, and
+    /// its reply queued, in the same transaction (see [`Receipt`]).
+    pub async fn activate_marking(
+        &self,
+        project: &str,
+        addressee: &str,
+        now: DateTime<Utc>,
+        receipt: Option<Receipt<'_, (String, bool)>>,
+        decide: impl FnOnce(Option<&TaskRow>, Option<&str>) -> Change + Send,
+    ) -> Result<(String, bool)> {
         let lock = match &self.backend {
             Backend::Postgres(_) => " FOR UPDATE",
             Backend::Sqlite(_) => "",
@@ -145,6 +160,11 @@ impl Store {
             let created = matches!(change, Change::Insert { .. });
             let key = change.row().map(|r| r.key.clone()).unwrap_or_default();
             write::changes(&mut tx, vec![change], now).await?;
+            if let Some(r) = receipt {
+                if !mark_and_reply!(tx, r.delivery, (r.reply)(&(key.clone(), created)), now) {
+                    return Err(StoreError::DeliveryProcessed { delivery: r.delivery.delivery_id.clone() });
+                }
+            }
             tx.commit().await.map_err(q("commit an activation"))?;
             (key, created)
         });

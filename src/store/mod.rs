@@ -11,6 +11,7 @@ mod outbox;
 mod rows;
 mod sync;
 mod tasks;
+mod webhooks;
 mod write;
 
 use std::str::FromStr;
@@ -27,6 +28,7 @@ pub use events::FeedCursor;
 pub use outbox::{OutboxKind, OutboxRow};
 pub use rows::{ProjectRow, SpecErrorRow, TaskFilter};
 pub use sync::{OwedStatusFile, SyncScope};
+pub use webhooks::{DeliveryRow, Receipt, Stored};
 
 use crate::model::BadColumn;
 
@@ -59,6 +61,8 @@ pub enum StoreError {
     Raced { project: String, key: String },
     #[error("this engine no longer leads: it led as epoch {ours}, and epoch {current} leads now; it writes nothing more")]
     Deposed { ours: i64, current: i64 },
+    #[error("webhook delivery {delivery} was processed already")]
+    DeliveryProcessed { delivery: String },
 }
 
 impl StoreError {
@@ -141,6 +145,8 @@ pub struct Store {
     backend: Backend,
     /// Signalled after every change that may make a task dispatchable or stoppable.
     wake: Arc<Notify>,
+    /// Signalled when this process stores a webhook delivery.
+    deliveries: Arc<Notify>,
     /// SQLite: the last `PRAGMA data_version` seen (see [`Store::changed_elsewhere`]).
     data_version: Arc<std::sync::atomic::AtomicI64>,
     /// The leadership epoch this store writes under (see [`leadership`]).
@@ -199,6 +205,7 @@ impl Store {
         Ok(Self {
             backend,
             wake: Arc::new(Notify::new()),
+            deliveries: Arc::new(Notify::new()),
             data_version: Arc::new(std::sync::atomic::AtomicI64::new(-1)),
             fence: Arc::new(leadership::Fence::default()),
         })

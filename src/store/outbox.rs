@@ -1,6 +1,6 @@
-//! The GitHub side of the store: webhook deliveries seen, the outbox of writes (one row per
-//! target, so only the newest state of a thing is written when writes queue up), and the
-//! status comment of each task.
+//! The GitHub side of the store: the outbox of writes (one row per target, so only the newest
+//! state of a thing is written when writes queue up), and the status comment of each task.
+//! Webhook deliveries are in [`super::webhooks`].
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -70,28 +70,6 @@ pub struct OutboxRow {
 }
 
 impl Store {
-    /// Records a webhook delivery; false when it was seen before (a redelivery).
-    pub async fn record_delivery(&self, id: &str, event: &str, now: DateTime<Utc>) -> Result<bool> {
-        let n = on_pool!(self, pool => sqlx::query(
-            "INSERT INTO webhook_deliveries (id, event, received_at) VALUES ($1, $2, $3) ON CONFLICT (id) DO NOTHING")
-            .bind(id).bind(event).bind(now)
-            .execute(pool).await.map(|r| r.rows_affected()).map_err(q("record a webhook delivery")))?;
-        Ok(n > 0)
-    }
-
-    /// Forgets deliveries older than `before` (GitHub redelivers within days, not weeks).
-    pub async fn forget_deliveries_before(&self, before: DateTime<Utc>) -> Result<()> {
-        on_pool!(self, pool => sqlx::query("DELETE FROM webhook_deliveries WHERE received_at < $1").bind(before)
-            .execute(pool).await.map(|_| ()).map_err(q("forget old webhook deliveries")))?;
-        Ok(())
-    }
-
-    pub async fn forget_delivery(&self, id: &str) -> Result<()> {
-        on_pool!(self, pool => sqlx::query("DELETE FROM webhook_deliveries WHERE id = $1").bind(id)
-            .execute(pool).await.map(|_| ()).map_err(q("forget a webhook delivery")))?;
-        Ok(())
-    }
-
     /// Puts a write into the outbox. A write already waiting for the same target is replaced
     /// (its place and its backoff stay): only the newest state is written.
     pub async fn outbox_put(

@@ -8,6 +8,7 @@ use chrono::{DateTime, Utc};
 
 use super::codec::{self, TaskRecord, TASK_COLUMNS};
 use super::leadership::fenced;
+use super::webhooks::{mark_and_reply, Receipt};
 use super::{on_pool, q, write, Backend, BeginImmediate, Result, Store, StoreError, TaskFilter};
 use crate::model::{Change, Counts, RunningRun, TaskRow};
 use crate::spec::TaskState;
@@ -266,6 +267,20 @@ impl Store {
         now: DateTime<Utc>,
         decide: impl FnOnce(&TaskRow) -> (Change, T) + Send,
     ) -> Result<T> {
+        self.modify_task_marking(project, key, now, None, decide)
+            .await
+    }
+
+    /// [`Store::modify_task`] asked by a webhook delivery: the delivery is marked processed,
+    /// and its reply queued, in the same transaction as the change (see [`Receipt`]).
+    pub async fn modify_task_marking<T>(
+        &self,
+        project: &str,
+        key: &str,
+        now: DateTime<Utc>,
+        receipt: Option<Receipt<'_, T>>,
+        decide: impl FnOnce(&TaskRow) -> (Change, T) + Send,
+    ) -> Result<T> {
         let sql = format!(
             "SELECT {TASK_COLUMNS} FROM tasks WHERE project = $1 AND key = $2{}",
             lock(&self.backend)
@@ -281,6 +296,11 @@ impl Store {
             let row = TaskRow::try_from(record.ok_or_else(not_found)?)?;
             let (change, out) = decide(&row);
             write::changes(&mut tx, vec![change], now).await?;
+            if let Some(r) = receipt {
+                if !mark_and_reply!(tx, r.delivery, (r.reply)(&out), now) {
+                    return Err(StoreError::DeliveryProcessed { delivery: r.delivery.delivery_id.clone() });
+                }
+            }
             tx.commit().await.map_err(q("commit a task change"))?;
             out
         });

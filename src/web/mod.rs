@@ -17,17 +17,17 @@ use axum::Router;
 
 use crate::gitops::GitAuth;
 use crate::metrics::Metrics;
-use crate::store::Store;
+use crate::store::{Store, Stored};
 
 /// Whether the runtime can start jobs, as a boxed check (the runtime's type stays out of here).
 pub type ReadyCheck =
     Arc<dyn Fn() -> Pin<Box<dyn Future<Output = Result<(), String>> + Send>> + Send + Sync>;
 
-/// Where verified webhook deliveries go.
+/// GitHub webhooks: verified deliveries are stored in the database, where the leader
+/// processes them.
 #[derive(Clone)]
 pub struct WebhookIn {
     pub secret: Vec<u8>,
-    pub deliveries: tokio::sync::mpsc::Sender<crate::forge::Delivery>,
 }
 
 /// A run's log, as a boxed lookup (the runtime's type stays out of here).
@@ -102,8 +102,9 @@ pub fn router(state: WebState) -> Router {
         .with_state(state)
 }
 
-/// Verifies the signature before anything else, de-duplicates by delivery id, hands the
-/// delivery to the engine and answers at once.
+/// Verifies the signature before anything else (an unauthenticated body is never stored),
+/// stores the delivery whole, de-duplicated by delivery id, and answers at once: the leading
+/// engine processes it from the database.
 async fn github_webhook(
     State(s): State<WebState>,
     headers: axum::http::HeaderMap,
@@ -137,31 +138,20 @@ async fn github_webhook(
     };
     match s
         .store
-        .record_delivery(&id, &event, chrono::Utc::now())
+        .store_delivery(&id, &event, &body, chrono::Utc::now())
         .await
     {
-        Ok(false) => {
-            return (
-                StatusCode::OK,
-                "duplicate delivery, already processed\n".to_string(),
-            )
-        }
-        Ok(true) => {}
-        Err(e) => return (StatusCode::SERVICE_UNAVAILABLE, format!("{e}\n")),
-    }
-    match hook
-        .deliveries
-        .try_send(crate::forge::Delivery { id, event, body })
-    {
-        Ok(()) => (StatusCode::ACCEPTED, "accepted\n".to_string()),
-        Err(e) => {
-            // Not taken: forget it, so GitHub's redelivery is not mistaken for a duplicate.
-            let _ = s.store.forget_delivery(&e.into_inner().id).await;
-            (
-                StatusCode::SERVICE_UNAVAILABLE,
-                "busy; deliver again later\n".to_string(),
-            )
-        }
+        Ok(Stored::New) => (StatusCode::ACCEPTED, "accepted\n".to_string()),
+        // A redelivery of one that waits: it is processed once, from the stored copy.
+        Ok(Stored::Waiting) => (
+            StatusCode::ACCEPTED,
+            "accepted, already waiting to be processed\n".to_string(),
+        ),
+        Ok(Stored::Processed) => (
+            StatusCode::OK,
+            "duplicate delivery, already processed\n".to_string(),
+        ),
+        Err(e) => (StatusCode::SERVICE_UNAVAILABLE, format!("{e}\n")),
     }
 }
 

@@ -157,7 +157,11 @@ async fn the_dashboard_in_a_real_browser() {
 
     // The board, kept open from here on: no reloads.
     c.goto(&format!("{base}/board?project=web")).await.unwrap();
-    c.find(Locator::Id("col-pending")).await.unwrap();
+    // The columns are drawn by the page's script once the board's data has arrived.
+    until("the board's columns", Duration::from_secs(20), || async {
+        c.find(Locator::Id("col-pending")).await.is_ok()
+    })
+    .await;
     c.execute("window.__notReloaded = 42;", vec![])
         .await
         .unwrap();

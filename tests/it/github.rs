@@ -32,7 +32,7 @@ impl Drop for Running {
     }
 }
 
-fn free_port() -> u16 {
+pub(crate) fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -41,11 +41,28 @@ fn free_port() -> u16 {
 }
 
 fn write_config(dir: &Path, port: u16, github: &str, repo_url: &str, script: &str) {
+    write_config_on(dir, None, port, github, repo_url, script)
+}
+
+/// The config of a `swarm up` with one project on GitHub (`acme/webapp`), on `database_url`
+/// (by default SQLite in `d/`), the agent `sh -c SCRIPT`, polling hourly.
+pub(crate) fn write_config_on(
+    dir: &Path,
+    database_url: Option<&str>,
+    port: u16,
+    github: &str,
+    repo_url: &str,
+    script: &str,
+) {
+    let database = database_url
+        .map(|u| format!("database_url = {u:?}"))
+        .unwrap_or_default();
     std::fs::write(
         dir.join("swarm.toml"),
         format!(
             r#"
 data_dir = "d"
+{database}
 default_agent = "sh"
 poll_interval = "1h"
 retry_backoff = "200ms"
@@ -67,14 +84,22 @@ github = "acme/webapp"
 }
 
 fn start(dir: &Path) -> Child {
+    start_up(dir, false)
+}
+
+/// `swarm up [--once]` in `dir` with GitHub's credentials, its output appended to `engine.log`.
+pub(crate) fn start_up(dir: &Path, once: bool) -> Child {
     let log = std::fs::File::options()
         .create(true)
         .append(true)
         .open(dir.join("engine.log"))
         .unwrap();
-    crate::support::command(env!("CARGO_BIN_EXE_swarm"))
-        .args(["up", "--config", "swarm.toml"])
-        .current_dir(dir)
+    let mut cmd = crate::support::command(env!("CARGO_BIN_EXE_swarm"));
+    cmd.args(["up", "--config", "swarm.toml"]);
+    if once {
+        cmd.arg("--once");
+    }
+    cmd.current_dir(dir)
         .env("SWARM_GITHUB_WEBHOOK_SECRET", SECRET)
         .env("SWARM_GITHUB_TOKEN", crate::ghapi::TOKEN)
         .env("SWARM_GIT_TOKEN", GIT_TOKEN)
@@ -127,7 +152,7 @@ where
     }
 }
 
-async fn http(port: u16, request: String) -> Option<(u16, String)> {
+pub(crate) async fn http(port: u16, request: String) -> Option<(u16, String)> {
     let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port))
         .await
         .ok()?;
@@ -144,7 +169,7 @@ async fn http(port: u16, request: String) -> Option<(u16, String)> {
     ))
 }
 
-async fn get(port: u16, path: &str) -> Option<(u16, String)> {
+pub(crate) async fn get(port: u16, path: &str) -> Option<(u16, String)> {
     http(
         port,
         format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"),
@@ -153,7 +178,7 @@ async fn get(port: u16, path: &str) -> Option<(u16, String)> {
 }
 
 /// Delivers a webhook the way GitHub does: JSON body, event and delivery headers, signature.
-async fn deliver(
+pub(crate) async fn deliver(
     port: u16,
     event: &str,
     delivery: &str,
@@ -171,21 +196,26 @@ async fn deliver(
     http(port, req).await.expect("the engine answers")
 }
 
-fn signed(body: &serde_json::Value) -> Option<String> {
+pub(crate) fn signed(body: &serde_json::Value) -> Option<String> {
     Some(sign(SECRET.as_bytes(), body.to_string().as_bytes()))
 }
 
 /// A `push` delivery, trimmed by hand to the fields the engine reads. GitHub sends much more;
 /// the full payloads of `@octokit/webhooks-examples` (see /work/notes/github.md) are to replace
 /// these hand-written ones.
-fn push(repo: &str, after: &str) -> serde_json::Value {
+pub(crate) fn push(repo: &str, after: &str) -> serde_json::Value {
     json!({"ref": "refs/heads/main", "before": "0000000000000000000000000000000000000000", "after": after, "created": false, "deleted": false, "forced": false,
         "repository": {"id": 1, "name": repo.split('/').nth(1).unwrap(), "full_name": repo, "private": true, "default_branch": "main"},
         "pusher": {"name": "someone", "email": "someone@example.com"}, "sender": {"login": "someone", "type": "User"}, "commits": [], "head_commit": null})
 }
 
 /// An `issue_comment` delivery (action `created`), trimmed by hand like [`push`].
-fn issue_comment(author: &str, kind: &str, number: u64, body: &str) -> serde_json::Value {
+pub(crate) fn issue_comment(
+    author: &str,
+    kind: &str,
+    number: u64,
+    body: &str,
+) -> serde_json::Value {
     json!({"action": "created",
         "issue": {"number": number, "title": "Login form", "state": "open", "pull_request": {"url": format!("https://api.github.com/repos/acme/webapp/pulls/{number}")}, "user": {"login": "someone", "type": "User"}},
         "comment": {"id": 555, "body": body, "user": {"login": author, "type": kind}, "created_at": "2026-11-26T09:00:00Z"},
@@ -193,7 +223,18 @@ fn issue_comment(author: &str, kind: &str, number: u64, body: &str) -> serde_jso
         "sender": {"login": author, "type": kind}})
 }
 
-fn repo_with_task() -> TestRepo {
+/// The engine's replies to comment commands on the fake GitHub, oldest first.
+pub(crate) fn replies(github: &GitHubServer) -> Vec<String> {
+    github
+        .hub()
+        .comments
+        .values()
+        .filter(|(_, b)| b.contains("coding-swarm:reply"))
+        .map(|(_, b)| b.clone())
+        .collect()
+}
+
+pub(crate) fn repo_with_task() -> TestRepo {
     let repo = TestRepo::new();
     repo.commit(
         &[(
@@ -308,15 +349,6 @@ async fn comment_commands_need_write_access() {
     })
     .await;
 
-    let replies = |github: &GitHubServer| {
-        github
-            .hub()
-            .comments
-            .values()
-            .filter(|(_, b)| b.contains("coding-swarm:reply"))
-            .map(|(_, b)| b.clone())
-            .collect::<Vec<_>>()
-    };
     // A reader is refused politely, and nothing else happens.
     let c = issue_comment("reader", "User", 7, "/swarm retry feature");
     assert_eq!(

@@ -34,4 +34,5 @@ mod steer;
 mod store;
 mod sync;
 mod validate;
+mod webhooks;
 mod worker;
