@@ -214,11 +214,14 @@ async fn retake(database_url: &str, old: Option<i32>) -> Option<(sqlx::PgConnect
     }
 }
 
-/// The backend pid of the session that holds the leader lock, if any. A bigint advisory lock
-/// shows in `pg_locks` as its high and low 32 bits (`classid`, `objid`) with `objsubid` 1.
+/// The backend pid of the session that holds the leader lock of this database, if any. A
+/// bigint advisory lock shows in `pg_locks` as its high and low 32 bits (`classid`, `objid`)
+/// with `objsubid` 1; advisory locks are per database, and other databases of the server (other
+/// installations) hold the same key.
 async fn lock_holder(conn: &mut sqlx::PgConnection) -> Option<i32> {
     sqlx::query_scalar(
         "SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND granted
+           AND database = (SELECT oid FROM pg_database WHERE datname = current_database())
            AND classid = ($1 >> 32)::oid AND objid = ($1 & 4294967295)::oid AND objsubid = 1",
     )
     .bind(LOCK_KEY)

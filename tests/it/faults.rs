@@ -1060,6 +1060,16 @@ async fn a_leader_whose_lock_session_stalls_takes_the_lock_back() {
     let holders = "SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND granted
                      AND database = (SELECT oid FROM pg_database WHERE datname = current_database())";
     let first = leader::acquire(&db.url, data.path(), || {}).await.unwrap();
+    // Another installation on the same server leads its own database with the same key: its
+    // lock is no rival of this one.
+    let neighbour = TestDb::postgres().await;
+    let mut other = sqlx::PgConnection::connect(&neighbour.url).await.unwrap();
+    assert!(
+        sqlx::query_scalar::<_, bool>("SELECT pg_try_advisory_lock(495924114029)")
+            .fetch_one(&mut other)
+            .await
+            .unwrap()
+    );
     let old: Vec<i32> = sqlx::query_scalar(holders)
         .fetch_all(&mut admin)
         .await
@@ -1089,5 +1099,7 @@ async fn a_leader_whose_lock_session_stalls_takes_the_lock_back() {
     );
     drop(first);
     admin.close().await.unwrap();
+    other.close().await.unwrap();
+    neighbour.drop_db().await;
     db.drop_db().await;
 }
