@@ -61,6 +61,29 @@ fn err<'a>(step: &'static str, url: &'a str) -> impl FnOnce(git2::Error) -> GitE
     }
 }
 
+/// Whether `asking` (the URL a remote asks for credentials for) is the remote `own`: the same
+/// URL, but for a trailing slash or `.git`, and any user name in it.
+fn same_remote(asking: &str, own: &str) -> bool {
+    fn norm(u: &str) -> String {
+        let u = u.trim_end_matches('/');
+        let u = u.strip_suffix(".git").unwrap_or(u);
+        match u.split_once("://") {
+            Some((scheme, rest)) => {
+                let (authority, path) = rest.split_once('/').unwrap_or((rest, ""));
+                let host = authority.rsplit('@').next().unwrap_or(authority);
+                format!(
+                    "{}://{}/{}",
+                    scheme.to_ascii_lowercase(),
+                    host.to_ascii_lowercase(),
+                    path
+                )
+            }
+            None => u.to_string(),
+        }
+    }
+    norm(asking) == norm(own)
+}
+
 /// How every remote operation (ls-remote, fetch, clone, push) finds its proxy: libgit2's
 /// auto-detection, which takes the remote's `http.proxy` git configuration, else the
 /// environment's `https_proxy`/`HTTPS_PROXY` (for `https://` remotes) or `http_proxy` (for
@@ -78,6 +101,8 @@ pub fn proxy() -> git2::ProxyOptions<'static> {
 #[derive(Clone, Default)]
 pub struct GitAuth {
     token: Option<crate::config::Secret>,
+    /// When set, credentials are given to this remote URL only (see [`GitAuth::only_for`]).
+    only_for: Option<String>,
 }
 
 impl std::fmt::Debug for GitAuth {
@@ -91,7 +116,19 @@ impl std::fmt::Debug for GitAuth {
 impl GitAuth {
     /// Authentication with an HTTPS token (and the SSH agent for SSH remotes).
     pub fn new(token: Option<crate::config::Secret>) -> Self {
-        Self { token }
+        Self {
+            token,
+            only_for: None,
+        }
+    }
+
+    /// The same credentials, given only when the remote asking for them is `url` (the
+    /// project's own remote, as configured): a remote the push was redirected to gets none.
+    pub fn only_for(&self, url: &str) -> Self {
+        Self {
+            token: self.token.clone(),
+            only_for: Some(url.to_string()),
+        }
     }
 
     /// Options for a fetch (or clone): [`Self::callbacks`] and [`proxy`].
@@ -106,10 +143,19 @@ impl GitAuth {
     pub fn callbacks(&self) -> RemoteCallbacks<'_> {
         let mut cb = RemoteCallbacks::new();
         let mut tried = 0u8;
-        cb.credentials(move |_url, username, allowed| {
+        cb.credentials(move |url, username, allowed| {
             tried += 1;
             if tried > 3 {
                 return Err(git2::Error::from_str("authentication failed"));
+            }
+            if let Some(own) = &self.only_for {
+                if !same_remote(url, own) {
+                    return Err(git2::Error::from_str(&format!(
+                        "refused to send credentials to {}: not the project's remote {}",
+                        crate::config::redact_url(url),
+                        crate::config::redact_url(own)
+                    )));
+                }
             }
             if allowed.contains(CredentialType::SSH_KEY) {
                 return Cred::ssh_key_from_agent(username.unwrap_or("git"));
@@ -750,4 +796,29 @@ pub fn local_git_dir(repo: &str) -> Option<PathBuf> {
 /// Where the bare cache of a project lives.
 pub fn cache_path(data_dir: &Path, project: &str) -> PathBuf {
     data_dir.join("repos").join(format!("{project}.git"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::same_remote;
+
+    #[test]
+    fn credentials_go_to_the_projects_remote_only() {
+        let own = "https://github.com/acme/app.git";
+        for same in [
+            "https://github.com/acme/app.git",
+            "https://github.com/acme/app",
+            "https://x-access-token@GitHub.com/acme/app/",
+        ] {
+            assert!(same_remote(same, own), "{same}");
+        }
+        for other in [
+            "https://github.com/acme/other.git",
+            "https://evil.example/acme/app.git",
+            "http://github.com/acme/app.git",
+            "https://github.com.evil.example/acme/app.git",
+        ] {
+            assert!(!same_remote(other, own), "{other}");
+        }
+    }
 }

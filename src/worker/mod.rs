@@ -4,6 +4,7 @@
 
 mod agent;
 pub mod claude;
+mod git_guard;
 pub mod prompts;
 
 use std::collections::HashSet;
@@ -59,6 +60,7 @@ pub fn exit_code(result: &RunResult) -> u8 {
 pub fn run(run_dir: &Path) -> RunResult {
     let started_at = Utc::now();
     close_lock_on_exec();
+    git_guard::ignore_user_config();
     // First of all: from here on a lost run counts as one that ran.
     if let Err(e) = write_atomic(
         &run_dir.join(STARTED_FILE),
@@ -219,6 +221,24 @@ fn work(task: &JobSpec, run_dir: &Path, redactor: &mut Redactor, auth: &GitAuth)
         return result;
     }
     result.branch = Some(task.branch.clone());
+    // The agent could write the checkout's git configuration (a `url.<x>.insteadOf` sends the
+    // push and its credential elsewhere): it is replaced before anything is pushed, and the
+    // credential goes to the project's own remote only.
+    let repo = match git_guard::restore_config(&checkout, &task.repo) {
+        Ok(r) => r,
+        Err(e) => {
+            drop(repo);
+            return RunResult {
+                success: false,
+                error_class: Some(ErrorClass::Git),
+                error: Some(format!(
+                    "cannot restore the checkout's git configuration: {e}"
+                )),
+                ..result
+            };
+        }
+    };
+    let auth = &auth.only_for(&task.repo);
     // Whatever the agent did is kept, success or not: a failed attempt's work is evidence.
     match commit_and_push(task, &repo, start, redactor, auth) {
         Ok(Some(commit)) => {

@@ -525,4 +525,52 @@ pub mod tests {
             "the agent got the proxy and CA variables"
         );
     }
+
+    /// The agent rewrites the checkout's git configuration and its HOME's (`insteadOf` to a
+    /// server of its own, a proxy, an include): the worker restores the configuration the clone
+    /// wrote, reads no other, and gives the token to the project's remote only. The push lands
+    /// on the project's remote; the other server never hears from the worker.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_agent_that_rewrites_the_git_config_cannot_redirect_the_push_or_the_token() {
+        let repo = TestRepo::new();
+        repo.commit(&[("README.md", Some("x\n"))], "init");
+        let server = GitHttpServer::start(repo.dir.path().to_path_buf(), GIT_TOKEN).await;
+        let url = format!("{}/remote.git", server.base);
+        let elsewhere_repo = TestRepo::new();
+        elsewhere_repo.commit(&[("README.md", Some("x\n"))], "init");
+        let elsewhere = GitHttpServer::start(elsewhere_repo.dir.path().to_path_buf(), "any").await;
+        let evil = format!("{}/remote.git", elsewhere.base);
+        let script = format!(
+            "git config url.{evil}.insteadOf {url}; git config url.{evil}.pushInsteadOf {url}; \
+             git config http.proxy http://127.0.0.1:9; \
+             printf '[url \\\"{evil}\\\"]\\n\\tinsteadOf = {url}\\n' > \"$HOME/.gitconfig\"; \
+             echo hi > new.txt; echo rewired"
+        );
+        let mut t = task(&url);
+        t.agent = (&AgentProfile::command(vec!["sh".into(), "-c".into(), script])).into();
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path().to_path_buf();
+        let result = tokio::task::spawn_blocking(move || worker(&d, &t, Some(GIT_TOKEN)))
+            .await
+            .unwrap();
+        let log = std::fs::read_to_string(dir.path().join("log")).unwrap_or_default();
+        assert!(result.success && result.changed, "{result:?}\n{log}");
+        let gitconfig =
+            std::fs::read_to_string(dir.path().join("home/.gitconfig")).unwrap_or_default();
+        assert!(
+            gitconfig.contains("insteadOf"),
+            "the agent did write its HOME's config: {gitconfig}"
+        );
+        assert_eq!(
+            repo.read("swarm/over-http", "new.txt").as_deref(),
+            Some("hi\n"),
+            "the push reached the project's remote"
+        );
+        assert!(
+            elsewhere.seen().is_empty(),
+            "the other server heard from the worker: {:?}",
+            elsewhere.seen()
+        );
+        assert!(elsewhere_repo.read("swarm/over-http", "new.txt").is_none());
+    }
 }
