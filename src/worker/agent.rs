@@ -1,6 +1,6 @@
 //! Running an agent: its command line, a clean environment (an allow-list plus the profile's
-//! env) with its own HOME, no stdin, output to the run's log (redacted) with a tail kept, and
-//! for Claude Code the stream read up to its result event. I/O.
+//! env) with its own HOME, the prompt on stdin, output to the run's log (redacted) with a tail
+//! kept, and for Claude Code the stream read up to its result event. I/O.
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Write};
@@ -105,7 +105,7 @@ pub(super) fn run_agent(run: &AgentRun<'_>) -> RunResult {
             if a.is_empty() {
                 a.push("claude".into());
             }
-            a.extend(claude::args(&task.agent, run.prompt));
+            a.extend(claude::args(&task.agent));
             a
         }
     };
@@ -122,9 +122,20 @@ pub(super) fn run_agent(run: &AgentRun<'_>) -> RunResult {
             cmd.env(k, v);
         }
     }
+    // The prompt comes on standard input, from its file: never as one argument or variable,
+    // which Linux limits to 128 KiB each.
+    let stdin = match std::fs::File::open(run.prompt_file) {
+        Ok(f) => f,
+        Err(e) => {
+            return RunResult::failure(
+                ErrorClass::Crash,
+                format!("cannot open the prompt file: {e}"),
+            )
+        }
+    };
     cmd.args(&argv[1..])
         .current_dir(run.checkout)
-        .stdin(Stdio::null())
+        .stdin(stdin)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .env("HOME", run.home)

@@ -577,3 +577,80 @@ async fn a_run_past_its_timeout_leaves_no_process_behind() {
     let left = processes_in(dir.path());
     assert!(left.is_empty(), "processes survived the timeout: {left:?}");
 }
+
+/// Text of exactly `len` characters that starts with `head` and ends with `tail`, with lines.
+fn filler(head: &str, tail: &str, len: usize) -> String {
+    let mut s = String::from(head);
+    let line = "lorem ipsum dolor sit amet, consectetur adipiscing elit\n";
+    while s.len() + line.len() + tail.len() <= len {
+        s.push_str(line);
+    }
+    while s.len() + tail.len() < len {
+        s.push('.');
+    }
+    s.push_str(tail);
+    s
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_prompt_at_the_limits_reaches_the_model_whole() {
+    let server = ModelServer::start(vec![Step::text("Read it all.")]).await;
+    let repo = TestRepo::new();
+    // The largest role prompt override the worker reads (64 KiB), and a task prompt at the
+    // validator's limit: together far beyond the 128 KiB Linux allows one argument.
+    let role = filler("ROLE-BEGIN\n", "\nROLE-END", 64 * 1024);
+    repo.commit(
+        &[
+            ("README.md", Some("# project\n")),
+            (".ai/prompts/implement.md", Some(&role)),
+        ],
+        "init",
+    );
+    let mut t = task(&repo, profile(&server));
+    t.prompt = filler(
+        "TASK-BEGIN\n",
+        "\nTASK-END",
+        coding_swarm::spec::Prompt::MAX_CHARS,
+    );
+    let prompt = t.prompt.clone();
+    let file = format!(
+        "addressee: w\nprompt: |-\n  {}\n",
+        prompt.replace('\n', "\n  ")
+    );
+    assert!(
+        coding_swarm::spec::parse_task(file.as_bytes()).is_ok(),
+        "the prompt is within the validator's limit"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let (result, _) = tokio::task::spawn_blocking({
+        let dir = dir.path().to_path_buf();
+        move || worker(&dir, &t, &[("TEST_OAUTH_TOKEN", TOKEN)])
+    })
+    .await
+    .unwrap();
+    let log = std::fs::read_to_string(dir.path().join("log")).unwrap_or_default();
+    assert!(
+        result.success,
+        "{result:?}\n{}",
+        coding_swarm::job::truncate_start(&log, 3000)
+    );
+    let requests = server.messages_requests();
+    let first = requests
+        .iter()
+        .find(|r| r.body.to_string().contains("TASK-BEGIN"))
+        .expect("the task reached the model");
+    // Every text the CLI sent, joined: the whole role prompt and the whole task are in it.
+    let mut sent = String::new();
+    collect_text(&first.body["messages"], &mut sent);
+    assert!(sent.contains(role.trim_end()), "the whole role prompt");
+    assert!(sent.contains(&prompt), "the whole task prompt");
+}
+
+fn collect_text(v: &serde_json::Value, out: &mut String) {
+    match v {
+        serde_json::Value::String(s) => out.push_str(s),
+        serde_json::Value::Array(a) => a.iter().for_each(|x| collect_text(x, out)),
+        serde_json::Value::Object(m) => m.values().for_each(|x| collect_text(x, out)),
+        _ => {}
+    }
+}

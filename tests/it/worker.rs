@@ -488,3 +488,29 @@ fn a_private_key_or_github_token_never_configured_is_refused() {
         Some(other.as_str())
     );
 }
+
+#[test]
+fn a_custom_agent_gets_the_whole_prompt_on_stdin_and_in_its_file() {
+    let repo = TestRepo::new();
+    repo.commit(&[("README.md", Some("hello\n"))], "init");
+    let dir = tempfile::tempdir().unwrap();
+    let mut t = task(
+        &repo,
+        "swarm/job",
+        r#"cat > ../stdin.txt; cp "$SWARM_PROMPT_FILE" ../file.txt; echo read it"#,
+    );
+    // A prompt at the validator's limit: one argument that long would be refused (E2BIG).
+    t.prompt = format!(
+        "BEGIN {} END",
+        "x".repeat(coding_swarm::spec::Prompt::MAX_CHARS - 10)
+    );
+    let result = run_worker(dir.path(), &t);
+    assert!(result.success, "{result:?}");
+    let stdin = std::fs::read_to_string(dir.path().join("stdin.txt")).unwrap();
+    let file = std::fs::read_to_string(dir.path().join("file.txt")).unwrap();
+    assert_eq!(stdin, file, "the same whole prompt both ways");
+    assert!(
+        stdin.contains(&t.prompt) && stdin.contains("You are a worker"),
+        "role prompt and task"
+    );
+}
