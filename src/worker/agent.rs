@@ -4,8 +4,11 @@
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Write};
+use std::os::unix::process::CommandExt;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::claude::{self, StreamState};
@@ -133,6 +136,8 @@ pub(super) fn run_agent(run: &AgentRun<'_>) -> RunResult {
             )
         }
     };
+    // Its own process group, so that a stop ends the agent with everything it started.
+    cmd.process_group(0);
     cmd.args(&argv[1..])
         .current_dir(run.checkout)
         .stdin(stdin)
@@ -165,6 +170,36 @@ pub(super) fn run_agent(run: &AgentRun<'_>) -> RunResult {
             )
         }
     };
+    let pgid = child.id() as i32;
+    // A stop request ends the agent's group at once; the reads below then see its end.
+    let watching = Arc::new(AtomicBool::new(true));
+    let watcher = std::thread::spawn({
+        let watching = watching.clone();
+        move || {
+            while watching.load(Ordering::SeqCst) {
+                if super::stop::requested() {
+                    tracing::info!("stop requested; ending the agent");
+                    super::stop::end_group(pgid, Duration::from_secs(2));
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
+    });
+    let result = follow(run, &mut child);
+    watching.store(false, Ordering::SeqCst);
+    let _ = watcher.join();
+    // Whatever the agent left running in its group ends with it.
+    let _ = nix::sys::signal::killpg(
+        nix::unistd::Pid::from_raw(pgid),
+        nix::sys::signal::Signal::SIGKILL,
+    );
+    result
+}
+
+/// Reads the running agent's output to its end (or its result event) and makes the result.
+fn follow(run: &AgentRun<'_>, child: &mut Child) -> RunResult {
+    let task = run.task;
     // stderr goes to the log (redacted) with its tail kept.
     let stderr = child.stderr.take();
     let mut err_lines = run.redactor.lines();
@@ -216,7 +251,7 @@ pub(super) fn run_agent(run: &AgentRun<'_>) -> RunResult {
         );
     }
     let grace = task.agent.grace.unwrap_or(DEFAULT_GRACE);
-    let exit_ok = match wait_or_kill(&mut child, if claude { grace } else { Duration::MAX }) {
+    let exit_ok = match wait_or_kill(child, if claude { grace } else { Duration::MAX }) {
         Ok(ok) => ok,
         Err(e) => {
             return RunResult::failure(ErrorClass::Crash, format!("cannot wait for the agent: {e}"))

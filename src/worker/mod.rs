@@ -5,6 +5,7 @@
 mod agent;
 pub mod claude;
 pub mod prompts;
+mod stop;
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
@@ -27,6 +28,7 @@ pub fn run_job(
     task_json: Option<String>,
     termination_log: Option<&Path>,
 ) -> std::io::Result<u8> {
+    stop::install();
     std::fs::create_dir_all(run_dir)?;
     let run_dir = resolve_run_dir(run_dir);
     let task_file = run_dir.join(TASK_FILE);
@@ -162,6 +164,9 @@ fn work(task: &JobSpec, run_dir: &Path, redactor: &mut Redactor, auth: &GitAuth)
     } else {
         None
     };
+    if stop::requested() {
+        return stopped();
+    }
     let checkout = run_dir.join("checkout");
     let _ = std::fs::remove_dir_all(&checkout);
     let (repo, start) = match prepare_checkout(task, &checkout, auth) {
@@ -210,6 +215,13 @@ fn work(task: &JobSpec, run_dir: &Path, redactor: &mut Redactor, auth: &GitAuth)
         redactor,
     };
     let mut result = agent::run_agent(&run);
+    if stop::requested() {
+        // Stopped: the agent's group is ended, and nothing of its work is pushed.
+        return RunResult {
+            session_id: result.session_id,
+            ..stopped()
+        };
+    }
     if matches!(
         result.error_class,
         Some(ErrorClass::MissingCli | ErrorClass::BillingGuard)
@@ -259,6 +271,14 @@ fn work(task: &JobSpec, run_dir: &Path, redactor: &mut Redactor, auth: &GitAuth)
         }
     }
     result
+}
+
+/// The result of a run asked to stop.
+fn stopped() -> RunResult {
+    RunResult::failure(
+        ErrorClass::Cancelled,
+        "the run was stopped (the worker got SIGTERM); the agent was ended and nothing was pushed",
+    )
 }
 
 /// Clones the repository and checks out the task's branch: the remote's, if it exists, else a

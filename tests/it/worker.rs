@@ -514,3 +514,109 @@ fn a_custom_agent_gets_the_whole_prompt_on_stdin_and_in_its_file() {
         "role prompt and task"
     );
 }
+
+/// Live processes (not zombies) of the process group `pgid`.
+fn group_members(pgid: i32) -> Vec<String> {
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else {
+            continue;
+        };
+        let Some((_, rest)) = stat.rsplit_once(')') else {
+            continue;
+        };
+        let fields: Vec<&str> = rest.split_whitespace().collect();
+        // state, ppid, pgrp
+        if fields.len() > 2 && fields[0] != "Z" && fields[2] == pgid.to_string() {
+            found.push(stat);
+        }
+    }
+    found
+}
+
+#[test]
+fn sigterm_ends_the_agents_group_and_pushes_nothing() {
+    let repo = TestRepo::new();
+    repo.commit(&[("README.md", Some("hello\n"))], "init");
+    let dir = tempfile::tempdir().unwrap();
+    // The agent changes a file, starts a child in the background and waits for a long time.
+    let t = task(
+        &repo,
+        "swarm/job",
+        "echo changed >> README.md; sleep 300 & echo $$ > ../agent.pid; sleep 300; echo finished",
+    );
+    std::fs::write(
+        dir.path().join("task.json"),
+        serde_json::to_vec(&t).unwrap(),
+    )
+    .unwrap();
+    let log = std::fs::File::create(dir.path().join("log")).unwrap();
+    let mut worker = crate::support::command(SWARM)
+        .args(["worker", "--run-dir"])
+        .arg(dir.path())
+        .stdout(log.try_clone().unwrap())
+        .stderr(log)
+        .spawn()
+        .unwrap();
+    let pid_file = dir.path().join("agent.pid");
+    let start = std::time::Instant::now();
+    let agent: i32 = loop {
+        if let Some(pid) = std::fs::read_to_string(&pid_file)
+            .ok()
+            .and_then(|s| s.trim().parse().ok())
+        {
+            break pid;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "the agent never started"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    std::thread::sleep(Duration::from_millis(200));
+    assert!(
+        group_members(agent).len() >= 2,
+        "the agent runs in its own group with its child"
+    );
+    // Only the worker gets the signal, as PID 1 of a pod does.
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(worker.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    let start = std::time::Instant::now();
+    let status = loop {
+        if let Some(s) = worker.try_wait().unwrap() {
+            break s;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "the worker did not stop"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(!status.success());
+    let result: RunResult =
+        serde_json::from_slice(&std::fs::read(dir.path().join("result.json")).unwrap()).unwrap();
+    assert_eq!(
+        result.error_class,
+        Some(ErrorClass::Cancelled),
+        "{result:?}"
+    );
+    assert!(
+        result.error.as_deref().unwrap().contains("stopped"),
+        "{result:?}"
+    );
+    assert!(
+        repo.repo
+            .find_branch("swarm/job", git2::BranchType::Local)
+            .is_err(),
+        "nothing was pushed"
+    );
+    std::thread::sleep(Duration::from_millis(200));
+    assert_eq!(
+        group_members(agent),
+        Vec::<String>::new(),
+        "the agent's group is gone"
+    );
+}
