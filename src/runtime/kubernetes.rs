@@ -335,8 +335,8 @@ impl KubeRuntime {
         }
         let tracked = {
             let mut st = self.state.lock().unwrap_or_else(|p| p.into_inner());
-            match st.runs.remove(&name) {
-                Some(t) => Some(t),
+            match st.runs.get(&name) {
+                Some(t) => Some(*t),
                 None => {
                     // Only useful right after a start; bounded so it cannot grow for ever.
                     if st.ended.len() > 10_000 {
@@ -348,7 +348,24 @@ impl KubeRuntime {
             }
         };
         if let Some(t) = tracked {
-            let result = self.result_of(&job, t.stop).await;
+            let pods = self.pods_of(&name).await;
+            if let Some(alive) = pods.iter().find(|p| pod_alive(p)) {
+                // A Job past its deadline is Failed while its pod is still being stopped: the
+                // run ends when the pod has (the sweep looks again).
+                tracing::info!(run = %name, pod = ?alive.metadata.name, "the Job ended; waiting for its pod to stop");
+                return;
+            }
+            if self
+                .state
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .runs
+                .remove(&name)
+                .is_none()
+            {
+                return;
+            }
+            let result = classify_job(&job, &pods, t.stop);
             let _ = self.completions.send(Completion {
                 task_id: t.task_id,
                 attempt: t.attempt,
@@ -394,7 +411,13 @@ impl KubeRuntime {
     /// the failure Kubernetes reports.
     async fn result_of(&self, job: &Job, stopped: bool) -> RunResult {
         let name = job.metadata.name.clone().unwrap_or_default();
-        let pods = retry(&format!("list the pods of Job {name}"), || {
+        let pods = self.pods_of(&name).await;
+        classify_job(job, &pods, stopped)
+    }
+
+    /// The pods of Job `name` (none when they cannot be listed).
+    async fn pods_of(&self, name: &str) -> Vec<Pod> {
+        retry(&format!("list the pods of Job {name}"), || {
             let (api, lp) = (
                 self.pods(),
                 ListParams::default().labels(&format!("job-name={name}")),
@@ -403,8 +426,7 @@ impl KubeRuntime {
         })
         .await
         .map(|l| l.items)
-        .unwrap_or_default();
-        classify_job(job, &pods, stopped)
+        .unwrap_or_default()
     }
 
     /// Begins tracking; completes at once when the Job ended before anyone tracked it.
@@ -455,6 +477,21 @@ impl KubeRuntime {
             }
         }
     }
+}
+
+/// Whether a pod's worker may still be running: the pod is `Running`, or one of its
+/// containers is. A pod being deleted counts until it is gone or its containers have stopped;
+/// a `Pending` one whose containers never started (an image that cannot be pulled) does not.
+pub fn pod_alive(pod: &Pod) -> bool {
+    let Some(status) = &pod.status else {
+        return false;
+    };
+    status.phase.as_deref() == Some("Running")
+        || status
+            .container_statuses
+            .iter()
+            .flatten()
+            .any(|c| c.state.as_ref().is_some_and(|s| s.running.is_some()))
 }
 
 /// Whether a Job has ended.
@@ -686,8 +723,11 @@ impl Runtime for KubeRuntime {
                 _ => return,
             }
         }
+        // In the foreground: the Job stays (with a deletionTimestamp) until its pods are gone,
+        // and its deletion, the run's end, is seen only then. The addressee's next task cannot
+        // start while this one's agent still runs.
         let dp = DeleteParams {
-            propagation_policy: Some(PropagationPolicy::Background),
+            propagation_policy: Some(PropagationPolicy::Foreground),
             ..DeleteParams::default()
         };
         if let Err(e) = retry(&format!("delete Job {run_name}"), || {

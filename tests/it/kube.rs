@@ -433,8 +433,8 @@ async fn stop_deletes_the_job_with_its_pods() {
     assert!(delete.path.contains("/jobs/run-stopped"));
     assert_eq!(
         delete.body["propagationPolicy"],
-        json!("Background"),
-        "pods go with the Job: {:?}",
+        json!("Foreground"),
+        "pods go with the Job, before it: {:?}",
         delete.body
     );
 }
@@ -493,4 +493,79 @@ async fn a_launched_run_whose_job_is_gone_is_lost_not_started_again() {
     l.adopt_only = true;
     rt.launch(l).await.unwrap();
     assert!(rt.is_tracked("run-still-there"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stopped_run_ends_only_once_its_pod_is_gone() {
+    let server = ApiServer::start().await;
+    // Like a kubelet stopping a container: the pod takes a while after the deletion.
+    server.api.set_pod_linger(Duration::from_secs(3));
+    let (rt, mut rx) = runtime(&server).await;
+    let name = "run-stopped-pod";
+    rt.launch(launch(name, 600)).await.unwrap();
+    server.api.start_pod(name);
+    rt.stop(name).await;
+    let delete = server
+        .api
+        .requests()
+        .into_iter()
+        .find(|r| r.method == "DELETE")
+        .expect("a DELETE");
+    assert_eq!(delete.body["propagationPolicy"], json!("Foreground"));
+    // While the pod exists, the run has not ended: the addressee's next task cannot start
+    // (the engine launches it only after this completion).
+    let early = tokio::time::timeout(Duration::from_secs(2), rx.recv()).await;
+    assert!(early.is_err(), "ended while its pod runs: {early:?}");
+    let pod = server
+        .api
+        .pod(&format!("{name}-x7k2p"))
+        .expect("the pod is still there");
+    assert!(!pod["metadata"]["deletionTimestamp"].is_null());
+    let job = server.api.job(name).expect("the Job waits for its pod");
+    assert_eq!(job["metadata"]["finalizers"], json!(["foregroundDeletion"]));
+    let c = next(&mut rx).await;
+    assert_eq!(c.run_name, name);
+    assert_eq!(c.result.error_class, Some(ErrorClass::Cancelled));
+    assert!(
+        server.api.pod(&format!("{name}-x7k2p")).is_none(),
+        "reported after the pod went"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_timed_out_run_ends_only_once_its_pod_has_stopped() {
+    let server = ApiServer::start().await;
+    let (rt, mut rx) = runtime(&server).await;
+    let name = "run-deadline-pod";
+    rt.launch(launch(name, 600)).await.unwrap();
+    server.api.start_pod(name);
+    // The Job controller marks the Job failed at its deadline while the pod is still stopping.
+    let running = json!({"phase": "Running", "startTime": "2026-11-26T09:00:00Z",
+        "containerStatuses": [{"name": "worker", "ready": true, "restartCount": 0, "image": "coding-swarm-worker:test", "imageID": "",
+            "state": {"running": {"startedAt": "2026-11-26T09:00:00Z"}}}]});
+    server.api.finish(
+        name,
+        failed(
+            "DeadlineExceeded",
+            "Job was active longer than specified deadline",
+        ),
+        running,
+    );
+    let early = tokio::time::timeout(Duration::from_secs(2), rx.recv()).await;
+    assert!(early.is_err(), "ended while its pod runs: {early:?}");
+    server.api.finish(
+        name,
+        failed(
+            "DeadlineExceeded",
+            "Job was active longer than specified deadline",
+        ),
+        pod_terminated(143, "Error", None),
+    );
+    let c = next(&mut rx).await;
+    assert_eq!(
+        c.result.error_class,
+        Some(ErrorClass::Timeout),
+        "{:?}",
+        c.result
+    );
 }

@@ -100,6 +100,8 @@ struct Cluster {
     journal: Vec<String>,
     /// The server's own limit on a watch's length, besides the client's `timeoutSeconds`.
     watch_limit: Option<Duration>,
+    /// How long pods take to terminate after a foreground deletion of their Job.
+    pod_linger: Duration,
 }
 
 /// What open watches wake up for.
@@ -281,8 +283,40 @@ impl FakeApi {
     /// Removes a Job, with its pods when the propagation policy lets the garbage collector
     /// take them (`Background`, `Foreground`; without a policy a Job's pods are orphaned:
     /// <https://kubernetes.io/docs/concepts/architecture/garbage-collection/>). `Foreground`
-    /// is simplified: the Job goes at once instead of waiting for its pods.
+    /// with pods left: the Job stays, with a `deletionTimestamp` and the `foregroundDeletion`
+    /// finalizer, its pods get a `deletionTimestamp` too, and both go only after the pods'
+    /// termination ([`set_pod_linger`](Self::set_pod_linger) long, as a kubelet stops
+    /// containers); the answer is the Job as it is then ("Foreground cascading deletion").
     fn remove_job(&self, c: &mut Cluster, name: &str, propagation: Option<&str>) -> Option<Value> {
+        let pods_of = |c: &Cluster| -> Vec<String> {
+            c.pods
+                .iter()
+                .filter(|(_, p)| p["metadata"]["labels"]["job-name"] == name)
+                .map(|(n, _)| n.clone())
+                .collect()
+        };
+        if propagation == Some("Foreground") && !pods_of(c).is_empty() {
+            let mut job = c.jobs.get(name)?.clone();
+            if job["metadata"]["deletionTimestamp"].is_null() {
+                job["metadata"]["deletionTimestamp"] = json!(TIME);
+                job["metadata"]["finalizers"] = json!(["foregroundDeletion"]);
+                self.record(c, Resource::Jobs, "MODIFIED", &mut job);
+                c.jobs.insert(name.into(), job.clone());
+                for p in pods_of(c) {
+                    let mut pod = c.pods[&p].clone();
+                    pod["metadata"]["deletionTimestamp"] = json!(TIME);
+                    self.record(c, Resource::Pods, "MODIFIED", &mut pod);
+                    c.pods.insert(p, pod);
+                }
+                let (api, name, linger) = (self.clone(), name.to_string(), c.pod_linger);
+                tokio::spawn(async move {
+                    tokio::time::sleep(linger).await;
+                    let mut c = api.cluster.lock().unwrap();
+                    api.remove_job(&mut c, &name, Some("Background"));
+                });
+            }
+            return Some(job);
+        }
         let mut job = c.jobs.remove(name)?;
         self.record(c, Resource::Jobs, "DELETED", &mut job);
         if matches!(propagation, Some("Background" | "Foreground")) {
@@ -308,6 +342,23 @@ impl FakeApi {
         if let Err(r) = self.create_job(&mut c, &job) {
             panic!("the API server refuses this Job: {r:?}");
         }
+    }
+
+    /// How long the pods of a Job deleted in the foreground take to go (default: no time).
+    pub fn set_pod_linger(&self, linger: Duration) {
+        self.cluster.lock().unwrap().pod_linger = linger;
+    }
+
+    pub fn pod(&self, name: &str) -> Option<Value> {
+        self.cluster.lock().unwrap().pods.get(name).cloned()
+    }
+
+    /// The Job's pod starts running, as the kubelet reports it.
+    pub fn start_pod(&self, name: &str) {
+        let mut c = self.cluster.lock().unwrap();
+        let mut pod = Self::pod_of(&c, name, json!({"phase": "Running", "startTime": TIME}));
+        self.record(&mut c, Resource::Pods, "ADDED", &mut pod);
+        c.pods.insert(format!("{name}-x7k2p"), pod);
     }
 
     pub fn job(&self, name: &str) -> Option<Value> {
@@ -361,8 +412,24 @@ impl FakeApi {
         let Some(mut job) = c.jobs.get(name).cloned() else {
             panic!("no job {name}")
         };
-        let uid = job["metadata"]["uid"].clone();
-        let mut pod = json!({
+        let mut pod = Self::pod_of(c, name, pod_status);
+        let pod_name = format!("{name}-x7k2p");
+        let kind = if c.pods.contains_key(&pod_name) {
+            "MODIFIED"
+        } else {
+            "ADDED"
+        };
+        self.record(c, Resource::Pods, kind, &mut pod);
+        c.pods.insert(pod_name, pod);
+        job["status"] = job_status;
+        self.record(c, Resource::Jobs, "MODIFIED", &mut job);
+        c.jobs.insert(name.into(), job);
+    }
+
+    /// The pod the Job controller makes for Job `name`, with `pod_status`.
+    fn pod_of(c: &Cluster, name: &str, pod_status: Value) -> Value {
+        let uid = c.jobs[name]["metadata"]["uid"].clone();
+        json!({
             "apiVersion": "v1",
             "kind": "Pod",
             "metadata": {"name": format!("{name}-x7k2p"), "namespace": NS, "uid": format!("pod-uid-{name}"), "creationTimestamp": TIME,
@@ -370,12 +437,7 @@ impl FakeApi {
                 "ownerReferences": [{"apiVersion": "batch/v1", "kind": "Job", "name": name, "uid": uid, "controller": true, "blockOwnerDeletion": true}]},
             "spec": {"containers": [{"name": "worker", "image": "coding-swarm-worker:test"}], "restartPolicy": "Never"},
             "status": pod_status,
-        });
-        self.record(c, Resource::Pods, "ADDED", &mut pod);
-        c.pods.insert(format!("{name}-x7k2p"), pod);
-        job["status"] = job_status;
-        self.record(c, Resource::Jobs, "MODIFIED", &mut job);
-        c.jobs.insert(name.into(), job);
+        })
     }
 
     /// Deletes the Job as a person with kubectl would (which deletes in the background).
@@ -704,6 +766,8 @@ async fn handle(
                     .map(str::to_string)
                     .or_else(|| param("propagationPolicy"));
                 match api.remove_job(&mut c, name, policy.as_deref()) {
+                    // Still there, waiting for its pods: the answer is the object.
+                    Some(j) if c.jobs.contains_key(name) => axum::Json(j).into_response(),
                     Some(j) => axum::Json(json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success",
                         "details": {"name": name, "group": "batch", "kind": "jobs", "uid": j["metadata"]["uid"]}}))
                     .into_response(),
