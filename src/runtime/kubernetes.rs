@@ -1,4 +1,5 @@
-//! The `kubernetes` runtime: one Job per run, built here (pure: [`build_job`]) and created
+//! The `kubernetes` runtime: one Job per run, with its task in a ConfigMap the Job owns, built
+//! here (pure: [`build_job`], [`build_task_config_map`]) and created
 //! through a rate-limited kube client; a watch on the engine's Jobs turns their ends into
 //! results, from the worker's termination message or, when there is none, from what
 //! Kubernetes says went wrong (deadline, OOM kill, eviction, image pull, deletion).
@@ -10,11 +11,11 @@ use std::time::Duration;
 use futures::StreamExt;
 use k8s_openapi::api::batch::v1::{Job, JobSpec};
 use k8s_openapi::api::core::v1::{
-    Capabilities, Container, EmptyDirVolumeSource, EnvFromSource, EnvVar, Pod, PodSecurityContext,
-    PodSpec, PodTemplateSpec, SeccompProfile, SecretEnvSource, SecurityContext, Volume,
-    VolumeMount,
+    Capabilities, ConfigMap, ConfigMapVolumeSource, Container, EmptyDirVolumeSource, EnvFromSource,
+    EnvVar, Pod, PodSecurityContext, PodSpec, PodTemplateSpec, SeccompProfile, SecretEnvSource,
+    SecurityContext, Volume, VolumeMount,
 };
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
 use kube::api::{Api, DeleteParams, ListParams, LogParams, PostParams, PropagationPolicy};
 use kube::runtime::watcher::{self, Event};
 use kube::runtime::WatchStreamExt;
@@ -36,6 +37,8 @@ const CONTAINER: &str = "worker";
 /// How often tracked runs are checked beside the watch.
 const SWEEP: Duration = Duration::from_secs(5);
 const WORKSPACE: &str = "/workspace";
+/// Where the run's ConfigMap (its `task.json`) is mounted, read-only.
+pub const TASK_MOUNT: &str = "/etc/coding-swarm/task";
 
 /// A label value: at most 63 characters, alphanumeric at both ends.
 fn label_value(s: &str) -> String {
@@ -55,17 +58,51 @@ fn label_value(s: &str) -> String {
         .to_string()
 }
 
-/// The Job of a run. No secret value is in it: credentials reach the pod only through
-/// `envFrom` the configured Secret, and the task carries `${NAME}` references, not values.
-pub fn build_job(launch: &Launch, cfg: &KubernetesConfig) -> Job {
-    let t = &launch.task;
-    let labels = BTreeMap::from([
+fn run_labels(t: &crate::job::JobSpec) -> BTreeMap<String, String> {
+    BTreeMap::from([
         (MANAGED_BY.to_string(), "coding-swarm".to_string()),
         (LABEL_PROJECT.to_string(), label_value(&t.project)),
         (LABEL_TASK.to_string(), label_value(&t.key)),
         (LABEL_GENERATION.to_string(), t.generation.to_string()),
         (LABEL_ATTEMPT.to_string(), t.attempt.to_string()),
-    ]);
+    ])
+}
+
+/// The run's ConfigMap: its task as `task.json`, mounted into the pod, so a task of any valid
+/// size reaches the worker (one environment variable would be limited to 128 KiB). Named like
+/// the Job and owned by it, so Kubernetes deletes it with the Job. No secret value is in it:
+/// the task carries `${NAME}` references.
+pub fn build_task_config_map(launch: &Launch, cfg: &KubernetesConfig, job_uid: &str) -> ConfigMap {
+    let t = &launch.task;
+    ConfigMap {
+        metadata: ObjectMeta {
+            name: Some(launch.run_name.clone()),
+            namespace: Some(cfg.namespace.clone()),
+            labels: Some(run_labels(t)),
+            owner_references: Some(vec![OwnerReference {
+                api_version: "batch/v1".into(),
+                kind: "Job".into(),
+                name: launch.run_name.clone(),
+                uid: job_uid.to_string(),
+                ..OwnerReference::default()
+            }]),
+            ..ObjectMeta::default()
+        },
+        data: Some(BTreeMap::from([(
+            crate::job::TASK_FILE.to_string(),
+            String::from_utf8(t.to_json()).unwrap_or_default(),
+        )])),
+        immutable: Some(true),
+        ..ConfigMap::default()
+    }
+}
+
+/// The Job of a run. No secret value is in it: credentials reach the pod only through
+/// `envFrom` the configured Secret; the task comes from the run's ConfigMap
+/// ([`build_task_config_map`]) and carries `${NAME}` references, not values.
+pub fn build_job(launch: &Launch, cfg: &KubernetesConfig) -> Job {
+    let t = &launch.task;
+    let labels = run_labels(t);
     let annotations = BTreeMap::from([
         ("coding-swarm/project".to_string(), t.project.clone()),
         ("coding-swarm/task".to_string(), t.key.clone()),
@@ -75,7 +112,6 @@ pub fn build_job(launch: &Launch, cfg: &KubernetesConfig) -> Job {
         ),
     ]);
     let timeout = (launch.deadline - chrono::Utc::now()).num_seconds().max(1);
-    let task_json = String::from_utf8(t.to_json()).unwrap_or_default();
     let container = Container {
         name: CONTAINER.into(),
         image: Some(cfg.image.clone()),
@@ -85,19 +121,14 @@ pub fn build_job(launch: &Launch, cfg: &KubernetesConfig) -> Job {
             format!("{WORKSPACE}/run"),
             "--termination-log".into(),
             TERMINATION_LOG.into(),
+            "--task-file".into(),
+            format!("{TASK_MOUNT}/{}", crate::job::TASK_FILE),
         ]),
-        env: Some(vec![
-            EnvVar {
-                name: "SWARM_TASK_JSON".into(),
-                value: Some(task_json),
-                ..EnvVar::default()
-            },
-            EnvVar {
-                name: "HOME".into(),
-                value: Some(format!("{WORKSPACE}/home")),
-                ..EnvVar::default()
-            },
-        ]),
+        env: Some(vec![EnvVar {
+            name: "HOME".into(),
+            value: Some(format!("{WORKSPACE}/home")),
+            ..EnvVar::default()
+        }]),
         env_from: Some(vec![EnvFromSource {
             secret_ref: Some(SecretEnvSource {
                 name: cfg.secret.clone(),
@@ -123,11 +154,19 @@ pub fn build_job(launch: &Launch, cfg: &KubernetesConfig) -> Job {
         }),
         termination_message_path: Some(TERMINATION_LOG.into()),
         termination_message_policy: Some("File".into()),
-        volume_mounts: Some(vec![VolumeMount {
-            name: "workspace".into(),
-            mount_path: WORKSPACE.into(),
-            ..VolumeMount::default()
-        }]),
+        volume_mounts: Some(vec![
+            VolumeMount {
+                name: "workspace".into(),
+                mount_path: WORKSPACE.into(),
+                ..VolumeMount::default()
+            },
+            VolumeMount {
+                name: "task".into(),
+                mount_path: TASK_MOUNT.into(),
+                read_only: Some(true),
+                ..VolumeMount::default()
+            },
+        ]),
         working_dir: Some(WORKSPACE.into()),
         ..Container::default()
     };
@@ -165,11 +204,22 @@ pub fn build_job(launch: &Launch, cfg: &KubernetesConfig) -> Job {
                         ..PodSecurityContext::default()
                     }),
                     containers: vec![container],
-                    volumes: Some(vec![Volume {
-                        name: "workspace".into(),
-                        empty_dir: Some(EmptyDirVolumeSource::default()),
-                        ..Volume::default()
-                    }]),
+                    volumes: Some(vec![
+                        Volume {
+                            name: "workspace".into(),
+                            empty_dir: Some(EmptyDirVolumeSource::default()),
+                            ..Volume::default()
+                        },
+                        Volume {
+                            name: "task".into(),
+                            config_map: Some(ConfigMapVolumeSource {
+                                name: launch.run_name.clone(),
+                                optional: Some(false),
+                                ..ConfigMapVolumeSource::default()
+                            }),
+                            ..Volume::default()
+                        },
+                    ]),
                     node_selector: (!cfg.node_selector.is_empty())
                         .then(|| cfg.node_selector.clone()),
                     tolerations: (!cfg.tolerations.is_empty()).then(|| cfg.tolerations.clone()),
@@ -252,6 +302,10 @@ impl KubeRuntime {
     }
 
     fn jobs(&self) -> Api<Job> {
+        Api::namespaced(self.client.clone(), &self.namespace)
+    }
+
+    fn config_maps(&self) -> Api<ConfigMap> {
         Api::namespaced(self.client.clone(), &self.namespace)
     }
 
@@ -693,22 +747,47 @@ impl Runtime for KubeRuntime {
             return Ok(());
         }
         let job = build_job(&launch, &self.cfg);
-        match retry(&format!("create Job {}", launch.run_name), || {
+        let created = match retry(&format!("create Job {}", launch.run_name), || {
             let (api, job) = (self.jobs(), job.clone());
             async move { api.create(&PostParams::default(), &job).await }
         })
         .await
         {
-            Ok(_) => {}
+            Ok(job) => job,
             Err(RuntimeError::Kube {
                 source: kube::Error::Api(s),
                 ..
             }) if s.code == 409 => {
                 // It exists: an earlier engine created it. Adopt it.
                 tracing::info!(run = %launch.run_name, "adopting an existing Job");
-                let mut st = self.state.lock().unwrap_or_else(|p| p.into_inner());
-                st.ended.insert(launch.run_name.clone());
+                self.state
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .ended
+                    .insert(launch.run_name.clone());
+                retry(&format!("read Job {}", launch.run_name), || {
+                    let (api, name) = (self.jobs(), launch.run_name.clone());
+                    async move { api.get(&name).await }
+                })
+                .await?
             }
+            Err(e) => return Err(e),
+        };
+        // The task, in a ConfigMap the Job owns; the pod waits for it to appear.
+        let uid = created.metadata.uid.clone().unwrap_or_default();
+        let map = build_task_config_map(&launch, &self.cfg, &uid);
+        match retry(&format!("create ConfigMap {}", launch.run_name), || {
+            let (api, map) = (self.config_maps(), map.clone());
+            async move { api.create(&PostParams::default(), &map).await }
+        })
+        .await
+        {
+            Ok(_) => {}
+            // An earlier engine made it, with the same task.
+            Err(RuntimeError::Kube {
+                source: kube::Error::Api(s),
+                ..
+            }) if s.code == 409 => {}
             Err(e) => return Err(e),
         }
         self.track(&launch).await;

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use chrono::Utc;
 use coding_swarm::config::{AgentProfile, KubernetesConfig};
 use coding_swarm::job::JobSpec;
-use coding_swarm::runtime::kubernetes::build_job;
+use coding_swarm::runtime::kubernetes::{build_job, build_task_config_map};
 use coding_swarm::runtime::{Completion, KubeRuntime, Launch, Runtime, RuntimeError};
 use coding_swarm::spec::{ErrorClass, RunResult};
 use k8s_openapi::api::batch::v1::Job;
@@ -183,22 +183,42 @@ fn the_job_is_locked_down_and_carries_no_secret() {
         from[0].secret_ref.as_ref().unwrap().name,
         "coding-swarm-secrets"
     );
-    // The engine's environment never reaches the Job: two variables, neither from it.
+    // The engine's environment never reaches the Job: one variable, not from it. The task
+    // comes from the run's own ConfigMap, mounted read-only.
     let names: Vec<&str> = c.env.iter().flatten().map(|e| e.name.as_str()).collect();
-    assert_eq!(names, ["SWARM_TASK_JSON", "HOME"]);
+    assert_eq!(names, ["HOME"]);
     assert!(c.env.iter().flatten().all(|e| e.value_from.is_none()));
-    let task_env = c
-        .env
+    let task_volume = pod
+        .volumes
+        .as_ref()
+        .unwrap()
+        .iter()
+        .find(|v| v.name == "task")
+        .unwrap();
+    assert_eq!(
+        task_volume.config_map.as_ref().unwrap().name,
+        "webapp-login-form-1a2b3c4d-g2-a1"
+    );
+    let mount = c
+        .volume_mounts
         .iter()
         .flatten()
-        .find(|e| e.name == "SWARM_TASK_JSON")
+        .find(|m| m.name == "task")
         .unwrap();
+    assert_eq!(mount.read_only, Some(true));
+    assert!(c
+        .args
+        .as_ref()
+        .unwrap()
+        .join(" ")
+        .contains(&format!("--task-file {}/task.json", mount.mount_path)));
+    let map = build_task_config_map(
+        &launch("webapp-login-form-1a2b3c4d-g2-a1", 1800),
+        &cfg("http://unused"),
+        "uid-1",
+    );
     assert!(
-        task_env
-            .value
-            .as_deref()
-            .unwrap()
-            .contains("${CLAUDE_CODE_OAUTH_TOKEN}"),
+        map.data.as_ref().unwrap()["task.json"].contains("${CLAUDE_CODE_OAUTH_TOKEN}"),
         "the task names the secret, it does not hold it"
     );
     let res = c.resources.as_ref().unwrap();
@@ -368,10 +388,14 @@ async fn an_existing_job_is_adopted_after_a_restart() {
             .api
             .requests()
             .iter()
-            .filter(|r| r.method == "POST")
+            .filter(|r| r.method == "POST" && r.path.contains("/jobs"))
             .count(),
         1,
         "one create, answered 409"
+    );
+    assert!(
+        server.api.config_map("run-adopted").is_some(),
+        "the adopted Job gets its task"
     );
     let done = RunResult {
         success: true,
@@ -411,7 +435,11 @@ async fn forbidden_is_clear_and_throttling_is_retried() {
         .api
         .requests()
         .into_iter()
-        .filter(|r| r.method == "POST" && r.body["metadata"]["name"] == "run-retried")
+        .filter(|r| {
+            r.method == "POST"
+                && r.body["kind"] == "Job"
+                && r.body["metadata"]["name"] == "run-retried"
+        })
         .count();
     assert_eq!(posts, 4, "three refusals, then the create");
 }
@@ -568,4 +596,61 @@ async fn a_timed_out_run_ends_only_once_its_pod_has_stopped() {
         "{:?}",
         c.result
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_task_of_any_valid_size_reaches_the_pod_in_its_own_config_map() {
+    let server = ApiServer::start().await;
+    let (rt, _rx) = runtime(&server).await;
+    let name = "run-large-task";
+    let mut l = launch(name, 600);
+    // At the validator's limit, in characters of two and three bytes: far beyond the 128 KiB
+    // one environment variable may have, within the 1 MiB of a ConfigMap.
+    l.task.prompt = "é€".repeat(coding_swarm::spec::Prompt::MAX_CHARS / 2);
+    rt.launch(l.clone()).await.unwrap();
+    let job = server.api.job(name).unwrap();
+    let text = job.to_string();
+    assert!(
+        text.len() < 16 * 1024,
+        "the task is not in the Job: {} bytes",
+        text.len()
+    );
+    let map = server.api.config_map(name).expect("the run's ConfigMap");
+    let task = JobSpec::from_json(map["data"]["task.json"].as_str().unwrap().as_bytes()).unwrap();
+    assert_eq!(task, l.task, "the whole task");
+    let owner = &map["metadata"]["ownerReferences"][0];
+    assert_eq!(
+        (owner["kind"].as_str(), owner["name"].as_str()),
+        (Some("Job"), Some(name))
+    );
+    assert_eq!(owner["uid"], job["metadata"]["uid"], "owned by the Job");
+    let volumes = &job["spec"]["template"]["spec"]["volumes"];
+    assert!(
+        volumes
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|v| v["configMap"]["name"] == name),
+        "{volumes}"
+    );
+    // It goes with its Job.
+    server.api.delete_job(name);
+    assert!(
+        server.api.config_map(name).is_none(),
+        "collected with the Job"
+    );
+
+    // The fake refuses what the API server refuses: a ConfigMap over 1 MiB.
+    let client = kube::Client::try_from(kube::Config::new(server.url.parse().unwrap())).unwrap();
+    let maps: kube::Api<k8s_openapi::api::core::v1::ConfigMap> =
+        kube::Api::namespaced(client, crate::kubeapi::NS);
+    let mut big = build_task_config_map(&launch("run-too-big", 600), &cfg(&server.url), "uid-x");
+    big.data = Some(BTreeMap::from([(
+        "task.json".to_string(),
+        "x".repeat(1024 * 1024 + 1),
+    )]));
+    match maps.create(&Default::default(), &big).await {
+        Err(kube::Error::Api(s)) => assert_eq!(s.code, 422, "{s:?}"),
+        other => panic!("a ConfigMap over 1 MiB was not refused: {other:?}"),
+    }
 }

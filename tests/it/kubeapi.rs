@@ -1,5 +1,6 @@
 //! A Kubernetes API server at the HTTP level, for the real kube client: Jobs (create, get, list,
-//! watch, delete), Pods (list, watch, log) and /version, answering with the JSON shapes of the API
+//! watch, delete), Pods (list, watch, log), ConfigMaps (create, get; collected with the Job
+//! that owns them) and /version, answering with the JSON shapes of the API
 //! reference and, on what the engine relies on, with the API server's semantics: every write has
 //! the next resourceVersion and is in the watch history; watches start from a resourceVersion,
 //! send BOOKMARKs, answer 410 Gone for a compacted one and end after their timeout; lists and
@@ -27,7 +28,7 @@ use tokio::sync::watch;
 
 mod rules;
 
-use rules::{parse_selector, selects, validate_job, Requirement};
+use rules::{parse_selector, selects, validate_config_map, validate_job, Requirement};
 
 pub const NS: &str = "coding-swarm";
 
@@ -47,6 +48,7 @@ pub struct Seen {
 enum Resource {
     Jobs,
     Pods,
+    ConfigMaps,
 }
 
 impl Resource {
@@ -54,6 +56,7 @@ impl Resource {
         match self {
             Self::Jobs => ("batch/v1", "Job"),
             Self::Pods => ("v1", "Pod"),
+            Self::ConfigMaps => ("v1", "ConfigMap"),
         }
     }
 
@@ -62,13 +65,14 @@ impl Resource {
         match self {
             Self::Jobs => "jobs.batch",
             Self::Pods => "pods",
+            Self::ConfigMaps => "configmaps",
         }
     }
 
     fn group(self) -> &'static str {
         match self {
             Self::Jobs => "batch",
-            Self::Pods => "",
+            Self::Pods | Self::ConfigMaps => "",
         }
     }
 
@@ -76,6 +80,7 @@ impl Resource {
         match self {
             Self::Jobs => "jobs",
             Self::Pods => "pods",
+            Self::ConfigMaps => "configmaps",
         }
     }
 }
@@ -85,6 +90,8 @@ struct Cluster {
     jobs: BTreeMap<String, Value>,
     /// Pods by name.
     pods: BTreeMap<String, Value>,
+    /// ConfigMaps by name.
+    config_maps: BTreeMap<String, Value>,
     logs: BTreeMap<String, String>,
     /// The resourceVersion of the last write. One counter for every resource, like etcd's
     /// revision.
@@ -331,6 +338,23 @@ impl FakeApi {
                     self.record(c, Resource::Pods, "DELETED", &mut pod);
                 }
             }
+            // The garbage collector takes every dependent, whatever its kind.
+            let uid = job["metadata"]["uid"].clone();
+            let owned: Vec<String> = c
+                .config_maps
+                .iter()
+                .filter(|(_, m)| {
+                    m["metadata"]["ownerReferences"]
+                        .as_array()
+                        .is_some_and(|refs| refs.iter().any(|r| r["uid"] == uid))
+                })
+                .map(|(n, _)| n.clone())
+                .collect();
+            for m in owned {
+                if let Some(mut map) = c.config_maps.remove(&m) {
+                    self.record(c, Resource::ConfigMaps, "DELETED", &mut map);
+                }
+            }
         }
         Some(job)
     }
@@ -347,6 +371,47 @@ impl FakeApi {
     /// How long the pods of a Job deleted in the foreground take to go (default: no time).
     pub fn set_pod_linger(&self, linger: Duration) {
         self.cluster.lock().unwrap().pod_linger = linger;
+    }
+
+    pub fn config_map(&self, name: &str) -> Option<Value> {
+        self.cluster.lock().unwrap().config_maps.get(name).cloned()
+    }
+
+    /// Stores a new ConfigMap, or says why it refuses it.
+    fn create_config_map(&self, c: &mut Cluster, body: &Value) -> Result<Value, Box<Response>> {
+        let name = body["metadata"]["name"].as_str().unwrap_or("").to_string();
+        let problems = validate_config_map(body);
+        if !problems.is_empty() {
+            let text: Vec<String> = problems
+                .iter()
+                .map(|(f, _, m)| format!("{f}: {m}"))
+                .collect();
+            let causes: Vec<Value> = problems
+                .iter()
+                .map(|(f, r, m)| json!({"reason": r, "message": m, "field": f}))
+                .collect();
+            return Err(Box::new(status(
+                422,
+                "Invalid",
+                &format!("ConfigMap \"{name}\" is invalid: {}", text.join(", ")),
+                json!({"name": name, "kind": "ConfigMap", "causes": causes}),
+            )));
+        }
+        if c.config_maps.contains_key(&name) {
+            return Err(Box::new(status(
+                409,
+                "AlreadyExists",
+                &format!("configmaps \"{name}\" already exists"),
+                json!({"name": name, "kind": "configmaps"}),
+            )));
+        }
+        let mut map = body.clone();
+        map["metadata"]["namespace"] = json!(NS);
+        map["metadata"]["uid"] = json!(format!("uid-cm-{name}"));
+        map["metadata"]["creationTimestamp"] = json!(TIME);
+        self.record(c, Resource::ConfigMaps, "ADDED", &mut map);
+        c.config_maps.insert(name, map.clone());
+        Ok(map)
     }
 
     pub fn pod(&self, name: &str) -> Option<Value> {
@@ -630,6 +695,27 @@ async fn handle(
     } else {
         None
     };
+    let config_maps = format!("/api/v1/namespaces/{NS}/configmaps");
+    if path == config_maps && method == Method::POST {
+        let mut c = api.cluster.lock().unwrap();
+        return match api.create_config_map(&mut c, &body) {
+            Ok(map) => (StatusCode::CREATED, axum::Json(map)).into_response(),
+            Err(refused) => *refused,
+        };
+    }
+    if let Some(name) = path.strip_prefix(&format!("{config_maps}/")) {
+        let c = api.cluster.lock().unwrap();
+        return match (method, c.config_maps.get(name)) {
+            (Method::GET, Some(m)) => axum::Json(m.clone()).into_response(),
+            (Method::GET, None) => not_found(Resource::ConfigMaps, name),
+            _ => status(
+                405,
+                "MethodNotAllowed",
+                "the server does not allow this method on the requested resource",
+                Value::Null,
+            ),
+        };
+    }
     if path == jobs && method == Method::POST {
         let mut c = api.cluster.lock().unwrap();
         if let Some(code) = c.create_errors.pop_front() {
@@ -683,6 +769,7 @@ async fn handle(
                     let current: Vec<&Value> = match resource {
                         Resource::Jobs => c.jobs.values().collect(),
                         Resource::Pods => c.pods.values().collect(),
+                        Resource::ConfigMaps => c.config_maps.values().collect(),
                     };
                     pending.extend(
                         current
@@ -737,6 +824,12 @@ async fn handle(
         let items: Vec<Value> = match resource {
             Resource::Jobs => c.jobs.values().filter(|o| selected(o)).cloned().collect(),
             Resource::Pods => c.pods.values().filter(|o| selected(o)).cloned().collect(),
+            Resource::ConfigMaps => c
+                .config_maps
+                .values()
+                .filter(|o| selected(o))
+                .cloned()
+                .collect(),
         };
         let names: Vec<&str> = items
             .iter()

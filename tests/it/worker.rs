@@ -620,3 +620,28 @@ fn sigterm_ends_the_agents_group_and_pushes_nothing() {
         "the agent's group is gone"
     );
 }
+
+#[test]
+fn the_worker_reads_its_task_from_a_mounted_file() {
+    let repo = TestRepo::new();
+    repo.commit(&[("README.md", Some("hello\n"))], "init");
+    let dir = tempfile::tempdir().unwrap();
+    let mount = tempfile::tempdir().unwrap();
+    let t = task(&repo, "swarm/job", "echo from-the-mount > mounted.txt");
+    let file = mount.path().join("task.json");
+    std::fs::write(&file, serde_json::to_vec(&t).unwrap()).unwrap();
+    let status = crate::support::command(SWARM)
+        .args(["worker", "--run-dir"])
+        .arg(dir.path())
+        .arg("--task-file")
+        .arg(&file)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .unwrap();
+    assert!(status.success());
+    assert_eq!(
+        repo.read("swarm/job", "mounted.txt").as_deref(),
+        Some("from-the-mount\n")
+    );
+}
