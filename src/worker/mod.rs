@@ -233,9 +233,18 @@ fn work(task: &JobSpec, run_dir: &Path, redactor: &mut Redactor, auth: &GitAuth)
     result.branch = Some(task.branch.clone());
     // Whatever the agent did is kept, success or not: a failed attempt's work is evidence.
     match commit_and_push(task, &repo, start, redactor, auth) {
-        Ok(Some(commit)) => {
+        Ok(Some(pushed)) => {
             result.changed = true;
-            result.commit_sha = Some(commit);
+            result.commit_sha = Some(pushed.commit);
+            if let Some(order) = pushed.run_order {
+                // The manager's next activation shows in which order its new tasks will run.
+                result.summary = Some(match result.summary.take() {
+                    Some(summary) if !summary.trim().is_empty() => {
+                        format!("{}\n\n{order}", summary.trim_end())
+                    }
+                    _ => order,
+                });
+            }
         }
         Ok(None) => {
             if result.success && result.summary.is_none() {
@@ -341,6 +350,12 @@ enum CommitError {
     Invalid(String),
 }
 
+/// What a run pushed: its head, and the order its new task files will run in, if it added any.
+struct Pushed {
+    commit: String,
+    run_order: Option<String>,
+}
+
 /// Commits every change left in the work tree (if any) and pushes the branch when it moved
 /// since `start` (the agent may have committed itself, e.g. a merge). `None` when nothing
 /// changed. Refuses to commit or push anything that contains a secret value.
@@ -350,7 +365,7 @@ fn commit_and_push(
     start: git2::Oid,
     redactor: &Redactor,
     auth: &GitAuth,
-) -> Result<Option<String>, CommitError> {
+) -> Result<Option<Pushed>, CommitError> {
     let m = |e: git2::Error| CommitError::Git(e.message().to_string());
     let mut index = repo.index().map_err(m)?;
     index
@@ -388,7 +403,35 @@ fn commit_and_push(
     }
     check_for_secrets(repo, start, new_head.id(), redactor)?;
     check_task_files(repo, start, new_head.id())?;
-    push_with_replay(task, repo, start, new_head.id(), auth).map(Some)
+    let run_order = new_tasks(repo, start, new_head.id())
+        .map_err(|e| CommitError::Git(e.message().to_string()))?;
+    let commit = push_with_replay(task, repo, start, new_head.id(), auth)?;
+    Ok(Some(Pushed {
+        commit,
+        run_order: crate::model::describe_run_order(&run_order),
+    }))
+}
+
+/// The task files that exist at `head` and did not at `start` (already validated), parsed.
+fn new_tasks(
+    repo: &git2::Repository,
+    start: git2::Oid,
+    head: git2::Oid,
+) -> Result<Vec<(crate::spec::TaskKey, crate::spec::TaskSpec)>, git2::Error> {
+    let before = repo.find_commit(start)?.tree()?;
+    let mut out = Vec::new();
+    for (path, content) in gitops::changed_paths(repo, start, head, crate::spec::TASKS_DIR)? {
+        if before.get_path(Path::new(&path)).is_ok() {
+            continue;
+        }
+        if let (Some(Ok(key)), Ok(spec)) = (
+            crate::spec::task_key_of_path(&path),
+            crate::spec::parse_task(&content),
+        ) {
+            out.push((key, spec));
+        }
+    }
+    Ok(out)
 }
 
 /// Pushes `head`; when the branch moved meanwhile (the engine's status commits land on the

@@ -654,3 +654,51 @@ fn collect_text(v: &serde_json::Value, out: &mut String) {
         _ => {}
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_managers_result_names_the_order_its_new_tasks_will_run_in() {
+    let server = ModelServer::start(vec![
+        Step::tool("Write", json!({"file_path": "{cwd}/.ai/tasks/fix.yaml",
+            "content": "addressee: worker-login\nprompt: Fix the login bug.\nkind: implement\n"})),
+        Step::tool("Write", json!({"file_path": "{cwd}/.ai/tasks/add-test.yaml",
+            "content": "addressee: worker-login\nprompt: Add a test for the login bug.\nkind: test\n"})),
+        Step::tool("Write", json!({"file_path": "{cwd}/.ai/tasks/docs.yaml",
+            "content": "addressee: worker-docs\nprompt: Document the login.\n"})),
+        Step::text("Planned the fix and its test."),
+    ])
+    .await;
+    let repo = repo();
+    let dir = tempfile::tempdir().unwrap();
+    let mut t = task(&repo, profile(&server));
+    t.key = "activation".into();
+    t.kind = Some("epic".into());
+    t.branch = "main".into();
+    t.prompt = "Fix the login bug, with a test.".into();
+    let (result, _) = tokio::task::spawn_blocking({
+        let dir = dir.path().to_path_buf();
+        move || worker(&dir, &t, &[("TEST_OAUTH_TOKEN", TOKEN)])
+    })
+    .await
+    .unwrap();
+    let log = std::fs::read_to_string(dir.path().join("log")).unwrap_or_default();
+    assert!(
+        result.success,
+        "{result:?}\n{}",
+        coding_swarm::job::truncate_start(&log, 3000)
+    );
+    assert!(repo.read("main", ".ai/tasks/fix.yaml").is_some(), "pushed");
+    let summary = result.summary.unwrap();
+    assert!(
+        summary.starts_with("Planned the fix and its test.")
+            && summary.ends_with(
+                "New tasks, in the order they will run:\n- worker-docs: docs\n- worker-login: add-test, then fix"
+            ),
+        "{summary}"
+    );
+    // The manager was told the rule.
+    let first = server.messages_requests()[0].body.to_string();
+    assert!(
+        first.contains("in the order of their keys"),
+        "the rule is in the role prompt"
+    );
+}
