@@ -621,19 +621,7 @@ async fn a_prompt_at_the_limits_reaches_the_model_whole() {
         coding_swarm::spec::parse_task(file.as_bytes()).is_ok(),
         "the prompt is within the validator's limit"
     );
-    let dir = tempfile::tempdir().unwrap();
-    let (result, _) = tokio::task::spawn_blocking({
-        let dir = dir.path().to_path_buf();
-        move || worker(&dir, &t, &[("TEST_OAUTH_TOKEN", TOKEN)])
-    })
-    .await
-    .unwrap();
-    let log = std::fs::read_to_string(dir.path().join("log")).unwrap_or_default();
-    assert!(
-        result.success,
-        "{result:?}\n{}",
-        coding_swarm::job::truncate_start(&log, 3000)
-    );
+    succeeded(t).await;
     let requests = server.messages_requests();
     let first = requests
         .iter()
@@ -668,24 +656,12 @@ async fn a_managers_result_names_the_order_its_new_tasks_will_run_in() {
     ])
     .await;
     let repo = repo();
-    let dir = tempfile::tempdir().unwrap();
     let mut t = task(&repo, profile(&server));
     t.key = "activation".into();
     t.kind = Some("epic".into());
     t.branch = "main".into();
     t.prompt = "Fix the login bug, with a test.".into();
-    let (result, _) = tokio::task::spawn_blocking({
-        let dir = dir.path().to_path_buf();
-        move || worker(&dir, &t, &[("TEST_OAUTH_TOKEN", TOKEN)])
-    })
-    .await
-    .unwrap();
-    let log = std::fs::read_to_string(dir.path().join("log")).unwrap_or_default();
-    assert!(
-        result.success,
-        "{result:?}\n{}",
-        coding_swarm::job::truncate_start(&log, 3000)
-    );
+    let result = succeeded(t).await;
     assert!(repo.read("main", ".ai/tasks/fix.yaml").is_some(), "pushed");
     let summary = result.summary.unwrap();
     assert!(
@@ -701,4 +677,22 @@ async fn a_managers_result_names_the_order_its_new_tasks_will_run_in() {
         first.contains("in the order of their keys"),
         "the rule is in the role prompt"
     );
+}
+
+/// Runs the worker on `t` with the scripted model's token; the run must succeed.
+async fn succeeded(t: JobSpec) -> RunResult {
+    let dir = tempfile::tempdir().unwrap();
+    let (result, _) = tokio::task::spawn_blocking({
+        let dir = dir.path().to_path_buf();
+        move || worker(&dir, &t, &[("TEST_OAUTH_TOKEN", TOKEN)])
+    })
+    .await
+    .unwrap();
+    let log = std::fs::read_to_string(dir.path().join("log")).unwrap_or_default();
+    assert!(
+        result.success,
+        "{result:?}\n{}",
+        coding_swarm::job::truncate_start(&log, 3000)
+    );
+    result
 }

@@ -28,7 +28,7 @@ use tokio::sync::watch;
 
 mod rules;
 
-use rules::{parse_selector, selects, validate_config_map, validate_job, Requirement};
+use rules::{parse_selector, selects, validate_config_map, validate_job, Problem, Requirement};
 
 pub const NS: &str = "coding-swarm";
 
@@ -149,6 +149,33 @@ fn status(code: u16, reason: &str, message: &str, details: Value) -> Response {
     (StatusCode::from_u16(code).unwrap(), axum::Json(body)).into_response()
 }
 
+/// "422 Invalid": what validation refused, each problem as a cause.
+fn invalid(kind: &str, group: &str, name: &str, problems: &[Problem]) -> Response {
+    let text: Vec<String> = problems
+        .iter()
+        .map(|(f, _, m)| format!("{f}: {m}"))
+        .collect();
+    let causes: Vec<Value> = problems
+        .iter()
+        .map(|(f, r, m)| json!({"reason": r, "message": m, "field": f}))
+        .collect();
+    let qualified = if group.is_empty() {
+        kind.to_string()
+    } else {
+        format!("{kind}.{group}")
+    };
+    let mut details = json!({"name": name, "kind": kind, "causes": causes});
+    if !group.is_empty() {
+        details["group"] = json!(group);
+    }
+    status(
+        422,
+        "Invalid",
+        &format!("{qualified} \"{name}\" is invalid: {}", text.join(", ")),
+        details,
+    )
+}
+
 fn not_found(resource: Resource, name: &str) -> Response {
     status(
         404,
@@ -226,20 +253,7 @@ impl FakeApi {
         let name = body["metadata"]["name"].as_str().unwrap_or("").to_string();
         let problems = validate_job(body);
         if !problems.is_empty() {
-            let text: Vec<String> = problems
-                .iter()
-                .map(|(f, _, m)| format!("{f}: {m}"))
-                .collect();
-            let causes: Vec<Value> = problems
-                .iter()
-                .map(|(f, r, m)| json!({"reason": r, "message": m, "field": f}))
-                .collect();
-            return Err(Box::new(status(
-                422,
-                "Invalid",
-                &format!("Job.batch \"{name}\" is invalid: {}", text.join(", ")),
-                json!({"name": name, "group": "batch", "kind": "Job", "causes": causes}),
-            )));
+            return Err(Box::new(invalid("Job", "batch", &name, &problems)));
         }
         if c.jobs.contains_key(&name) {
             return Err(Box::new(status(
@@ -382,20 +396,7 @@ impl FakeApi {
         let name = body["metadata"]["name"].as_str().unwrap_or("").to_string();
         let problems = validate_config_map(body);
         if !problems.is_empty() {
-            let text: Vec<String> = problems
-                .iter()
-                .map(|(f, _, m)| format!("{f}: {m}"))
-                .collect();
-            let causes: Vec<Value> = problems
-                .iter()
-                .map(|(f, r, m)| json!({"reason": r, "message": m, "field": f}))
-                .collect();
-            return Err(Box::new(status(
-                422,
-                "Invalid",
-                &format!("ConfigMap \"{name}\" is invalid: {}", text.join(", ")),
-                json!({"name": name, "kind": "ConfigMap", "causes": causes}),
-            )));
+            return Err(Box::new(invalid("ConfigMap", "", &name, &problems)));
         }
         if c.config_maps.contains_key(&name) {
             return Err(Box::new(status(

@@ -38,19 +38,29 @@ fn label_key_ok(k: &str) -> bool {
     prefix.is_none_or(dns_subdomain) && !name.is_empty() && label_value_ok(name)
 }
 
-/// What the API server's validation says about a Job: (field, cause reason, message) for each
-/// problem.
-pub fn validate_job(job: &Value) -> Vec<(String, &'static str, String)> {
-    let mut problems = Vec::new();
-    let name = job["metadata"]["name"].as_str().unwrap_or("");
+/// A problem validation finds: field, cause reason, message.
+pub type Problem = (String, &'static str, String);
+
+/// What validation says about an object's `metadata.name`, which must be a DNS-1123 subdomain.
+fn name_problem(object: &Value) -> Option<Problem> {
+    let name = object["metadata"]["name"].as_str().unwrap_or("");
     if name.is_empty() {
-        problems.push((
+        return Some((
             "metadata.name".into(),
             "FieldValueRequired",
             "Required value: name or generateName is required".into(),
         ));
-    } else if !dns_subdomain(name) {
-        problems.push(("metadata.name".into(), "FieldValueInvalid", format!("Invalid value: \"{name}\": a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters, '-' or '.', and must start and end with an alphanumeric character (e.g. 'example.com', regex used for validation is '[a-z0-9]([-a-z0-9]*[a-z0-9])?(\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*')")));
+    }
+    (!dns_subdomain(name)).then(|| ("metadata.name".into(), "FieldValueInvalid", format!("Invalid value: \"{name}\": a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters, '-' or '.', and must start and end with an alphanumeric character (e.g. 'example.com', regex used for validation is '[a-z0-9]([-a-z0-9]*[a-z0-9])?(\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*')")))
+}
+
+/// What the API server's validation says about a Job: (field, cause reason, message) for each
+/// problem.
+pub fn validate_job(job: &Value) -> Vec<Problem> {
+    let mut problems = Vec::new();
+    let name = job["metadata"]["name"].as_str().unwrap_or("");
+    if let Some(p) = name_problem(job) {
+        problems.push(p);
     } else if name.len() > 63 {
         // The Job's name becomes the `job-name` label of its pods, and a label value has at
         // most 63 characters.
@@ -123,18 +133,8 @@ pub const MAX_CONFIG_MAP_BYTES: usize = 1024 * 1024;
 
 /// What the API server's validation says about a ConfigMap: its name, its keys (alphanumeric,
 /// `-`, `_`, `.`), its size and its owner references.
-pub fn validate_config_map(map: &Value) -> Vec<(String, &'static str, String)> {
-    let mut problems = Vec::new();
-    let name = map["metadata"]["name"].as_str().unwrap_or("");
-    if name.is_empty() {
-        problems.push((
-            "metadata.name".into(),
-            "FieldValueRequired",
-            "Required value: name or generateName is required".into(),
-        ));
-    } else if !dns_subdomain(name) {
-        problems.push(("metadata.name".into(), "FieldValueInvalid", format!("Invalid value: \"{name}\": a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters, '-' or '.', and must start and end with an alphanumeric character")));
-    }
+pub fn validate_config_map(map: &Value) -> Vec<Problem> {
+    let mut problems: Vec<Problem> = name_problem(map).into_iter().collect();
     let mut size = 0;
     for field in ["data", "binaryData"] {
         for (k, v) in map[field].as_object().into_iter().flatten() {
