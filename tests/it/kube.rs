@@ -647,3 +647,81 @@ async fn a_task_of_any_valid_size_reaches_the_pod_in_its_own_config_map() {
         other => panic!("a ConfigMap over 1 MiB was not refused: {other:?}"),
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_addressees_next_task_waits_until_the_stopped_pod_is_gone() {
+    use coding_swarm::store::TaskFilter;
+    let server = ApiServer::start().await;
+    server.api.set_pod_linger(Duration::from_secs(3));
+    let db = crate::support::TestDb::sqlite().await;
+    let data = tempfile::tempdir().unwrap();
+    let repo = crate::support::TestRepo::new();
+    repo.commit(
+        &[
+            (
+                ".ai/tasks/01-first.yaml",
+                Some("addressee: worker-x\nprompt: first\n"),
+            ),
+            (
+                ".ai/tasks/02-second.yaml",
+                Some("addressee: worker-x\nprompt: second\n"),
+            ),
+        ],
+        "two tasks for one addressee",
+    );
+    let config = crate::support::config(data.path(), &db, &repo, "true", "");
+    let (tx, rx) = mpsc::unbounded_channel();
+    let rt = KubeRuntime::connect(&cfg(&server.url), tx).await.unwrap();
+    let mut engine =
+        coding_swarm::engine::Engine::with_runtime(config.clone(), db.store.clone(), rt, rx);
+    coding_swarm::sync::sync_project(
+        &db.store,
+        &config.data_dir,
+        &config.projects[0],
+        &coding_swarm::gitops::GitAuth::new(None),
+    )
+    .await
+    .unwrap();
+    engine.reconcile().await.unwrap();
+    let first = server.api.job_names();
+    assert_eq!(
+        first.len(),
+        1,
+        "one task of the addressee at a time: {first:?}"
+    );
+    let first = first[0].clone();
+    assert!(first.contains("01-first"), "{first}");
+    server.api.start_pod(&first);
+    coding_swarm::steer::stop(&db.store, "proj", "01-first", "test")
+        .await
+        .unwrap();
+    let pod = format!("{first}-x7k2p");
+    let start = Instant::now();
+    let second = loop {
+        engine.reconcile().await.unwrap();
+        let jobs = server.api.job_names();
+        if let Some(second) = jobs.iter().find(|j| j.contains("02-second")) {
+            break second.clone();
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "the next task never started"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert!(
+        server.api.pod(&pod).is_none(),
+        "{second} was launched while the stopped pod still existed"
+    );
+    assert!(
+        start.elapsed() >= Duration::from_secs(2),
+        "{:?}",
+        start.elapsed()
+    );
+    let tasks = db.store.list(&TaskFilter::default()).await.unwrap();
+    let stopped = tasks.iter().find(|t| t.key == "01-first").unwrap();
+    assert_eq!(
+        stopped.result().unwrap().error_class,
+        Some(ErrorClass::Cancelled)
+    );
+}

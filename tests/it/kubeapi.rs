@@ -301,57 +301,32 @@ impl FakeApi {
         Ok(job)
     }
 
-    /// Removes a Job, with its pods when the propagation policy lets the garbage collector
-    /// take them (`Background`, `Foreground`; without a policy a Job's pods are orphaned:
-    /// <https://kubernetes.io/docs/concepts/architecture/garbage-collection/>). `Foreground`
-    /// with pods left: the Job stays, with a `deletionTimestamp` and the `foregroundDeletion`
-    /// finalizer, its pods get a `deletionTimestamp` too, and both go only after the pods'
-    /// termination ([`set_pod_linger`](Self::set_pod_linger) long, as a kubelet stops
-    /// containers); the answer is the Job as it is then ("Foreground cascading deletion").
+    /// Removes a Job, with its pods and ConfigMaps when the propagation policy lets the garbage
+    /// collector take them (`Background`, `Foreground`; without a policy a Job's pods are
+    /// orphaned: <https://kubernetes.io/docs/concepts/architecture/garbage-collection/>). Pods
+    /// take [`set_pod_linger`](Self::set_pod_linger) to terminate, as a kubelet stopping
+    /// containers does, with a `deletionTimestamp` meanwhile. `Background`: the Job goes at
+    /// once, its pods after they terminated. `Foreground` with pods: the Job stays, with a
+    /// `deletionTimestamp` and the `foregroundDeletion` finalizer, until its pods are gone; the
+    /// answer is the Job as it is then ("Foreground cascading deletion").
     fn remove_job(&self, c: &mut Cluster, name: &str, propagation: Option<&str>) -> Option<Value> {
-        let pods_of = |c: &Cluster| -> Vec<String> {
-            c.pods
-                .iter()
-                .filter(|(_, p)| p["metadata"]["labels"]["job-name"] == name)
-                .map(|(n, _)| n.clone())
-                .collect()
-        };
-        if propagation == Some("Foreground") && !pods_of(c).is_empty() {
+        let cascade = matches!(propagation, Some("Background" | "Foreground"));
+        let has_pods = Self::pods_of(c, name).next().is_some();
+        if propagation == Some("Foreground") && has_pods {
             let mut job = c.jobs.get(name)?.clone();
             if job["metadata"]["deletionTimestamp"].is_null() {
                 job["metadata"]["deletionTimestamp"] = json!(TIME);
                 job["metadata"]["finalizers"] = json!(["foregroundDeletion"]);
                 self.record(c, Resource::Jobs, "MODIFIED", &mut job);
                 c.jobs.insert(name.into(), job.clone());
-                for p in pods_of(c) {
-                    let mut pod = c.pods[&p].clone();
-                    pod["metadata"]["deletionTimestamp"] = json!(TIME);
-                    self.record(c, Resource::Pods, "MODIFIED", &mut pod);
-                    c.pods.insert(p, pod);
-                }
-                let (api, name, linger) = (self.clone(), name.to_string(), c.pod_linger);
-                tokio::spawn(async move {
-                    tokio::time::sleep(linger).await;
-                    let mut c = api.cluster.lock().unwrap();
-                    api.remove_job(&mut c, &name, Some("Background"));
-                });
+                self.terminate_pods(c, name, true);
             }
             return Some(job);
         }
         let mut job = c.jobs.remove(name)?;
         self.record(c, Resource::Jobs, "DELETED", &mut job);
-        if matches!(propagation, Some("Background" | "Foreground")) {
-            let pods: Vec<String> = c
-                .pods
-                .iter()
-                .filter(|(_, p)| p["metadata"]["labels"]["job-name"] == name)
-                .map(|(n, _)| n.clone())
-                .collect();
-            for p in pods {
-                if let Some(mut pod) = c.pods.remove(&p) {
-                    self.record(c, Resource::Pods, "DELETED", &mut pod);
-                }
-            }
+        if cascade {
+            self.terminate_pods(c, name, false);
             // The garbage collector takes every dependent, whatever its kind.
             let uid = job["metadata"]["uid"].clone();
             let owned: Vec<String> = c
@@ -373,6 +348,48 @@ impl FakeApi {
         Some(job)
     }
 
+    fn pods_of<'a>(c: &'a Cluster, job: &'a str) -> impl Iterator<Item = String> + 'a {
+        c.pods
+            .iter()
+            .filter(move |(_, p)| p["metadata"]["labels"]["job-name"] == job)
+            .map(|(n, _)| n.clone())
+    }
+
+    /// Deletes the pods of Job `job`: at once without a linger; else they get a
+    /// `deletionTimestamp` and go when it has passed, and then, with `then_job`, the Job.
+    fn terminate_pods(&self, c: &mut Cluster, job: &str, then_job: bool) {
+        let pods: Vec<String> = Self::pods_of(c, job).collect();
+        let linger = c.pod_linger;
+        if linger.is_zero() && !then_job {
+            for p in pods {
+                if let Some(mut pod) = c.pods.remove(&p) {
+                    self.record(c, Resource::Pods, "DELETED", &mut pod);
+                }
+            }
+            return;
+        }
+        for p in &pods {
+            let mut pod = c.pods[p].clone();
+            pod["metadata"]["deletionTimestamp"] = json!(TIME);
+            self.record(c, Resource::Pods, "MODIFIED", &mut pod);
+            c.pods.insert(p.clone(), pod);
+        }
+        let (api, job) = (self.clone(), job.to_string());
+        tokio::spawn(async move {
+            tokio::time::sleep(linger).await;
+            let mut c = api.cluster.lock().unwrap();
+            for p in pods {
+                if let Some(mut pod) = c.pods.remove(&p) {
+                    api.record(&mut c, Resource::Pods, "DELETED", &mut pod);
+                }
+            }
+            if then_job {
+                // The finalizer is done: the Job goes, and its other dependents with it.
+                api.remove_job(&mut c, &job, Some("Background"));
+            }
+        });
+    }
+
     /// A Job that exists before the engine starts (an earlier engine created it), with the
     /// status it has reached if `job` carries one.
     pub fn insert_job(&self, job: Value) {
@@ -382,7 +399,7 @@ impl FakeApi {
         }
     }
 
-    /// How long the pods of a Job deleted in the foreground take to go (default: no time).
+    /// How long the pods of a deleted Job take to terminate (default: no time).
     pub fn set_pod_linger(&self, linger: Duration) {
         self.cluster.lock().unwrap().pod_linger = linger;
     }
@@ -425,6 +442,11 @@ impl FakeApi {
         let mut pod = Self::pod_of(&c, name, json!({"phase": "Running", "startTime": TIME}));
         self.record(&mut c, Resource::Pods, "ADDED", &mut pod);
         c.pods.insert(format!("{name}-x7k2p"), pod);
+    }
+
+    /// The names of the Jobs that exist.
+    pub fn job_names(&self) -> Vec<String> {
+        self.cluster.lock().unwrap().jobs.keys().cloned().collect()
     }
 
     pub fn job(&self, name: &str) -> Option<Value> {
