@@ -251,6 +251,12 @@ fn work(task: &JobSpec, run_dir: &Path, redactor: &mut Redactor, auth: &GitAuth)
                 result.summary = Some("no changes".into());
             }
         }
+        Err(CommitError::Stopped) => {
+            return RunResult {
+                session_id: result.session_id,
+                ..stopped()
+            }
+        }
         Err(CommitError::Secret(message) | CommitError::Invalid(message)) => {
             return RunResult {
                 success: false,
@@ -345,6 +351,8 @@ fn prepare_checkout(
 }
 
 enum CommitError {
+    /// A stop request arrived before the push.
+    Stopped,
     Git(String),
     Secret(String),
     Invalid(String),
@@ -405,6 +413,9 @@ fn commit_and_push(
     check_task_files(repo, start, new_head.id())?;
     let run_order = new_tasks(repo, start, new_head.id())
         .map_err(|e| CommitError::Git(e.message().to_string()))?;
+    if stop::requested() {
+        return Err(CommitError::Stopped);
+    }
     let commit = push_with_replay(task, repo, start, new_head.id(), auth)?;
     Ok(Some(Pushed {
         commit,
