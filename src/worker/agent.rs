@@ -22,6 +22,9 @@ const AGENT_ENV: &[&str] = &[
     "PATH", "LANG", "LANGUAGE", "TERM", "TZ", "USER", "LOGNAME", "SHELL", "TMPDIR",
 ];
 
+/// The most one argument may have on Linux (`MAX_ARG_STRLEN`, 32 pages), terminator included.
+const MAX_ARG_BYTES: usize = 128 * 1024;
+
 /// How long a Claude Code process may linger after its result event.
 const DEFAULT_GRACE: Duration = Duration::from_secs(5);
 
@@ -112,6 +115,16 @@ pub(super) fn run_agent(run: &AgentRun<'_>) -> RunResult {
             a
         }
     };
+    if let Some(arg) = argv.iter().find(|a| a.len() >= MAX_ARG_BYTES) {
+        return RunResult::failure(
+            ErrorClass::Crash,
+            format!(
+                "the command of profile {:?} puts the prompt into one argument ({{prompt}}) of {} bytes, which Linux refuses from {MAX_ARG_BYTES}; read it from standard input, {{prompt_file}} or $SWARM_PROMPT_FILE instead",
+                task.agent_name,
+                arg.len()
+            ),
+        );
+    }
     let mut cmd = Command::new(&argv[0]);
     cmd.env_clear();
     for (k, v) in std::env::vars_os() {

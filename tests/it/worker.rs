@@ -513,6 +513,20 @@ fn a_custom_agent_gets_the_whole_prompt_on_stdin_and_in_its_file() {
         stdin.contains(&t.prompt) && stdin.contains("You are a worker"),
         "role prompt and task"
     );
+    // `{prompt}` puts it into one argument: too long for Linux, said so clearly.
+    let dir = tempfile::tempdir().unwrap();
+    t.agent.command = vec!["echo".into(), "{prompt}".into()];
+    t.prompt = "é".repeat(coding_swarm::spec::Prompt::MAX_CHARS);
+    let result = run_worker(dir.path(), &t);
+    assert_eq!(result.error_class, Some(ErrorClass::Crash), "{result:?}");
+    assert!(
+        result
+            .error
+            .as_deref()
+            .unwrap()
+            .contains("$SWARM_PROMPT_FILE"),
+        "{result:?}"
+    );
 }
 
 /// Live processes (not zombies) of the process group `pgid`.
