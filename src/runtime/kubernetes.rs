@@ -575,9 +575,14 @@ pub fn classify_job(job: &Job, pods: &[Pod], stopped: bool) -> RunResult {
         .and_then(|s| s.terminated.as_ref());
     if let Some(message) = terminated.and_then(|t| t.message.as_deref()) {
         // The worker's result, under the job contract; anything else (a message Kubernetes
-        // wrote itself) falls through to the Job's own conditions below.
+        // wrote itself) falls through to the Job's own conditions below. So does a worker
+        // that says it was stopped when the engine stopped nothing: Kubernetes ended the pod
+        // (its deadline, an eviction), and that is what the run's result must say.
         if serde_json::from_str::<serde_json::Value>(message.trim()).is_ok_and(|v| v.is_object()) {
-            return crate::job::JobResult::read(message.trim().as_bytes());
+            let result = crate::job::JobResult::read(message.trim().as_bytes());
+            if stopped || result.error_class != Some(ErrorClass::Cancelled) {
+                return result;
+            }
         }
     }
     if stopped {

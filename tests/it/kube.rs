@@ -580,7 +580,15 @@ async fn a_timed_out_run_ends_only_once_its_pod_has_stopped() {
             "DeadlineExceeded",
             "Job was active longer than specified deadline",
         ),
-        pod_terminated(143, "Error", None),
+        // The kubelet's SIGTERM stopped the worker, which says so; the run still timed out.
+        pod_terminated(
+            2,
+            "Error",
+            Some(
+                &serde_json::to_string(&RunResult::failure(ErrorClass::Cancelled, "stopped"))
+                    .unwrap(),
+            ),
+        ),
     );
     let c = next(&mut rx).await;
     assert_eq!(
