@@ -811,15 +811,7 @@ async fn an_activation_names_what_its_addressee_runs_next_in_order() {
         "three tasks for one addressee",
     );
     let cfg = crate::support::config(data.path(), &db, &repo, "true", "");
-    let engine = Engine::new(cfg, db.store.clone(), SWARM.into());
-    let (_stop, stop_rx) = tokio::sync::watch::channel(false);
-    tokio::time::timeout(
-        Duration::from_secs(120),
-        engine.run(RunOptions { once: true }, stop_rx),
-    )
-    .await
-    .expect("the engine finishes")
-    .unwrap();
+    crate::support::run_engine_once(cfg, &db.store).await;
     let mut queues = HashMap::new();
     for m in manager_tasks(&db.store).await {
         for item in m.context.clone() {

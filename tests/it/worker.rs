@@ -8,7 +8,6 @@ use std::time::Duration;
 
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use base64::Engine as _;
-use coding_swarm::engine::{Engine, RunOptions};
 use coding_swarm::store::TaskFilter;
 
 use coding_swarm::config::AgentProfile;
@@ -305,15 +304,7 @@ async fn a_secret_in_every_encoding_is_not_pushed_logged_reported_or_recorded() 
         .unwrap()
         .env
         .insert("DEPLOY_TOKEN".into(), SECRET.into());
-    let engine = Engine::new(cfg, db.store.clone(), SWARM.into());
-    let (_stop, stop_rx) = tokio::sync::watch::channel(false);
-    tokio::time::timeout(
-        Duration::from_secs(120),
-        engine.run(RunOptions { once: true }, stop_rx),
-    )
-    .await
-    .expect("the engine finishes")
-    .unwrap();
+    crate::support::run_engine_once(cfg, &db.store).await;
 
     let task = db
         .store
