@@ -650,3 +650,28 @@ fn the_worker_reads_its_task_from_a_mounted_file() {
         Some("from-the-mount\n")
     );
 }
+
+#[test]
+fn what_the_agent_leaves_running_in_its_group_is_ended() {
+    let repo = TestRepo::new();
+    repo.commit(&[("README.md", Some("hello\n"))], "init");
+    let dir = tempfile::tempdir().unwrap();
+    let t = task(
+        &repo,
+        "swarm/job",
+        "sleep 300 >/dev/null 2>&1 & echo $$ > ../agent.pid; echo done",
+    );
+    let result = run_worker(dir.path(), &t);
+    assert!(result.success, "{result:?}");
+    let agent: i32 = std::fs::read_to_string(dir.path().join("agent.pid"))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+    assert_eq!(
+        group_members(agent),
+        Vec::<String>::new(),
+        "the background child is gone"
+    );
+}
