@@ -42,6 +42,13 @@ fn task(repo: &TestRepo, branch: &str, script: &str) -> JobSpec {
     }
 }
 
+/// A repository with one commit: a README.
+fn hello_repo() -> TestRepo {
+    let repo = TestRepo::new();
+    repo.commit(&[("README.md", Some("hello\n"))], "init");
+    repo
+}
+
 /// Runs `swarm worker` on `task` in `dir`, its output in `dir/log` as the local runtime keeps it.
 fn run_worker(dir: &Path, task: &JobSpec) -> RunResult {
     std::fs::write(dir.join("task.json"), serde_json::to_vec(task).unwrap()).unwrap();
@@ -64,8 +71,7 @@ fn run_worker(dir: &Path, task: &JobSpec) -> RunResult {
 
 #[test]
 fn the_worker_commits_and_pushes_the_agents_work_on_a_new_branch() {
-    let repo = TestRepo::new();
-    repo.commit(&[("README.md", Some("hello\n"))], "init");
+    let repo = hello_repo();
     let dir = tempfile::tempdir().unwrap();
     let script = "env > ../agent-env; echo changed >> README.md; mkdir -p new; echo x > new/file.txt; echo all done";
     let result = run_worker(dir.path(), &task(&repo, "swarm/job", script));
@@ -122,8 +128,7 @@ fn the_worker_commits_and_pushes_the_agents_work_on_a_new_branch() {
 
 #[test]
 fn nothing_changed_a_failing_agent_a_missing_command_and_the_default_branch() {
-    let repo = TestRepo::new();
-    repo.commit(&[("README.md", Some("hello\n"))], "init");
+    let repo = hello_repo();
 
     let dir = tempfile::tempdir().unwrap();
     let result = run_worker(dir.path(), &task(&repo, "swarm/review", "echo looks good"));
@@ -245,8 +250,7 @@ fn leaks(text: &str) -> Vec<&'static str> {
 
 #[test]
 fn each_encoding_of_a_configured_secret_is_refused_by_its_name() {
-    let repo = TestRepo::new();
-    repo.commit(&[("README.md", Some("hello\n"))], "init");
+    let repo = hello_repo();
     for (form, command) in FORMS {
         let dir = tempfile::tempdir().unwrap();
         let branch = format!("swarm/{form}");
@@ -482,8 +486,7 @@ fn a_private_key_or_github_token_never_configured_is_refused() {
 
 #[test]
 fn a_custom_agent_gets_the_whole_prompt_on_stdin_and_in_its_file() {
-    let repo = TestRepo::new();
-    repo.commit(&[("README.md", Some("hello\n"))], "init");
+    let repo = hello_repo();
     let dir = tempfile::tempdir().unwrap();
     let mut t = task(
         &repo,
@@ -541,8 +544,7 @@ fn group_members(pgid: i32) -> Vec<String> {
 
 #[test]
 fn sigterm_ends_the_agents_group_and_pushes_nothing() {
-    let repo = TestRepo::new();
-    repo.commit(&[("README.md", Some("hello\n"))], "init");
+    let repo = hello_repo();
     let dir = tempfile::tempdir().unwrap();
     // The agent changes a file, starts a child in the background and waits for a long time.
     let t = task(
@@ -628,8 +630,7 @@ fn sigterm_ends_the_agents_group_and_pushes_nothing() {
 
 #[test]
 fn the_worker_reads_its_task_from_a_mounted_file() {
-    let repo = TestRepo::new();
-    repo.commit(&[("README.md", Some("hello\n"))], "init");
+    let repo = hello_repo();
     let dir = tempfile::tempdir().unwrap();
     let mount = tempfile::tempdir().unwrap();
     let t = task(&repo, "swarm/job", "echo from-the-mount > mounted.txt");
@@ -653,8 +654,7 @@ fn the_worker_reads_its_task_from_a_mounted_file() {
 
 #[test]
 fn what_the_agent_leaves_running_in_its_group_is_ended() {
-    let repo = TestRepo::new();
-    repo.commit(&[("README.md", Some("hello\n"))], "init");
+    let repo = hello_repo();
     let dir = tempfile::tempdir().unwrap();
     let t = task(
         &repo,
