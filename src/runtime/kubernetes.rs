@@ -793,7 +793,18 @@ impl Runtime for KubeRuntime {
                 source: kube::Error::Api(s),
                 ..
             }) if s.code == 409 => {}
-            Err(e) => return Err(e),
+            Err(e) => {
+                // Without its task the pod would wait for the ConfigMap until the deadline: the
+                // Job goes, and the launch fails (the engine tries again).
+                let dp = DeleteParams {
+                    propagation_policy: Some(PropagationPolicy::Background),
+                    ..DeleteParams::default()
+                };
+                if let Err(d) = self.jobs().delete(&launch.run_name, &dp).await {
+                    tracing::warn!(run = %launch.run_name, "cannot delete the Job without its task: {d}");
+                }
+                return Err(e);
+            }
         }
         self.track(&launch).await;
         Ok(())

@@ -428,6 +428,16 @@ async fn forbidden_is_clear_and_throttling_is_retried() {
         .is_file());
     assert!(!rt.is_tracked("run-forbidden"));
 
+    // A Job whose task cannot be stored does not stay behind waiting for it.
+    server.api.fail_next_config_map_creates(&[403]);
+    let err = rt.launch(launch("run-no-task", 600)).await.unwrap_err();
+    assert!(err.to_string().contains("configmaps"), "{err}");
+    assert!(
+        server.api.job("run-no-task").is_none(),
+        "the Job was deleted"
+    );
+    assert!(!rt.is_tracked("run-no-task"));
+
     server.api.fail_next_creates(&[429, 500, 503]);
     rt.launch(launch("run-retried", 600)).await.unwrap();
     created(&server, "run-retried").await;

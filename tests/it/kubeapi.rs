@@ -102,6 +102,8 @@ struct Cluster {
     compacted: u64,
     /// Status codes the next Job creations answer with, in order.
     create_errors: VecDeque<u16>,
+    /// Refusals (403 Forbidden) the next ConfigMap creations answer with, in order.
+    config_map_errors: VecDeque<u16>,
     requests: Vec<Seen>,
     /// Requests, and the answers to lists, in the order they happened.
     journal: Vec<String>,
@@ -453,6 +455,10 @@ impl FakeApi {
         self.cluster.lock().unwrap().jobs.get(name).cloned()
     }
 
+    pub fn fail_next_config_map_creates(&self, codes: &[u16]) {
+        self.cluster.lock().unwrap().config_map_errors.extend(codes);
+    }
+
     pub fn fail_next_creates(&self, codes: &[u16]) {
         self.cluster.lock().unwrap().create_errors.extend(codes);
     }
@@ -721,6 +727,9 @@ async fn handle(
     let config_maps = format!("/api/v1/namespaces/{NS}/configmaps");
     if path == config_maps && method == Method::POST {
         let mut c = api.cluster.lock().unwrap();
+        if let Some(code) = c.config_map_errors.pop_front() {
+            return status(code, "Forbidden", "configmaps is forbidden: User \"system:serviceaccount:coding-swarm:coding-swarm-engine\" cannot create resource \"configmaps\" in API group \"\" in the namespace \"coding-swarm\"", json!({"kind": "configmaps"}));
+        }
         return match api.create_config_map(&mut c, &body) {
             Ok(map) => (StatusCode::CREATED, axum::Json(map)).into_response(),
             Err(refused) => *refused,
