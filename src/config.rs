@@ -124,11 +124,13 @@ impl Default for GitIdentity {
 /// How to run one kind of agent.
 ///
 /// `kind = "command"` (the default) runs `command` as a template. Placeholders: `{prompt}`
-/// (the full prompt), `{prompt_file}` (a file holding it), `{key}`, `{kind}`, `{workdir}` and
-/// `{swarm}` (this binary). Exit code 0 is success; the last line of output is the summary.
+/// (the full prompt, as one argument: only for small prompts), `{prompt_file}` (a file holding
+/// it), `{key}`, `{kind}`, `{workdir}` and `{swarm}` (this binary). The whole prompt is also
+/// on standard input and in the file `$SWARM_PROMPT_FILE`. Exit code 0 is success; the last
+/// line of output is the summary.
 ///
 /// `kind = "claude"` runs the Claude Code CLI headless: `command` is the CLI itself (default
-/// `["claude"]`), the worker adds `-p`, the prompt, `--output-format stream-json --verbose
+/// `["claude"]`), the worker adds `-p` (the prompt comes on standard input), `--output-format stream-json --verbose
 /// --dangerously-skip-permissions`, the caps below and `extra_args`, checks credentials first,
 /// and reads the final `result` event as the outcome.
 #[derive(Debug, Clone, PartialEq, Deserialize, serde::Serialize)]

@@ -55,6 +55,10 @@ enum Command {
         /// Also write a compact result here (Kubernetes keeps it as the termination message).
         #[arg(long)]
         termination_log: Option<PathBuf>,
+        /// Read the task from this file when the run directory has no task.json (a pod's
+        /// mounted ConfigMap).
+        #[arg(long)]
+        task_file: Option<PathBuf>,
     },
     /// The built-in demo agent (deterministic file edits; used by the `demo` profile).
     #[command(hide = true)]
@@ -198,11 +202,21 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Worker {
             run_dir,
             termination_log,
-        } => Ok(ExitCode::from(coding_swarm::worker::run_job(
-            &run_dir,
-            std::env::var("SWARM_TASK_JSON").ok(),
-            termination_log.as_deref(),
-        )?)),
+            task_file,
+        } => {
+            let task_json = match task_file {
+                Some(file) => Some(
+                    std::fs::read_to_string(&file)
+                        .with_context(|| format!("cannot read the task {}", file.display()))?,
+                ),
+                None => std::env::var("SWARM_TASK_JSON").ok(),
+            };
+            Ok(ExitCode::from(coding_swarm::worker::run_job(
+                &run_dir,
+                task_json,
+                termination_log.as_deref(),
+            )?))
+        }
         Command::DemoAgent => {
             let summary = coding_swarm::demo::run_demo_agent(&std::env::current_dir()?)?;
             println!("{summary}");

@@ -14,6 +14,25 @@ use crate::steer::activate;
 use crate::store::{Store, StoreError};
 
 impl<R: Runtime> Engine<R> {
+    /// The pending tasks of `addressee` in `project`, in the order dispatch takes them
+    /// (priority, then age: for the tasks of one commit, key order). At most 20.
+    async fn queue_of(&self, project: &str, addressee: &str) -> Result<Vec<String>, StoreError> {
+        let filter = crate::store::TaskFilter {
+            project: Some(project.to_string()),
+            status: Some(crate::spec::TaskState::Pending),
+            addressee: Some(addressee.to_string()),
+            limit: Some(20),
+            ..crate::store::TaskFilter::default()
+        };
+        Ok(self
+            .store
+            .list(&filter)
+            .await?
+            .into_iter()
+            .map(|t| t.key)
+            .collect())
+    }
+
     /// The green layer's part of a finished run: count it against its epic, read the
     /// manager's verdict, activate the manager with the result, and end the epic when a hard
     /// cap is hit.
@@ -89,7 +108,8 @@ impl<R: Runtime> Engine<R> {
                     .clone()
                     .unwrap_or_else(|| "the run failed".into()),
             },
-            (false, _) => ActivationItem::result(&row.key, Some(&epic_name), result),
+            (false, _) => ActivationItem::result(&row.key, Some(&epic_name), result)
+                .with_queue(self.queue_of(&row.project, &row.addressee).await?),
         };
         let (key, created) = activate(&self.store, project, Some(&epic_name), item).await?;
         tracing::info!(project = %row.project, epic = %epic_name, activation = %key, "project manager {}", if created { "activated" } else { "activation extended" });

@@ -29,6 +29,10 @@ pub enum ActivationItem {
         error_class: Option<String>,
         branch: Option<String>,
         commit: Option<String>,
+        /// The tasks of the same addressee still waiting when it finished, in the order they
+        /// will run.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        queued: Vec<String>,
     },
     /// The manager's own last run failed (for example with invalid task files).
     ManagerFailed { key: String, error: String },
@@ -60,7 +64,16 @@ impl ActivationItem {
             error_class: r.error_class.map(|c| c.as_str().to_string()),
             branch: r.branch.clone(),
             commit: r.commit_sha.clone(),
+            queued: Vec::new(),
         }
+    }
+
+    /// A result with the tasks of its addressee still waiting, in run order.
+    pub fn with_queue(mut self, keys: Vec<String>) -> Self {
+        if let Self::Result { queued, .. } = &mut self {
+            *queued = keys;
+        }
+        self
     }
 }
 
@@ -79,6 +92,7 @@ pub fn render(items: &[ActivationItem]) -> String {
                 error_class,
                 branch,
                 commit,
+                queued,
             } => {
                 out.push_str(&format!(
                     "## Task `{key}` {}{}\n",
@@ -106,6 +120,13 @@ pub fn render(items: &[ActivationItem]) -> String {
                     out.push_str(&format!("- summary: {s}\n"));
                 }
                 out.push_str(&format!("- status file: `.ai/status/{key}.yaml`\n"));
+                if !queued.is_empty() {
+                    let keys: Vec<String> = queued.iter().map(|k| format!("`{k}`")).collect();
+                    out.push_str(&format!(
+                        "- next for its addressee, in this order: {}\n",
+                        keys.join(", then ")
+                    ));
+                }
             }
             ActivationItem::ManagerFailed { key, error } => {
                 out.push_str(&format!("## Your last run (`{key}`) FAILED\n\n{error}\n\nFix what it says; task files must validate.\n"));
@@ -506,7 +527,8 @@ mod tests {
                     commit_sha: Some("abc".into()),
                     ..RunResult::default()
                 },
-            ),
+            )
+            .with_queue(vec!["add-test".into(), "fix".into()]),
             ActivationItem::ManagerFailed {
                 key: "plan-1".into(),
                 error: ".ai/tasks/x.yaml:3:1: unknown field `bogus`".into(),
@@ -523,6 +545,7 @@ mod tests {
             "Task `impl-a` succeeded (epic e)",
             "swarm/impl-a` at abc",
             "summary: did a",
+            "next for its addressee, in this order: `add-test`, then `fix`",
             "FAILED",
             "unknown field `bogus`",
             "Ann",

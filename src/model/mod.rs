@@ -6,6 +6,7 @@
 pub mod event;
 pub mod green;
 mod names;
+pub mod order;
 pub mod outcome;
 pub mod plan;
 pub mod role;
@@ -15,6 +16,7 @@ pub mod transition;
 pub use event::{EventKind, EventRow, NewEvent};
 pub use green::{ActivationItem, EpicChange, EpicCount, EpicRow, EpicState};
 pub use names::run_name;
+pub use order::{describe_run_order, run_order};
 pub use outcome::{decide, Outcome, RetryPolicy, MAX_REQUEUES};
 pub use plan::{plan_sync, FileChange, SyncPlan};
 pub use role::{Role, MANAGER_TRAILER};

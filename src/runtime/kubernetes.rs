@@ -1,4 +1,5 @@
-//! The `kubernetes` runtime: one Job per run, built here (pure: [`build_job`]) and created
+//! The `kubernetes` runtime: one Job per run, with its task in a ConfigMap the Job owns, built
+//! here (pure: [`build_job`], [`build_task_config_map`]) and created
 //! through a rate-limited kube client; a watch on the engine's Jobs turns their ends into
 //! results, from the worker's termination message or, when there is none, from what
 //! Kubernetes says went wrong (deadline, OOM kill, eviction, image pull, deletion).
@@ -10,11 +11,11 @@ use std::time::Duration;
 use futures::StreamExt;
 use k8s_openapi::api::batch::v1::{Job, JobSpec};
 use k8s_openapi::api::core::v1::{
-    Capabilities, Container, EmptyDirVolumeSource, EnvFromSource, EnvVar, Pod, PodSecurityContext,
-    PodSpec, PodTemplateSpec, SeccompProfile, SecretEnvSource, SecurityContext, Volume,
-    VolumeMount,
+    Capabilities, ConfigMap, ConfigMapVolumeSource, Container, EmptyDirVolumeSource, EnvFromSource,
+    EnvVar, Pod, PodSecurityContext, PodSpec, PodTemplateSpec, SeccompProfile, SecretEnvSource,
+    SecurityContext, Volume, VolumeMount,
 };
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
 use kube::api::{Api, DeleteParams, ListParams, LogParams, PostParams, PropagationPolicy};
 use kube::runtime::watcher::{self, Event};
 use kube::runtime::WatchStreamExt;
@@ -36,6 +37,8 @@ const CONTAINER: &str = "worker";
 /// How often tracked runs are checked beside the watch.
 const SWEEP: Duration = Duration::from_secs(5);
 const WORKSPACE: &str = "/workspace";
+/// Where the run's ConfigMap (its `task.json`) is mounted, read-only.
+pub const TASK_MOUNT: &str = "/etc/coding-swarm/task";
 
 /// A label value: at most 63 characters, alphanumeric at both ends.
 fn label_value(s: &str) -> String {
@@ -55,17 +58,51 @@ fn label_value(s: &str) -> String {
         .to_string()
 }
 
-/// The Job of a run. No secret value is in it: credentials reach the pod only through
-/// `envFrom` the configured Secret, and the task carries `${NAME}` references, not values.
-pub fn build_job(launch: &Launch, cfg: &KubernetesConfig) -> Job {
-    let t = &launch.task;
-    let labels = BTreeMap::from([
+fn run_labels(t: &crate::job::JobSpec) -> BTreeMap<String, String> {
+    BTreeMap::from([
         (MANAGED_BY.to_string(), "coding-swarm".to_string()),
         (LABEL_PROJECT.to_string(), label_value(&t.project)),
         (LABEL_TASK.to_string(), label_value(&t.key)),
         (LABEL_GENERATION.to_string(), t.generation.to_string()),
         (LABEL_ATTEMPT.to_string(), t.attempt.to_string()),
-    ]);
+    ])
+}
+
+/// The run's ConfigMap: its task as `task.json`, mounted into the pod, so a task of any valid
+/// size reaches the worker (one environment variable would be limited to 128 KiB). Named like
+/// the Job and owned by it, so Kubernetes deletes it with the Job. No secret value is in it:
+/// the task carries `${NAME}` references.
+pub fn build_task_config_map(launch: &Launch, cfg: &KubernetesConfig, job_uid: &str) -> ConfigMap {
+    let t = &launch.task;
+    ConfigMap {
+        metadata: ObjectMeta {
+            name: Some(launch.run_name.clone()),
+            namespace: Some(cfg.namespace.clone()),
+            labels: Some(run_labels(t)),
+            owner_references: Some(vec![OwnerReference {
+                api_version: "batch/v1".into(),
+                kind: "Job".into(),
+                name: launch.run_name.clone(),
+                uid: job_uid.to_string(),
+                ..OwnerReference::default()
+            }]),
+            ..ObjectMeta::default()
+        },
+        data: Some(BTreeMap::from([(
+            crate::job::TASK_FILE.to_string(),
+            String::from_utf8(t.to_json()).unwrap_or_default(),
+        )])),
+        immutable: Some(true),
+        ..ConfigMap::default()
+    }
+}
+
+/// The Job of a run. No secret value is in it: credentials reach the pod only through
+/// `envFrom` the configured Secret; the task comes from the run's ConfigMap
+/// ([`build_task_config_map`]) and carries `${NAME}` references, not values.
+pub fn build_job(launch: &Launch, cfg: &KubernetesConfig) -> Job {
+    let t = &launch.task;
+    let labels = run_labels(t);
     let annotations = BTreeMap::from([
         ("coding-swarm/project".to_string(), t.project.clone()),
         ("coding-swarm/task".to_string(), t.key.clone()),
@@ -75,7 +112,6 @@ pub fn build_job(launch: &Launch, cfg: &KubernetesConfig) -> Job {
         ),
     ]);
     let timeout = (launch.deadline - chrono::Utc::now()).num_seconds().max(1);
-    let task_json = String::from_utf8(t.to_json()).unwrap_or_default();
     let container = Container {
         name: CONTAINER.into(),
         image: Some(cfg.image.clone()),
@@ -85,19 +121,14 @@ pub fn build_job(launch: &Launch, cfg: &KubernetesConfig) -> Job {
             format!("{WORKSPACE}/run"),
             "--termination-log".into(),
             TERMINATION_LOG.into(),
+            "--task-file".into(),
+            format!("{TASK_MOUNT}/{}", crate::job::TASK_FILE),
         ]),
-        env: Some(vec![
-            EnvVar {
-                name: "SWARM_TASK_JSON".into(),
-                value: Some(task_json),
-                ..EnvVar::default()
-            },
-            EnvVar {
-                name: "HOME".into(),
-                value: Some(format!("{WORKSPACE}/home")),
-                ..EnvVar::default()
-            },
-        ]),
+        env: Some(vec![EnvVar {
+            name: "HOME".into(),
+            value: Some(format!("{WORKSPACE}/home")),
+            ..EnvVar::default()
+        }]),
         env_from: Some(vec![EnvFromSource {
             secret_ref: Some(SecretEnvSource {
                 name: cfg.secret.clone(),
@@ -123,11 +154,19 @@ pub fn build_job(launch: &Launch, cfg: &KubernetesConfig) -> Job {
         }),
         termination_message_path: Some(TERMINATION_LOG.into()),
         termination_message_policy: Some("File".into()),
-        volume_mounts: Some(vec![VolumeMount {
-            name: "workspace".into(),
-            mount_path: WORKSPACE.into(),
-            ..VolumeMount::default()
-        }]),
+        volume_mounts: Some(vec![
+            VolumeMount {
+                name: "workspace".into(),
+                mount_path: WORKSPACE.into(),
+                ..VolumeMount::default()
+            },
+            VolumeMount {
+                name: "task".into(),
+                mount_path: TASK_MOUNT.into(),
+                read_only: Some(true),
+                ..VolumeMount::default()
+            },
+        ]),
         working_dir: Some(WORKSPACE.into()),
         ..Container::default()
     };
@@ -165,11 +204,22 @@ pub fn build_job(launch: &Launch, cfg: &KubernetesConfig) -> Job {
                         ..PodSecurityContext::default()
                     }),
                     containers: vec![container],
-                    volumes: Some(vec![Volume {
-                        name: "workspace".into(),
-                        empty_dir: Some(EmptyDirVolumeSource::default()),
-                        ..Volume::default()
-                    }]),
+                    volumes: Some(vec![
+                        Volume {
+                            name: "workspace".into(),
+                            empty_dir: Some(EmptyDirVolumeSource::default()),
+                            ..Volume::default()
+                        },
+                        Volume {
+                            name: "task".into(),
+                            config_map: Some(ConfigMapVolumeSource {
+                                name: launch.run_name.clone(),
+                                optional: Some(false),
+                                ..ConfigMapVolumeSource::default()
+                            }),
+                            ..Volume::default()
+                        },
+                    ]),
                     node_selector: (!cfg.node_selector.is_empty())
                         .then(|| cfg.node_selector.clone()),
                     tolerations: (!cfg.tolerations.is_empty()).then(|| cfg.tolerations.clone()),
@@ -255,6 +305,10 @@ impl KubeRuntime {
         Api::namespaced(self.client.clone(), &self.namespace)
     }
 
+    fn config_maps(&self) -> Api<ConfigMap> {
+        Api::namespaced(self.client.clone(), &self.namespace)
+    }
+
     fn pods(&self) -> Api<Pod> {
         Api::namespaced(self.client.clone(), &self.namespace)
     }
@@ -335,8 +389,8 @@ impl KubeRuntime {
         }
         let tracked = {
             let mut st = self.state.lock().unwrap_or_else(|p| p.into_inner());
-            match st.runs.remove(&name) {
-                Some(t) => Some(t),
+            match st.runs.get(&name) {
+                Some(t) => Some(*t),
                 None => {
                     // Only useful right after a start; bounded so it cannot grow for ever.
                     if st.ended.len() > 10_000 {
@@ -348,7 +402,24 @@ impl KubeRuntime {
             }
         };
         if let Some(t) = tracked {
-            let result = self.result_of(&job, t.stop).await;
+            let pods = self.pods_of(&name).await;
+            if let Some(alive) = pods.iter().find(|p| pod_alive(p)) {
+                // A Job past its deadline is Failed while its pod is still being stopped: the
+                // run ends when the pod has (the sweep looks again).
+                tracing::info!(run = %name, pod = ?alive.metadata.name, "the Job ended; waiting for its pod to stop");
+                return;
+            }
+            if self
+                .state
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .runs
+                .remove(&name)
+                .is_none()
+            {
+                return;
+            }
+            let result = classify_job(&job, &pods, t.stop);
             let _ = self.completions.send(Completion {
                 task_id: t.task_id,
                 attempt: t.attempt,
@@ -394,7 +465,13 @@ impl KubeRuntime {
     /// the failure Kubernetes reports.
     async fn result_of(&self, job: &Job, stopped: bool) -> RunResult {
         let name = job.metadata.name.clone().unwrap_or_default();
-        let pods = retry(&format!("list the pods of Job {name}"), || {
+        let pods = self.pods_of(&name).await;
+        classify_job(job, &pods, stopped)
+    }
+
+    /// The pods of Job `name` (none when they cannot be listed).
+    async fn pods_of(&self, name: &str) -> Vec<Pod> {
+        retry(&format!("list the pods of Job {name}"), || {
             let (api, lp) = (
                 self.pods(),
                 ListParams::default().labels(&format!("job-name={name}")),
@@ -403,8 +480,7 @@ impl KubeRuntime {
         })
         .await
         .map(|l| l.items)
-        .unwrap_or_default();
-        classify_job(job, &pods, stopped)
+        .unwrap_or_default()
     }
 
     /// Begins tracking; completes at once when the Job ended before anyone tracked it.
@@ -457,6 +533,21 @@ impl KubeRuntime {
     }
 }
 
+/// Whether a pod's worker may still be running: the pod is `Running`, or one of its
+/// containers is. A pod being deleted counts until it is gone or its containers have stopped;
+/// a `Pending` one whose containers never started (an image that cannot be pulled) does not.
+pub fn pod_alive(pod: &Pod) -> bool {
+    let Some(status) = &pod.status else {
+        return false;
+    };
+    status.phase.as_deref() == Some("Running")
+        || status
+            .container_statuses
+            .iter()
+            .flatten()
+            .any(|c| c.state.as_ref().is_some_and(|s| s.running.is_some()))
+}
+
 /// Whether a Job has ended.
 pub fn finished(job: &Job) -> bool {
     let Some(status) = &job.status else {
@@ -484,9 +575,14 @@ pub fn classify_job(job: &Job, pods: &[Pod], stopped: bool) -> RunResult {
         .and_then(|s| s.terminated.as_ref());
     if let Some(message) = terminated.and_then(|t| t.message.as_deref()) {
         // The worker's result, under the job contract; anything else (a message Kubernetes
-        // wrote itself) falls through to the Job's own conditions below.
+        // wrote itself) falls through to the Job's own conditions below. So does a worker
+        // that says it was stopped when the engine stopped nothing: Kubernetes ended the pod
+        // (its deadline, an eviction), and that is what the run's result must say.
         if serde_json::from_str::<serde_json::Value>(message.trim()).is_ok_and(|v| v.is_object()) {
-            return crate::job::JobResult::read(message.trim().as_bytes());
+            let result = crate::job::JobResult::read(message.trim().as_bytes());
+            if stopped || result.error_class != Some(ErrorClass::Cancelled) {
+                return result;
+            }
         }
     }
     if stopped {
@@ -656,23 +752,59 @@ impl Runtime for KubeRuntime {
             return Ok(());
         }
         let job = build_job(&launch, &self.cfg);
-        match retry(&format!("create Job {}", launch.run_name), || {
+        let created = match retry(&format!("create Job {}", launch.run_name), || {
             let (api, job) = (self.jobs(), job.clone());
             async move { api.create(&PostParams::default(), &job).await }
         })
         .await
         {
-            Ok(_) => {}
+            Ok(job) => job,
             Err(RuntimeError::Kube {
                 source: kube::Error::Api(s),
                 ..
             }) if s.code == 409 => {
                 // It exists: an earlier engine created it. Adopt it.
                 tracing::info!(run = %launch.run_name, "adopting an existing Job");
-                let mut st = self.state.lock().unwrap_or_else(|p| p.into_inner());
-                st.ended.insert(launch.run_name.clone());
+                self.state
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .ended
+                    .insert(launch.run_name.clone());
+                retry(&format!("read Job {}", launch.run_name), || {
+                    let (api, name) = (self.jobs(), launch.run_name.clone());
+                    async move { api.get(&name).await }
+                })
+                .await?
             }
             Err(e) => return Err(e),
+        };
+        // The task, in a ConfigMap the Job owns; the pod waits for it to appear.
+        let uid = created.metadata.uid.clone().unwrap_or_default();
+        let map = build_task_config_map(&launch, &self.cfg, &uid);
+        match retry(&format!("create ConfigMap {}", launch.run_name), || {
+            let (api, map) = (self.config_maps(), map.clone());
+            async move { api.create(&PostParams::default(), &map).await }
+        })
+        .await
+        {
+            Ok(_) => {}
+            // An earlier engine made it, with the same task.
+            Err(RuntimeError::Kube {
+                source: kube::Error::Api(s),
+                ..
+            }) if s.code == 409 => {}
+            Err(e) => {
+                // Without its task the pod would wait for the ConfigMap until the deadline: the
+                // Job goes, and the launch fails (the engine tries again).
+                let dp = DeleteParams {
+                    propagation_policy: Some(PropagationPolicy::Background),
+                    ..DeleteParams::default()
+                };
+                if let Err(d) = self.jobs().delete(&launch.run_name, &dp).await {
+                    tracing::warn!(run = %launch.run_name, "cannot delete the Job without its task: {d}");
+                }
+                return Err(e);
+            }
         }
         self.track(&launch).await;
         Ok(())
@@ -686,8 +818,11 @@ impl Runtime for KubeRuntime {
                 _ => return,
             }
         }
+        // In the foreground: the Job stays (with a deletionTimestamp) until its pods are gone,
+        // and its deletion, the run's end, is seen only then. The addressee's next task cannot
+        // start while this one's agent still runs.
         let dp = DeleteParams {
-            propagation_policy: Some(PropagationPolicy::Background),
+            propagation_policy: Some(PropagationPolicy::Foreground),
             ..DeleteParams::default()
         };
         if let Err(e) = retry(&format!("delete Job {run_name}"), || {

@@ -311,7 +311,15 @@ impl LocalRuntime {
             RunResult::failure(ErrorClass::Cancelled, "the run was stopped")
         } else {
             match std::fs::read(dir.join(RESULT_FILE)) {
-                Ok(bytes) => JobResult::read(&bytes),
+                // Stopped by a signal this engine did not send (a person, a shutdown): not a
+                // decision to cancel the task, so it is retried.
+                Ok(bytes) => match JobResult::read(&bytes) {
+                    r if r.error_class == Some(ErrorClass::Cancelled) => RunResult::failure(
+                        ErrorClass::Infrastructure,
+                        "the worker was stopped by a signal the engine did not send",
+                    ),
+                    r => r,
+                },
                 Err(_) => RunResult::failure(
                     ErrorClass::Infrastructure,
                     match exit {

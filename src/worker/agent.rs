@@ -1,11 +1,14 @@
 //! Running an agent: its command line, a clean environment (an allow-list plus the profile's
-//! env) with its own HOME, no stdin, output to the run's log (redacted) with a tail kept, and
-//! for Claude Code the stream read up to its result event. I/O.
+//! env) with its own HOME, the prompt on stdin, output to the run's log (redacted) with a tail
+//! kept, and for Claude Code the stream read up to its result event. I/O.
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Write};
+use std::os::unix::process::CommandExt;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::claude::{self, StreamState};
@@ -39,6 +42,9 @@ const AGENT_ENV: &[&str] = &[
     "NODE_EXTRA_CA_CERTS",
     "GIT_SSL_CAINFO",
 ];
+
+/// The most one argument may have on Linux (`MAX_ARG_STRLEN`, 32 pages), terminator included.
+const MAX_ARG_BYTES: usize = 128 * 1024;
 
 /// How long a Claude Code process may linger after its result event.
 const DEFAULT_GRACE: Duration = Duration::from_secs(5);
@@ -126,10 +132,20 @@ pub(super) fn run_agent(run: &AgentRun<'_>) -> RunResult {
             if a.is_empty() {
                 a.push("claude".into());
             }
-            a.extend(claude::args(&task.agent, run.prompt));
+            a.extend(claude::args(&task.agent));
             a
         }
     };
+    if let Some(arg) = argv.iter().find(|a| a.len() >= MAX_ARG_BYTES) {
+        return RunResult::failure(
+            ErrorClass::Crash,
+            format!(
+                "the command of profile {:?} puts the prompt into one argument ({{prompt}}) of {} bytes, which Linux refuses from {MAX_ARG_BYTES}; read it from standard input, {{prompt_file}} or $SWARM_PROMPT_FILE instead",
+                task.agent_name,
+                arg.len()
+            ),
+        );
+    }
     let mut cmd = Command::new(&argv[0]);
     cmd.env_clear();
     for (k, v) in std::env::vars_os() {
@@ -143,9 +159,22 @@ pub(super) fn run_agent(run: &AgentRun<'_>) -> RunResult {
             cmd.env(k, v);
         }
     }
+    // The prompt comes on standard input, from its file: never as one argument or variable,
+    // which Linux limits to 128 KiB each.
+    let stdin = match std::fs::File::open(run.prompt_file) {
+        Ok(f) => f,
+        Err(e) => {
+            return RunResult::failure(
+                ErrorClass::Crash,
+                format!("cannot open the prompt file: {e}"),
+            )
+        }
+    };
+    // Its own process group, so that a stop ends the agent with everything it started.
+    cmd.process_group(0);
     cmd.args(&argv[1..])
         .current_dir(run.checkout)
-        .stdin(Stdio::null())
+        .stdin(stdin)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .env("HOME", run.home)
@@ -175,6 +204,36 @@ pub(super) fn run_agent(run: &AgentRun<'_>) -> RunResult {
             )
         }
     };
+    let pgid = child.id() as i32;
+    // A stop request ends the agent's group at once; the reads below then see its end.
+    let watching = Arc::new(AtomicBool::new(true));
+    let watcher = std::thread::spawn({
+        let watching = watching.clone();
+        move || {
+            while watching.load(Ordering::SeqCst) {
+                if super::stop::requested() {
+                    tracing::info!("stop requested; ending the agent");
+                    super::stop::end_group(pgid, Duration::from_secs(2));
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
+    });
+    let result = follow(run, &mut child);
+    watching.store(false, Ordering::SeqCst);
+    let _ = watcher.join();
+    // Whatever the agent left running in its group ends with it.
+    let _ = nix::sys::signal::killpg(
+        nix::unistd::Pid::from_raw(pgid),
+        nix::sys::signal::Signal::SIGKILL,
+    );
+    result
+}
+
+/// Reads the running agent's output to its end (or its result event) and makes the result.
+fn follow(run: &AgentRun<'_>, child: &mut Child) -> RunResult {
+    let task = run.task;
     // stderr goes to the log (redacted) with its tail kept.
     let stderr = child.stderr.take();
     let mut err_lines = run.redactor.lines();
@@ -226,7 +285,7 @@ pub(super) fn run_agent(run: &AgentRun<'_>) -> RunResult {
         );
     }
     let grace = task.agent.grace.unwrap_or(DEFAULT_GRACE);
-    let exit_ok = match wait_or_kill(&mut child, if claude { grace } else { Duration::MAX }) {
+    let exit_ok = match wait_or_kill(child, if claude { grace } else { Duration::MAX }) {
         Ok(ok) => ok,
         Err(e) => {
             return RunResult::failure(ErrorClass::Crash, format!("cannot wait for the agent: {e}"))

@@ -62,9 +62,11 @@ pub fn safety_check(
     ))
 }
 
-/// The CLI's arguments after the program: print mode with the prompt, stream-json output,
-/// no permission prompts, the profile's caps and extra arguments.
-pub fn args(profile: &AgentSettings, prompt: &str) -> Vec<String> {
+/// The CLI's arguments after the program: print mode, stream-json output, no permission
+/// prompts, the profile's caps and extra arguments. No prompt: `claude -p` without a prompt
+/// argument reads it from standard input, where the worker gives it the prompt file (one
+/// argument of 128 KiB or more is refused by Linux with E2BIG).
+pub fn args(profile: &AgentSettings) -> Vec<String> {
     let mut a: Vec<String> = vec![
         "-p".into(),
         "--output-format".into(),
@@ -82,9 +84,6 @@ pub fn args(profile: &AgentSettings, prompt: &str) -> Vec<String> {
         a.extend(["--model".into(), m.clone()]);
     }
     a.extend(profile.extra_args.iter().cloned());
-    // The prompt last, after `--`: a prompt that starts with `-` (a role prompt with front
-    // matter, say) is text, not an option.
-    a.extend(["--".into(), prompt.into()]);
     a
 }
 
@@ -445,12 +444,12 @@ mod tests {
         p.max_budget_usd = Some(1.5);
         p.model = Some("opus".into());
         p.extra_args = vec!["--add-dir".into(), "/x".into()];
-        let a = args(&p, "-- do it");
+        let a = args(&p);
         assert_eq!(a[0], "-p");
         assert_eq!(
-            &a[a.len() - 2..],
-            ["--", "-- do it"],
-            "the prompt comes last, after --"
+            a.last().map(String::as_str),
+            Some("/x"),
+            "no prompt argument: it comes on standard input"
         );
         let joined = a.join(" ");
         for want in [

@@ -6,6 +6,7 @@ mod agent;
 pub mod claude;
 mod git_guard;
 pub mod prompts;
+mod stop;
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
@@ -28,6 +29,7 @@ pub fn run_job(
     task_json: Option<String>,
     termination_log: Option<&Path>,
 ) -> std::io::Result<u8> {
+    stop::install();
     std::fs::create_dir_all(run_dir)?;
     let run_dir = resolve_run_dir(run_dir);
     let task_file = run_dir.join(TASK_FILE);
@@ -164,6 +166,9 @@ fn work(task: &JobSpec, run_dir: &Path, redactor: &mut Redactor, auth: &GitAuth)
     } else {
         None
     };
+    if stop::requested() {
+        return stopped();
+    }
     let checkout = run_dir.join("checkout");
     let _ = std::fs::remove_dir_all(&checkout);
     let (repo, start) = match prepare_checkout(task, &checkout, auth) {
@@ -212,6 +217,13 @@ fn work(task: &JobSpec, run_dir: &Path, redactor: &mut Redactor, auth: &GitAuth)
         redactor,
     };
     let mut result = agent::run_agent(&run);
+    if stop::requested() {
+        // Stopped: the agent's group is ended, and nothing of its work is pushed.
+        return RunResult {
+            session_id: result.session_id,
+            ..stopped()
+        };
+    }
     if matches!(
         result.error_class,
         Some(ErrorClass::MissingCli | ErrorClass::BillingGuard)
@@ -241,13 +253,28 @@ fn work(task: &JobSpec, run_dir: &Path, redactor: &mut Redactor, auth: &GitAuth)
     let auth = &auth.only_for(&task.repo);
     // Whatever the agent did is kept, success or not: a failed attempt's work is evidence.
     match commit_and_push(task, &repo, start, redactor, auth) {
-        Ok(Some(commit)) => {
+        Ok(Some(pushed)) => {
             result.changed = true;
-            result.commit_sha = Some(commit);
+            result.commit_sha = Some(pushed.commit);
+            if let Some(order) = pushed.run_order {
+                // The manager's next activation shows in which order its new tasks will run.
+                result.summary = Some(match result.summary.take() {
+                    Some(summary) if !summary.trim().is_empty() => {
+                        format!("{}\n\n{order}", summary.trim_end())
+                    }
+                    _ => order,
+                });
+            }
         }
         Ok(None) => {
             if result.success && result.summary.is_none() {
                 result.summary = Some("no changes".into());
+            }
+        }
+        Err(CommitError::Stopped) => {
+            return RunResult {
+                session_id: result.session_id,
+                ..stopped()
             }
         }
         Err(CommitError::Secret(message) | CommitError::Invalid(message)) => {
@@ -279,6 +306,14 @@ fn work(task: &JobSpec, run_dir: &Path, redactor: &mut Redactor, auth: &GitAuth)
         }
     }
     result
+}
+
+/// The result of a run asked to stop.
+fn stopped() -> RunResult {
+    RunResult::failure(
+        ErrorClass::Cancelled,
+        "the run was stopped (the worker got SIGTERM); the agent was ended and nothing was pushed",
+    )
 }
 
 /// Clones the repository and checks out the task's branch: the remote's, if it exists, else a
@@ -334,9 +369,17 @@ fn prepare_checkout(
 }
 
 enum CommitError {
+    /// A stop request arrived before the push.
+    Stopped,
     Git(String),
     Secret(String),
     Invalid(String),
+}
+
+/// What a run pushed: its head, and the order its new task files will run in, if it added any.
+struct Pushed {
+    commit: String,
+    run_order: Option<String>,
 }
 
 /// Commits every change left in the work tree (if any) and pushes the branch when it moved
@@ -348,7 +391,7 @@ fn commit_and_push(
     start: git2::Oid,
     redactor: &Redactor,
     auth: &GitAuth,
-) -> Result<Option<String>, CommitError> {
+) -> Result<Option<Pushed>, CommitError> {
     let m = |e: git2::Error| CommitError::Git(e.message().to_string());
     let mut index = repo.index().map_err(m)?;
     index
@@ -386,7 +429,38 @@ fn commit_and_push(
     }
     check_for_secrets(repo, start, new_head.id(), redactor)?;
     check_task_files(repo, start, new_head.id())?;
-    push_with_replay(task, repo, start, new_head.id(), auth).map(Some)
+    let run_order = new_tasks(repo, start, new_head.id())
+        .map_err(|e| CommitError::Git(e.message().to_string()))?;
+    if stop::requested() {
+        return Err(CommitError::Stopped);
+    }
+    let commit = push_with_replay(task, repo, start, new_head.id(), auth)?;
+    Ok(Some(Pushed {
+        commit,
+        run_order: crate::model::describe_run_order(&run_order),
+    }))
+}
+
+/// The task files that exist at `head` and did not at `start` (already validated), parsed.
+fn new_tasks(
+    repo: &git2::Repository,
+    start: git2::Oid,
+    head: git2::Oid,
+) -> Result<Vec<(crate::spec::TaskKey, crate::spec::TaskSpec)>, git2::Error> {
+    let before = repo.find_commit(start)?.tree()?;
+    let mut out = Vec::new();
+    for (path, content) in gitops::changed_paths(repo, start, head, crate::spec::TASKS_DIR)? {
+        if before.get_path(Path::new(&path)).is_ok() {
+            continue;
+        }
+        if let (Some(Ok(key)), Ok(spec)) = (
+            crate::spec::task_key_of_path(&path),
+            crate::spec::parse_task(&content),
+        ) {
+            out.push((key, spec));
+        }
+    }
+    Ok(out)
 }
 
 /// Pushes `head`; when the branch moved meanwhile (the engine's status commits land on the

@@ -577,3 +577,122 @@ async fn a_run_past_its_timeout_leaves_no_process_behind() {
     let left = processes_in(dir.path());
     assert!(left.is_empty(), "processes survived the timeout: {left:?}");
 }
+
+/// Text of exactly `len` characters that starts with `head` and ends with `tail`, with lines.
+fn filler(head: &str, tail: &str, len: usize) -> String {
+    let mut s = String::from(head);
+    let line = "lorem ipsum dolor sit amet, consectetur adipiscing elit\n";
+    while s.len() + line.len() + tail.len() <= len {
+        s.push_str(line);
+    }
+    while s.len() + tail.len() < len {
+        s.push('.');
+    }
+    s.push_str(tail);
+    s
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_prompt_at_the_limits_reaches_the_model_whole() {
+    let server = ModelServer::start(vec![Step::text("Read it all.")]).await;
+    let repo = TestRepo::new();
+    // The largest role prompt override the worker reads (64 KiB), and a task prompt at the
+    // validator's limit: together far beyond the 128 KiB Linux allows one argument.
+    let role = filler("ROLE-BEGIN\n", "\nROLE-END", 64 * 1024);
+    repo.commit(
+        &[
+            ("README.md", Some("# project\n")),
+            (".ai/prompts/implement.md", Some(&role)),
+        ],
+        "init",
+    );
+    let mut t = task(&repo, profile(&server));
+    t.prompt = filler(
+        "TASK-BEGIN\n",
+        "\nTASK-END",
+        coding_swarm::spec::Prompt::MAX_CHARS,
+    );
+    let prompt = t.prompt.clone();
+    let file = format!(
+        "addressee: w\nprompt: |-\n  {}\n",
+        prompt.replace('\n', "\n  ")
+    );
+    assert!(
+        coding_swarm::spec::parse_task(file.as_bytes()).is_ok(),
+        "the prompt is within the validator's limit"
+    );
+    succeeded(t).await;
+    let requests = server.messages_requests();
+    let first = requests
+        .iter()
+        .find(|r| r.body.to_string().contains("TASK-BEGIN"))
+        .expect("the task reached the model");
+    // Every text the CLI sent, joined: the whole role prompt and the whole task are in it.
+    let mut sent = String::new();
+    collect_text(&first.body["messages"], &mut sent);
+    assert!(sent.contains(role.trim_end()), "the whole role prompt");
+    assert!(sent.contains(&prompt), "the whole task prompt");
+}
+
+fn collect_text(v: &serde_json::Value, out: &mut String) {
+    match v {
+        serde_json::Value::String(s) => out.push_str(s),
+        serde_json::Value::Array(a) => a.iter().for_each(|x| collect_text(x, out)),
+        serde_json::Value::Object(m) => m.values().for_each(|x| collect_text(x, out)),
+        _ => {}
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_managers_result_names_the_order_its_new_tasks_will_run_in() {
+    let server = ModelServer::start(vec![
+        Step::tool("Write", json!({"file_path": "{cwd}/.ai/tasks/fix.yaml",
+            "content": "addressee: worker-login\nprompt: Fix the login bug.\nkind: implement\n"})),
+        Step::tool("Write", json!({"file_path": "{cwd}/.ai/tasks/add-test.yaml",
+            "content": "addressee: worker-login\nprompt: Add a test for the login bug.\nkind: test\n"})),
+        Step::tool("Write", json!({"file_path": "{cwd}/.ai/tasks/docs.yaml",
+            "content": "addressee: worker-docs\nprompt: Document the login.\n"})),
+        Step::text("Planned the fix and its test."),
+    ])
+    .await;
+    let repo = repo();
+    let mut t = task(&repo, profile(&server));
+    t.key = "activation".into();
+    t.kind = Some("epic".into());
+    t.branch = "main".into();
+    t.prompt = "Fix the login bug, with a test.".into();
+    let result = succeeded(t).await;
+    assert!(repo.read("main", ".ai/tasks/fix.yaml").is_some(), "pushed");
+    let summary = result.summary.unwrap();
+    assert!(
+        summary.starts_with("Planned the fix and its test.")
+            && summary.ends_with(
+                "New tasks, in the order they will run:\n- worker-docs: docs\n- worker-login: add-test, then fix"
+            ),
+        "{summary}"
+    );
+    // The manager was told the rule.
+    let first = server.messages_requests()[0].body.to_string();
+    assert!(
+        first.contains("in the order of their keys"),
+        "the rule is in the role prompt"
+    );
+}
+
+/// Runs the worker on `t` with the scripted model's token; the run must succeed.
+async fn succeeded(t: JobSpec) -> RunResult {
+    let dir = tempfile::tempdir().unwrap();
+    let (result, _) = tokio::task::spawn_blocking({
+        let dir = dir.path().to_path_buf();
+        move || worker(&dir, &t, &[("TEST_OAUTH_TOKEN", TOKEN)])
+    })
+    .await
+    .unwrap();
+    let log = std::fs::read_to_string(dir.path().join("log")).unwrap_or_default();
+    assert!(
+        result.success,
+        "{result:?}\n{}",
+        coding_swarm::job::truncate_start(&log, 3000)
+    );
+    result
+}

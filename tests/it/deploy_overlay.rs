@@ -260,6 +260,7 @@ fn the_deployment_and_role_are_what_the_engine_needs() {
         "batch/jobs:list",
         "batch/jobs:watch",
         "batch/jobs:delete",
+        "/configmaps:create",
         "/pods:get",
         "/pods:list",
         "/pods:watch",

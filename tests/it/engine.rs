@@ -45,15 +45,7 @@ async fn three_addressees_run_to_completion(backend: Backend) {
     repo.commit(&refs, "nine tasks");
     let runlog = data.path().join("runlog");
     let cfg = config(data.path(), &db, &repo, &agent_script(&runlog, "0.4"), "");
-    let engine = Engine::new(cfg, db.store.clone(), SWARM.into());
-    let (_stop, stop_rx) = tokio::sync::watch::channel(false);
-    tokio::time::timeout(
-        Duration::from_secs(120),
-        engine.run(RunOptions { once: true }, stop_rx),
-    )
-    .await
-    .expect("the engine finishes")
-    .unwrap();
+    crate::support::run_engine_once(cfg, &db.store).await;
 
     let tasks = db.store.list(&TaskFilter::default()).await.unwrap();
     assert_eq!(tasks.len(), 9);

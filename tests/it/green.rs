@@ -579,6 +579,7 @@ async fn results_arriving_while_an_activation_waits_are_coalesced(backend: Backe
         error_class: None,
         branch: None,
         commit: None,
+        queued: Vec::new(),
     };
     let (k1, created1) = activate(s, "p", Some("e"), item("a")).await;
     let (k2, created2) = activate(s, "p", Some("e"), item("b")).await;
@@ -786,4 +787,58 @@ async fn two_activations_in_the_same_millisecond_get_two_keys(backend: Backend) 
         1
     );
     db.drop_db().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_activation_names_what_its_addressee_runs_next_in_order() {
+    let db = TestDb::sqlite().await;
+    let data = tempfile::tempdir().unwrap();
+    let repo = TestRepo::new();
+    let file = |prompt: &str| format!("addressee: worker-x\nprompt: {prompt}\nepic: e\n");
+    let (fix, add_test, first) = (file("fix it"), file("test it"), file("start"));
+    // One commit: the epic, and for one addressee `01-start` first, then, at equal priority,
+    // `add-test` before `fix`.
+    repo.commit(
+        &[
+            (
+                ".ai/tasks/epic-e.yaml",
+                Some("addressee: project-mgr-proj\nprompt: an epic\nkind: epic\nepic: e\n"),
+            ),
+            (".ai/tasks/01-start.yaml", Some(first.as_str())),
+            (".ai/tasks/fix.yaml", Some(fix.as_str())),
+            (".ai/tasks/add-test.yaml", Some(add_test.as_str())),
+        ],
+        "three tasks for one addressee",
+    );
+    let cfg = crate::support::config(data.path(), &db, &repo, "true", "");
+    crate::support::run_engine_once(cfg, &db.store).await;
+    let mut queues = HashMap::new();
+    for m in manager_tasks(&db.store).await {
+        for item in m.context.clone() {
+            if let ActivationItem::Result { key, queued, .. } = item {
+                queues.insert(key, queued);
+            }
+        }
+    }
+    assert_eq!(
+        queues.get("01-start").map(Vec::as_slice),
+        Some(&["add-test".to_string(), "fix".to_string()][..]),
+        "{queues:?}"
+    );
+    assert_eq!(
+        queues.get("add-test").map(Vec::as_slice),
+        Some(&["fix".to_string()][..]),
+        "{queues:?}"
+    );
+    let prompt = coding_swarm::model::green::render(
+        &manager_tasks(&db.store)
+            .await
+            .into_iter()
+            .flat_map(|m| m.context)
+            .collect::<Vec<_>>(),
+    );
+    assert!(
+        prompt.contains("next for its addressee, in this order: `add-test`, then `fix`"),
+        "{prompt}"
+    );
 }

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use chrono::Utc;
 use coding_swarm::config::{AgentProfile, KubernetesConfig};
 use coding_swarm::job::JobSpec;
-use coding_swarm::runtime::kubernetes::build_job;
+use coding_swarm::runtime::kubernetes::{build_job, build_task_config_map};
 use coding_swarm::runtime::{Completion, KubeRuntime, Launch, Runtime, RuntimeError};
 use coding_swarm::spec::{ErrorClass, RunResult};
 use k8s_openapi::api::batch::v1::Job;
@@ -183,22 +183,42 @@ fn the_job_is_locked_down_and_carries_no_secret() {
         from[0].secret_ref.as_ref().unwrap().name,
         "coding-swarm-secrets"
     );
-    // The engine's environment never reaches the Job: two variables, neither from it.
+    // The engine's environment never reaches the Job: one variable, not from it. The task
+    // comes from the run's own ConfigMap, mounted read-only.
     let names: Vec<&str> = c.env.iter().flatten().map(|e| e.name.as_str()).collect();
-    assert_eq!(names, ["SWARM_TASK_JSON", "HOME"]);
+    assert_eq!(names, ["HOME"]);
     assert!(c.env.iter().flatten().all(|e| e.value_from.is_none()));
-    let task_env = c
-        .env
+    let task_volume = pod
+        .volumes
+        .as_ref()
+        .unwrap()
+        .iter()
+        .find(|v| v.name == "task")
+        .unwrap();
+    assert_eq!(
+        task_volume.config_map.as_ref().unwrap().name,
+        "webapp-login-form-1a2b3c4d-g2-a1"
+    );
+    let mount = c
+        .volume_mounts
         .iter()
         .flatten()
-        .find(|e| e.name == "SWARM_TASK_JSON")
+        .find(|m| m.name == "task")
         .unwrap();
+    assert_eq!(mount.read_only, Some(true));
+    assert!(c
+        .args
+        .as_ref()
+        .unwrap()
+        .join(" ")
+        .contains(&format!("--task-file {}/task.json", mount.mount_path)));
+    let map = build_task_config_map(
+        &launch("webapp-login-form-1a2b3c4d-g2-a1", 1800),
+        &cfg("http://unused"),
+        "uid-1",
+    );
     assert!(
-        task_env
-            .value
-            .as_deref()
-            .unwrap()
-            .contains("${CLAUDE_CODE_OAUTH_TOKEN}"),
+        map.data.as_ref().unwrap()["task.json"].contains("${CLAUDE_CODE_OAUTH_TOKEN}"),
         "the task names the secret, it does not hold it"
     );
     let res = c.resources.as_ref().unwrap();
@@ -368,10 +388,14 @@ async fn an_existing_job_is_adopted_after_a_restart() {
             .api
             .requests()
             .iter()
-            .filter(|r| r.method == "POST")
+            .filter(|r| r.method == "POST" && r.path.contains("/jobs"))
             .count(),
         1,
         "one create, answered 409"
+    );
+    assert!(
+        server.api.config_map("run-adopted").is_some(),
+        "the adopted Job gets its task"
     );
     let done = RunResult {
         success: true,
@@ -404,6 +428,16 @@ async fn forbidden_is_clear_and_throttling_is_retried() {
         .is_file());
     assert!(!rt.is_tracked("run-forbidden"));
 
+    // A Job whose task cannot be stored does not stay behind waiting for it.
+    server.api.fail_next_config_map_creates(&[403]);
+    let err = rt.launch(launch("run-no-task", 600)).await.unwrap_err();
+    assert!(err.to_string().contains("configmaps"), "{err}");
+    assert!(
+        server.api.job("run-no-task").is_none(),
+        "the Job was deleted"
+    );
+    assert!(!rt.is_tracked("run-no-task"));
+
     server.api.fail_next_creates(&[429, 500, 503]);
     rt.launch(launch("run-retried", 600)).await.unwrap();
     created(&server, "run-retried").await;
@@ -411,7 +445,11 @@ async fn forbidden_is_clear_and_throttling_is_retried() {
         .api
         .requests()
         .into_iter()
-        .filter(|r| r.method == "POST" && r.body["metadata"]["name"] == "run-retried")
+        .filter(|r| {
+            r.method == "POST"
+                && r.body["kind"] == "Job"
+                && r.body["metadata"]["name"] == "run-retried"
+        })
         .count();
     assert_eq!(posts, 4, "three refusals, then the create");
 }
@@ -433,8 +471,8 @@ async fn stop_deletes_the_job_with_its_pods() {
     assert!(delete.path.contains("/jobs/run-stopped"));
     assert_eq!(
         delete.body["propagationPolicy"],
-        json!("Background"),
-        "pods go with the Job: {:?}",
+        json!("Foreground"),
+        "pods go with the Job, before it: {:?}",
         delete.body
     );
 }
@@ -493,4 +531,215 @@ async fn a_launched_run_whose_job_is_gone_is_lost_not_started_again() {
     l.adopt_only = true;
     rt.launch(l).await.unwrap();
     assert!(rt.is_tracked("run-still-there"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stopped_run_ends_only_once_its_pod_is_gone() {
+    let server = ApiServer::start().await;
+    // Like a kubelet stopping a container: the pod takes a while after the deletion.
+    server.api.set_pod_linger(Duration::from_secs(3));
+    let (rt, mut rx) = runtime(&server).await;
+    let name = "run-stopped-pod";
+    rt.launch(launch(name, 600)).await.unwrap();
+    server.api.start_pod(name);
+    rt.stop(name).await;
+    // While the pod exists, the run has not ended: the addressee's next task cannot start
+    // (the engine launches it only after this completion).
+    let early = tokio::time::timeout(Duration::from_secs(2), rx.recv()).await;
+    assert!(early.is_err(), "ended while its pod runs: {early:?}");
+    let pod = server
+        .api
+        .pod(&format!("{name}-x7k2p"))
+        .expect("the pod is still there");
+    assert!(!pod["metadata"]["deletionTimestamp"].is_null());
+    let job = server.api.job(name).expect("the Job waits for its pod");
+    assert_eq!(job["metadata"]["finalizers"], json!(["foregroundDeletion"]));
+    let c = next(&mut rx).await;
+    assert_eq!(c.run_name, name);
+    assert_eq!(c.result.error_class, Some(ErrorClass::Cancelled));
+    assert!(
+        server.api.pod(&format!("{name}-x7k2p")).is_none(),
+        "reported after the pod went"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_timed_out_run_ends_only_once_its_pod_has_stopped() {
+    let server = ApiServer::start().await;
+    let (rt, mut rx) = runtime(&server).await;
+    let name = "run-deadline-pod";
+    rt.launch(launch(name, 600)).await.unwrap();
+    server.api.start_pod(name);
+    // The Job controller marks the Job failed at its deadline while the pod is still stopping.
+    let running = json!({"phase": "Running", "startTime": "2026-11-26T09:00:00Z",
+        "containerStatuses": [{"name": "worker", "ready": true, "restartCount": 0, "image": "coding-swarm-worker:test", "imageID": "",
+            "state": {"running": {"startedAt": "2026-11-26T09:00:00Z"}}}]});
+    server.api.finish(
+        name,
+        failed(
+            "DeadlineExceeded",
+            "Job was active longer than specified deadline",
+        ),
+        running,
+    );
+    let early = tokio::time::timeout(Duration::from_secs(2), rx.recv()).await;
+    assert!(early.is_err(), "ended while its pod runs: {early:?}");
+    server.api.finish(
+        name,
+        failed(
+            "DeadlineExceeded",
+            "Job was active longer than specified deadline",
+        ),
+        // The kubelet's SIGTERM stopped the worker, which says so; the run still timed out.
+        pod_terminated(
+            2,
+            "Error",
+            Some(
+                &serde_json::to_string(&RunResult::failure(ErrorClass::Cancelled, "stopped"))
+                    .unwrap(),
+            ),
+        ),
+    );
+    let c = next(&mut rx).await;
+    assert_eq!(
+        c.result.error_class,
+        Some(ErrorClass::Timeout),
+        "{:?}",
+        c.result
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_task_of_any_valid_size_reaches_the_pod_in_its_own_config_map() {
+    let server = ApiServer::start().await;
+    let (rt, _rx) = runtime(&server).await;
+    let name = "run-large-task";
+    let mut l = launch(name, 600);
+    // At the validator's limit, in characters of two and three bytes: far beyond the 128 KiB
+    // one environment variable may have, within the 1 MiB of a ConfigMap.
+    l.task.prompt = "é€".repeat(coding_swarm::spec::Prompt::MAX_CHARS / 2);
+    rt.launch(l.clone()).await.unwrap();
+    let job = server.api.job(name).unwrap();
+    let text = job.to_string();
+    assert!(
+        text.len() < 16 * 1024,
+        "the task is not in the Job: {} bytes",
+        text.len()
+    );
+    let map = server.api.config_map(name).expect("the run's ConfigMap");
+    let task = JobSpec::from_json(map["data"]["task.json"].as_str().unwrap().as_bytes()).unwrap();
+    assert_eq!(task, l.task, "the whole task");
+    let owner = &map["metadata"]["ownerReferences"][0];
+    assert_eq!(
+        (owner["kind"].as_str(), owner["name"].as_str()),
+        (Some("Job"), Some(name))
+    );
+    assert_eq!(owner["uid"], job["metadata"]["uid"], "owned by the Job");
+    let volumes = &job["spec"]["template"]["spec"]["volumes"];
+    assert!(
+        volumes
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|v| v["configMap"]["name"] == name),
+        "{volumes}"
+    );
+    // It goes with its Job.
+    server.api.delete_job(name);
+    assert!(
+        server.api.config_map(name).is_none(),
+        "collected with the Job"
+    );
+
+    // The fake refuses what the API server refuses: a ConfigMap over 1 MiB.
+    let client = kube::Client::try_from(kube::Config::new(server.url.parse().unwrap())).unwrap();
+    let maps: kube::Api<k8s_openapi::api::core::v1::ConfigMap> =
+        kube::Api::namespaced(client, crate::kubeapi::NS);
+    let mut big = build_task_config_map(&launch("run-too-big", 600), &cfg(&server.url), "uid-x");
+    big.data = Some(BTreeMap::from([(
+        "task.json".to_string(),
+        "x".repeat(1024 * 1024 + 1),
+    )]));
+    match maps.create(&Default::default(), &big).await {
+        Err(kube::Error::Api(s)) => assert_eq!(s.code, 422, "{s:?}"),
+        other => panic!("a ConfigMap over 1 MiB was not refused: {other:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_addressees_next_task_waits_until_the_stopped_pod_is_gone() {
+    use coding_swarm::store::TaskFilter;
+    let server = ApiServer::start().await;
+    server.api.set_pod_linger(Duration::from_secs(3));
+    let db = crate::support::TestDb::sqlite().await;
+    let data = tempfile::tempdir().unwrap();
+    let repo = crate::support::TestRepo::new();
+    repo.commit(
+        &[
+            (
+                ".ai/tasks/01-first.yaml",
+                Some("addressee: worker-x\nprompt: first\n"),
+            ),
+            (
+                ".ai/tasks/02-second.yaml",
+                Some("addressee: worker-x\nprompt: second\n"),
+            ),
+        ],
+        "two tasks for one addressee",
+    );
+    let config = crate::support::config(data.path(), &db, &repo, "true", "");
+    let (tx, rx) = mpsc::unbounded_channel();
+    let rt = KubeRuntime::connect(&cfg(&server.url), tx).await.unwrap();
+    let mut engine =
+        coding_swarm::engine::Engine::with_runtime(config.clone(), db.store.clone(), rt, rx);
+    coding_swarm::sync::sync_project(
+        &db.store,
+        &config.data_dir,
+        &config.projects[0],
+        &coding_swarm::gitops::GitAuth::new(None),
+    )
+    .await
+    .unwrap();
+    engine.reconcile().await.unwrap();
+    let first = server.api.job_names();
+    assert_eq!(
+        first.len(),
+        1,
+        "one task of the addressee at a time: {first:?}"
+    );
+    let first = first[0].clone();
+    assert!(first.contains("01-first"), "{first}");
+    server.api.start_pod(&first);
+    coding_swarm::steer::stop(&db.store, "proj", "01-first", "test")
+        .await
+        .unwrap();
+    let pod = format!("{first}-x7k2p");
+    let start = Instant::now();
+    let second = loop {
+        engine.reconcile().await.unwrap();
+        let jobs = server.api.job_names();
+        if let Some(second) = jobs.iter().find(|j| j.contains("02-second")) {
+            break second.clone();
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "the next task never started"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert!(
+        server.api.pod(&pod).is_none(),
+        "{second} was launched while the stopped pod still existed"
+    );
+    assert!(
+        start.elapsed() >= Duration::from_secs(2),
+        "{:?}",
+        start.elapsed()
+    );
+    let tasks = db.store.list(&TaskFilter::default()).await.unwrap();
+    let stopped = tasks.iter().find(|t| t.key == "01-first").unwrap();
+    assert_eq!(
+        stopped.result().unwrap().error_class,
+        Some(ErrorClass::Cancelled)
+    );
 }

@@ -1,5 +1,6 @@
 //! A Kubernetes API server at the HTTP level, for the real kube client: Jobs (create, get, list,
-//! watch, delete), Pods (list, watch, log) and /version, answering with the JSON shapes of the API
+//! watch, delete), Pods (list, watch, log), ConfigMaps (create, get; collected with the Job
+//! that owns them) and /version, answering with the JSON shapes of the API
 //! reference and, on what the engine relies on, with the API server's semantics: every write has
 //! the next resourceVersion and is in the watch history; watches start from a resourceVersion,
 //! send BOOKMARKs, answer 410 Gone for a compacted one and end after their timeout; lists and
@@ -27,7 +28,7 @@ use tokio::sync::watch;
 
 mod rules;
 
-use rules::{parse_selector, selects, validate_job, Requirement};
+use rules::{parse_selector, selects, validate_config_map, validate_job, Problem, Requirement};
 
 pub const NS: &str = "coding-swarm";
 
@@ -47,6 +48,7 @@ pub struct Seen {
 enum Resource {
     Jobs,
     Pods,
+    ConfigMaps,
 }
 
 impl Resource {
@@ -54,6 +56,7 @@ impl Resource {
         match self {
             Self::Jobs => ("batch/v1", "Job"),
             Self::Pods => ("v1", "Pod"),
+            Self::ConfigMaps => ("v1", "ConfigMap"),
         }
     }
 
@@ -62,13 +65,14 @@ impl Resource {
         match self {
             Self::Jobs => "jobs.batch",
             Self::Pods => "pods",
+            Self::ConfigMaps => "configmaps",
         }
     }
 
     fn group(self) -> &'static str {
         match self {
             Self::Jobs => "batch",
-            Self::Pods => "",
+            Self::Pods | Self::ConfigMaps => "",
         }
     }
 
@@ -76,6 +80,7 @@ impl Resource {
         match self {
             Self::Jobs => "jobs",
             Self::Pods => "pods",
+            Self::ConfigMaps => "configmaps",
         }
     }
 }
@@ -85,6 +90,8 @@ struct Cluster {
     jobs: BTreeMap<String, Value>,
     /// Pods by name.
     pods: BTreeMap<String, Value>,
+    /// ConfigMaps by name.
+    config_maps: BTreeMap<String, Value>,
     logs: BTreeMap<String, String>,
     /// The resourceVersion of the last write. One counter for every resource, like etcd's
     /// revision.
@@ -95,11 +102,15 @@ struct Cluster {
     compacted: u64,
     /// Status codes the next Job creations answer with, in order.
     create_errors: VecDeque<u16>,
+    /// Refusals (403 Forbidden) the next ConfigMap creations answer with, in order.
+    config_map_errors: VecDeque<u16>,
     requests: Vec<Seen>,
     /// Requests, and the answers to lists, in the order they happened.
     journal: Vec<String>,
     /// The server's own limit on a watch's length, besides the client's `timeoutSeconds`.
     watch_limit: Option<Duration>,
+    /// How long pods take to terminate after a foreground deletion of their Job.
+    pod_linger: Duration,
 }
 
 /// What open watches wake up for.
@@ -138,6 +149,33 @@ fn status(code: u16, reason: &str, message: &str, details: Value) -> Response {
         body["details"] = details;
     }
     (StatusCode::from_u16(code).unwrap(), axum::Json(body)).into_response()
+}
+
+/// "422 Invalid": what validation refused, each problem as a cause.
+fn invalid(kind: &str, group: &str, name: &str, problems: &[Problem]) -> Response {
+    let text: Vec<String> = problems
+        .iter()
+        .map(|(f, _, m)| format!("{f}: {m}"))
+        .collect();
+    let causes: Vec<Value> = problems
+        .iter()
+        .map(|(f, r, m)| json!({"reason": r, "message": m, "field": f}))
+        .collect();
+    let qualified = if group.is_empty() {
+        kind.to_string()
+    } else {
+        format!("{kind}.{group}")
+    };
+    let mut details = json!({"name": name, "kind": kind, "causes": causes});
+    if !group.is_empty() {
+        details["group"] = json!(group);
+    }
+    status(
+        422,
+        "Invalid",
+        &format!("{qualified} \"{name}\" is invalid: {}", text.join(", ")),
+        details,
+    )
 }
 
 fn not_found(resource: Resource, name: &str) -> Response {
@@ -217,20 +255,7 @@ impl FakeApi {
         let name = body["metadata"]["name"].as_str().unwrap_or("").to_string();
         let problems = validate_job(body);
         if !problems.is_empty() {
-            let text: Vec<String> = problems
-                .iter()
-                .map(|(f, _, m)| format!("{f}: {m}"))
-                .collect();
-            let causes: Vec<Value> = problems
-                .iter()
-                .map(|(f, r, m)| json!({"reason": r, "message": m, "field": f}))
-                .collect();
-            return Err(Box::new(status(
-                422,
-                "Invalid",
-                &format!("Job.batch \"{name}\" is invalid: {}", text.join(", ")),
-                json!({"name": name, "group": "batch", "kind": "Job", "causes": causes}),
-            )));
+            return Err(Box::new(invalid("Job", "batch", &name, &problems)));
         }
         if c.jobs.contains_key(&name) {
             return Err(Box::new(status(
@@ -278,27 +303,93 @@ impl FakeApi {
         Ok(job)
     }
 
-    /// Removes a Job, with its pods when the propagation policy lets the garbage collector
-    /// take them (`Background`, `Foreground`; without a policy a Job's pods are orphaned:
-    /// <https://kubernetes.io/docs/concepts/architecture/garbage-collection/>). `Foreground`
-    /// is simplified: the Job goes at once instead of waiting for its pods.
+    /// Removes a Job, with its pods and ConfigMaps when the propagation policy lets the garbage
+    /// collector take them (`Background`, `Foreground`; without a policy a Job's pods are
+    /// orphaned: <https://kubernetes.io/docs/concepts/architecture/garbage-collection/>). Pods
+    /// take [`set_pod_linger`](Self::set_pod_linger) to terminate, as a kubelet stopping
+    /// containers does, with a `deletionTimestamp` meanwhile. `Background`: the Job goes at
+    /// once, its pods after they terminated. `Foreground` with pods: the Job stays, with a
+    /// `deletionTimestamp` and the `foregroundDeletion` finalizer, until its pods are gone; the
+    /// answer is the Job as it is then ("Foreground cascading deletion").
     fn remove_job(&self, c: &mut Cluster, name: &str, propagation: Option<&str>) -> Option<Value> {
+        let cascade = matches!(propagation, Some("Background" | "Foreground"));
+        let has_pods = Self::pods_of(c, name).next().is_some();
+        if propagation == Some("Foreground") && has_pods {
+            let mut job = c.jobs.get(name)?.clone();
+            if job["metadata"]["deletionTimestamp"].is_null() {
+                job["metadata"]["deletionTimestamp"] = json!(TIME);
+                job["metadata"]["finalizers"] = json!(["foregroundDeletion"]);
+                self.record(c, Resource::Jobs, "MODIFIED", &mut job);
+                c.jobs.insert(name.into(), job.clone());
+                self.terminate_pods(c, name, true);
+            }
+            return Some(job);
+        }
         let mut job = c.jobs.remove(name)?;
         self.record(c, Resource::Jobs, "DELETED", &mut job);
-        if matches!(propagation, Some("Background" | "Foreground")) {
-            let pods: Vec<String> = c
-                .pods
+        if cascade {
+            self.terminate_pods(c, name, false);
+            // The garbage collector takes every dependent, whatever its kind.
+            let uid = job["metadata"]["uid"].clone();
+            let owned: Vec<String> = c
+                .config_maps
                 .iter()
-                .filter(|(_, p)| p["metadata"]["labels"]["job-name"] == name)
+                .filter(|(_, m)| {
+                    m["metadata"]["ownerReferences"]
+                        .as_array()
+                        .is_some_and(|refs| refs.iter().any(|r| r["uid"] == uid))
+                })
                 .map(|(n, _)| n.clone())
                 .collect();
+            for m in owned {
+                if let Some(mut map) = c.config_maps.remove(&m) {
+                    self.record(c, Resource::ConfigMaps, "DELETED", &mut map);
+                }
+            }
+        }
+        Some(job)
+    }
+
+    fn pods_of<'a>(c: &'a Cluster, job: &'a str) -> impl Iterator<Item = String> + 'a {
+        c.pods
+            .iter()
+            .filter(move |(_, p)| p["metadata"]["labels"]["job-name"] == job)
+            .map(|(n, _)| n.clone())
+    }
+
+    /// Deletes the pods of Job `job`: at once without a linger; else they get a
+    /// `deletionTimestamp` and go when it has passed, and then, with `then_job`, the Job.
+    fn terminate_pods(&self, c: &mut Cluster, job: &str, then_job: bool) {
+        let pods: Vec<String> = Self::pods_of(c, job).collect();
+        let linger = c.pod_linger;
+        if linger.is_zero() && !then_job {
             for p in pods {
                 if let Some(mut pod) = c.pods.remove(&p) {
                     self.record(c, Resource::Pods, "DELETED", &mut pod);
                 }
             }
+            return;
         }
-        Some(job)
+        for p in &pods {
+            let mut pod = c.pods[p].clone();
+            pod["metadata"]["deletionTimestamp"] = json!(TIME);
+            self.record(c, Resource::Pods, "MODIFIED", &mut pod);
+            c.pods.insert(p.clone(), pod);
+        }
+        let (api, job) = (self.clone(), job.to_string());
+        tokio::spawn(async move {
+            tokio::time::sleep(linger).await;
+            let mut c = api.cluster.lock().unwrap();
+            for p in pods {
+                if let Some(mut pod) = c.pods.remove(&p) {
+                    api.record(&mut c, Resource::Pods, "DELETED", &mut pod);
+                }
+            }
+            if then_job {
+                // The finalizer is done: the Job goes, and its other dependents with it.
+                api.remove_job(&mut c, &job, Some("Background"));
+            }
+        });
     }
 
     /// A Job that exists before the engine starts (an earlier engine created it), with the
@@ -310,8 +401,62 @@ impl FakeApi {
         }
     }
 
+    /// How long the pods of a deleted Job take to terminate (default: no time).
+    pub fn set_pod_linger(&self, linger: Duration) {
+        self.cluster.lock().unwrap().pod_linger = linger;
+    }
+
+    pub fn config_map(&self, name: &str) -> Option<Value> {
+        self.cluster.lock().unwrap().config_maps.get(name).cloned()
+    }
+
+    /// Stores a new ConfigMap, or says why it refuses it.
+    fn create_config_map(&self, c: &mut Cluster, body: &Value) -> Result<Value, Box<Response>> {
+        let name = body["metadata"]["name"].as_str().unwrap_or("").to_string();
+        let problems = validate_config_map(body);
+        if !problems.is_empty() {
+            return Err(Box::new(invalid("ConfigMap", "", &name, &problems)));
+        }
+        if c.config_maps.contains_key(&name) {
+            return Err(Box::new(status(
+                409,
+                "AlreadyExists",
+                &format!("configmaps \"{name}\" already exists"),
+                json!({"name": name, "kind": "configmaps"}),
+            )));
+        }
+        let mut map = body.clone();
+        map["metadata"]["namespace"] = json!(NS);
+        map["metadata"]["uid"] = json!(format!("uid-cm-{name}"));
+        map["metadata"]["creationTimestamp"] = json!(TIME);
+        self.record(c, Resource::ConfigMaps, "ADDED", &mut map);
+        c.config_maps.insert(name, map.clone());
+        Ok(map)
+    }
+
+    pub fn pod(&self, name: &str) -> Option<Value> {
+        self.cluster.lock().unwrap().pods.get(name).cloned()
+    }
+
+    /// The Job's pod starts running, as the kubelet reports it.
+    pub fn start_pod(&self, name: &str) {
+        let mut c = self.cluster.lock().unwrap();
+        let mut pod = Self::pod_of(&c, name, json!({"phase": "Running", "startTime": TIME}));
+        self.record(&mut c, Resource::Pods, "ADDED", &mut pod);
+        c.pods.insert(format!("{name}-x7k2p"), pod);
+    }
+
+    /// The names of the Jobs that exist.
+    pub fn job_names(&self) -> Vec<String> {
+        self.cluster.lock().unwrap().jobs.keys().cloned().collect()
+    }
+
     pub fn job(&self, name: &str) -> Option<Value> {
         self.cluster.lock().unwrap().jobs.get(name).cloned()
+    }
+
+    pub fn fail_next_config_map_creates(&self, codes: &[u16]) {
+        self.cluster.lock().unwrap().config_map_errors.extend(codes);
     }
 
     pub fn fail_next_creates(&self, codes: &[u16]) {
@@ -361,8 +506,24 @@ impl FakeApi {
         let Some(mut job) = c.jobs.get(name).cloned() else {
             panic!("no job {name}")
         };
-        let uid = job["metadata"]["uid"].clone();
-        let mut pod = json!({
+        let mut pod = Self::pod_of(c, name, pod_status);
+        let pod_name = format!("{name}-x7k2p");
+        let kind = if c.pods.contains_key(&pod_name) {
+            "MODIFIED"
+        } else {
+            "ADDED"
+        };
+        self.record(c, Resource::Pods, kind, &mut pod);
+        c.pods.insert(pod_name, pod);
+        job["status"] = job_status;
+        self.record(c, Resource::Jobs, "MODIFIED", &mut job);
+        c.jobs.insert(name.into(), job);
+    }
+
+    /// The pod the Job controller makes for Job `name`, with `pod_status`.
+    fn pod_of(c: &Cluster, name: &str, pod_status: Value) -> Value {
+        let uid = c.jobs[name]["metadata"]["uid"].clone();
+        json!({
             "apiVersion": "v1",
             "kind": "Pod",
             "metadata": {"name": format!("{name}-x7k2p"), "namespace": NS, "uid": format!("pod-uid-{name}"), "creationTimestamp": TIME,
@@ -370,12 +531,7 @@ impl FakeApi {
                 "ownerReferences": [{"apiVersion": "batch/v1", "kind": "Job", "name": name, "uid": uid, "controller": true, "blockOwnerDeletion": true}]},
             "spec": {"containers": [{"name": "worker", "image": "coding-swarm-worker:test"}], "restartPolicy": "Never"},
             "status": pod_status,
-        });
-        self.record(c, Resource::Pods, "ADDED", &mut pod);
-        c.pods.insert(format!("{name}-x7k2p"), pod);
-        job["status"] = job_status;
-        self.record(c, Resource::Jobs, "MODIFIED", &mut job);
-        c.jobs.insert(name.into(), job);
+        })
     }
 
     /// Deletes the Job as a person with kubectl would (which deletes in the background).
@@ -568,6 +724,30 @@ async fn handle(
     } else {
         None
     };
+    let config_maps = format!("/api/v1/namespaces/{NS}/configmaps");
+    if path == config_maps && method == Method::POST {
+        let mut c = api.cluster.lock().unwrap();
+        if let Some(code) = c.config_map_errors.pop_front() {
+            return status(code, "Forbidden", "configmaps is forbidden: User \"system:serviceaccount:coding-swarm:coding-swarm-engine\" cannot create resource \"configmaps\" in API group \"\" in the namespace \"coding-swarm\"", json!({"kind": "configmaps"}));
+        }
+        return match api.create_config_map(&mut c, &body) {
+            Ok(map) => (StatusCode::CREATED, axum::Json(map)).into_response(),
+            Err(refused) => *refused,
+        };
+    }
+    if let Some(name) = path.strip_prefix(&format!("{config_maps}/")) {
+        let c = api.cluster.lock().unwrap();
+        return match (method, c.config_maps.get(name)) {
+            (Method::GET, Some(m)) => axum::Json(m.clone()).into_response(),
+            (Method::GET, None) => not_found(Resource::ConfigMaps, name),
+            _ => status(
+                405,
+                "MethodNotAllowed",
+                "the server does not allow this method on the requested resource",
+                Value::Null,
+            ),
+        };
+    }
     if path == jobs && method == Method::POST {
         let mut c = api.cluster.lock().unwrap();
         if let Some(code) = c.create_errors.pop_front() {
@@ -621,6 +801,7 @@ async fn handle(
                     let current: Vec<&Value> = match resource {
                         Resource::Jobs => c.jobs.values().collect(),
                         Resource::Pods => c.pods.values().collect(),
+                        Resource::ConfigMaps => c.config_maps.values().collect(),
                     };
                     pending.extend(
                         current
@@ -675,6 +856,12 @@ async fn handle(
         let items: Vec<Value> = match resource {
             Resource::Jobs => c.jobs.values().filter(|o| selected(o)).cloned().collect(),
             Resource::Pods => c.pods.values().filter(|o| selected(o)).cloned().collect(),
+            Resource::ConfigMaps => c
+                .config_maps
+                .values()
+                .filter(|o| selected(o))
+                .cloned()
+                .collect(),
         };
         let names: Vec<&str> = items
             .iter()
@@ -704,6 +891,8 @@ async fn handle(
                     .map(str::to_string)
                     .or_else(|| param("propagationPolicy"));
                 match api.remove_job(&mut c, name, policy.as_deref()) {
+                    // Still there, waiting for its pods: the answer is the object.
+                    Some(j) if c.jobs.contains_key(name) => axum::Json(j).into_response(),
                     Some(j) => axum::Json(json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success",
                         "details": {"name": name, "group": "batch", "kind": "jobs", "uid": j["metadata"]["uid"]}}))
                     .into_response(),

@@ -150,6 +150,40 @@ async fn stop_kills_the_process_group_and_cancels() {
 }
 
 #[tokio::test]
+async fn a_worker_stopped_by_someone_else_is_retried_not_cancelled() {
+    let repo = TestRepo::new();
+    repo.commit(&[("README.md", Some("x"))], "init");
+    let dir = tempfile::tempdir().unwrap();
+    let pids = dir.path().join("pids");
+    let script = format!("echo $$ >> {p}; sleep 60", p = pids.display());
+    let (rt, mut rx) = runtime(dir.path());
+    rt.launch(launch(&repo, "killed", &script, Duration::from_secs(120)))
+        .await
+        .unwrap();
+    wait_file(&pids).await;
+    let worker: i32 = std::fs::read_to_string(dir.path().join("runs/killed/pid"))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(worker),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    let c = next(&mut rx, Duration::from_secs(30)).await;
+    assert_eq!(
+        c.result.error_class,
+        Some(ErrorClass::Infrastructure),
+        "{:?}",
+        c.result
+    );
+    for pid in pids_in(&pids) {
+        assert!(!alive(pid), "the agent {pid} survived");
+    }
+}
+
+#[tokio::test]
 async fn an_earlier_engines_runs_are_adopted_completed_or_failed_over() {
     let repo = TestRepo::new();
     repo.commit(&[("README.md", Some("x"))], "init");

@@ -470,3 +470,18 @@ pub async fn wait_exit(mut child: Child, timeout: Duration, what: &str) -> ExitS
     .await
     .unwrap()
 }
+
+/// Runs an engine on the local runtime with `cfg` until nothing is left to do (`once`), within
+/// two minutes.
+pub async fn run_engine_once(cfg: coding_swarm::config::Config, store: &Store) {
+    let engine =
+        coding_swarm::engine::Engine::new(cfg, store.clone(), env!("CARGO_BIN_EXE_swarm").into());
+    let (_stop, stop_rx) = tokio::sync::watch::channel(false);
+    tokio::time::timeout(
+        Duration::from_secs(120),
+        engine.run(coding_swarm::engine::RunOptions { once: true }, stop_rx),
+    )
+    .await
+    .expect("the engine finishes")
+    .unwrap();
+}

@@ -8,7 +8,6 @@ use std::time::Duration;
 
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use base64::Engine as _;
-use coding_swarm::engine::{Engine, RunOptions};
 use coding_swarm::store::TaskFilter;
 
 use coding_swarm::config::AgentProfile;
@@ -43,6 +42,13 @@ fn task(repo: &TestRepo, branch: &str, script: &str) -> JobSpec {
     }
 }
 
+/// A repository with one commit: a README.
+fn hello_repo() -> TestRepo {
+    let repo = TestRepo::new();
+    repo.commit(&[("README.md", Some("hello\n"))], "init");
+    repo
+}
+
 /// Runs `swarm worker` on `task` in `dir`, its output in `dir/log` as the local runtime keeps it.
 fn run_worker(dir: &Path, task: &JobSpec) -> RunResult {
     std::fs::write(dir.join("task.json"), serde_json::to_vec(task).unwrap()).unwrap();
@@ -65,8 +71,7 @@ fn run_worker(dir: &Path, task: &JobSpec) -> RunResult {
 
 #[test]
 fn the_worker_commits_and_pushes_the_agents_work_on_a_new_branch() {
-    let repo = TestRepo::new();
-    repo.commit(&[("README.md", Some("hello\n"))], "init");
+    let repo = hello_repo();
     let dir = tempfile::tempdir().unwrap();
     let script = "env > ../agent-env; echo changed >> README.md; mkdir -p new; echo x > new/file.txt; echo all done";
     let result = run_worker(dir.path(), &task(&repo, "swarm/job", script));
@@ -123,8 +128,7 @@ fn the_worker_commits_and_pushes_the_agents_work_on_a_new_branch() {
 
 #[test]
 fn nothing_changed_a_failing_agent_a_missing_command_and_the_default_branch() {
-    let repo = TestRepo::new();
-    repo.commit(&[("README.md", Some("hello\n"))], "init");
+    let repo = hello_repo();
 
     let dir = tempfile::tempdir().unwrap();
     let result = run_worker(dir.path(), &task(&repo, "swarm/review", "echo looks good"));
@@ -246,8 +250,7 @@ fn leaks(text: &str) -> Vec<&'static str> {
 
 #[test]
 fn each_encoding_of_a_configured_secret_is_refused_by_its_name() {
-    let repo = TestRepo::new();
-    repo.commit(&[("README.md", Some("hello\n"))], "init");
+    let repo = hello_repo();
     for (form, command) in FORMS {
         let dir = tempfile::tempdir().unwrap();
         let branch = format!("swarm/{form}");
@@ -305,15 +308,7 @@ async fn a_secret_in_every_encoding_is_not_pushed_logged_reported_or_recorded() 
         .unwrap()
         .env
         .insert("DEPLOY_TOKEN".into(), SECRET.into());
-    let engine = Engine::new(cfg, db.store.clone(), SWARM.into());
-    let (_stop, stop_rx) = tokio::sync::watch::channel(false);
-    tokio::time::timeout(
-        Duration::from_secs(120),
-        engine.run(RunOptions { once: true }, stop_rx),
-    )
-    .await
-    .expect("the engine finishes")
-    .unwrap();
+    crate::support::run_engine_once(cfg, &db.store).await;
 
     let task = db
         .store
@@ -486,5 +481,197 @@ fn a_private_key_or_github_token_never_configured_is_refused() {
     assert_eq!(
         repo.read("swarm/merge", "tests/other.pem").as_deref(),
         Some(other.as_str())
+    );
+}
+
+#[test]
+fn a_custom_agent_gets_the_whole_prompt_on_stdin_and_in_its_file() {
+    let repo = hello_repo();
+    let dir = tempfile::tempdir().unwrap();
+    let mut t = task(
+        &repo,
+        "swarm/job",
+        r#"cat > ../stdin.txt; cp "$SWARM_PROMPT_FILE" ../file.txt; echo read it"#,
+    );
+    // A prompt at the validator's limit: one argument that long would be refused (E2BIG).
+    t.prompt = format!(
+        "BEGIN {} END",
+        "x".repeat(coding_swarm::spec::Prompt::MAX_CHARS - 10)
+    );
+    let result = run_worker(dir.path(), &t);
+    assert!(result.success, "{result:?}");
+    let stdin = std::fs::read_to_string(dir.path().join("stdin.txt")).unwrap();
+    let file = std::fs::read_to_string(dir.path().join("file.txt")).unwrap();
+    assert_eq!(stdin, file, "the same whole prompt both ways");
+    assert!(
+        stdin.contains(&t.prompt) && stdin.contains("You are a worker"),
+        "role prompt and task"
+    );
+    // `{prompt}` puts it into one argument: too long for Linux, said so clearly.
+    let dir = tempfile::tempdir().unwrap();
+    t.agent.command = vec!["echo".into(), "{prompt}".into()];
+    t.prompt = "é".repeat(coding_swarm::spec::Prompt::MAX_CHARS);
+    let result = run_worker(dir.path(), &t);
+    assert_eq!(result.error_class, Some(ErrorClass::Crash), "{result:?}");
+    assert!(
+        result
+            .error
+            .as_deref()
+            .unwrap()
+            .contains("$SWARM_PROMPT_FILE"),
+        "{result:?}"
+    );
+}
+
+/// Live processes (not zombies) of the process group `pgid`.
+fn group_members(pgid: i32) -> Vec<String> {
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else {
+            continue;
+        };
+        let Some((_, rest)) = stat.rsplit_once(')') else {
+            continue;
+        };
+        let fields: Vec<&str> = rest.split_whitespace().collect();
+        // state, ppid, pgrp
+        if fields.len() > 2 && fields[0] != "Z" && fields[2] == pgid.to_string() {
+            found.push(stat);
+        }
+    }
+    found
+}
+
+#[test]
+fn sigterm_ends_the_agents_group_and_pushes_nothing() {
+    let repo = hello_repo();
+    let dir = tempfile::tempdir().unwrap();
+    // The agent changes a file, starts a child in the background and waits for a long time.
+    let t = task(
+        &repo,
+        "swarm/job",
+        "echo changed >> README.md; sleep 300 & echo $$ > ../agent.pid; sleep 300; echo finished",
+    );
+    std::fs::write(
+        dir.path().join("task.json"),
+        serde_json::to_vec(&t).unwrap(),
+    )
+    .unwrap();
+    let log = std::fs::File::create(dir.path().join("log")).unwrap();
+    let mut worker = crate::support::command(SWARM)
+        .args(["worker", "--run-dir"])
+        .arg(dir.path())
+        .stdout(log.try_clone().unwrap())
+        .stderr(log)
+        .spawn()
+        .unwrap();
+    let pid_file = dir.path().join("agent.pid");
+    let start = std::time::Instant::now();
+    let agent: i32 = loop {
+        if let Some(pid) = std::fs::read_to_string(&pid_file)
+            .ok()
+            .and_then(|s| s.trim().parse().ok())
+        {
+            break pid;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "the agent never started"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    std::thread::sleep(Duration::from_millis(200));
+    assert!(
+        group_members(agent).len() >= 2,
+        "the agent runs in its own group with its child"
+    );
+    // Only the worker gets the signal, as PID 1 of a pod does.
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(worker.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    let start = std::time::Instant::now();
+    let status = loop {
+        if let Some(s) = worker.try_wait().unwrap() {
+            break s;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "the worker did not stop"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(!status.success());
+    let result: RunResult =
+        serde_json::from_slice(&std::fs::read(dir.path().join("result.json")).unwrap()).unwrap();
+    assert_eq!(
+        result.error_class,
+        Some(ErrorClass::Cancelled),
+        "{result:?}"
+    );
+    assert!(
+        result.error.as_deref().unwrap().contains("stopped"),
+        "{result:?}"
+    );
+    assert!(
+        repo.repo
+            .find_branch("swarm/job", git2::BranchType::Local)
+            .is_err(),
+        "nothing was pushed"
+    );
+    std::thread::sleep(Duration::from_millis(200));
+    assert_eq!(
+        group_members(agent),
+        Vec::<String>::new(),
+        "the agent's group is gone"
+    );
+}
+
+#[test]
+fn the_worker_reads_its_task_from_a_mounted_file() {
+    let repo = hello_repo();
+    let dir = tempfile::tempdir().unwrap();
+    let mount = tempfile::tempdir().unwrap();
+    let t = task(&repo, "swarm/job", "echo from-the-mount > mounted.txt");
+    let file = mount.path().join("task.json");
+    std::fs::write(&file, serde_json::to_vec(&t).unwrap()).unwrap();
+    let status = crate::support::command(SWARM)
+        .args(["worker", "--run-dir"])
+        .arg(dir.path())
+        .arg("--task-file")
+        .arg(&file)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .unwrap();
+    assert!(status.success());
+    assert_eq!(
+        repo.read("swarm/job", "mounted.txt").as_deref(),
+        Some("from-the-mount\n")
+    );
+}
+
+#[test]
+fn what_the_agent_leaves_running_in_its_group_is_ended() {
+    let repo = hello_repo();
+    let dir = tempfile::tempdir().unwrap();
+    let t = task(
+        &repo,
+        "swarm/job",
+        "sleep 300 >/dev/null 2>&1 & echo $$ > ../agent.pid; echo done",
+    );
+    let result = run_worker(dir.path(), &t);
+    assert!(result.success, "{result:?}");
+    let agent: i32 = std::fs::read_to_string(dir.path().join("agent.pid"))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+    assert_eq!(
+        group_members(agent),
+        Vec::<String>::new(),
+        "the background child is gone"
     );
 }

@@ -1,5 +1,6 @@
 //! What the fake API server checks, as the real one does: the validation of a Job (names,
-//! labels, containers, restart policy) and label selectors. Pure.
+//! labels, containers, restart policy) and of a ConfigMap (name, keys, 1 MiB), and label
+//! selectors. Pure.
 
 use serde_json::Value;
 
@@ -37,19 +38,29 @@ fn label_key_ok(k: &str) -> bool {
     prefix.is_none_or(dns_subdomain) && !name.is_empty() && label_value_ok(name)
 }
 
-/// What the API server's validation says about a Job: (field, cause reason, message) for each
-/// problem.
-pub fn validate_job(job: &Value) -> Vec<(String, &'static str, String)> {
-    let mut problems = Vec::new();
-    let name = job["metadata"]["name"].as_str().unwrap_or("");
+/// A problem validation finds: field, cause reason, message.
+pub type Problem = (String, &'static str, String);
+
+/// What validation says about an object's `metadata.name`, which must be a DNS-1123 subdomain.
+fn name_problem(object: &Value) -> Option<Problem> {
+    let name = object["metadata"]["name"].as_str().unwrap_or("");
     if name.is_empty() {
-        problems.push((
+        return Some((
             "metadata.name".into(),
             "FieldValueRequired",
             "Required value: name or generateName is required".into(),
         ));
-    } else if !dns_subdomain(name) {
-        problems.push(("metadata.name".into(), "FieldValueInvalid", format!("Invalid value: \"{name}\": a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters, '-' or '.', and must start and end with an alphanumeric character (e.g. 'example.com', regex used for validation is '[a-z0-9]([-a-z0-9]*[a-z0-9])?(\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*')")));
+    }
+    (!dns_subdomain(name)).then(|| ("metadata.name".into(), "FieldValueInvalid", format!("Invalid value: \"{name}\": a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters, '-' or '.', and must start and end with an alphanumeric character (e.g. 'example.com', regex used for validation is '[a-z0-9]([-a-z0-9]*[a-z0-9])?(\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*')")))
+}
+
+/// What the API server's validation says about a Job: (field, cause reason, message) for each
+/// problem.
+pub fn validate_job(job: &Value) -> Vec<Problem> {
+    let mut problems = Vec::new();
+    let name = job["metadata"]["name"].as_str().unwrap_or("");
+    if let Some(p) = name_problem(job) {
+        problems.push(p);
     } else if name.len() > 63 {
         // The Job's name becomes the `job-name` label of its pods, and a label value has at
         // most 63 characters.
@@ -112,6 +123,53 @@ pub fn validate_job(job: &Value) -> Vec<(String, &'static str, String)> {
             "FieldValueRequired",
             "Required value: valid values: \"OnFailure\", \"Never\"".into(),
         ));
+    }
+    problems
+}
+
+/// The most a ConfigMap may hold, `data` and `binaryData` together (`MaxSecretSize`, 1 MiB:
+/// <https://kubernetes.io/docs/concepts/configuration/configmap/>).
+pub const MAX_CONFIG_MAP_BYTES: usize = 1024 * 1024;
+
+/// What the API server's validation says about a ConfigMap: its name, its keys (alphanumeric,
+/// `-`, `_`, `.`), its size and its owner references.
+pub fn validate_config_map(map: &Value) -> Vec<Problem> {
+    let mut problems: Vec<Problem> = name_problem(map).into_iter().collect();
+    let mut size = 0;
+    for field in ["data", "binaryData"] {
+        for (k, v) in map[field].as_object().into_iter().flatten() {
+            let key_ok = !k.is_empty()
+                && k.len() <= 253
+                && k.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'));
+            if !key_ok {
+                problems.push((format!("{field}[{k}]"), "FieldValueInvalid", format!("Invalid value: \"{k}\": a valid config key must consist of alphanumeric characters, '-', '_' or '.'")));
+            }
+            size += k.len() + v.as_str().map_or(0, str::len);
+        }
+    }
+    if size > MAX_CONFIG_MAP_BYTES {
+        problems.push((
+            "[]".into(),
+            "FieldValueTooLong",
+            format!("Too long: must have at most {MAX_CONFIG_MAP_BYTES} bytes"),
+        ));
+    }
+    for (i, r) in map["metadata"]["ownerReferences"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .enumerate()
+    {
+        for field in ["apiVersion", "kind", "name", "uid"] {
+            if r[field].as_str().is_none_or(str::is_empty) {
+                problems.push((
+                    format!("metadata.ownerReferences[{i}].{field}"),
+                    "FieldValueInvalid",
+                    format!("Invalid value: \"\": {field} must not be empty"),
+                ));
+            }
+        }
     }
     problems
 }
