@@ -161,9 +161,12 @@ async fn a_worker_stopped_by_someone_else_is_retried_not_cancelled() {
         .await
         .unwrap();
     wait_file(&pids).await;
+    // The pid file holds the worker's pid and its start time.
     let worker: i32 = std::fs::read_to_string(dir.path().join("runs/killed/pid"))
         .unwrap()
-        .trim()
+        .split_whitespace()
+        .next()
+        .unwrap()
         .parse()
         .unwrap();
     nix::sys::signal::kill(
