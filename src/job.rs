@@ -34,6 +34,65 @@ pub const HOME_DIR: &str = "home";
 /// The clone the agent works in.
 pub const CHECKOUT_DIR: &str = "checkout";
 
+/// What a worker takes from the engine's environment on the local runtime, nothing else (an
+/// allow-list: the engine's GitHub token, API token, webhook secret and database URL stay with
+/// the engine): what it needs to clone and push, to run the agent, and to reach anything
+/// behind a proxy; plus every variable its agent profile names as `${NAME}`
+/// ([`referenced_vars`]), and `LC_*`.
+pub const WORKER_ENV: &[&str] = &[
+    "PATH",
+    "LANG",
+    "LANGUAGE",
+    "TERM",
+    "TZ",
+    "USER",
+    "LOGNAME",
+    "SHELL",
+    "TMPDIR",
+    "RUST_LOG",
+    "RUST_BACKTRACE",
+    "SWARM_GIT_TOKEN",
+    "GITHUB_TOKEN",
+    "HTTPS_PROXY",
+    "https_proxy",
+    "HTTP_PROXY",
+    "http_proxy",
+    "NO_PROXY",
+    "no_proxy",
+    "ALL_PROXY",
+    "all_proxy",
+    "SSL_CERT_FILE",
+    "SSL_CERT_DIR",
+    "NODE_EXTRA_CA_CERTS",
+    "GIT_SSL_CAINFO",
+];
+
+/// The variables `env` (an agent profile's) takes from the worker's environment: each `NAME`
+/// of a `${NAME}` in its values.
+pub fn referenced_vars(env: &BTreeMap<String, String>) -> Vec<String> {
+    let mut names = Vec::new();
+    for value in env.values() {
+        let mut rest = value.as_str();
+        while let Some(start) = rest.find("${") {
+            let Some(end) = rest[start + 2..].find('}') else {
+                break;
+            };
+            names.push(rest[start + 2..start + 2 + end].to_string());
+            rest = &rest[start + 3 + end..];
+        }
+    }
+    names
+}
+
+/// Whether the local runtime passes the engine's variable `name` to a worker whose agent
+/// profile names `referenced`.
+pub fn passed_to_worker(name: &str, referenced: &[String]) -> bool {
+    !WITHHELD_ENV.contains(&name)
+        && (WORKER_ENV.contains(&name)
+            || name.starts_with("LC_")
+            || referenced.iter().any(|r| r == name))
+}
+
 /// Environment variables never passed to a job: `ANTHROPIC_API_KEY` would switch Claude Code to
 /// pay-per-token billing; the engine's own database URL is not the job's business.
 pub const WITHHELD_ENV: &[&str] = &[

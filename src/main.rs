@@ -173,6 +173,13 @@ pub(crate) enum TaskCommand {
 mod remote;
 
 fn main() -> ExitCode {
+    // Another process of this user (an agent, above all) may not read this one's memory or
+    // /proc/<pid>/environ, where the engine's secrets and the worker's git token are. Root
+    // still can: run the engine as a user of its own.
+    // SAFETY: prctl with integer arguments only.
+    unsafe {
+        libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0);
+    }
     let cli = Cli::parse();
     let quiet = !matches!(cli.command, Command::Up { .. } | Command::Worker { .. });
     init_tracing(quiet);

@@ -23,8 +23,8 @@ use tokio::sync::mpsc;
 
 use super::{Completion, Launch, Runtime, RuntimeError};
 use crate::job::{
-    write_atomic, JobResult, DEADLINE_FILE, LOCK_FILE, LOG_FILE, PID_FILE, RESULT_FILE,
-    STARTED_FILE, TASK_FILE, WITHHELD_ENV,
+    passed_to_worker, referenced_vars, write_atomic, JobResult, DEADLINE_FILE, LOCK_FILE, LOG_FILE,
+    PID_FILE, RESULT_FILE, STARTED_FILE, TASK_FILE, WITHHELD_ENV,
 };
 use crate::spec::{truncate, ErrorClass, RunResult};
 
@@ -133,6 +133,14 @@ impl LocalRuntime {
         let mut cmd = std::process::Command::new(&self.worker_exe);
         cmd.arg("worker").arg("--run-dir").arg(&dir);
         cmd.stdin(Stdio::null()).stdout(log).stderr(log_err);
+        // The worker's environment is an allow-list of the engine's (see `WORKER_ENV`): the
+        // agent can read its worker's environment, so nothing else of the engine's is there.
+        let referenced = referenced_vars(&launch.task.agent.env);
+        cmd.env_clear();
+        cmd.envs(std::env::vars_os().filter(|(name, _)| {
+            name.to_str()
+                .is_some_and(|n| passed_to_worker(n, &referenced))
+        }));
         cmd.current_dir(&dir).env("HOME", dir.join("home"));
         // A mounted ~/.claude of the engine's user stays findable for the worker's safety
         // check, which copies its credentials into the run's own HOME.

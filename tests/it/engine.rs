@@ -416,3 +416,84 @@ async fn the_app_wires_a_whole_engine_in_process() {
     assert_eq!(ended, Ended::Stopped);
     db.drop_db().await;
 }
+
+/// The worker's environment is an allow-list of the engine's: an agent that reads its worker's
+/// `/proc/<pid>/environ` finds the git token it needs for nothing, and none of the engine's
+/// other secrets (its GitHub token, API token, webhook secret, database URL, a variable no
+/// profile names); a variable its profile names as `${NAME}` is there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_holds_only_the_engines_variables_it_needs() {
+    let data = tempfile::tempdir().unwrap();
+    let repo = TestRepo::new();
+    repo.commit(
+        &[(".ai/tasks/peek.yaml", Some("addressee: w\nprompt: peek\n"))],
+        "a task",
+    );
+    let seen = data.path().join("worker-environ");
+    let script = format!(
+        "tr '\\0' '\\n' < /proc/$PPID/environ > {0} 2>/dev/null || echo UNREADABLE > {0}; echo \"$FROM_PROFILE\" >> {0}; echo looked",
+        seen.display()
+    );
+    let db = TestDb::sqlite().await;
+    let cfg = write_config(data.path(), &db.url, &repo, &script, "");
+    // The profile names one variable of the engine's environment.
+    let text = std::fs::read_to_string(&cfg).unwrap()
+        + "\n[agents.sh.env]\nFROM_PROFILE = \"${PROFILE_VALUE}\"\n";
+    std::fs::write(&cfg, text).unwrap();
+    let canaries = [
+        ("SWARM_GITHUB_TOKEN", "ghp_canaryGithubToken0123456789"),
+        ("SWARM_API_TOKEN", "canary-api-token-0123456789"),
+        ("SWARM_GITHUB_WEBHOOK_SECRET", "canary-webhook-secret-0123"),
+        ("SOME_OTHER_SECRET", "canary-unnamed-variable-0123"),
+    ];
+    let out = tokio::task::spawn_blocking({
+        let cfg = cfg.clone();
+        move || {
+            let mut cmd = crate::support::command(SWARM);
+            cmd.args(["up", "--once", "--config"]).arg(&cfg);
+            for (k, v) in canaries {
+                cmd.env(k, v);
+            }
+            cmd.env("PROFILE_VALUE", "named-by-the-profile")
+                .env("SWARM_GIT_TOKEN", "git-token-for-the-worker")
+                .output()
+                .unwrap()
+        }
+    })
+    .await
+    .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let environ = std::fs::read_to_string(&seen).unwrap();
+    assert!(
+        environ.lines().any(|l| l == "named-by-the-profile"),
+        "{environ}"
+    );
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        // The worker is not dumpable: another process of its user cannot read its environment
+        // at all. (Root can, so as root the allow-list below is what protects it.)
+        assert!(environ.starts_with("UNREADABLE"), "{environ}");
+        db.drop_db().await;
+        return;
+    }
+    for (name, value) in canaries {
+        assert!(
+            !environ.contains(value),
+            "{name} reached the worker:\n{environ}"
+        );
+    }
+    assert!(
+        environ.contains("SWARM_GIT_TOKEN=git-token-for-the-worker"),
+        "{environ}"
+    );
+    assert!(environ.contains("PATH="), "{environ}");
+    assert!(
+        environ.lines().any(|l| l == "named-by-the-profile"),
+        "{environ}"
+    );
+    db.drop_db().await;
+}
