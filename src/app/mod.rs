@@ -211,9 +211,17 @@ impl App {
         let mut engine =
             Engine::with_runtime(config.clone(), store.clone(), runtime.clone(), completions)
                 .with_git_auth(GitAuth::new(self.secrets.git_token.clone()));
+        if let Some(web) = web {
+            engine = engine.with_metrics(web.metrics.clone());
+        }
         if !self.once {
-            if let Some(forge) = Forge::new(Arc::new(config.clone()), store.clone(), &self.secrets)
-                .context("cannot set up GitHub")?
+            if let Some(forge) = Forge::new(
+                Arc::new(config.clone()),
+                store.clone(),
+                &self.secrets,
+                engine.metrics(),
+            )
+            .context("cannot set up GitHub")?
             {
                 tracing::info!("GitHub: reporting to pull requests and taking webhooks");
                 tokio::spawn(forge.clone().run(stop.clone()));
@@ -223,7 +231,6 @@ impl App {
             }
         }
         if let Some(web) = web {
-            engine = engine.with_metrics(web.metrics.clone());
             let for_ready = runtime.clone();
             let ready: crate::web::ReadyCheck = Arc::new(move || {
                 let rt = for_ready.clone();

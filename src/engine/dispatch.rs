@@ -59,13 +59,18 @@ impl<R: Runtime> Engine<R> {
             .collect();
         loop {
             let now = Utc::now();
+            let metrics = self.metrics.clone();
             let claimed = self
                 .store
                 .claim(now, |running, heads| {
                     limits
                         .select(heads, running)
                         .into_iter()
-                        .map(|i| transition::claim(&heads[i], now))
+                        .map(|i| {
+                            let waited = (now - heads[i].updated_at).to_std().unwrap_or_default();
+                            metrics.queue_wait.observe(waited.as_secs_f64());
+                            transition::claim(&heads[i], now)
+                        })
                         .collect()
                 })
                 .await?;

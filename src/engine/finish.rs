@@ -76,7 +76,22 @@ impl<R: Runtime> Engine<R> {
             self.report_wake.notify_one();
         }
         for f in &finished {
-            self.metrics.run_finished(f.outcome.label());
+            let result = f.outcome.result();
+            let class = match (result.success, result.error_class) {
+                (true, _) => "succeeded",
+                (false, Some(c)) => c.as_str(),
+                (false, None) => "error",
+            };
+            let cancelled = result.error_class == Some(crate::spec::ErrorClass::Cancelled);
+            self.metrics.run_ended(crate::metrics::RunEnd {
+                project: &f.row.project,
+                agent: f.row.agent.as_deref().unwrap_or(&self.config.default_agent),
+                outcome: f.outcome.label(),
+                class,
+                seconds: result.duration_seconds(),
+                cost_usd: result.cost_usd,
+                final_success: (f.outcome.is_final() && !cancelled).then_some(result.success),
+            });
             let (kind, message) = f.outcome.describe(f.row.attempts);
             tracing::info!(project = %f.row.project, task = %f.row.key, run = %f.run_name, "{kind}: {message}");
             if let Outcome::Requeue { not_before, .. } = &f.outcome {

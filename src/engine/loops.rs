@@ -33,6 +33,8 @@ impl Sync {
             .await
         {
             Ok(report) => {
+                self.metrics
+                    .sync_succeeded(&project.name, Utc::now().timestamp_millis() as f64 / 1000.0);
                 if let Err(e) = after_sync(&self.store, &self.config, project, &report).await {
                     tracing::error!(project = %project.name, "cannot act on the sync: {e}");
                 }

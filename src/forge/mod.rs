@@ -42,6 +42,7 @@ pub struct Forge {
     cfg: GitHubConfig,
     /// `owner/name` (lower case) -> project
     by_repo: HashMap<String, ProjectConfig>,
+    metrics: Arc<crate::metrics::Metrics>,
 }
 
 impl Forge {
@@ -50,6 +51,7 @@ impl Forge {
         config: Arc<Config>,
         store: Store,
         secrets: &Secrets,
+        metrics: Arc<crate::metrics::Metrics>,
     ) -> Result<Option<Arc<Self>>, ForgeError> {
         let Some(cfg) = config.github.clone() else {
             return Ok(None);
@@ -68,6 +70,7 @@ impl Forge {
             store,
             cfg,
             by_repo,
+            metrics,
         })))
     }
 
@@ -242,7 +245,19 @@ impl Forge {
             }
         };
         for row in due {
-            match self.perform(&row).await {
+            let kind = row.kind.to_string();
+            let outcome = self.perform(&row).await;
+            self.metrics.github_write(
+                &kind,
+                match &outcome {
+                    Ok(true) => "written",
+                    Ok(false) => "skipped",
+                    Err(ForgeError::RateLimited { .. }) => "rate_limited",
+                    Err(_) if row.attempts >= MAX_WRITE_ATTEMPTS => "gave_up",
+                    Err(_) => "retried",
+                },
+            );
+            match outcome {
                 Ok(wrote) => {
                     if let Err(e) = self.store.outbox_done(&row).await {
                         tracing::warn!("{e}");

@@ -104,6 +104,12 @@ impl Store {
     }
 
     /// A write went through. If a newer state arrived meanwhile, it stays to be written.
+    /// How many GitHub writes wait in the outbox.
+    pub async fn outbox_depth(&self) -> Result<i64> {
+        on_pool!(self, pool => sqlx::query_scalar("SELECT COUNT(*) FROM github_outbox")
+            .fetch_one(pool).await.map_err(q("count the GitHub outbox")))
+    }
+
     pub async fn outbox_done(&self, row: &OutboxRow) -> Result<()> {
         on_pool!(self, pool => sqlx::query("DELETE FROM github_outbox WHERE id = $1 AND updated_at = $2")
             .bind(row.id).bind(row.updated_at)

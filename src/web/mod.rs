@@ -110,10 +110,32 @@ async fn github_webhook(
     headers: axum::http::HeaderMap,
     body: axum::body::Bytes,
 ) -> impl IntoResponse {
+    let event = headers
+        .get("x-github-event")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("none")
+        .to_string();
+    let (code, text, answer) = answer_webhook(&s, &headers, &body).await;
+    // The event label only for verified deliveries: anyone can send any header.
+    let event = if matches!(answer, "unauthorized" | "not_configured") {
+        "unverified"
+    } else {
+        event.as_str()
+    };
+    s.metrics.webhook_delivery(event, answer);
+    (code, text)
+}
+
+async fn answer_webhook(
+    s: &WebState,
+    headers: &axum::http::HeaderMap,
+    body: &[u8],
+) -> (StatusCode, String, &'static str) {
     let Some(hook) = &s.webhook else {
         return (
             StatusCode::NOT_FOUND,
             "GitHub webhooks are not configured\n".to_string(),
+            "not_configured",
         );
     };
     let header = |name: &str| {
@@ -124,34 +146,45 @@ async fn github_webhook(
     };
     if !crate::forge::webhook::verify_signature(
         &hook.secret,
-        &body,
+        body,
         header("x-hub-signature-256").as_deref(),
     ) {
         tracing::warn!("rejected a webhook delivery with a missing or wrong signature");
-        return (StatusCode::UNAUTHORIZED, "bad signature\n".to_string());
+        return (
+            StatusCode::UNAUTHORIZED,
+            "bad signature\n".to_string(),
+            "unauthorized",
+        );
     }
     let (Some(id), Some(event)) = (header("x-github-delivery"), header("x-github-event")) else {
         return (
             StatusCode::BAD_REQUEST,
             "X-GitHub-Delivery and X-GitHub-Event are required\n".to_string(),
+            "bad_request",
         );
     };
     match s
         .store
-        .store_delivery(&id, &event, &body, chrono::Utc::now())
+        .store_delivery(&id, &event, body, chrono::Utc::now())
         .await
     {
-        Ok(Stored::New) => (StatusCode::ACCEPTED, "accepted\n".to_string()),
+        Ok(Stored::New) => (StatusCode::ACCEPTED, "accepted\n".to_string(), "accepted"),
         // A redelivery of one that waits: it is processed once, from the stored copy.
         Ok(Stored::Waiting) => (
             StatusCode::ACCEPTED,
             "accepted, already waiting to be processed\n".to_string(),
+            "waiting",
         ),
         Ok(Stored::Processed) => (
             StatusCode::OK,
             "duplicate delivery, already processed\n".to_string(),
+            "duplicate",
         ),
-        Err(e) => (StatusCode::SERVICE_UNAVAILABLE, format!("{e}\n")),
+        Err(e) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("{e}\n"),
+            "unavailable",
+        ),
     }
 }
 
@@ -172,8 +205,16 @@ async fn readyz(State(s): State<WebState>) -> impl IntoResponse {
 }
 
 async fn metrics(State(s): State<WebState>) -> impl IntoResponse {
+    // The gauges that mirror the store are read when scraped.
     if let Ok(c) = s.store.counts().await {
         s.metrics.set_tasks(&c);
+    }
+    if let Ok(pauses) = s.store.agent_pauses(chrono::Utc::now()).await {
+        let agents: Vec<String> = pauses.into_iter().map(|(a, _, _)| a).collect();
+        s.metrics.set_paused(&agents);
+    }
+    if let Ok(depth) = s.store.outbox_depth().await {
+        s.metrics.outbox_depth.set(depth);
     }
     (
         [(

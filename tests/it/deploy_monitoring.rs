@@ -76,34 +76,28 @@ pub struct Rule {
     pub annotations: BTreeMap<String, String>,
 }
 
-/// The engine's metrics, as named for issue 16 item 4, with their types. Counters and
-/// histograms are written here as the series Prometheus stores.
-const SERVED: &[(&str, &str)] = &[
-    ("swarm_build_info", "gauge"),
-    ("swarm_leader", "gauge"),
-    ("swarm_tasks", "gauge"),
-    ("swarm_queue_wait_seconds", "histogram"),
-    ("swarm_dispatch_latency_seconds", "histogram"),
-    ("swarm_run_duration_seconds", "histogram"),
-    ("swarm_runs_ended_total", "counter"),
-    ("swarm_consecutive_run_failures", "gauge"),
-    ("swarm_agent_cost_usd_total", "counter"),
-    ("swarm_agent_paused", "gauge"),
-    ("swarm_github_outbox_depth", "gauge"),
-    ("swarm_github_writes_total", "counter"),
-    ("swarm_webhook_deliveries_total", "counter"),
-    ("swarm_last_sync_success_timestamp_seconds", "gauge"),
-    ("swarm_sync_errors_total", "counter"),
-];
+/// The metric families of a `/metrics` text, with their types (its `# TYPE` lines).
+pub fn served_families(text: &str) -> Vec<(String, String)> {
+    text.lines()
+        .filter_map(|l| l.strip_prefix("# TYPE "))
+        .filter_map(|l| l.split_once(' '))
+        .map(|(name, kind)| (name.to_string(), kind.trim().to_string()))
+        .collect()
+}
 
+/// Whether a series of that name is one the engine serves (the families its metrics register):
+/// a gauge by its name, a counter by `_total`, a histogram by `_bucket`, `_sum` and `_count`.
 fn served(series: &str) -> bool {
-    SERVED.iter().any(|(name, kind)| {
-        series == *name
-            || (*kind == "histogram"
-                && ["_bucket", "_sum", "_count"]
-                    .iter()
-                    .any(|s| series == format!("{name}{s}")))
-    })
+    coding_swarm::metrics::Metrics::default()
+        .families()
+        .iter()
+        .any(|(name, kind)| match *kind {
+            "counter" => series == format!("{name}_total"),
+            "histogram" => ["_bucket", "_sum", "_count"]
+                .iter()
+                .any(|s| series == format!("{name}{s}")),
+            _ => series == name,
+        })
 }
 
 /// The metric names an expression selects.

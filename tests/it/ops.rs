@@ -135,6 +135,102 @@ async fn health_readiness_and_metrics_of_a_running_engine() {
         failed_syncs(&metrics, "broken").unwrap() >= 1.0,
         "{metrics}"
     );
+    // Every family issue 16 asks for is registered with its Prometheus type; those this run
+    // gave samples are in the scraped text with it; and the samples are what the run did.
+    let registered = coding_swarm::metrics::Metrics::default()
+        .families()
+        .to_vec();
+    let scraped = crate::deploy_monitoring::served_families(&metrics);
+    for (name, kind) in scraped.iter() {
+        assert!(
+            registered.iter().any(|(n, k)| n == name && k == kind),
+            "{name} ({kind}) is scraped as registered: {registered:?}"
+        );
+    }
+    for (name, kind) in [
+        ("swarm_build_info", "gauge"),
+        ("swarm_leader", "gauge"),
+        ("swarm_tasks", "gauge"),
+        ("swarm_queue_wait_seconds", "histogram"),
+        ("swarm_dispatch_latency_seconds", "histogram"),
+        ("swarm_run_duration_seconds", "histogram"),
+        ("swarm_runs_ended", "counter"),
+        ("swarm_consecutive_run_failures", "gauge"),
+        ("swarm_agent_cost_usd", "counter"),
+        ("swarm_agent_paused", "gauge"),
+        ("swarm_github_outbox_depth", "gauge"),
+        ("swarm_github_writes", "counter"),
+        ("swarm_webhook_deliveries", "counter"),
+        ("swarm_last_sync_success_timestamp_seconds", "gauge"),
+        ("swarm_sync_errors", "counter"),
+    ] {
+        assert!(
+            registered.contains(&(name.to_string(), kind)),
+            "{name} ({kind}) is not registered: {registered:?}"
+        );
+    }
+    for name in [
+        "swarm_build_info",
+        "swarm_leader",
+        "swarm_tasks",
+        "swarm_queue_wait_seconds",
+        "swarm_run_duration_seconds",
+        "swarm_runs_ended",
+        "swarm_consecutive_run_failures",
+        "swarm_github_outbox_depth",
+        "swarm_last_sync_success_timestamp_seconds",
+        "swarm_sync_errors",
+    ] {
+        assert!(
+            scraped.iter().any(|(n, _)| n == name),
+            "{name} not scraped: {metrics}"
+        );
+    }
+    let sample = |prefix: &str| {
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(prefix))
+            .and_then(|v| v.trim().parse::<f64>().ok())
+    };
+    assert!(
+        sample(&format!(
+            "swarm_build_info{{version=\"{}\"}} ",
+            env!("CARGO_PKG_VERSION")
+        )) == Some(1.0),
+        "{metrics}"
+    );
+    assert_eq!(
+        sample("swarm_runs_ended_total{class=\"succeeded\"} "),
+        Some(1.0),
+        "{metrics}"
+    );
+    assert_eq!(
+        sample("swarm_run_duration_seconds_count{outcome=\"succeeded\"} "),
+        Some(1.0),
+        "{metrics}"
+    );
+    assert_eq!(
+        sample("swarm_queue_wait_seconds_count "),
+        Some(1.0),
+        "{metrics}"
+    );
+    assert_eq!(
+        sample("swarm_consecutive_run_failures{project=\"proj\"} "),
+        Some(0.0),
+        "{metrics}"
+    );
+    assert_eq!(sample("swarm_github_outbox_depth "), Some(0.0), "{metrics}");
+    let synced =
+        sample("swarm_last_sync_success_timestamp_seconds{project=\"proj\"} ").unwrap_or(0.0);
+    assert!(
+        synced > 1.7e9,
+        "the project's last good sync, as Unix time: {metrics}"
+    );
+    assert_eq!(
+        sample("swarm_last_sync_success_timestamp_seconds{project=\"broken\"} "),
+        None,
+        "the broken project never synced: {metrics}"
+    );
     assert_eq!(failed_syncs(&metrics, "proj"), None, "{metrics}");
     assert_eq!(get(&format!("{base}/healthz")).await.unwrap().0, 200);
     // Without a token the dashboard answers only to this machine's names (no DNS rebinding).
