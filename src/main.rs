@@ -21,6 +21,23 @@ use coding_swarm::store::TaskFilter;
 struct Cli {
     #[command(subcommand)]
     command: Command,
+    /// How log lines are written: `text` for people; `json`, one object a line with the
+    /// fields of its spans (sync, claim, launch, run_end, report, github_write,
+    /// webhook_delivery: project, task, run), for log shippers.
+    #[arg(
+        long,
+        value_enum,
+        env = "SWARM_LOG_FORMAT",
+        global = true,
+        default_value = "text"
+    )]
+    log_format: LogFormat,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
 }
 
 #[derive(clap::Args, Clone)]
@@ -182,7 +199,7 @@ fn main() -> ExitCode {
     }
     let cli = Cli::parse();
     let quiet = !matches!(cli.command, Command::Up { .. } | Command::Worker { .. });
-    init_tracing(quiet);
+    init_tracing(quiet, cli.log_format);
     match run(cli) {
         Ok(code) => code,
         Err(e) => {
@@ -192,16 +209,24 @@ fn main() -> ExitCode {
     }
 }
 
-fn init_tracing(quiet: bool) {
+fn init_tracing(quiet: bool, format: LogFormat) {
     let default = if quiet { "warn" } else { "info" };
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
-    tracing_subscriber::fmt()
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+    let fmt = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
-        .with_target(false)
-        .init();
+        .with_target(false);
+    match format {
+        LogFormat::Text => fmt
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .init(),
+        LogFormat::Json => fmt
+            .json()
+            .with_current_span(true)
+            .with_span_list(true)
+            .init(),
+    }
 }
 
 fn run(cli: Cli) -> anyhow::Result<ExitCode> {

@@ -4,6 +4,7 @@
 use std::time::Duration;
 
 use chrono::Utc;
+use tracing::Instrument;
 
 use super::Engine;
 use crate::job::{AgentSettings, JobSpec};
@@ -73,8 +74,14 @@ impl<R: Runtime> Engine<R> {
                         })
                         .collect()
                 })
+                .instrument(tracing::info_span!("claim"))
                 .await?;
             let n = claimed.len() as u32;
+            tracing::info_span!("claim").in_scope(|| {
+                for row in &claimed {
+                    tracing::info!(project = %row.project, task = %row.key, attempt = row.attempts, "claimed");
+                }
+            });
             for row in claimed {
                 self.launch_run(row, false).await;
             }
@@ -105,6 +112,13 @@ impl<R: Runtime> Engine<R> {
     /// Launches the current run of `row`; `adopt_only` for a run launched before (see
     /// [`Launch::adopt_only`]).
     pub(super) async fn launch_run(&mut self, row: TaskRow, adopt_only: bool) {
+        let span = tracing::info_span!("launch", project = %row.project, task = %row.key, run = %row.run_name());
+        self.launch_run_in_span(row, adopt_only)
+            .instrument(span)
+            .await
+    }
+
+    async fn launch_run_in_span(&mut self, row: TaskRow, adopt_only: bool) {
         let name = row.run_name();
         let launch = match self.launch_for(&row, &name) {
             Ok(l) => Launch { adopt_only, ..l },

@@ -3,6 +3,7 @@
 //! and the green layer's part.
 
 use std::collections::{HashMap, HashSet};
+use tracing::Instrument;
 
 use chrono::{DateTime, Utc};
 
@@ -92,14 +93,19 @@ impl<R: Runtime> Engine<R> {
                 cost_usd: result.cost_usd,
                 final_success: (f.outcome.is_final() && !cancelled).then_some(result.success),
             });
-            let (kind, message) = f.outcome.describe(f.row.attempts);
-            tracing::info!(project = %f.row.project, task = %f.row.key, run = %f.run_name, "{kind}: {message}");
-            if let Outcome::Requeue { not_before, .. } = &f.outcome {
-                self.pause_agent_of(&f.row, *not_before).await;
+            let span = tracing::info_span!("run_end", project = %f.row.project, task = %f.row.key, run = %f.run_name);
+            async {
+                let (kind, message) = f.outcome.describe(f.row.attempts);
+                tracing::info!(project = %f.row.project, task = %f.row.key, run = %f.run_name, "{kind}: {message}");
+                if let Outcome::Requeue { not_before, .. } = &f.outcome {
+                    self.pause_agent_of(&f.row, *not_before).await;
+                }
+                if let Err(e) = self.after_run(&f.row, &f.outcome).await {
+                    tracing::error!(project = %f.row.project, task = %f.row.key, "cannot update the project manager's state: {e}");
+                }
             }
-            if let Err(e) = self.after_run(&f.row, &f.outcome).await {
-                tracing::error!(project = %f.row.project, task = %f.row.key, "cannot update the project manager's state: {e}");
-            }
+            .instrument(span)
+            .await;
         }
     }
 

@@ -6,6 +6,7 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
+use tracing::Instrument;
 
 use chrono::Utc;
 use tokio::sync::{mpsc, watch, Notify};
@@ -29,6 +30,11 @@ pub(super) struct Sync {
 impl Sync {
     /// One pass over `project`; false when it failed (the error is recorded for people).
     pub async fn once(&self, project: &ProjectConfig) -> bool {
+        let span = tracing::info_span!("sync", project = %project.name);
+        self.once_in_span(project).instrument(span).await
+    }
+
+    async fn once_in_span(&self, project: &ProjectConfig) -> bool {
         match crate::sync::sync_project(&self.store, &self.config.data_dir, project, &self.auth)
             .await
         {
@@ -124,7 +130,10 @@ pub(super) async fn report(
         }
         let mut failed = false;
         for p in &config.projects {
-            match crate::report::report_project(&store, &config, p, &auth).await {
+            match crate::report::report_project(&store, &config, p, &auth)
+                .instrument(tracing::info_span!("report", project = %p.name))
+                .await
+            {
                 Ok(0) => {}
                 Ok(n) => tracing::info!(project = %p.name, tasks = n, "status files committed"),
                 Err(e) => {

@@ -10,6 +10,7 @@ pub mod webhook;
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
+use tracing::Instrument;
 
 use chrono::{DateTime, Utc};
 use serde_json::json;
@@ -246,7 +247,10 @@ impl Forge {
         };
         for row in due {
             let kind = row.kind.to_string();
-            let outcome = self.perform(&row).await;
+            let outcome = self
+                .perform(&row)
+                .instrument(tracing::info_span!("github_write", repo = %row.repo, kind = %kind, target = %row.target))
+                .await;
             self.metrics.github_write(
                 &kind,
                 match &outcome {
@@ -393,7 +397,8 @@ impl Forge {
                             return;
                         }
                         // A delivery that cannot be finished stays first in line.
-                        if let Err(e) = self.handle(d, &triggers).await {
+                        let span = tracing::info_span!("webhook_delivery", delivery = %d.delivery_id, event = %d.event);
+                        if let Err(e) = self.handle(d, &triggers).instrument(span).await {
                             tracing::warn!(delivery = %d.delivery_id, "cannot process a webhook delivery, trying again: {}", error_chain(&e));
                             full = false;
                             break;

@@ -264,3 +264,53 @@ async fn health_readiness_and_metrics_of_a_running_engine() {
         "SIGTERM stops the engine cleanly: {status:?}"
     );
 }
+
+/// `--log-format json`: every line of `swarm up --once` is one JSON object, and a task's key is
+/// in the spans of its claim, its launch and its run's end (and the sync has its project).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn json_logs_carry_the_task_in_the_spans_of_its_claim_launch_and_end() {
+    let data = tempfile::tempdir().unwrap();
+    let repo = crate::support::TestRepo::new();
+    repo.commit(
+        &[(".ai/tasks/logged.yaml", Some("addressee: w\nprompt: p\n"))],
+        "a task",
+    );
+    let db = crate::support::TestDb::sqlite().await;
+    let cfg = crate::support::write_config(data.path(), &db.url, &repo, "echo done", "");
+    let out = tokio::task::spawn_blocking(move || {
+        crate::support::command(env!("CARGO_BIN_EXE_swarm"))
+            .args(["up", "--once", "--log-format", "json", "--config"])
+            .arg(&cfg)
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr).to_string();
+    assert!(out.status.success(), "{stderr}");
+    let lines: Vec<serde_json::Value> = stderr
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+        .collect();
+    assert!(lines.len() > 3, "{stderr}");
+    // Some line logged inside span `name` whose field `field` is `value`.
+    let in_span = |name: &str, field: &str, value: &str| {
+        lines.iter().any(|l| {
+            l["spans"]
+                .as_array()
+                .is_some_and(|spans| spans.iter().any(|s| s["name"] == name && s[field] == value))
+        })
+    };
+    assert!(in_span("launch", "task", "logged"), "{stderr}");
+    assert!(in_span("run_end", "task", "logged"), "{stderr}");
+    assert!(
+        lines.iter().any(|l| l["spans"]
+            .as_array()
+            .is_some_and(|s| s.iter().any(|s| s["name"] == "claim"))
+            && l["fields"]["task"] == "logged"),
+        "the claim's event names the task: {stderr}"
+    );
+    assert!(in_span("sync", "project", "proj"), "{stderr}");
+    db.drop_db().await;
+}
