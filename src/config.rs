@@ -47,6 +47,14 @@ pub struct Config {
     /// Where jobs run: `local` (default).
     #[serde(default)]
     pub runtime: RuntimeKind,
+    /// The local runtime's sandbox for agents: `bwrap` (default; bubblewrap must work here, or
+    /// the engine refuses to start) or `none` (agents run as the engine's user, unconfined).
+    #[serde(default)]
+    pub sandbox: SandboxMode,
+    /// More directories the sandboxed agents may read (tools installed outside the system
+    /// directories with more than their `PATH` directory, such as `~/.pyenv` or `~/.nvm`).
+    #[serde(default)]
+    pub sandbox_read_only: Vec<PathBuf>,
     /// The agent profile for tasks that name none.
     #[serde(default = "default_agent")]
     pub default_agent: String,
@@ -157,6 +165,9 @@ pub struct AgentProfile {
     /// Claude: more arguments, appended as they are.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub extra_args: Vec<String>,
+    /// Sandboxed agents: `on` (default) keeps the network, `none` gives the agent none.
+    #[serde(default, skip_serializing_if = "is_on")]
+    pub network: Network,
     /// Claude: how long the CLI may linger after its result before it is killed (it sometimes
     /// hangs there). Default 5s.
     #[serde(
@@ -186,6 +197,7 @@ impl AgentProfile {
             max_budget_usd: None,
             model: None,
             extra_args: Vec::new(),
+            network: Network::On,
             grace: None,
         }
     }
@@ -209,6 +221,7 @@ impl AgentProfile {
             max_budget_usd: Some(5.0),
             model: None,
             extra_args: Vec::new(),
+            network: Network::On,
             grace: None,
         }
     }
@@ -270,8 +283,31 @@ impl ProjectConfig {
     }
 }
 
+/// The local runtime's sandbox for agents.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "snake_case")]
+pub enum SandboxMode {
+    #[default]
+    Bwrap,
+    None,
+}
+
+fn is_on(n: &Network) -> bool {
+    *n == Network::On
+}
+
+/// Whether a sandboxed agent has the network.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Network {
+    #[default]
+    On,
+    None,
+}
+
+/// Where jobs run.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum RuntimeKind {
     #[default]
     Local,

@@ -92,9 +92,10 @@ pub fn scaffold(root: &Path) -> anyhow::Result<Config> {
     }
     let data_dir = root.join("data");
     let text = format!(
-        "data_dir = {data:?}\ndefault_agent = \"{DEMO_AGENT}\"\npoll_interval = \"5s\"\nretry_backoff = \"1s\"\n\n[[projects]]\nname = \"greeter\"\nrepo = {repo:?}\ndefault_branch = \"main\"\n",
+        "data_dir = {data:?}\ndefault_agent = \"{DEMO_AGENT}\"\npoll_interval = \"5s\"\nretry_backoff = \"1s\"\n{sandbox}\n[[projects]]\nname = \"greeter\"\nrepo = {repo:?}\ndefault_branch = \"main\"\n",
         data = data_dir.display().to_string(),
-        repo = remote.display().to_string()
+        repo = remote.display().to_string(),
+        sandbox = demo_sandbox(),
     );
     std::fs::create_dir_all(root)?;
     std::fs::write(root.join("swarm.toml"), &text)?;
@@ -104,6 +105,19 @@ pub fn scaffold(root: &Path) -> anyhow::Result<Config> {
         root,
         std::iter::empty(),
     )?)
+}
+
+/// The demo's agent is this binary's own demo agent, not a model acting on text anyone can
+/// write: where bubblewrap does not work, the demo runs it unconfined rather than not at all
+/// (a real config refuses to start instead).
+fn demo_sandbox() -> String {
+    match crate::worker::sandbox::probe() {
+        Ok(()) => String::new(),
+        Err(why) => {
+            tracing::warn!("the demo runs its agent without a sandbox: {why}");
+            format!("# The sandbox does not work here ({}); the demo's own agent runs unconfined.\nsandbox = \"none\"\n", why.replace('\n', " "))
+        }
+    }
 }
 
 fn build_tree(

@@ -47,6 +47,23 @@ pub async fn run(config: &Config, secrets: &crate::config::Secrets) -> Vec<Check
         "ANTHROPIC_API_KEY",
         if api_key { "is set: Claude Code would bill per token; unset it (jobs never get it, but remove it anyway)" } else { "not set" },
     ));
+    if config.runtime == crate::config::RuntimeKind::Local {
+        out.push(match config.sandbox {
+            crate::config::SandboxMode::Bwrap => match crate::worker::sandbox::probe() {
+                Ok(()) => check(true, "sandbox", "bubblewrap works: agents run in their own namespaces"),
+                Err(why) => check(
+                    false,
+                    "sandbox",
+                    format!("{why}; install bubblewrap and allow unprivileged user namespaces, or set sandbox = \"none\" (the engine refuses to start until then)"),
+                ),
+            },
+            crate::config::SandboxMode::None => check(
+                true,
+                "sandbox",
+                "off (sandbox = \"none\"): agents run as the engine's user and can read its files",
+            ),
+        });
+    }
     let mut claude_profiles: Vec<String> = config
         .agents
         .iter()

@@ -261,6 +261,25 @@ pub struct AgentSettings {
         with = "opt_humantime"
     )]
     pub grace: Option<Duration>,
+    /// Run the agent in a sandbox (the local runtime: bubblewrap, see `worker::sandbox`); a
+    /// pod is one already.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sandbox: Option<SandboxSettings>,
+}
+
+/// The agent's sandbox.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SandboxSettings {
+    /// Whether the agent keeps the network (it needs it to reach its model's API).
+    #[serde(default = "yes")]
+    pub network: bool,
+    /// More directories the agent may read.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub read_only: Vec<String>,
+}
+
+fn yes() -> bool {
+    true
 }
 
 /// Which kind of agent runs.
@@ -286,6 +305,7 @@ impl From<&AgentProfile> for AgentSettings {
             model: p.model.clone(),
             extra_args: p.extra_args.clone(),
             grace: p.grace,
+            sandbox: None,
         }
     }
 }

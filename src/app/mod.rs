@@ -59,6 +59,7 @@ impl App {
             bail!("no projects configured: add a [[projects]] table to swarm.toml (see README.md), or try `swarm up --demo`");
         }
         tracing::info!(database = %crate::config::redact_url(&config.database_url()), projects = config.projects.len(), runtime = ?config.runtime, "engine starting");
+        check_sandbox(config)?;
         let web = self.web(store)?;
         let (web_stop_tx, web_stop_rx) = watch::channel(false);
         if let Some(state) = web.clone() {
@@ -247,5 +248,29 @@ impl App {
         }
         engine.metrics().leader.set(1);
         engine.run(RunOptions { once: self.once }, stop).await
+    }
+}
+
+/// The local runtime's agents run in bubblewrap unless the config says `sandbox = "none"`: an
+/// engine whose sandbox does not work refuses to start, and says how to fix it.
+pub fn check_sandbox(config: &Config) -> anyhow::Result<()> {
+    use crate::config::SandboxMode;
+    if config.runtime != RuntimeKind::Local {
+        return Ok(());
+    }
+    match config.sandbox {
+        SandboxMode::None => {
+            tracing::warn!("sandbox = \"none\": agents run as this engine's user, unconfined; they can read its files and its other runs");
+            Ok(())
+        }
+        SandboxMode::Bwrap => crate::worker::sandbox::probe().map_err(|why| {
+            anyhow::anyhow!(
+                "the agents' sandbox does not work on this machine: {why}. Install bubblewrap \
+                 (Debian and Ubuntu: apt install bubblewrap) and allow unprivileged user namespaces \
+                 (sysctl kernel.unprivileged_userns_clone=1; on Ubuntu 24.04 and later also \
+                 kernel.apparmor_restrict_unprivileged_userns=0), or set sandbox = \"none\" in the \
+                 config to run agents unconfined (README, section 3, \"The sandbox\")"
+            )
+        }),
     }
 }

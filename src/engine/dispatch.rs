@@ -220,7 +220,25 @@ impl<R: Runtime> Engine<R> {
                 )
             },
             agent_name,
-            agent: AgentSettings::from(&agent),
+            agent: {
+                let mut settings = AgentSettings::from(&agent);
+                // The local runtime's agents run in a sandbox unless the config turns it off;
+                // a pod is one already.
+                if self.config.runtime == crate::config::RuntimeKind::Local
+                    && self.config.sandbox == crate::config::SandboxMode::Bwrap
+                {
+                    settings.sandbox = Some(crate::job::SandboxSettings {
+                        network: agent.network == crate::config::Network::On,
+                        read_only: self
+                            .config
+                            .sandbox_read_only
+                            .iter()
+                            .map(|p| p.display().to_string())
+                            .collect(),
+                    });
+                }
+                settings
+            },
             git_name: self.config.git.name.clone(),
             git_email: self.config.git.email.clone(),
         };

@@ -146,6 +146,37 @@ pub(super) fn run_agent(run: &AgentRun<'_>) -> RunResult {
             ),
         );
     }
+    // In the local runtime's sandbox, when the engine asks for one (a pod is one already).
+    let argv = match &task.agent.sandbox {
+        Some(settings) => {
+            let path = std::env::var("PATH").unwrap_or_default();
+            let extra_files = [
+                "SSL_CERT_FILE",
+                "SSL_CERT_DIR",
+                "NODE_EXTRA_CA_CERTS",
+                "GIT_SSL_CAINFO",
+            ]
+            .iter()
+            .filter_map(|v| std::env::var_os(v))
+            .map(std::path::PathBuf::from)
+            .filter(|p| p.is_absolute() && p.exists())
+            .collect();
+            super::sandbox::wrap(
+                &argv,
+                settings,
+                &super::sandbox::Paths {
+                    checkout: run.checkout,
+                    home: run.home,
+                    prompt_file: run.prompt_file,
+                    program: super::sandbox::which(&argv[0], &path),
+                    path: &path,
+                    extra_files,
+                    local_repo: crate::gitops::local_git_dir(&task.repo),
+                },
+            )
+        }
+        None => argv,
+    };
     let mut cmd = Command::new(&argv[0]);
     cmd.env_clear();
     for (k, v) in std::env::vars_os() {
@@ -185,6 +216,12 @@ pub(super) fn run_agent(run: &AgentRun<'_>) -> RunResult {
         .env("SWARM_PROMPT_FILE", run.prompt_file)
         .env("SWARM_GENERATION", task.generation.to_string())
         .env("SWARM_ATTEMPT", task.attempt.to_string())
+        // The agent's own commits (a merge, say) carry the engine's git identity; it has no
+        // other (its HOME is its own, and in the sandbox nothing of the engine's user is seen).
+        .env("GIT_AUTHOR_NAME", &task.git_name)
+        .env("GIT_AUTHOR_EMAIL", &task.git_email)
+        .env("GIT_COMMITTER_NAME", &task.git_name)
+        .env("GIT_COMMITTER_EMAIL", &task.git_email)
         .envs(run.env);
     let mut child = match cmd.spawn() {
         Ok(c) => c,

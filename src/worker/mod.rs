@@ -6,6 +6,7 @@ mod agent;
 pub mod claude;
 mod git_guard;
 pub mod prompts;
+pub mod sandbox;
 mod stop;
 
 use std::collections::HashSet;

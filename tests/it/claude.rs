@@ -55,6 +55,7 @@ pub fn profile(server: &ModelServer) -> AgentProfile {
         max_budget_usd: Some(2.0),
         model: None,
         extra_args: Vec::new(),
+        network: Default::default(),
         grace: Some(Duration::from_secs(2)),
     }
 }

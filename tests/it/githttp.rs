@@ -462,11 +462,9 @@ pub mod tests {
         let dir = tempfile::tempdir().unwrap();
         let (identity, cert) = super::native_tls_identity::self_signed(dir.path(), "git.invalid");
         let proxy = HttpProxy::start(upstream, identity).await;
-        let seen_env = dir.path().join("agent-env");
-        let script = format!(
-            "echo \"$https_proxy|$NO_PROXY|$SSL_CERT_FILE|$NODE_EXTRA_CA_CERTS\" > {}; mkdir -p out; echo x > out/f; echo ok",
-            seen_env.display()
-        );
+        // The agent (in its sandbox) records what it got in its own work, which is pushed.
+        let script = "mkdir -p out; echo \"$https_proxy|$NO_PROXY|$SSL_CERT_FILE|$NODE_EXTRA_CA_CERTS\" > out/env; \
+             test -r \"$SSL_CERT_FILE\" && echo readable >> out/env; echo x > out/f; echo ok";
         std::fs::write(
             dir.path().join("swarm.toml"),
             format!(
@@ -520,9 +518,15 @@ pub mod tests {
             "the status file was pushed through it"
         );
         assert_eq!(
-            std::fs::read_to_string(&seen_env).unwrap().trim(),
-            format!("{}|example.org|{c}|{c}", proxy.url, c = cert.display()),
-            "the agent got the proxy and CA variables"
+            repo.read("swarm/proxied", "out/env")
+                .unwrap_or_default()
+                .trim(),
+            format!(
+                "{}|example.org|{c}|{c}\nreadable",
+                proxy.url,
+                c = cert.display()
+            ),
+            "the agent got the proxy and CA variables, and can read the CA file in its sandbox"
         );
     }
 

@@ -64,6 +64,8 @@ pub(crate) fn write_config_on(
 data_dir = "d"
 {database}
 default_agent = "sh"
+# Some agents here keep a ledger in the test's directory, which the sandbox would hide.
+sandbox = "none"
 poll_interval = "1h"
 retry_backoff = "200ms"
 [http]

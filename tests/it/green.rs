@@ -101,8 +101,8 @@ fn epic_world(t: &Turn) -> Step {
         });
     }
     match key {
-        "impl-hello" => bash("python3 -c 'import time; time.sleep(2)' && echo hello > hello.txt".into()),
-        "impl-bye" => bash("python3 -c 'import time; time.sleep(2)' && echo bye > bye.txt".into()),
+        "impl-hello" => bash("sleep 2 && echo hello > hello.txt".into()),
+        "impl-bye" => bash("sleep 2 && echo bye > bye.txt".into()),
         "review" => bash("git log --oneline -1 origin/swarm/impl-hello && git log --oneline -1 origin/swarm/impl-bye".into()),
         "merge" => bash("git merge --no-edit origin/swarm/impl-hello origin/swarm/impl-bye".into()),
         _ if manager => bash(manager_action(&t.cwd, &t.text)),
@@ -264,7 +264,18 @@ async fn an_epic_is_carried_to_the_end() {
     assert_eq!(epic.state.as_str(), "complete", "{epic:?}");
 
     // The final repository: the work merged on main, the plan complete.
-    assert_eq!(repo.read("main", "hello.txt").as_deref(), Some("hello\n"));
+    let results: Vec<String> = store
+        .list(&TaskFilter::default())
+        .await
+        .unwrap()
+        .iter()
+        .map(|t| format!("{}: {:?}", t.key, t.result()))
+        .collect();
+    assert_eq!(
+        repo.read("main", "hello.txt").as_deref(),
+        Some("hello\n"),
+        "{results:#?}"
+    );
     assert_eq!(repo.read("main", "bye.txt").as_deref(), Some("bye\n"));
     let plan = repo.read("main", ".ai/plan.md").unwrap();
     assert!(

@@ -29,6 +29,7 @@ mod ops;
 mod pgtls;
 mod rebuild;
 mod runtime;
+mod sandbox;
 mod schema;
 mod steer;
 mod store;

@@ -368,6 +368,9 @@ pub fn config_text(
 data_dir = {data:?}
 database_url = {db_url:?}
 default_agent = "sh"
+# The agents of these tests write ledgers into the test's own directory, outside their
+# checkout, which the sandbox would hide from them: tests/it/sandbox.rs tests the sandbox.
+sandbox = "none"
 poll_interval = "1s"
 retry_backoff = "200ms"
 default_timeout = "2m"
