@@ -14,6 +14,7 @@ mod deploy_network;
 mod deploy_overlay;
 mod deploy_pss;
 mod engine;
+mod epics;
 mod faults;
 mod fuzz;
 mod ghapi;
