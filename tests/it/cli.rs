@@ -235,3 +235,212 @@ fn line_of(text: &str, prefix: &str) -> String {
         .unwrap_or_default()
         .to_string()
 }
+
+/// A `swarm.toml` in `dir` for one project on `repo` with the `sh` agent running `script`.
+fn write_sh_config(dir: &Path, repo: &str, script: &str) {
+    std::fs::write(
+        dir.join("swarm.toml"),
+        format!(
+            "data_dir = \"data\"\ndefault_agent = \"sh\"\nretry_backoff = \"100ms\"\n\
+             [agents.sh]\ncommand = [\"sh\", \"-c\", {script:?}]\n[[projects]]\nname = \"proj\"\nrepo = {repo:?}\n"
+        ),
+    )
+    .unwrap();
+}
+
+#[test]
+fn up_once_exits_1_for_a_failed_task_or_an_unsynced_project_and_task_logs_shows_the_run() {
+    let repo = TestRepo::new();
+    repo.commit(
+        &[
+            (".ai/tasks/good.yaml", Some("addressee: w1\nprompt: one\n")),
+            (".ai/tasks/bad.yaml", Some("addressee: w2\nprompt: two\n")),
+        ],
+        "tasks",
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let script = "echo \"log line of $SWARM_TASK_KEY\"; [ \"$SWARM_TASK_KEY\" = good ]";
+    write_sh_config(dir.path(), &repo.url(), script);
+    let up = swarm(dir.path(), &["up", "--once"]);
+    let said = text(&up);
+    assert_eq!(up.status.code(), Some(1), "a task failed: {said}");
+    assert!(
+        said.contains("proj/good: completed (succeeded)")
+            && said.contains("proj/bad: completed (failed"),
+        "{said}"
+    );
+    // Every result is reported all the same.
+    assert!(repo.read("main", ".ai/status/bad.yaml").is_some());
+
+    let logs = swarm(dir.path(), &["task", "logs", "good"]);
+    assert!(logs.status.success(), "{}", text(&logs));
+    assert!(
+        String::from_utf8_lossy(&logs.stdout).contains("log line of good"),
+        "{}",
+        text(&logs)
+    );
+    let logs = swarm(dir.path(), &["task", "logs", "proj/bad"]);
+    assert!(
+        String::from_utf8_lossy(&logs.stdout).contains("log line of bad"),
+        "{}",
+        text(&logs)
+    );
+    // A new generation that has not run yet has no log.
+    let retry = swarm(dir.path(), &["task", "retry", "good"]);
+    assert!(retry.status.success(), "{}", text(&retry));
+    let logs = swarm(dir.path(), &["task", "logs", "good"]);
+    assert!(
+        !logs.status.success() && text(&logs).contains("proj/good has not run yet"),
+        "{}",
+        text(&logs)
+    );
+
+    // Everything succeeds, but a project cannot be synced: 1 as well.
+    let gone = tempfile::tempdir().unwrap();
+    let missing = gone.path().join("missing.git");
+    write_sh_config(gone.path(), &missing.display().to_string(), "true");
+    let up = swarm(gone.path(), &["up", "--once"]);
+    let said = text(&up);
+    assert_eq!(up.status.code(), Some(1), "{said}");
+    assert!(said.contains("project proj: sync error"), "{said}");
+}
+
+#[test]
+fn epic_add_twice_with_one_name_makes_a_second_epic_and_epic_list_shows_both() {
+    let repo = TestRepo::new();
+    repo.commit(&[("README.md", Some("x\n"))], "init");
+    let dir = tempfile::tempdir().unwrap();
+    write_sh_config(dir.path(), &repo.url(), "echo planned");
+    let add = |name: Option<&str>| {
+        let mut args = vec!["epic", "add", "--project", "proj"];
+        if let Some(n) = name {
+            args.extend(["--name", n]);
+        }
+        args.push("Add a login page with email and password!");
+        swarm(dir.path(), &args)
+    };
+    let first = add(Some("login"));
+    assert!(
+        first.status.success()
+            && text(&first).contains("epic login committed to proj as .ai/tasks/epic-login.yaml"),
+        "{}",
+        text(&first)
+    );
+    let second = add(Some("login"));
+    assert!(
+        second.status.success()
+            && text(&second)
+                .contains("epic login-2 committed to proj as .ai/tasks/epic-login-2.yaml"),
+        "{}",
+        text(&second)
+    );
+    // Without --name, the name is made from the text.
+    let third = add(None);
+    assert!(
+        text(&third).contains(".ai/tasks/epic-add-a-login-page-with-email-and-password.yaml"),
+        "{}",
+        text(&third)
+    );
+    let file = repo.read("main", ".ai/tasks/epic-login-2.yaml").unwrap();
+    assert!(
+        file.contains("epic: login-2") && file.contains("addressee: project-mgr-proj"),
+        "{file}"
+    );
+
+    let up = swarm(dir.path(), &["up", "--once"]);
+    assert!(up.status.success(), "{}", text(&up));
+    let list = swarm(dir.path(), &["epic", "list"]);
+    let said = text(&list);
+    assert!(list.status.success(), "{said}");
+    let row = |epic: &str| {
+        said.lines()
+            .find(|l| l.split_whitespace().nth(1) == Some(epic))
+            .unwrap_or_else(|| panic!("no row for {epic}: {said}"))
+            .split_whitespace()
+            .collect::<Vec<_>>()
+    };
+    assert!(said.starts_with("PROJECT"), "{said}");
+    // PROJECT EPIC STATE PROGRESS SPEND ACTIVATIONS: the manager ran once, no task of its own.
+    for epic in [
+        "login",
+        "login-2",
+        "add-a-login-page-with-email-and-password",
+    ] {
+        assert_eq!(
+            row(epic),
+            ["proj", epic, "active", "0/0", "$0.00", "1"],
+            "{said}"
+        );
+    }
+    let json = swarm(dir.path(), &["epic", "list", "--json", "--project", "proj"]);
+    let epics: Vec<serde_json::Value> = serde_json::from_slice(&json.stdout).unwrap();
+    assert_eq!(epics.len(), 3, "{}", text(&json));
+    assert!(
+        epics
+            .iter()
+            .all(|e| e["state"] == "active" && e["consecutive_failures"] == 0),
+        "{epics:?}"
+    );
+}
+
+#[test]
+fn the_demo_runs_its_three_tasks_and_leaves_branches_and_status_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let demo = dir.path().join("demo");
+    let out = crate::support::command(SWARM)
+        .args(["up", "--demo", "--demo-dir"])
+        .arg(&demo)
+        .env("SWARM_DEMO_DELAY_MS", "50")
+        .output()
+        .unwrap();
+    let said = text(&out);
+    assert!(out.status.success(), "{said}");
+    for key in ["add-greeting", "add-farewell", "review-greeting"] {
+        assert!(
+            said.contains(&format!("greeter/{key}: completed (succeeded)")),
+            "{said}"
+        );
+    }
+    assert!(
+        said.contains(&format!(
+            "results of greeter are in {}",
+            demo.join("remote.git").display()
+        )),
+        "{said}"
+    );
+    let remote = git2::Repository::open_bare(demo.join("remote.git")).unwrap();
+    let main = remote
+        .revparse_single("main")
+        .unwrap()
+        .peel_to_tree()
+        .unwrap();
+    for key in ["add-greeting", "add-farewell", "review-greeting"] {
+        assert!(
+            main.get_path(Path::new(&format!(".ai/status/{key}.yaml")))
+                .is_ok(),
+            "status file of {key}"
+        );
+    }
+    // swarm/add-farewell has one commit over main's base, swarm/add-greeting two (the
+    // implementation, then the review on the same branch).
+    let ahead = |branch: &str| {
+        let tip = remote.revparse_single(branch).unwrap().id();
+        let base = remote
+            .merge_base(tip, remote.revparse_single("main").unwrap().id())
+            .unwrap();
+        remote.graph_ahead_behind(tip, base).unwrap().0
+    };
+    assert_eq!(
+        (ahead("swarm/add-farewell"), ahead("swarm/add-greeting")),
+        (1, 2)
+    );
+    assert!(demo.join("swarm.toml").exists() && demo.join("data").is_dir());
+    // No epic task, so no epic and no manager: the label alone opens nothing.
+    let list = crate::support::command(SWARM)
+        .args(["epic", "list", "--json", "--config"])
+        .arg(demo.join("swarm.toml"))
+        .output()
+        .unwrap();
+    let epics: Vec<serde_json::Value> = serde_json::from_slice(&list.stdout).unwrap();
+    assert!(epics.is_empty(), "{}", text(&list));
+}
