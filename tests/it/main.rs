@@ -36,3 +36,4 @@ mod store;
 mod sync;
 mod validate;
 mod worker;
+mod worker_push;
