@@ -134,6 +134,11 @@ fn a_replay_that_conflicts_fails_as_git_and_keeps_the_other_commit() {
         (false, Some(ErrorClass::Git)),
         "{result:?}"
     );
+    let error = result.error.as_deref().unwrap();
+    assert!(
+        error.contains("on the new remote head conflicts"),
+        "{error}"
+    );
     assert_eq!(repo.read("main", "README.md").as_deref(), Some("theirs\n"));
     let head = repo.repo.find_commit(repo.head().unwrap()).unwrap();
     assert_eq!(head.message(), Some("a person, meanwhile\n"));
