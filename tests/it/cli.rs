@@ -3,6 +3,7 @@
 
 use std::path::Path;
 use std::process::Output;
+use std::time::Duration;
 
 use crate::support::TestRepo;
 
@@ -443,4 +444,44 @@ fn the_demo_runs_its_three_tasks_and_leaves_branches_and_status_files() {
         .unwrap();
     let epics: Vec<serde_json::Value> = serde_json::from_slice(&list.stdout).unwrap();
     assert!(epics.is_empty(), "{}", text(&list));
+}
+
+#[tokio::test]
+async fn up_once_exits_1_when_the_status_files_cannot_be_committed() {
+    let repo = TestRepo::new();
+    repo.commit(
+        &[(".ai/tasks/job.yaml", Some("addressee: w1\nprompt: one\n"))],
+        "a task",
+    );
+    let dir = tempfile::tempdir().unwrap();
+    write_sh_config(dir.path(), &repo.url(), "echo worked > out.txt");
+    let log = dir.path().join("up.log");
+    let child = crate::support::start_engine(&dir.path().join("swarm.toml"), &log, true);
+    // Someone holds main's lock for as long as the engine runs, renewed so it never looks stale:
+    // the run's branch can be pushed, the status commit to main cannot.
+    let lock = repo.path().join("refs/heads/main.lock");
+    let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let holder = {
+        let (lock, done) = (lock.clone(), done.clone());
+        std::thread::spawn(move || {
+            while !done.load(std::sync::atomic::Ordering::SeqCst) {
+                std::fs::write(&lock, "0000000000000000000000000000000000000000\n").unwrap();
+                std::thread::sleep(Duration::from_millis(300));
+            }
+        })
+    };
+    let status =
+        crate::support::wait_exit(child, Duration::from_secs(60), "swarm up --once").await;
+    done.store(true, std::sync::atomic::Ordering::SeqCst);
+    holder.join().unwrap();
+    std::fs::remove_file(&lock).ok();
+    let said = std::fs::read_to_string(&log).unwrap();
+    assert_eq!(status.code(), Some(1), "{said}");
+    assert!(
+        said.contains("all tasks finished, but their status files could not be committed"),
+        "{said}"
+    );
+    // The run itself went through; only its report is missing.
+    assert!(repo.branches().contains(&"swarm/job".to_string()), "{said}");
+    assert!(repo.read("main", ".ai/status/job.yaml").is_none());
 }
