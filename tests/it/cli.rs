@@ -470,8 +470,7 @@ async fn up_once_exits_1_when_the_status_files_cannot_be_committed() {
             }
         })
     };
-    let status =
-        crate::support::wait_exit(child, Duration::from_secs(60), "swarm up --once").await;
+    let status = crate::support::wait_exit(child, Duration::from_secs(60), "swarm up --once").await;
     done.store(true, std::sync::atomic::Ordering::SeqCst);
     holder.join().unwrap();
     std::fs::remove_file(&lock).ok();

@@ -2,9 +2,7 @@
 //! pushes nothing, and a push that loses a race to another commit on its branch is replayed on
 //! top of it (or fails as `git` when the replay conflicts).
 
-use std::path::Path;
-
-use coding_swarm::spec::ErrorClass;
+use coding_swarm::spec::{ErrorClass, RunResult};
 
 use crate::support::TestRepo;
 use crate::worker::{run_worker, task};
@@ -59,42 +57,30 @@ fn a_run_that_changes_a_status_file_pushes_nothing() {
     }
 }
 
-/// An agent that, while it works, has someone else push `file` with `content` to `branch`,
-/// then writes `own` into its checkout.
-fn racing_agent(
-    repo: &TestRepo,
-    side: &Path,
-    branch: &str,
-    file: &str,
-    content: &str,
-    own: &str,
-) -> String {
-    format!(
-        "set -e; git clone -q {url} {side}; cd {side}; git checkout -q {branch}; \
-         echo {content:?} > {file}; git add {file}; \
-         git -c user.name=Ann -c user.email=ann@example.com commit -qm 'a person, meanwhile'; \
-         git push -q origin {branch}; cd - >/dev/null; echo mine > {own}; echo worked",
-        url = repo.url(),
-        side = side.display()
-    )
-}
-
-#[test]
-fn a_push_that_lost_a_race_is_replayed_on_the_moved_branch() {
+/// A manager's run on `main` whose agent, while it works, has someone else push `file` with
+/// `theirs` to `main`, then writes `own` into its checkout. Returns the remote, the run's
+/// directory and its result.
+fn run_a_race(file: &str, own: &str) -> (TestRepo, tempfile::TempDir, RunResult) {
     let repo = TestRepo::new();
     repo.commit(&[("README.md", Some("hello\n"))], "init");
     let dir = tempfile::tempdir().unwrap();
-    let script = racing_agent(
-        &repo,
-        &dir.path().join("side"),
-        "main",
-        "person.txt",
-        "theirs",
-        "mine.txt",
+    let script = format!(
+        "set -e; git clone -q {url} {side}; cd {side}; \
+         echo theirs > {file}; git add {file}; \
+         git -c user.name=Ann -c user.email=ann@example.com commit -qm 'a person, meanwhile'; \
+         git push -q origin main; cd - >/dev/null; echo mine > {own}; echo worked",
+        url = repo.url(),
+        side = dir.path().join("side").display()
     );
     let mut t = task(&repo, "main", &script);
     t.kind = Some("plan".into());
     let result = run_worker(dir.path(), &t);
+    (repo, dir, result)
+}
+
+#[test]
+fn a_push_that_lost_a_race_is_replayed_on_the_moved_branch() {
+    let (repo, dir, result) = run_a_race("person.txt", "mine.txt");
     assert!(result.success, "{result:?}");
     // Both commits are on main: the person's first, the run's replayed on top of it.
     let head = repo.head().unwrap();
@@ -114,21 +100,8 @@ fn a_push_that_lost_a_race_is_replayed_on_the_moved_branch() {
 
 #[test]
 fn a_replay_that_conflicts_fails_as_git_and_keeps_the_other_commit() {
-    let repo = TestRepo::new();
-    repo.commit(&[("README.md", Some("hello\n"))], "init");
-    let dir = tempfile::tempdir().unwrap();
     // Both change README.md: the replay cannot apply the run's change.
-    let script = racing_agent(
-        &repo,
-        &dir.path().join("side"),
-        "main",
-        "README.md",
-        "theirs",
-        "README.md",
-    );
-    let mut t = task(&repo, "main", &script);
-    t.kind = Some("plan".into());
-    let result = run_worker(dir.path(), &t);
+    let (repo, _dir, result) = run_a_race("README.md", "README.md");
     assert_eq!(
         (result.success, result.error_class),
         (false, Some(ErrorClass::Git)),
