@@ -1,13 +1,14 @@
-//! How an epic ends as failed (README section 4, "How an epic ends"): the manager's
-//! `EPIC FAILED: reason`, and each of the caps `max_tasks`, `max_activations` and
-//! `max_spend_usd`. Each time the epic's pending tasks complete as cancelled with the reason,
-//! their status files are committed, and a task of the epic still running finishes and
-//! activates nothing.
+//! How an epic ends (README section 4, "How an epic ends"): failed by the manager's
+//! `EPIC FAILED: reason` and by each of the caps `max_tasks`, `max_activations` and
+//! `max_spend_usd`, when its pending tasks complete as cancelled with the reason and get their
+//! status files; complete by `EPIC COMPLETE`, when its pending tasks still run. Either way a
+//! task of the epic still running finishes, and nothing activates the manager again.
 
 use std::path::Path;
 use std::time::Duration;
 
 use coding_swarm::engine::RunOptions;
+use coding_swarm::model::{EpicRow, EpicState};
 use coding_swarm::spec::{ErrorClass, StatusSpec, TaskState};
 use coding_swarm::store::{Store, TaskFilter};
 
@@ -16,6 +17,7 @@ use crate::support::{config, wait_for, Backend, TestDb, TestRepo};
 
 crate::on_both_backends!(
     the_managers_epic_failed_ends_the_epic,
+    a_complete_epics_pending_tasks_still_run,
     max_tasks_ends_the_epic_at_the_sync_that_passes_it,
     max_activations_ends_the_epic
 );
@@ -47,10 +49,11 @@ const EPIC: &str =
 const WORKER: &str =
     "addressee: worker-b\nprompt: One step of the epic.\nkind: implement\nepic: doomed\n";
 
-/// Runs `s` to the epic's end on `backend` and checks what every failure of an epic does. The
+/// Runs `s` to the epic's end on `backend` and checks what every end of an epic does. The
 /// epic's worker tasks `w1` and `w2` wait behind `blocker`, a task of the epic that runs while
-/// the epic ends. Returns the reason the epic failed with.
-async fn fail_an_epic(backend: Backend, s: Scenario<'_>, server: Option<&ModelServer>) -> String {
+/// the epic ends: a failed epic cancels them, a complete one lets them run. Returns the ended
+/// epic.
+async fn end_an_epic(backend: Backend, s: Scenario<'_>, server: Option<&ModelServer>) -> EpicRow {
     let db = TestDb::new(backend).await;
     let data = tempfile::tempdir().unwrap();
     let release = data.path().join("release");
@@ -105,12 +108,58 @@ async fn fail_an_epic(backend: Backend, s: Scenario<'_>, server: Option<&ModelSe
     })
     .await;
     let epic = store.epic("proj", "doomed").await.unwrap().unwrap();
-    assert_eq!(epic.state.as_str(), "failed", "{epic:?}");
-    let reason = epic.reason.clone().unwrap();
+    let workers = ["w1", "w2"];
+    if epic.state == EpicState::Failed {
+        expect_cancelled(store, &repo, &epic, &workers).await;
+    } else {
+        // A complete epic's pending tasks still run.
+        for key in workers {
+            assert_eq!(status(store, key).await, Some(TaskState::Pending), "{key}");
+        }
+    }
 
-    // The pending tasks completed as cancelled, with the reason, and their status files say so.
-    let cancelled = format!("epic doomed failed: {reason}");
-    for key in ["w1", "w2"] {
+    // The running task of the epic finishes; its result is recorded and activates nothing.
+    std::fs::write(&release, "").unwrap();
+    let ran: Vec<&str> = match epic.state {
+        EpicState::Failed => vec!["blocker"],
+        _ => vec!["blocker", "w1", "w2"],
+    };
+    wait_for("the queue to run", Duration::from_secs(30), async || {
+        for key in &ran {
+            if status(store, key).await != Some(TaskState::Completed) {
+                return false;
+            }
+        }
+        true
+    })
+    .await;
+    for key in ran {
+        let t = store.task("proj", key).await.unwrap().unwrap();
+        assert!(t.result().unwrap().success, "{t:?}");
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let keys: Vec<String> = store
+        .list(&TaskFilter::default())
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|t| t.key)
+        .collect();
+    assert!(
+        !keys.iter().any(|k| k.starts_with("activation-")),
+        "nothing activates the manager of an ended epic: {keys:?}"
+    );
+    stop.send(true).unwrap();
+    handle.await.unwrap().unwrap();
+    db.drop_db().await;
+    epic
+}
+
+/// The epic's pending `keys` completed as cancelled, with its reason, and their status files
+/// say so.
+async fn expect_cancelled(store: &Store, repo: &TestRepo, epic: &EpicRow, keys: &[&str]) {
+    let cancelled = format!("epic doomed failed: {}", epic.reason.as_deref().unwrap());
+    for key in keys {
         let t = store.task("proj", key).await.unwrap().unwrap();
         let r = t.result().unwrap();
         assert_eq!(
@@ -127,11 +176,11 @@ async fn fail_an_epic(backend: Backend, s: Scenario<'_>, server: Option<&ModelSe
     wait_for(
         "the cancelled tasks' status files",
         Duration::from_secs(30),
-        async || ["w1", "w2"].iter().all(|k| status_file(&repo, k).is_some()),
+        async || keys.iter().all(|k| status_file(repo, k).is_some()),
     )
     .await;
-    for key in ["w1", "w2"] {
-        let st = status_file(&repo, key).unwrap();
+    for key in keys {
+        let st = status_file(repo, key).unwrap();
         let r = st.result.unwrap();
         assert_eq!(
             (st.status, r.error_class, r.error.as_deref()),
@@ -143,33 +192,13 @@ async fn fail_an_epic(backend: Backend, s: Scenario<'_>, server: Option<&ModelSe
             "{key}"
         );
     }
+}
 
-    // The running task of the epic finishes; its result is recorded and activates nothing.
-    std::fs::write(&release, "").unwrap();
-    wait_for(
-        "the blocker to finish",
-        Duration::from_secs(30),
-        async || status(store, "blocker").await == Some(TaskState::Completed),
-    )
-    .await;
-    let blocker = store.task("proj", "blocker").await.unwrap().unwrap();
-    assert!(blocker.result().unwrap().success, "{blocker:?}");
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    let keys: Vec<String> = store
-        .list(&TaskFilter::default())
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|t| t.key)
-        .collect();
-    assert!(
-        !keys.iter().any(|k| k.starts_with("activation-")),
-        "nothing activates the manager of an ended epic: {keys:?}"
-    );
-    stop.send(true).unwrap();
-    handle.await.unwrap().unwrap();
-    db.drop_db().await;
-    reason
+/// The reason `s` failed its epic with.
+async fn fail_an_epic(backend: Backend, s: Scenario<'_>, server: Option<&ModelServer>) -> String {
+    let epic = end_an_epic(backend, s, server).await;
+    assert_eq!(epic.state, EpicState::Failed, "{epic:?}");
+    epic.reason.unwrap()
 }
 
 async fn status(store: &Store, key: &str) -> Option<TaskState> {
@@ -192,6 +221,16 @@ async fn the_managers_epic_failed_ends_the_epic(backend: Backend) {
         reason,
         "the project manager gave up: the API it needs does not exist"
     );
+}
+
+async fn a_complete_epics_pending_tasks_still_run(backend: Backend) {
+    let s = Scenario {
+        extra: "",
+        manager_says: "Both steps are planned. EPIC COMPLETE",
+        manager_agent: None,
+    };
+    let epic = end_an_epic(backend, s, None).await;
+    assert_eq!((epic.state, epic.reason), (EpicState::Complete, None));
 }
 
 async fn max_tasks_ends_the_epic_at_the_sync_that_passes_it(backend: Backend) {
