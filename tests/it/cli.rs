@@ -307,11 +307,16 @@ fn up_once_exits_1_for_a_failed_task_or_an_unsynced_project_and_task_logs_shows_
 }
 
 #[test]
-fn epic_add_twice_with_one_name_makes_a_second_epic_and_epic_list_shows_both() {
+fn epic_add_twice_with_one_name_makes_a_second_epic_and_epic_list_shows_how_each_ended() {
     let repo = TestRepo::new();
     repo.commit(&[("README.md", Some("x\n"))], "init");
     let dir = tempfile::tempdir().unwrap();
-    write_sh_config(dir.path(), &repo.url(), "echo planned");
+    // Three managers: one gives up, one is done, one plans.
+    let script = "case \"$SWARM_TASK_KEY\" in \
+                  epic-login) echo 'EPIC FAILED: no session code to build on';; \
+                  epic-login-2) echo 'EPIC COMPLETE';; \
+                  *) echo planned;; esac";
+    write_sh_config(dir.path(), &repo.url(), script);
     let add = |name: Option<&str>| {
         let mut args = vec!["epic", "add", "--project", "proj"];
         if let Some(n) = name {
@@ -361,25 +366,37 @@ fn epic_add_twice_with_one_name_makes_a_second_epic_and_epic_list_shows_both() {
             .collect::<Vec<_>>()
     };
     assert!(said.starts_with("PROJECT"), "{said}");
-    // PROJECT EPIC STATE PROGRESS SPEND ACTIVATIONS: the manager ran once, no task of its own.
-    for epic in [
-        "login",
-        "login-2",
-        "add-a-login-page-with-email-and-password",
-    ] {
+    // PROJECT EPIC STATE PROGRESS SPEND ACTIVATIONS REASON: each manager ran once and created
+    // no task.
+    let reason = "the project manager gave up: no session code to build on";
+    let table = [
+        ("login", "failed", reason),
+        ("login-2", "complete", ""),
+        ("add-a-login-page-with-email-and-password", "active", ""),
+    ];
+    for (epic, state, reason) in table {
+        let r = row(epic);
         assert_eq!(
-            row(epic),
-            ["proj", epic, "active", "0/0", "$0.00", "1"],
+            (&r[..6], r[6..].join(" ")),
+            (
+                &["proj", epic, state, "0/0", "$0.00", "1"][..],
+                reason.to_string()
+            ),
             "{said}"
         );
     }
     let json = swarm(dir.path(), &["epic", "list", "--json", "--project", "proj"]);
     let epics: Vec<serde_json::Value> = serde_json::from_slice(&json.stdout).unwrap();
-    assert_eq!(epics.len(), 3, "{}", text(&json));
+    assert_eq!(epics.len(), 3, "{epics:?}");
+    let states: Vec<(&str, &str)> = epics
+        .iter()
+        .map(|e| (e["epic"].as_str().unwrap(), e["state"].as_str().unwrap()))
+        .collect();
+    for (epic, state, _) in table {
+        assert!(states.contains(&(epic, state)), "{epics:?}");
+    }
     assert!(
-        epics
-            .iter()
-            .all(|e| e["state"] == "active" && e["consecutive_failures"] == 0),
+        epics.iter().all(|e| e["consecutive_failures"] == 0),
         "{epics:?}"
     );
 }
