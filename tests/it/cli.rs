@@ -256,11 +256,16 @@ fn up_once_exits_1_for_a_failed_task_or_an_unsynced_project_and_task_logs_shows_
         &[
             (".ai/tasks/good.yaml", Some("addressee: w1\nprompt: one\n")),
             (".ai/tasks/bad.yaml", Some("addressee: w2\nprompt: two\n")),
+            (
+                ".ai/tasks/long.yaml",
+                Some("addressee: w3\nprompt: three\n"),
+            ),
         ],
         "tasks",
     );
     let dir = tempfile::tempdir().unwrap();
-    let script = "echo \"log line of $SWARM_TASK_KEY\"; [ \"$SWARM_TASK_KEY\" = good ]";
+    let script = "echo \"log line of $SWARM_TASK_KEY\"; \
+                  [ \"$SWARM_TASK_KEY\" != long ] || seq 1 60000; [ \"$SWARM_TASK_KEY\" != bad ]";
     write_sh_config(dir.path(), &repo.url(), script);
     let up = swarm(dir.path(), &["up", "--once"]);
     let said = text(&up);
@@ -285,6 +290,21 @@ fn up_once_exits_1_for_a_failed_task_or_an_unsynced_project_and_task_logs_shows_
         String::from_utf8_lossy(&logs.stdout).contains("log line of bad"),
         "{}",
         text(&logs)
+    );
+    // Of a long log, the last 256 KiB, from a line's start.
+    let logs = swarm(dir.path(), &["task", "logs", "long"]);
+    let out = String::from_utf8_lossy(&logs.stdout);
+    assert!(logs.status.success(), "{}", text(&logs));
+    assert!(
+        out.len() <= 256 * 1024 && out.len() > 200 * 1024,
+        "{} bytes",
+        out.len()
+    );
+    assert!(out.contains("\n59999\n60000\n") && !out.contains("log line of long"));
+    let first: u32 = out.lines().next().unwrap().parse().unwrap();
+    assert!(
+        out.contains(&format!("{first}\n{}\n", first + 1)),
+        "{first}"
     );
     // A new generation that has not run yet has no log.
     let retry = swarm(dir.path(), &["task", "retry", "good"]);
