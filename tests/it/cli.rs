@@ -419,6 +419,24 @@ fn epic_add_twice_with_one_name_makes_a_second_epic_and_epic_list_shows_how_each
         epics.iter().all(|e| e["consecutive_failures"] == 0),
         "{epics:?}"
     );
+
+    // A cap lowered below an active epic's count, and a restart: its next sync ends the epic.
+    let config = dir.path().join("swarm.toml");
+    let before = std::fs::read_to_string(&config).unwrap();
+    std::fs::write(&config, format!("{before}[epics]\nmax_activations = 1\n")).unwrap();
+    let up = swarm(dir.path(), &["up", "--once"]);
+    assert!(up.status.success(), "{}", text(&up));
+    let list = swarm(dir.path(), &["epic", "list"]);
+    let said = text(&list);
+    let line = said
+        .lines()
+        .find(|l| l.contains("add-a-login-page-with-email-and-password"))
+        .unwrap();
+    assert!(
+        line.contains(" failed ")
+            && line.ends_with("cap reached: 1 manager activations (max_activations = 1)"),
+        "{said}"
+    );
 }
 
 #[test]
