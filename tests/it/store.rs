@@ -28,6 +28,7 @@ crate::on_both_backends!(
     a_reused_epic_name_opens_a_new_epic_and_keeps_the_old_as_history,
     a_deposed_leader_writes_nothing_after_a_new_one_leads,
     a_retry_keeps_its_place_and_a_paused_profile_holds_its_queues,
+    a_failed_epic_cancels_its_pending_tasks_and_activations_alike,
 );
 
 fn limits(max: u32, per_project: u32) -> ClaimLimits {
@@ -840,5 +841,76 @@ async fn a_retry_keeps_its_place_and_a_paused_profile_holds_its_queues(backend: 
         .map(|t| t.key)
         .collect();
     assert_eq!(keys, ["other"]);
+    db.drop_db().await;
+}
+
+/// README section 4: when an epic fails, its pending tasks, task files and activations alike,
+/// complete at once as cancelled, each owing a status file; a running one is left to finish.
+async fn a_failed_epic_cancels_its_pending_tasks_and_activations_alike(backend: Backend) {
+    let db = TestDb::new(backend).await;
+    let s = &db.store;
+    let now = Utc::now();
+    apply(
+        s,
+        "p",
+        "c1",
+        create_plan(vec![
+            task(
+                "epic-x",
+                "addressee: project-mgr-p\nkind: epic\nepic: x\nprompt: build x\n",
+            ),
+            task("a-part", "addressee: w1\nepic: x\nprompt: a part\n"),
+            task(
+                "b-part",
+                "addressee: w1\nepic: x\nprompt: b part\npriority: 1\n",
+            ),
+        ]),
+    )
+    .await;
+    // The manager and b-part run; a result waits for the manager as an activation.
+    let running: Vec<String> = claim(s, &limits(8, 8), now)
+        .await
+        .into_iter()
+        .map(|t| t.key)
+        .collect();
+    assert_eq!(running.len(), 2, "{running:?}");
+    assert!(running.contains(&"b-part".to_string()), "{running:?}");
+    let item = coding_swarm::model::ActivationItem::result("old-part", Some("x"), &ok());
+    let (activation, created) = crate::green::activate(s, "p", Some("x"), item).await;
+    assert!(created);
+
+    let reason = "cap reached: 4 tasks (max_tasks = 3)";
+    assert!(s
+        .end_epic(
+            "p",
+            "x",
+            now,
+            |e| coding_swarm::model::green::end_epic(e, Some(reason)),
+            |t| transition::cancel_for_failed_epic(t, "x", reason, now),
+        )
+        .await
+        .unwrap());
+    let cancelled = format!("epic x failed: {reason}");
+    for key in ["a-part", activation.as_str()] {
+        let t = s.task("p", key).await.unwrap().unwrap();
+        let r = t.result().unwrap();
+        assert_eq!(
+            (t.state(), r.error_class, r.error.as_deref(), t.report_due),
+            (
+                TaskState::Completed,
+                Some(ErrorClass::Cancelled),
+                Some(cancelled.as_str()),
+                true
+            ),
+            "{key}"
+        );
+    }
+    for key in ["epic-x", "b-part"] {
+        assert_eq!(
+            s.task("p", key).await.unwrap().unwrap().state(),
+            TaskState::Running,
+            "{key}"
+        );
+    }
     db.drop_db().await;
 }
