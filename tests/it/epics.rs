@@ -31,6 +31,17 @@ struct Scenario<'a> {
     manager_agent: Option<&'a str>,
 }
 
+impl<'a> Scenario<'a> {
+    /// The manager is the `sh` profile, saying `manager_says`.
+    fn sh(extra: &'a str, manager_says: &'a str) -> Self {
+        Self {
+            extra,
+            manager_says,
+            manager_agent: None,
+        }
+    }
+}
+
 /// The agent: `blocker` waits for `release` (so worker-b's queue stays busy), the manager
 /// prints its line, anything else just works.
 fn script(release: &Path, manager_says: &str) -> String {
@@ -211,11 +222,7 @@ fn status_file(repo: &TestRepo, key: &str) -> Option<StatusSpec> {
 }
 
 async fn the_managers_epic_failed_ends_the_epic(backend: Backend) {
-    let s = Scenario {
-        extra: "",
-        manager_says: "EPIC FAILED: the API it needs does not exist",
-        manager_agent: None,
-    };
+    let s = Scenario::sh("", "EPIC FAILED: the API it needs does not exist");
     let reason = fail_an_epic(backend, s, None).await;
     assert_eq!(
         reason,
@@ -224,11 +231,7 @@ async fn the_managers_epic_failed_ends_the_epic(backend: Backend) {
 }
 
 async fn a_complete_epics_pending_tasks_still_run(backend: Backend) {
-    let s = Scenario {
-        extra: "",
-        manager_says: "Both steps are planned. EPIC COMPLETE",
-        manager_agent: None,
-    };
+    let s = Scenario::sh("", "Both steps are planned. EPIC COMPLETE");
     let epic = end_an_epic(backend, s, None).await;
     assert_eq!((epic.state, epic.reason), (EpicState::Complete, None));
 }
@@ -236,22 +239,17 @@ async fn a_complete_epics_pending_tasks_still_run(backend: Backend) {
 async fn max_tasks_ends_the_epic_at_the_sync_that_passes_it(backend: Backend) {
     // One run at a time, so nothing of the epic (its own task included) is claimed before the
     // sync's check; w1 and w2 are one task too many.
-    let s = Scenario {
-        extra: "[limits]\nmax_running = 1\n[epics]\nmax_tasks = 1\n",
-        manager_says: "planned",
-        manager_agent: None,
-    };
+    let s = Scenario::sh(
+        "[limits]\nmax_running = 1\n[epics]\nmax_tasks = 1\n",
+        "planned",
+    );
     let reason = fail_an_epic(backend, s, None).await;
     assert_eq!(reason, "cap reached: 2 tasks (max_tasks = 1)");
 }
 
 async fn max_activations_ends_the_epic(backend: Backend) {
     // The epic's own task is its first manager run: with max_activations = 1 it is the last.
-    let s = Scenario {
-        extra: "[epics]\nmax_activations = 1\n",
-        manager_says: "planned the next step",
-        manager_agent: None,
-    };
+    let s = Scenario::sh("[epics]\nmax_activations = 1\n", "planned the next step");
     let reason = fail_an_epic(backend, s, None).await;
     assert_eq!(
         reason,
