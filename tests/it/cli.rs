@@ -499,6 +499,29 @@ fn the_demo_runs_its_three_tasks_and_leaves_branches_and_status_files() {
         .unwrap();
     let epics: Vec<serde_json::Value> = serde_json::from_slice(&list.stdout).unwrap();
     assert!(epics.is_empty(), "{}", text(&list));
+
+    // Without --demo-dir: a new directory under $TMPDIR, named after the process.
+    let tmp = dir.path().join("tmp");
+    std::fs::create_dir(&tmp).unwrap();
+    let child = crate::support::command(SWARM)
+        .args(["up", "--demo"])
+        .env("TMPDIR", &tmp)
+        .env("SWARM_DEMO_DELAY_MS", "50")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let root = tmp.join(format!("coding-swarm-demo-{}", child.id()));
+    let out = child.wait_with_output().unwrap();
+    let said = text(&out);
+    assert!(out.status.success(), "{said}");
+    assert!(
+        said.contains(&format!(
+            "demo: creating a scratch repository from examples/repo-layout in {}",
+            root.display()
+        )) && root.join("remote.git").is_dir(),
+        "{said}"
+    );
 }
 
 #[tokio::test]
