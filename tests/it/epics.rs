@@ -18,6 +18,7 @@ use crate::support::{config, wait_for, Backend, TestDb, TestRepo};
 crate::on_both_backends!(
     the_managers_epic_failed_ends_the_epic,
     a_complete_epics_pending_tasks_still_run,
+    a_stopped_run_of_an_epic_activates_nothing,
     max_tasks_ends_the_epic_at_the_sync_that_passes_it,
     max_activations_ends_the_epic
 );
@@ -271,4 +272,78 @@ async fn max_spend_usd_ends_the_epic() {
         reason.starts_with("cap reached: $") && reason.ends_with("spent (max_spend_usd = 0.00)"),
         "{reason}"
     );
+}
+
+/// README section 4: a task stopped with `swarm task stop`, the manager's own run or a worker's,
+/// activates nothing: a stop is a person's decision, not a result. The manager's run still
+/// counts as one of its runs; the worker's stop is no failure.
+async fn a_stopped_run_of_an_epic_activates_nothing(backend: Backend) {
+    let db = TestDb::new(backend).await;
+    let data = tempfile::tempdir().unwrap();
+    let repo = TestRepo::new();
+    repo.commit(
+        &[
+            (".ai/tasks/epic-doomed.yaml", Some(EPIC)),
+            (".ai/tasks/w1.yaml", Some(WORKER)),
+        ],
+        "an epic and a task",
+    );
+    // Both run until stopped.
+    let never = data.path().join("never");
+    let script = format!("while [ ! -e {} ]; do sleep 0.1; done", never.display());
+    let cfg = config(data.path(), &db, &repo, &script, "");
+    let engine = crate::claude::engine_with_token(cfg, db.store.clone());
+    let (stop, stop_rx) = tokio::sync::watch::channel(false);
+    let handle = tokio::spawn(engine.run(RunOptions { once: false }, stop_rx));
+    let store = &db.store;
+    let keys = ["epic-doomed", "w1"];
+    wait_for("both to run", Duration::from_secs(30), async || {
+        for key in keys {
+            if status(store, key).await != Some(TaskState::Running) {
+                return false;
+            }
+        }
+        true
+    })
+    .await;
+    for key in keys {
+        coding_swarm::steer::stop(store, "proj", key, "ann")
+            .await
+            .unwrap();
+    }
+    wait_for("both to stop", Duration::from_secs(30), async || {
+        for key in keys {
+            if status(store, key).await != Some(TaskState::Completed) {
+                return false;
+            }
+        }
+        true
+    })
+    .await;
+    for key in keys {
+        let t = store.task("proj", key).await.unwrap().unwrap();
+        assert_eq!(
+            t.result().unwrap().error_class,
+            Some(ErrorClass::Cancelled),
+            "{key}"
+        );
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let all: Vec<String> = store
+        .list(&TaskFilter::default())
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|t| t.key)
+        .collect();
+    assert_eq!(all.len(), 2, "no activation: {all:?}");
+    let epic = store.epic("proj", "doomed").await.unwrap().unwrap();
+    assert_eq!(
+        (epic.state, epic.activations, epic.consecutive_failures),
+        (EpicState::Active, 1, 0),
+        "{epic:?}"
+    );
+    stop.send(true).unwrap();
+    handle.await.unwrap().unwrap();
+    db.drop_db().await;
 }
