@@ -2,7 +2,8 @@
 //! `EPIC FAILED: reason` and by each of the caps `max_tasks`, `max_activations` and
 //! `max_spend_usd`, when its pending tasks complete as cancelled with the reason and get their
 //! status files; complete by `EPIC COMPLETE`, when its pending tasks still run. Either way a
-//! task of the epic still running finishes, and nothing activates the manager again.
+//! task of the epic still running finishes, and nothing activates the manager again. And a
+//! stopped run of an active epic activates nothing.
 
 use std::path::Path;
 use std::time::Duration;
