@@ -137,27 +137,12 @@ async fn end_an_epic(backend: Backend, s: Scenario<'_>, server: Option<&ModelSer
         EpicState::Failed => vec!["blocker"],
         _ => vec!["blocker", "w1", "w2"],
     };
-    wait_for("the queue to run", Duration::from_secs(30), async || {
-        for key in &ran {
-            if status(store, key).await != Some(TaskState::Completed) {
-                return false;
-            }
-        }
-        true
-    })
-    .await;
+    wait_until_all(store, "the queue to run", &ran, TaskState::Completed).await;
     for key in ran {
         let t = store.task("proj", key).await.unwrap().unwrap();
         assert!(t.result().unwrap().success, "{t:?}");
     }
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    let keys: Vec<String> = store
-        .list(&TaskFilter::default())
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|t| t.key)
-        .collect();
+    let keys = keys_after(store, Duration::from_millis(500)).await;
     assert!(
         !keys.iter().any(|k| k.starts_with("activation-")),
         "nothing activates the manager of an ended epic: {keys:?}"
@@ -212,6 +197,26 @@ async fn fail_an_epic(backend: Backend, s: Scenario<'_>, server: Option<&ModelSe
     let epic = end_an_epic(backend, s, server).await;
     assert_eq!(epic.state, EpicState::Failed, "{epic:?}");
     epic.reason.unwrap()
+}
+
+/// The keys of all tasks after `wait`, the time a runaway activation would need to show.
+async fn keys_after(store: &Store, wait: Duration) -> Vec<String> {
+    tokio::time::sleep(wait).await;
+    let tasks = store.list(&TaskFilter::default()).await.unwrap();
+    tasks.into_iter().map(|t| t.key).collect()
+}
+
+/// Waits until every task of `keys` is in `state`.
+async fn wait_until_all(store: &Store, what: &str, keys: &[&str], state: TaskState) {
+    wait_for(what, Duration::from_secs(30), async || {
+        for key in keys {
+            if status(store, key).await != Some(state) {
+                return false;
+            }
+        }
+        true
+    })
+    .await;
 }
 
 async fn status(store: &Store, key: &str) -> Option<TaskState> {
@@ -298,29 +303,13 @@ async fn a_stopped_run_of_an_epic_activates_nothing(backend: Backend) {
     let handle = tokio::spawn(engine.run(RunOptions { once: false }, stop_rx));
     let store = &db.store;
     let keys = ["epic-doomed", "w1"];
-    wait_for("both to run", Duration::from_secs(30), async || {
-        for key in keys {
-            if status(store, key).await != Some(TaskState::Running) {
-                return false;
-            }
-        }
-        true
-    })
-    .await;
+    wait_until_all(store, "both to run", &keys, TaskState::Running).await;
     for key in keys {
         coding_swarm::steer::stop(store, "proj", key, "ann")
             .await
             .unwrap();
     }
-    wait_for("both to stop", Duration::from_secs(30), async || {
-        for key in keys {
-            if status(store, key).await != Some(TaskState::Completed) {
-                return false;
-            }
-        }
-        true
-    })
-    .await;
+    wait_until_all(store, "both to stop", &keys, TaskState::Completed).await;
     for key in keys {
         let t = store.task("proj", key).await.unwrap().unwrap();
         assert_eq!(
@@ -329,14 +318,7 @@ async fn a_stopped_run_of_an_epic_activates_nothing(backend: Backend) {
             "{key}"
         );
     }
-    tokio::time::sleep(Duration::from_secs(1)).await;
-    let all: Vec<String> = store
-        .list(&TaskFilter::default())
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|t| t.key)
-        .collect();
+    let all = keys_after(store, Duration::from_secs(1)).await;
     assert_eq!(all.len(), 2, "no activation: {all:?}");
     let epic = store.epic("proj", "doomed").await.unwrap().unwrap();
     assert_eq!(
