@@ -643,14 +643,14 @@ impl Config {
                 .map_err(|m| ConfigError::invalid(format!("environment variable {name}"), m))?;
             overridden.push(name);
         }
-        let mut config: Config = Config::deserialize(toml::Value::Table(table)).map_err(|e| {
-            let origin = if overridden.is_empty() {
-                origin.to_string()
-            } else {
-                format!("{origin} (with {})", overridden.join(", "))
-            };
-            ConfigError::invalid(origin, e.message().to_string())
-        })?;
+        // Mistakes found from here on may come from the environment: say which variables.
+        let origin = if overridden.is_empty() {
+            origin.to_string()
+        } else {
+            format!("{origin} (with {})", overridden.join(", "))
+        };
+        let mut config: Config = Config::deserialize(toml::Value::Table(table))
+            .map_err(|e| ConfigError::invalid(&origin, e.message().to_string()))?;
         if config.data_dir.is_relative() {
             config.data_dir = base.join(&config.data_dir);
         }
@@ -661,7 +661,7 @@ impl Config {
         }
         config
             .validate()
-            .map_err(|m| ConfigError::invalid(origin, m))?;
+            .map_err(|m| ConfigError::invalid(&origin, m))?;
         Ok(config)
     }
 
@@ -698,11 +698,12 @@ impl Config {
         }
         for (name, profile) in &self.agents {
             Label::new(name).map_err(|e| format!("agents.{name}: {e}"))?;
-            if profile.env.contains_key("ANTHROPIC_API_KEY")
-                || profile.env.contains_key("ANTHROPIC_AUTH_TOKEN")
+            if let Some(key) = ["ANTHROPIC_API_KEY", "ANTHROPIC_AUTH_TOKEN"]
+                .into_iter()
+                .find(|k| profile.env.contains_key(*k))
             {
                 return Err(format!(
-                    "agents.{name}.env: ANTHROPIC_API_KEY is refused: it switches Claude Code to pay-per-token billing; \
+                    "agents.{name}.env: {key} is refused: it switches Claude Code to pay-per-token billing; \
                      use CLAUDE_CODE_OAUTH_TOKEN (from `claude setup-token`)"
                 ));
             }
@@ -741,13 +742,23 @@ impl Config {
             }
         }
         let caps = &self.epics;
-        if caps.max_tasks == 0
-            || caps.max_consecutive_failures == 0
-            || caps.max_activations == 0
-            || caps.max_spend_usd.is_nan()
-            || caps.max_spend_usd <= 0.0
-        {
-            return Err("epics: every cap (max_tasks, max_consecutive_failures, max_activations, max_spend_usd) must be above 0".into());
+        for (cap, zero) in [
+            ("max_tasks", caps.max_tasks == 0),
+            (
+                "max_consecutive_failures",
+                caps.max_consecutive_failures == 0,
+            ),
+            ("max_activations", caps.max_activations == 0),
+            (
+                "max_spend_usd",
+                caps.max_spend_usd.is_nan() || caps.max_spend_usd <= 0.0,
+            ),
+        ] {
+            if zero {
+                return Err(format!(
+                    "epics.{cap}: must be above 0 (a cap of 0 would end every epic at once)"
+                ));
+            }
         }
         if self.limits.max_running == 0 {
             return Err("limits.max_running: must be at least 1".into());
@@ -941,5 +952,97 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("default_agent"), "{err}");
+    }
+
+    #[test]
+    fn refusals_name_the_input_and_where() {
+        let project = |repo: &str| format!("[[projects]]\nname = \"web\"\nrepo = {repo:?}\n");
+        let profile = |env: &str| {
+            format!("[agents.claude]\nkind = \"claude\"\nenv = {{ {env} = \"sk-ant-api03-secret-value\" }}\n")
+        };
+        // (config text, what the error must say, what it must never say)
+        let table = [
+            (
+                project("https://ann:hunter2-secret@git.example.com/web.git"),
+                "projects[0].repo: the URL holds a password",
+                "hunter2-secret",
+            ),
+            (
+                project("https://ghp_tokentokentoken@github.com/o/web.git"),
+                "projects[0].repo: the URL holds a password",
+                "ghp_tokentokentoken",
+            ),
+            (
+                project("http://x-access-token:abc12345678@host/web.git"),
+                "projects[0].repo: the URL holds a password",
+                "abc12345678",
+            ),
+            (
+                profile("ANTHROPIC_API_KEY"),
+                "agents.claude.env: ANTHROPIC_API_KEY is refused",
+                "sk-ant-api03-secret-value",
+            ),
+            (
+                profile("ANTHROPIC_AUTH_TOKEN"),
+                "agents.claude.env: ANTHROPIC_AUTH_TOKEN is refused",
+                "sk-ant-api03-secret-value",
+            ),
+            (
+                "[epics]\nmax_tasks = 0\n".into(),
+                "epics.max_tasks: must be above 0",
+                "\u{0}",
+            ),
+            (
+                "[epics]\nmax_consecutive_failures = 0\n".into(),
+                "epics.max_consecutive_failures: must be above 0",
+                "\u{0}",
+            ),
+            (
+                "[epics]\nmax_activations = 0\n".into(),
+                "epics.max_activations: must be above 0",
+                "\u{0}",
+            ),
+            (
+                "[epics]\nmax_spend_usd = 0.0\n".into(),
+                "epics.max_spend_usd: must be above 0",
+                "\u{0}",
+            ),
+            (
+                "[epics]\nmax_spend_usd = -1.0\n".into(),
+                "epics.max_spend_usd: must be above 0",
+                "\u{0}",
+            ),
+            (
+                "[epics]\nmax_spend_usd = nan\n".into(),
+                "epics.max_spend_usd: must be above 0",
+                "\u{0}",
+            ),
+        ];
+        for (text, says, never) in &table {
+            let err = parse(text, &[]).expect_err(text).to_string();
+            assert!(
+                err.starts_with("swarm.toml: ") && err.contains(says),
+                "{text}: {err}"
+            );
+            assert!(!err.contains(never), "{text}: {err}");
+        }
+        // The same refusals when the value comes from the environment: the variable is named.
+        let err = parse("", &[("SWARM_EPICS__MAX_TASKS", "0")])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("SWARM_EPICS__MAX_TASKS") && err.contains("epics.max_tasks"),
+            "{err}"
+        );
+        // What is not refused: URLs without a password, a profile with a subscription token.
+        for repo in [
+            "https://github.com/o/web.git",
+            "ssh://git@github.com/o/web.git",
+            "git@github.com:o/web.git",
+            "/srv/git/web.git",
+        ] {
+            parse(&project(repo), &[]).unwrap_or_else(|e| panic!("{repo}: {e}"));
+        }
+        parse(&profile("CLAUDE_CODE_OAUTH_TOKEN"), &[]).unwrap();
     }
 }

@@ -767,6 +767,30 @@ pub fn changed_paths(
     Ok(out)
 }
 
+/// The paths under `dir` that `head` adds, changes or deletes compared with `start`.
+pub fn touched_paths(
+    repo: &Repository,
+    start: Oid,
+    head: Oid,
+    dir: &str,
+) -> Result<Vec<String>, git2::Error> {
+    let old = repo.find_commit(start)?.tree()?;
+    let new = repo.find_commit(head)?.tree()?;
+    let mut opts = git2::DiffOptions::new();
+    opts.pathspec(dir);
+    let diff = repo.diff_tree_to_tree(Some(&old), Some(&new), Some(&mut opts))?;
+    Ok(diff
+        .deltas()
+        .filter_map(|d| {
+            d.new_file()
+                .path()
+                .or_else(|| d.old_file().path())
+                .and_then(|p| p.to_str())
+                .map(str::to_string)
+        })
+        .collect())
+}
+
 /// A file's content at `commit` in a repository on disk, if it is there.
 pub fn read_file(repo: &Path, commit: &str, path: &str) -> Option<Vec<u8>> {
     let repo = Repository::open(repo).ok()?;

@@ -455,6 +455,43 @@ mod tests {
     use super::*;
 
     #[test]
+    fn epic_failed_wins_and_its_reason_is_the_rest_of_its_line_cut_at_500_bytes() {
+        // (final message, marker): README section 4, "How an epic ends".
+        let long = format!("EPIC FAILED: {}\nnext line", "é".repeat(400));
+        let table = [
+            (
+                "EPIC COMPLETE\nEPIC FAILED: tests never pass",
+                "tests never pass",
+            ),
+            (
+                "EPIC FAILED: tests never pass. EPIC COMPLETE",
+                "tests never pass. EPIC COMPLETE",
+            ),
+            ("I quote it: EPIC FAILED - no API\nthe rest", "no API"),
+            (
+                "EPIC FAILED:   \nwhy is on the next line",
+                "the project manager gave up",
+            ),
+            (long.as_str(), "é"),
+        ];
+        for (message, reason) in table {
+            let Some(EpicMarker::Failed(got)) = epic_marker(message) else {
+                panic!("{message}: no EPIC FAILED");
+            };
+            assert!(got.starts_with(reason), "{message}: {got}");
+            let kept = got.split("… [truncated").next().unwrap();
+            assert!(
+                kept.len() <= 500 && !kept.contains('\n'),
+                "{message}: {got}"
+            );
+        }
+        let Some(EpicMarker::Failed(cut)) = epic_marker(&long) else {
+            unreachable!()
+        };
+        assert!(cut.ends_with("… [truncated, 800 bytes in all]"), "{cut}");
+    }
+
+    #[test]
     fn markers_and_caps() {
         assert_eq!(
             epic_marker("All merged.\nEPIC COMPLETE"),

@@ -181,3 +181,7 @@ pub fn decide(
         }
     }
 }
+
+#[cfg(test)]
+#[path = "outcome_tests.rs"]
+mod tests;

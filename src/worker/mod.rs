@@ -518,6 +518,8 @@ fn check_task_files(
     // branch was checked where it was made.
     let m = |e: git2::Error| CommitError::Git(e.message().to_string());
     let mut changed = Vec::new();
+    // Status files belong to the engine: adding, changing or deleting one is refused.
+    let mut status_touched = std::collections::BTreeSet::new();
     let mut walk = repo.revwalk().map_err(m)?;
     walk.push(head).map_err(m)?;
     walk.hide(start).map_err(m)?;
@@ -530,13 +532,17 @@ fn check_task_files(
         changed.extend(
             gitops::changed_paths(repo, parent, commit.id(), crate::spec::AI_DIR).map_err(m)?,
         );
+        status_touched.extend(
+            gitops::touched_paths(repo, parent, commit.id(), crate::spec::STATUS_DIR)
+                .map_err(m)?,
+        );
     }
-    let mut problems = Vec::new();
+    let mut problems: Vec<String> = status_touched
+        .iter()
+        .map(|path| format!("{path}:1:1: status files are written by the engine only"))
+        .collect();
     for (path, content) in changed {
         if path.starts_with(crate::spec::STATUS_DIR) {
-            problems.push(format!(
-                "{path}:1:1: status files are written by the engine only"
-            ));
             continue;
         }
         match crate::spec::task_key_of_path(&path) {

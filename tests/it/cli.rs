@@ -3,6 +3,7 @@
 
 use std::path::Path;
 use std::process::Output;
+use std::time::Duration;
 
 use crate::support::TestRepo;
 
@@ -234,4 +235,330 @@ fn line_of(text: &str, prefix: &str) -> String {
         .find(|l| l.contains(prefix))
         .unwrap_or_default()
         .to_string()
+}
+
+/// A `swarm.toml` in `dir` for one project on `repo` with the `sh` agent running `script`.
+fn write_sh_config(dir: &Path, repo: &str, script: &str) {
+    std::fs::write(
+        dir.join("swarm.toml"),
+        format!(
+            "data_dir = \"data\"\ndefault_agent = \"sh\"\nretry_backoff = \"100ms\"\n\
+             [agents.sh]\ncommand = [\"sh\", \"-c\", {script:?}]\n[[projects]]\nname = \"proj\"\nrepo = {repo:?}\n"
+        ),
+    )
+    .unwrap();
+}
+
+#[test]
+fn up_once_exits_1_for_a_failed_task_or_an_unsynced_project_and_task_logs_shows_the_run() {
+    let repo = TestRepo::new();
+    repo.commit(
+        &[
+            (".ai/tasks/good.yaml", Some("addressee: w1\nprompt: one\n")),
+            (".ai/tasks/bad.yaml", Some("addressee: w2\nprompt: two\n")),
+            (
+                ".ai/tasks/long.yaml",
+                Some("addressee: w3\nprompt: three\n"),
+            ),
+        ],
+        "tasks",
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let script = "echo \"log line of $SWARM_TASK_KEY\"; \
+                  [ \"$SWARM_TASK_KEY\" != long ] || seq 1 60000; [ \"$SWARM_TASK_KEY\" != bad ]";
+    write_sh_config(dir.path(), &repo.url(), script);
+    let up = swarm(dir.path(), &["up", "--once"]);
+    let said = text(&up);
+    assert_eq!(up.status.code(), Some(1), "a task failed: {said}");
+    assert!(
+        said.contains("proj/good: completed (succeeded)")
+            && said.contains("proj/bad: completed (failed"),
+        "{said}"
+    );
+    // Every result is reported all the same.
+    assert!(repo.read("main", ".ai/status/bad.yaml").is_some());
+
+    let logs = swarm(dir.path(), &["task", "logs", "good"]);
+    assert!(logs.status.success(), "{}", text(&logs));
+    assert!(
+        String::from_utf8_lossy(&logs.stdout).contains("log line of good"),
+        "{}",
+        text(&logs)
+    );
+    let logs = swarm(dir.path(), &["task", "logs", "proj/bad"]);
+    assert!(
+        String::from_utf8_lossy(&logs.stdout).contains("log line of bad"),
+        "{}",
+        text(&logs)
+    );
+    // Of a long log, the last 256 KiB, from a line's start.
+    let logs = swarm(dir.path(), &["task", "logs", "long"]);
+    let out = String::from_utf8_lossy(&logs.stdout);
+    assert!(logs.status.success(), "{}", text(&logs));
+    assert!(
+        out.len() <= 256 * 1024 && out.len() > 200 * 1024,
+        "{} bytes",
+        out.len()
+    );
+    assert!(out.contains("\n59999\n60000\n") && !out.contains("log line of long"));
+    let first: u32 = out.lines().next().unwrap().parse().unwrap();
+    assert!(
+        out.contains(&format!("{first}\n{}\n", first + 1)),
+        "{first}"
+    );
+    // A new generation that has not run yet has no log.
+    let retry = swarm(dir.path(), &["task", "retry", "good"]);
+    assert!(retry.status.success(), "{}", text(&retry));
+    let logs = swarm(dir.path(), &["task", "logs", "good"]);
+    assert!(
+        !logs.status.success() && text(&logs).contains("proj/good has not run yet"),
+        "{}",
+        text(&logs)
+    );
+
+    // Everything succeeds, but a project cannot be synced: 1 as well.
+    let gone = tempfile::tempdir().unwrap();
+    let missing = gone.path().join("missing.git");
+    write_sh_config(gone.path(), &missing.display().to_string(), "true");
+    let up = swarm(gone.path(), &["up", "--once"]);
+    let said = text(&up);
+    assert_eq!(up.status.code(), Some(1), "{said}");
+    assert!(said.contains("project proj: sync error"), "{said}");
+}
+
+#[test]
+fn epic_add_twice_with_one_name_makes_a_second_epic_and_epic_list_shows_how_each_ended() {
+    let repo = TestRepo::new();
+    repo.commit(&[("README.md", Some("x\n"))], "init");
+    let dir = tempfile::tempdir().unwrap();
+    // Three managers: one gives up, one is done, one plans.
+    let script = "case \"$SWARM_TASK_KEY\" in \
+                  epic-login) echo 'EPIC FAILED: no session code to build on';; \
+                  epic-login-2) echo 'EPIC COMPLETE';; \
+                  *) echo planned;; esac";
+    write_sh_config(dir.path(), &repo.url(), script);
+    let add = |name: Option<&str>| {
+        let mut args = vec!["epic", "add", "--project", "proj"];
+        if let Some(n) = name {
+            args.extend(["--name", n]);
+        }
+        args.push("Add a login page with email and password!");
+        swarm(dir.path(), &args)
+    };
+    let first = add(Some("login"));
+    assert!(
+        first.status.success()
+            && text(&first).contains("epic login committed to proj as .ai/tasks/epic-login.yaml"),
+        "{}",
+        text(&first)
+    );
+    let second = add(Some("login"));
+    assert!(
+        second.status.success()
+            && text(&second)
+                .contains("epic login-2 committed to proj as .ai/tasks/epic-login-2.yaml"),
+        "{}",
+        text(&second)
+    );
+    // Without --name, the name is made from the text.
+    let third = add(None);
+    assert!(
+        text(&third).contains(".ai/tasks/epic-add-a-login-page-with-email-and-password.yaml"),
+        "{}",
+        text(&third)
+    );
+    let file = repo.read("main", ".ai/tasks/epic-login-2.yaml").unwrap();
+    assert!(
+        file.contains("epic: login-2") && file.contains("addressee: project-mgr-proj"),
+        "{file}"
+    );
+
+    let up = swarm(dir.path(), &["up", "--once"]);
+    assert!(up.status.success(), "{}", text(&up));
+    let list = swarm(dir.path(), &["epic", "list"]);
+    let said = text(&list);
+    assert!(list.status.success(), "{said}");
+    let row = |epic: &str| {
+        said.lines()
+            .find(|l| l.split_whitespace().nth(1) == Some(epic))
+            .unwrap_or_else(|| panic!("no row for {epic}: {said}"))
+            .split_whitespace()
+            .collect::<Vec<_>>()
+    };
+    assert!(said.starts_with("PROJECT"), "{said}");
+    // PROJECT EPIC STATE PROGRESS SPEND ACTIVATIONS REASON: each manager ran once and created
+    // no task.
+    let reason = "the project manager gave up: no session code to build on";
+    let table = [
+        ("login", "failed", reason),
+        ("login-2", "complete", ""),
+        ("add-a-login-page-with-email-and-password", "active", ""),
+    ];
+    for (epic, state, reason) in table {
+        let r = row(epic);
+        assert_eq!(
+            (&r[..6], r[6..].join(" ")),
+            (
+                &["proj", epic, state, "0/0", "$0.00", "1"][..],
+                reason.to_string()
+            ),
+            "{said}"
+        );
+    }
+    let json = swarm(dir.path(), &["epic", "list", "--json", "--project", "proj"]);
+    let epics: Vec<serde_json::Value> = serde_json::from_slice(&json.stdout).unwrap();
+    assert_eq!(epics.len(), 3, "{epics:?}");
+    let states: Vec<(&str, &str)> = epics
+        .iter()
+        .map(|e| (e["epic"].as_str().unwrap(), e["state"].as_str().unwrap()))
+        .collect();
+    for (epic, state, _) in table {
+        assert!(states.contains(&(epic, state)), "{epics:?}");
+    }
+    assert!(
+        epics.iter().all(|e| e["consecutive_failures"] == 0),
+        "{epics:?}"
+    );
+
+    // A cap lowered below an active epic's count, and a restart: its next sync ends the epic.
+    let config = dir.path().join("swarm.toml");
+    let before = std::fs::read_to_string(&config).unwrap();
+    std::fs::write(&config, format!("{before}[epics]\nmax_activations = 1\n")).unwrap();
+    let up = swarm(dir.path(), &["up", "--once"]);
+    assert!(up.status.success(), "{}", text(&up));
+    let list = swarm(dir.path(), &["epic", "list"]);
+    let said = text(&list);
+    let line = said
+        .lines()
+        .find(|l| l.contains("add-a-login-page-with-email-and-password"))
+        .unwrap();
+    assert!(
+        line.contains(" failed ")
+            && line.ends_with("cap reached: 1 manager activations (max_activations = 1)"),
+        "{said}"
+    );
+}
+
+#[test]
+fn the_demo_runs_its_three_tasks_and_leaves_branches_and_status_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let demo = dir.path().join("demo");
+    let out = crate::support::command(SWARM)
+        .args(["up", "--demo", "--demo-dir"])
+        .arg(&demo)
+        .env("SWARM_DEMO_DELAY_MS", "50")
+        .output()
+        .unwrap();
+    let said = text(&out);
+    assert!(out.status.success(), "{said}");
+    for key in ["add-greeting", "add-farewell", "review-greeting"] {
+        assert!(
+            said.contains(&format!("greeter/{key}: completed (succeeded)")),
+            "{said}"
+        );
+    }
+    assert!(
+        said.contains(&format!(
+            "results of greeter are in {}",
+            demo.join("remote.git").display()
+        )),
+        "{said}"
+    );
+    let remote = git2::Repository::open_bare(demo.join("remote.git")).unwrap();
+    let main = remote
+        .revparse_single("main")
+        .unwrap()
+        .peel_to_tree()
+        .unwrap();
+    for key in ["add-greeting", "add-farewell", "review-greeting"] {
+        assert!(
+            main.get_path(Path::new(&format!(".ai/status/{key}.yaml")))
+                .is_ok(),
+            "status file of {key}"
+        );
+    }
+    // swarm/add-farewell has one commit over main's base, swarm/add-greeting two (the
+    // implementation, then the review on the same branch).
+    let ahead = |branch: &str| {
+        let tip = remote.revparse_single(branch).unwrap().id();
+        let base = remote
+            .merge_base(tip, remote.revparse_single("main").unwrap().id())
+            .unwrap();
+        remote.graph_ahead_behind(tip, base).unwrap().0
+    };
+    assert_eq!(
+        (ahead("swarm/add-farewell"), ahead("swarm/add-greeting")),
+        (1, 2)
+    );
+    assert!(demo.join("swarm.toml").exists() && demo.join("data").is_dir());
+    // No epic task, so no epic and no manager: the label alone opens nothing.
+    let list = crate::support::command(SWARM)
+        .args(["epic", "list", "--json", "--config"])
+        .arg(demo.join("swarm.toml"))
+        .output()
+        .unwrap();
+    let epics: Vec<serde_json::Value> = serde_json::from_slice(&list.stdout).unwrap();
+    assert!(epics.is_empty(), "{}", text(&list));
+
+    // Without --demo-dir: a new directory under $TMPDIR, named after the process.
+    let tmp = dir.path().join("tmp");
+    std::fs::create_dir(&tmp).unwrap();
+    let child = crate::support::command(SWARM)
+        .args(["up", "--demo"])
+        .env("TMPDIR", &tmp)
+        .env("SWARM_DEMO_DELAY_MS", "50")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let root = tmp.join(format!("coding-swarm-demo-{}", child.id()));
+    let out = child.wait_with_output().unwrap();
+    let said = text(&out);
+    assert!(out.status.success(), "{said}");
+    assert!(
+        said.contains(&format!(
+            "demo: creating a scratch repository from examples/repo-layout in {}",
+            root.display()
+        )) && root.join("remote.git").is_dir(),
+        "{said}"
+    );
+}
+
+#[tokio::test]
+async fn up_once_exits_1_when_the_status_files_cannot_be_committed() {
+    let repo = TestRepo::new();
+    repo.commit(
+        &[(".ai/tasks/job.yaml", Some("addressee: w1\nprompt: one\n"))],
+        "a task",
+    );
+    let dir = tempfile::tempdir().unwrap();
+    write_sh_config(dir.path(), &repo.url(), "echo worked > out.txt");
+    let log = dir.path().join("up.log");
+    let child = crate::support::start_engine(&dir.path().join("swarm.toml"), &log, true);
+    // Someone holds main's lock for as long as the engine runs, renewed so it never looks stale:
+    // the run's branch can be pushed, the status commit to main cannot.
+    let lock = repo.path().join("refs/heads/main.lock");
+    let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let holder = {
+        let (lock, done) = (lock.clone(), done.clone());
+        std::thread::spawn(move || {
+            while !done.load(std::sync::atomic::Ordering::SeqCst) {
+                std::fs::write(&lock, "0000000000000000000000000000000000000000\n").unwrap();
+                std::thread::sleep(Duration::from_millis(300));
+            }
+        })
+    };
+    let status = crate::support::wait_exit(child, Duration::from_secs(60), "swarm up --once").await;
+    done.store(true, std::sync::atomic::Ordering::SeqCst);
+    holder.join().unwrap();
+    std::fs::remove_file(&lock).ok();
+    let said = std::fs::read_to_string(&log).unwrap();
+    assert_eq!(status.code(), Some(1), "{said}");
+    assert!(
+        said.contains("all tasks finished, but their status files could not be committed"),
+        "{said}"
+    );
+    // The run itself went through; only its report is missing.
+    assert!(repo.branches().contains(&"swarm/job".to_string()), "{said}");
+    assert!(repo.read("main", ".ai/status/job.yaml").is_none());
 }

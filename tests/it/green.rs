@@ -559,7 +559,7 @@ crate::on_both_backends!(
 );
 
 /// Hands `item` to the manager of `project` (default branch main), as the engine does.
-async fn activate(
+pub(crate) async fn activate(
     s: &Store,
     project: &str,
     epic: Option<&str>,

@@ -6,7 +6,7 @@ use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 use coding_swarm::model::transition::{self, StopOutcome};
 use coding_swarm::model::{ClaimLimits, EpicState, EventKind, Outcome};
 use coding_swarm::spec::{ErrorClass, RunResult, TaskState};
@@ -27,6 +27,8 @@ crate::on_both_backends!(
     a_value_this_engine_does_not_know_is_an_error_naming_it,
     a_reused_epic_name_opens_a_new_epic_and_keeps_the_old_as_history,
     a_deposed_leader_writes_nothing_after_a_new_one_leads,
+    a_retry_keeps_its_place_and_a_paused_profile_holds_its_queues,
+    a_failed_epic_cancels_its_pending_tasks_and_activations_alike,
 );
 
 fn limits(max: u32, per_project: u32) -> ClaimLimits {
@@ -754,5 +756,161 @@ async fn a_deposed_leader_writes_nothing_after_a_new_one_leads(backend: Backend)
         create_plan(vec![task("c", &y("w3", ""))]),
     )
     .await;
+    db.drop_db().await;
+}
+
+/// README section 8: a task waiting for a retry keeps its place (later tasks of its addressee
+/// wait behind it); a paused profile holds the queues it heads while other profiles run; a
+/// later pause extends an earlier one and an earlier one shortens nothing.
+async fn a_retry_keeps_its_place_and_a_paused_profile_holds_its_queues(backend: Backend) {
+    let db = TestDb::new(backend).await;
+    let s = &db.store;
+    // Whole seconds: Postgres keeps microseconds only.
+    let now = DateTime::from_timestamp(Utc::now().timestamp(), 0).unwrap();
+    let hour = chrono::Duration::hours(1);
+    apply(
+        s,
+        "p",
+        "c",
+        create_plan(vec![
+            task("first", &y("w", "priority: 9\n")),
+            task("second", &y("w", "")),
+        ]),
+    )
+    .await;
+    let t = claim(s, &limits(8, 8), now).await.remove(0);
+    assert_eq!(t.key, "first");
+    let failed = RunResult::failure(ErrorClass::Agent, "tests failed");
+    let retry = Outcome::Retry {
+        result: failed,
+        not_before: now + hour,
+        infrastructure: false,
+    };
+    assert!(finish(s, t.id, 1, &retry, now).await);
+    assert!(
+        claim(s, &limits(8, 8), now).await.is_empty(),
+        "second waits behind first's retry"
+    );
+    let t = claim(s, &limits(8, 8), now + hour).await.remove(0);
+    assert_eq!((t.key.as_str(), t.attempts), ("first", 2));
+    assert!(finish(s, t.id, 2, &Outcome::Completed(ok()), now + hour).await);
+
+    // Pauses: the latest end wins, whatever order they come in.
+    s.pause_agent("claude", now + hour, "usage limit", now)
+        .await
+        .unwrap();
+    s.pause_agent("claude", now + hour / 2, "rate limit", now)
+        .await
+        .unwrap();
+    let until = |p: Vec<(String, DateTime<Utc>, String)>| -> Vec<(String, i64)> {
+        p.into_iter()
+            .map(|(a, u, _)| (a, (u - now).num_seconds()))
+            .collect()
+    };
+    assert_eq!(
+        until(s.agent_pauses(now).await.unwrap()),
+        [("claude".to_string(), 3600)]
+    );
+    s.pause_agent("claude", now + hour * 2, "usage limit", now)
+        .await
+        .unwrap();
+    assert_eq!(
+        until(s.agent_pauses(now).await.unwrap()),
+        [("claude".to_string(), 7200)]
+    );
+    assert!(s.agent_pauses(now + hour * 2).await.unwrap().is_empty());
+
+    // A paused profile: the queue it heads waits, all of it (second, of the default profile,
+    // and behind-it, of another one behind paused-head); another profile's queue runs.
+    apply(
+        s,
+        "p",
+        "c2",
+        create_plan(vec![
+            task("paused-head", &y("x", "priority: 9\n")),
+            task("behind-it", &y("x", "agent: other\n")),
+            task("other", &y("z", "agent: other\n")),
+        ]),
+    )
+    .await;
+    let mut paused = limits(8, 8);
+    paused.paused_agents = ["claude".to_string()].into();
+    let keys: Vec<String> = claim(s, &paused, now + hour)
+        .await
+        .into_iter()
+        .map(|t| t.key)
+        .collect();
+    assert_eq!(keys, ["other"]);
+    db.drop_db().await;
+}
+
+/// README section 4: when an epic fails, its pending tasks, task files and activations alike,
+/// complete at once as cancelled, each owing a status file; a running one is left to finish.
+async fn a_failed_epic_cancels_its_pending_tasks_and_activations_alike(backend: Backend) {
+    let db = TestDb::new(backend).await;
+    let s = &db.store;
+    let now = Utc::now();
+    apply(
+        s,
+        "p",
+        "c1",
+        create_plan(vec![
+            task(
+                "epic-x",
+                "addressee: project-mgr-p\nkind: epic\nepic: x\nprompt: build x\n",
+            ),
+            task("a-part", "addressee: w1\nepic: x\nprompt: a part\n"),
+            task(
+                "b-part",
+                "addressee: w1\nepic: x\nprompt: b part\npriority: 1\n",
+            ),
+        ]),
+    )
+    .await;
+    // The manager and b-part run; a result waits for the manager as an activation.
+    let running: Vec<String> = claim(s, &limits(8, 8), now)
+        .await
+        .into_iter()
+        .map(|t| t.key)
+        .collect();
+    assert_eq!(running.len(), 2, "{running:?}");
+    assert!(running.contains(&"b-part".to_string()), "{running:?}");
+    let item = coding_swarm::model::ActivationItem::result("old-part", Some("x"), &ok());
+    let (activation, created) = crate::green::activate(s, "p", Some("x"), item).await;
+    assert!(created);
+
+    let reason = "cap reached: 4 tasks (max_tasks = 3)";
+    assert!(s
+        .end_epic(
+            "p",
+            "x",
+            now,
+            |e| coding_swarm::model::green::end_epic(e, Some(reason)),
+            |t| transition::cancel_for_failed_epic(t, "x", reason, now),
+        )
+        .await
+        .unwrap());
+    let cancelled = format!("epic x failed: {reason}");
+    for key in ["a-part", activation.as_str()] {
+        let t = s.task("p", key).await.unwrap().unwrap();
+        let r = t.result().unwrap();
+        assert_eq!(
+            (t.state(), r.error_class, r.error.as_deref(), t.report_due),
+            (
+                TaskState::Completed,
+                Some(ErrorClass::Cancelled),
+                Some(cancelled.as_str()),
+                true
+            ),
+            "{key}"
+        );
+    }
+    for key in ["epic-x", "b-part"] {
+        assert_eq!(
+            s.task("p", key).await.unwrap().unwrap().state(),
+            TaskState::Running,
+            "{key}"
+        );
+    }
     db.drop_db().await;
 }

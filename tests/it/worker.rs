@@ -18,7 +18,7 @@ use crate::support::{config, TestDb, TestRepo};
 
 const SWARM: &str = env!("CARGO_BIN_EXE_swarm");
 
-fn task(repo: &TestRepo, branch: &str, script: &str) -> JobSpec {
+pub(crate) fn task(repo: &TestRepo, branch: &str, script: &str) -> JobSpec {
     JobSpec {
         version: coding_swarm::job::VERSION,
         project: "proj".into(),
@@ -50,7 +50,7 @@ fn hello_repo() -> TestRepo {
 }
 
 /// Runs `swarm worker` on `task` in `dir`, its output in `dir/log` as the local runtime keeps it.
-fn run_worker(dir: &Path, task: &JobSpec) -> RunResult {
+pub(crate) fn run_worker(dir: &Path, task: &JobSpec) -> RunResult {
     std::fs::write(dir.join("task.json"), serde_json::to_vec(task).unwrap()).unwrap();
     let log = std::fs::File::create(dir.join("log")).unwrap();
     let status = crate::support::command(SWARM)
