@@ -53,6 +53,11 @@ pub const WORKER_ENV: &[&str] = &[
     "RUST_BACKTRACE",
     "SWARM_GIT_TOKEN",
     "GITHUB_TOKEN",
+];
+
+/// What a corporate network needs to reach anything: its proxies and its certificate
+/// authorities. Passed to the worker and on to its agent.
+pub const NETWORK_ENV: &[&str] = &[
     "HTTPS_PROXY",
     "https_proxy",
     "HTTP_PROXY",
@@ -89,6 +94,7 @@ pub fn referenced_vars(env: &BTreeMap<String, String>) -> Vec<String> {
 pub fn passed_to_worker(name: &str, referenced: &[String]) -> bool {
     !WITHHELD_ENV.contains(&name)
         && (WORKER_ENV.contains(&name)
+            || NETWORK_ENV.contains(&name)
             || name.starts_with("LC_")
             || referenced.iter().any(|r| r == name))
 }

@@ -17,30 +17,10 @@ use crate::job::{AgentKind, JobSpec};
 use crate::secrets::Redactor;
 use crate::spec::{truncate, ErrorClass, RunResult};
 
-/// Variables of the worker's environment an agent inherits: the basics, and what a corporate
-/// network needs to reach anything (its proxies and its certificate authorities).
+/// Variables of the worker's environment an agent inherits, besides
+/// [`crate::job::NETWORK_ENV`] (its proxies and certificate authorities).
 const AGENT_ENV: &[&str] = &[
-    "PATH",
-    "LANG",
-    "LANGUAGE",
-    "TERM",
-    "TZ",
-    "USER",
-    "LOGNAME",
-    "SHELL",
-    "TMPDIR",
-    "HTTPS_PROXY",
-    "https_proxy",
-    "HTTP_PROXY",
-    "http_proxy",
-    "NO_PROXY",
-    "no_proxy",
-    "ALL_PROXY",
-    "all_proxy",
-    "SSL_CERT_FILE",
-    "SSL_CERT_DIR",
-    "NODE_EXTRA_CA_CERTS",
-    "GIT_SSL_CAINFO",
+    "PATH", "LANG", "LANGUAGE", "TERM", "TZ", "USER", "LOGNAME", "SHELL", "TMPDIR",
 ];
 
 /// The most one argument may have on Linux (`MAX_ARG_STRLEN`, 32 pages), terminator included.
@@ -181,7 +161,10 @@ pub(super) fn run_agent(run: &AgentRun<'_>) -> RunResult {
     cmd.env_clear();
     for (k, v) in std::env::vars_os() {
         let name = k.to_string_lossy();
-        if AGENT_ENV.contains(&name.as_ref()) || name.starts_with("LC_") {
+        if AGENT_ENV.contains(&name.as_ref())
+            || crate::job::NETWORK_ENV.contains(&name.as_ref())
+            || name.starts_with("LC_")
+        {
             cmd.env(&k, v);
         }
     }

@@ -533,8 +533,7 @@ fn check_task_files(
             gitops::changed_paths(repo, parent, commit.id(), crate::spec::AI_DIR).map_err(m)?,
         );
         status_touched.extend(
-            gitops::touched_paths(repo, parent, commit.id(), crate::spec::STATUS_DIR)
-                .map_err(m)?,
+            gitops::touched_paths(repo, parent, commit.id(), crate::spec::STATUS_DIR).map_err(m)?,
         );
     }
     let mut problems: Vec<String> = status_touched

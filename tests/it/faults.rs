@@ -253,12 +253,15 @@ fn commit_tasks(repo: &TestRepo, tasks: &[&Planned], message: &str) {
         .iter()
         .map(|(p, c)| (p.as_str(), Some(c.as_str())))
         .collect();
-    // The engine pushes status commits to main meanwhile: try again when main moved.
-    for _ in 0..50 {
+    // The engine pushes status commits to main meanwhile: try again when main moved. An
+    // engine SIGKILLed while it pushed leaves main's lock behind, which the next engine
+    // removes once it is stale (gitops::STALE_LOCK, 10 s): a person's commit waits that long.
+    let until = std::time::Instant::now() + Duration::from_secs(40);
+    while std::time::Instant::now() < until {
         if repo.try_commit(&refs, message).is_ok() {
             return;
         }
-        std::thread::sleep(Duration::from_millis(20));
+        std::thread::sleep(Duration::from_millis(25));
     }
     panic!("cannot commit {message}");
 }
