@@ -654,7 +654,15 @@ async fn bench_latency(backend: Backend, quick: bool, gap: Duration) -> Value {
         let now = chrono::Utc::now();
         writer
             .apply_sync("bench", &head, SyncScope::Keys(&keys), now, |rows| {
-                plan_sync("bench", &files, rows, false, &head, now)
+                plan_sync(
+                    "bench",
+                    &files,
+                    rows,
+                    false,
+                    &Default::default(),
+                    &head,
+                    now,
+                )
             })
             .await
             .unwrap();
