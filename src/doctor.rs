@@ -146,20 +146,40 @@ pub async fn run(config: &Config, secrets: &crate::config::Secrets) -> Vec<Check
         "git identity",
         format!("{} <{}>", config.git.name, config.git.email),
     ));
+    // The database is read, never changed: a new SQLite file is not created, and pending
+    // migrations are reported, not applied.
     let url = config.database_url();
-    match Store::connect(&url).await {
-        Ok(store) => {
-            out.push(check(
-                true,
-                "database",
-                format!(
-                    "{} reachable, schema up to date",
-                    crate::config::redact_url(&url)
-                ),
-            ));
-            store.close().await;
+    let shown = crate::config::redact_url(&url);
+    let missing_sqlite = url
+        .strip_prefix("sqlite://")
+        .map(|rest| std::path::Path::new(rest.split('?').next().unwrap_or(rest)))
+        .filter(|path| !path.exists());
+    if let Some(path) = missing_sqlite {
+        out.push(check(
+            true,
+            "database",
+            format!(
+                "{} does not exist yet: `swarm up` or `swarm migrate` creates it",
+                path.display()
+            ),
+        ));
+    } else {
+        match Store::connect_without_migrating(&url).await {
+            Ok(store) => {
+                let pending = store.pending_migrations().await;
+                out.push(match pending {
+                    Ok(p) if p.is_empty() => check(true, "database", format!("{shown} reachable, schema up to date")),
+                    Ok(p) => check(
+                        true,
+                        "database",
+                        format!("{shown} reachable; {} migration(s) to apply ({:?}): `swarm up` or `swarm migrate` applies them", p.len(), p),
+                    ),
+                    Err(e) => check(false, "database", crate::display::error_chain(&e)),
+                });
+                store.close().await;
+            }
+            Err(e) => out.push(check(false, "database", crate::display::error_chain(&e))),
         }
-        Err(e) => out.push(check(false, "database", crate::display::error_chain(&e))),
     }
     for p in &config.projects {
         let (repo, branch, dir, auth) = (

@@ -84,7 +84,18 @@ enum Command {
     Validate {
         /// The repository root (default: the current directory).
         path: Option<PathBuf>,
+        /// `text` (path:line:column: message), `json` (an array of objects), or `github`
+        /// (workflow annotations: `::error file=...,line=...,col=...::message`).
+        #[arg(long, value_enum, default_value = "text")]
+        format: commands::ValidateFormat,
     },
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell) to standard output.
+    Completions {
+        /// The shell.
+        shell: clap_complete::Shell,
+    },
+    /// Print the manual page (roff) to standard output: `swarm man | man -l -`.
+    Man,
     /// Print the JSON Schema of task or status files (what schemas/ holds).
     #[command(hide = true)]
     Schema {
@@ -95,6 +106,9 @@ enum Command {
     Doctor {
         #[command(flatten)]
         config: ConfigArg,
+        /// One JSON object a check: `ok`, `name`, `detail`.
+        #[arg(long)]
+        json: bool,
     },
     /// Create or update the database schema.
     Migrate {
@@ -263,8 +277,23 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             println!("{}", serde_json::to_string_pretty(&schema)?);
             Ok(ExitCode::SUCCESS)
         }
-        Command::Validate { path } => {
-            commands::validate(&path.unwrap_or_else(|| PathBuf::from(".")))
+        Command::Validate { path, format } => {
+            commands::validate(&path.unwrap_or_else(|| PathBuf::from(".")), format)
+        }
+        Command::Completions { shell } => {
+            let mut cmd = <Cli as clap::CommandFactory>::command();
+            let mut out = Vec::new();
+            clap_complete::generate(shell, &mut cmd, "swarm", &mut out);
+            // A closed pipe (`| head`) is not an error of ours.
+            let _ = std::io::Write::write_all(&mut std::io::stdout(), &out);
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Man => {
+            let cmd = <Cli as clap::CommandFactory>::command().name("swarm");
+            let mut out = Vec::new();
+            clap_mangen::Man::new(cmd).render(&mut out)?;
+            let _ = std::io::Write::write_all(&mut std::io::stdout(), &out);
+            Ok(ExitCode::SUCCESS)
         }
         Command::Up {
             config,
@@ -284,8 +313,10 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             };
             commands::up(config, secrets(), once).await
         }),
-        Command::Doctor { config } => {
-            tokio_main(async move { commands::doctor(&load_config(&config)?, &secrets()).await })
+        Command::Doctor { config, json } => {
+            tokio_main(
+                async move { commands::doctor(&load_config(&config)?, &secrets(), json).await },
+            )
         }
         Command::Migrate { config } => {
             tokio_main(async move { commands::migrate(&load_config(&config)?).await })

@@ -132,12 +132,43 @@ async fn print_summary(store: &Store, config: &Config) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// How `swarm validate` prints its problems.
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum ValidateFormat {
+    Text,
+    Json,
+    Github,
+}
+
 /// `swarm validate`: prints each problem of the repository's `.ai/` directory.
-pub fn validate(root: &Path) -> anyhow::Result<ExitCode> {
+pub fn validate(root: &Path, format: ValidateFormat) -> anyhow::Result<ExitCode> {
     let problems = crate::spec::validate_repository(root)
         .with_context(|| format!("cannot read {}", root.display()))?;
-    for p in &problems {
-        println!("{p}");
+    match format {
+        ValidateFormat::Text => {
+            for p in &problems {
+                println!("{p}");
+            }
+        }
+        ValidateFormat::Json => {
+            let items: Vec<serde_json::Value> = problems
+                .iter()
+                .map(|p| {
+                    serde_json::json!({
+                        "path": p.path,
+                        "line": p.error.line,
+                        "column": p.error.column,
+                        "message": p.error.message,
+                    })
+                })
+                .collect();
+            println!("{}", serde_json::to_string_pretty(&items)?);
+        }
+        ValidateFormat::Github => {
+            for p in &problems {
+                println!("{}", github_annotation(p));
+            }
+        }
     }
     if problems.is_empty() {
         Ok(ExitCode::SUCCESS)
@@ -152,11 +183,40 @@ pub fn validate(root: &Path) -> anyhow::Result<ExitCode> {
     }
 }
 
-/// `swarm doctor`: one line per check; fails when one fails.
-pub async fn doctor(config: &Config, secrets: &Secrets) -> anyhow::Result<ExitCode> {
+/// A GitHub Actions workflow command for `p`: `::error file=F,line=L,col=C::MESSAGE`, with
+/// `%`, CR and LF escaped in the message, and `:` and `,` too in the properties (GitHub's
+/// "Workflow commands" escaping).
+pub fn github_annotation(p: &crate::spec::Problem) -> String {
+    fn data(s: &str) -> String {
+        s.replace('%', "%25")
+            .replace('\r', "%0D")
+            .replace('\n', "%0A")
+    }
+    fn property(s: &str) -> String {
+        data(s).replace(':', "%3A").replace(',', "%2C")
+    }
+    format!(
+        "::error file={},line={},col={}::{}",
+        property(&p.path),
+        p.error.line,
+        p.error.column,
+        data(&p.error.message)
+    )
+}
+
+/// `swarm doctor`: one line per check (or one JSON object each); fails when one fails.
+pub async fn doctor(config: &Config, secrets: &Secrets, json: bool) -> anyhow::Result<ExitCode> {
     let checks = crate::doctor::run(config, secrets).await;
-    for c in &checks {
-        println!("{c}");
+    if json {
+        let items: Vec<serde_json::Value> = checks
+            .iter()
+            .map(|c| serde_json::json!({"ok": c.ok, "name": c.name, "detail": c.detail}))
+            .collect();
+        println!("{}", serde_json::to_string_pretty(&items)?);
+    } else {
+        for c in &checks {
+            println!("{c}");
+        }
     }
     Ok(if checks.iter().all(|c| c.ok) {
         ExitCode::SUCCESS

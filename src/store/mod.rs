@@ -235,6 +235,33 @@ impl Store {
         .map_err(StoreError::Migrate)
     }
 
+    /// The migrations this database has not applied yet, by version (all of them for a new
+    /// one). Reads only: `swarm doctor` checks the schema without changing it.
+    pub async fn pending_migrations(&self) -> Result<Vec<i64>> {
+        let (migrator, applied): (sqlx::migrate::Migrator, Result<Vec<i64>, sqlx::Error>) =
+            match &self.backend {
+                Backend::Postgres(pool) => (
+                    sqlx::migrate!("migrations/postgres"),
+                    sqlx::query_scalar("SELECT version FROM _sqlx_migrations WHERE success")
+                        .fetch_all(pool)
+                        .await,
+                ),
+                Backend::Sqlite(pool) => (
+                    sqlx::migrate!("migrations/sqlite"),
+                    sqlx::query_scalar("SELECT version FROM _sqlx_migrations WHERE success")
+                        .fetch_all(pool)
+                        .await,
+                ),
+            };
+        // No table yet: a database nothing was applied to.
+        let applied = applied.unwrap_or_default();
+        Ok(migrator
+            .iter()
+            .map(|m| m.version)
+            .filter(|v| !applied.contains(v))
+            .collect())
+    }
+
     pub fn is_postgres(&self) -> bool {
         matches!(self.backend, Backend::Postgres(_))
     }

@@ -562,3 +562,129 @@ async fn up_once_exits_1_when_the_status_files_cannot_be_committed() {
     assert!(repo.branches().contains(&"swarm/job".to_string()), "{said}");
     assert!(repo.read("main", ".ai/status/job.yaml").is_none());
 }
+
+/// Shell completions and the manual page come from the CLI's own definition.
+#[test]
+fn completions_and_the_manual_page() {
+    let dir = tempfile::tempdir().unwrap();
+    for (shell, mark) in [
+        ("bash", "_swarm()"),
+        ("zsh", "#compdef swarm"),
+        ("fish", "complete -c swarm"),
+    ] {
+        let out = swarm(dir.path(), &["completions", shell]);
+        let t = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success() && t.contains(mark),
+            "{shell}: {}",
+            text(&out)
+        );
+        assert!(
+            t.contains("validate") && t.contains("doctor"),
+            "{shell}: the subcommands"
+        );
+    }
+    let man = swarm(dir.path(), &["man"]);
+    let t = String::from_utf8_lossy(&man.stdout);
+    assert!(
+        man.status.success() && t.contains(".TH swarm 1"),
+        "{}",
+        text(&man)
+    );
+    assert!(t.contains("validate") && t.contains("completions"), "{t}");
+}
+
+/// `swarm validate --format json|github`: the same problems, as data and as GitHub workflow
+/// annotations (with GitHub's escaping of `%`, line breaks, `:` and `,`).
+#[test]
+fn validate_speaks_json_and_github_annotations() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join(".ai/tasks")).unwrap();
+    std::fs::write(
+        dir.path().join(".ai/tasks/bad.yaml"),
+        "addressee: w\nprompt: p\nbogus: 1\n",
+    )
+    .unwrap();
+    let json = swarm(dir.path(), &["validate", "--format", "json"]);
+    assert_eq!(json.status.code(), Some(1), "{}", text(&json));
+    let items: serde_json::Value = serde_json::from_slice(&json.stdout).unwrap();
+    assert_eq!(items[0]["path"], ".ai/tasks/bad.yaml");
+    assert_eq!(
+        (items[0]["line"].as_u64(), items[0]["column"].as_u64()),
+        (Some(3), Some(1))
+    );
+    assert!(items[0]["message"].as_str().unwrap().contains("bogus"));
+    let gh = swarm(dir.path(), &["validate", "--format", "github"]);
+    assert_eq!(gh.status.code(), Some(1));
+    let line = String::from_utf8_lossy(&gh.stdout).trim().to_string();
+    assert!(
+        line.starts_with("::error file=.ai/tasks/bad.yaml,line=3,col=1::unknown field `bogus`"),
+        "{line}"
+    );
+    let problem = coding_swarm::spec::Problem {
+        path: "a:b,c.yaml".into(),
+        error: coding_swarm::spec::SpecError {
+            line: 2,
+            column: 5,
+            message: "100% wrong\nsecond line".into(),
+        },
+    };
+    assert_eq!(
+        coding_swarm::app::commands::github_annotation(&problem),
+        "::error file=a%3Ab%2Cc.yaml,line=2,col=5::100%25 wrong%0Asecond line"
+    );
+}
+
+/// `swarm doctor --json` is one object a check, and the doctor changes no database: a missing
+/// SQLite file is not created, and an existing one is not migrated.
+#[test]
+fn doctor_speaks_json_and_never_changes_the_database() {
+    let dir = tempfile::tempdir().unwrap();
+    let repo = TestRepo::new();
+    repo.commit(&[("README.md", Some("x\n"))], "init");
+    std::fs::write(
+        dir.path().join("swarm.toml"),
+        format!(
+            "data_dir = \"data\"\ndefault_agent = \"sh\"\nsandbox = \"none\"\n[agents.sh]\ncommand = [\"true\"]\n[[projects]]\nname = \"proj\"\nrepo = {:?}\n",
+            repo.url()
+        ),
+    )
+    .unwrap();
+    let out = swarm(dir.path(), &["doctor", "--json"]);
+    let checks: serde_json::Value =
+        serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}: {}", text(&out)));
+    let database = checks
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == "database")
+        .unwrap();
+    assert!(
+        database["detail"]
+            .as_str()
+            .unwrap()
+            .contains("does not exist yet"),
+        "{database}"
+    );
+    assert!(
+        !dir.path().join("data/swarm.db").exists(),
+        "the doctor created no database"
+    );
+    assert!(checks
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|c| c["name"] == "sandbox"));
+    // An empty database file: reported as needing its migrations, and left without them.
+    std::fs::create_dir_all(dir.path().join("data")).unwrap();
+    std::fs::write(dir.path().join("data/swarm.db"), "").unwrap();
+    for _ in 0..2 {
+        // The second time too: the first did not apply them.
+        let out = swarm(dir.path(), &["doctor"]);
+        assert!(
+            text(&out).contains("migration(s) to apply"),
+            "{}",
+            text(&out)
+        );
+    }
+}
