@@ -155,21 +155,44 @@ enum EpicCommand {
     },
 }
 
+/// A task state, as `--status` takes it.
+#[derive(Clone, Copy, clap::ValueEnum)]
+pub(crate) enum StatusArg {
+    Pending,
+    Running,
+    Completed,
+}
+
+impl From<StatusArg> for TaskState {
+    fn from(s: StatusArg) -> Self {
+        match s {
+            StatusArg::Pending => TaskState::Pending,
+            StatusArg::Running => TaskState::Running,
+            StatusArg::Completed => TaskState::Completed,
+        }
+    }
+}
+
 #[derive(Subcommand)]
 pub(crate) enum TaskCommand {
     /// List tasks.
     List {
+        /// Only this project's tasks.
         #[arg(long)]
         project: Option<String>,
-        /// pending, running or completed.
-        #[arg(long)]
-        status: Option<String>,
+        /// Only tasks in this state.
+        #[arg(long, value_enum)]
+        status: Option<StatusArg>,
+        /// Only this addressee's tasks.
         #[arg(long)]
         addressee: Option<String>,
+        /// Only this epic's tasks.
         #[arg(long)]
         epic: Option<String>,
+        /// At most this many tasks.
         #[arg(long, default_value_t = 200)]
         limit: u32,
+        /// One JSON array instead of a table.
         #[arg(long)]
         json: bool,
     },
@@ -366,12 +389,7 @@ fn task_action(command: TaskCommand) -> anyhow::Result<TaskAction> {
             limit,
             json,
         } => {
-            let status = match status.as_deref() {
-                None => None,
-                Some(s) => Some(TaskState::parse(s).with_context(|| {
-                    format!("--status {s:?}: expected pending, running or completed")
-                })?),
-            };
+            let status = status.map(TaskState::from);
             TaskAction::List {
                 filter: TaskFilter {
                     project,

@@ -97,7 +97,10 @@ pub fn task_command(base: &str, command: TaskCommand) -> anyhow::Result<ExitCode
             let mut q = vec![format!("limit={}", limit.min(500))];
             for (k, v) in [
                 ("project", project),
-                ("status", status),
+                (
+                    "status",
+                    status.map(|s| coding_swarm::spec::TaskState::from(s).as_str().to_string()),
+                ),
                 ("addressee", addressee),
                 ("epic", epic),
             ] {

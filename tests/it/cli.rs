@@ -688,3 +688,16 @@ fn doctor_speaks_json_and_never_changes_the_database() {
         );
     }
 }
+
+/// `--status` takes only the three states, and says which (clap's value check, exit 2).
+#[test]
+fn task_list_status_is_one_of_the_three_states() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = swarm(dir.path(), &["task", "list", "--status", "blocked"]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(
+        text(&out).contains("[possible values: pending, running, completed]"),
+        "{}",
+        text(&out)
+    );
+}
