@@ -325,10 +325,27 @@ fn prepare_checkout(
     auth: &GitAuth,
 ) -> Result<(git2::Repository, git2::Oid), String> {
     let m = |e: git2::Error| e.message().to_string();
-    let repo = git2::build::RepoBuilder::new()
-        .fetch_options(auth.fetch_options())
-        .clone(&task.repo, checkout)
-        .map_err(|e| format!("clone failed: {}", e.message()))?;
+    // A repository on this machine may be repacked by the engine while it is cloned (its
+    // loose objects packed and removed): a clone that finds an object gone is tried again.
+    let mut tries = 0;
+    let repo = loop {
+        match git2::build::RepoBuilder::new()
+            .fetch_options(auth.fetch_options())
+            .clone(&task.repo, checkout)
+        {
+            Ok(repo) => break repo,
+            Err(e) if e.code() == git2::ErrorCode::NotFound && tries < 3 => {
+                tries += 1;
+                tracing::warn!(
+                    "clone found an object gone ({}); cloning again",
+                    e.message()
+                );
+                let _ = std::fs::remove_dir_all(checkout);
+                std::thread::sleep(std::time::Duration::from_millis(200 * tries));
+            }
+            Err(e) => return Err(format!("clone failed: {}", e.message())),
+        }
+    };
     let start = match repo.refname_to_id(&format!("refs/remotes/origin/{}", task.branch)) {
         Ok(id) => id,
         Err(_) => repo
