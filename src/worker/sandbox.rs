@@ -36,8 +36,8 @@ pub(super) struct Paths<'a> {
     pub path: &'a str,
     /// Files the agent's environment names and needs to read (CA bundles).
     pub extra_files: Vec<PathBuf>,
-    /// The project's repository when it is a directory on this machine: the agent may push to
-    /// it (a merge task does), as it would to a remote over the network.
+    /// The project's repository when it is a directory on this machine: the agent may read it
+    /// (fetch from it), as it would a remote over the network, but not write it.
     pub local_repo: Option<PathBuf>,
 }
 
@@ -101,10 +101,13 @@ pub(super) fn wrap(argv: &[String], settings: &SandboxSettings, p: &Paths<'_>) -
         ro(&mut a, dir);
     }
     ro(&mut a, p.prompt_file);
-    for rw in [Some(p.checkout), Some(p.home), p.local_repo.as_deref()]
-        .into_iter()
-        .flatten()
-    {
+    // The project's repository on this machine is read-only: the agent's work reaches it
+    // through the worker's checks and push, never directly (a hook written into it would run
+    // for the next person who pushes there).
+    if let Some(repo) = &p.local_repo {
+        ro(&mut a, repo);
+    }
+    for rw in [p.checkout, p.home] {
         let s = rw.display().to_string();
         a.extend(["--bind".into(), s.clone(), s]);
     }

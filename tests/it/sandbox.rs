@@ -8,7 +8,7 @@ use std::path::Path;
 use crate::support::{command, TestRepo, SWARM};
 
 /// The agent: every place it tries, and what it found there, one `name: value` line each.
-fn snoop(data: &Path, config: &Path, home: &Path) -> String {
+fn snoop(data: &Path, config: &Path, home: &Path, repo: &Path) -> String {
     format!(
         "mkdir -p out; exec > out/found 2>/dev/null; \
          echo \"db: $(ls {data}/swarm.db)\"; \
@@ -18,10 +18,12 @@ fn snoop(data: &Path, config: &Path, home: &Path) -> String {
          echo \"environ: $(cat /proc/*/environ | tr '\\0' '\\n' | grep -c CANARY_SECRET)\"; \
          echo \"processes: $(ls -d /proc/[0-9]* | wc -l)\"; \
          echo \"interfaces: $(grep -c : /proc/net/dev)\"; \
+         echo \"repo_write: $(touch {repo}/agent-was-here && echo yes)\"; \
          echo done",
         data = data.display(),
         config = config.display(),
         home = home.display(),
+        repo = repo.display(),
     )
 }
 
@@ -57,7 +59,7 @@ fn run(extra: &str, network: &str) -> std::collections::BTreeMap<String, String>
     );
     let data = dir.path().join("data");
     let config = dir.path().join("swarm.toml");
-    let script = snoop(&data, &config, &home);
+    let script = snoop(&data, &config, &home, Path::new(&repo.url()));
     std::fs::write(
         &config,
         format!(
@@ -90,6 +92,7 @@ fn a_sandboxed_agent_sees_nothing_of_the_engine_and_an_unconfined_one_sees_it_al
     assert_eq!(open["runs"], "2", "its own run and the other: {open:?}");
     assert_eq!(open["ssh"], "ssh-canary-key-material", "{open:?}");
     assert_ne!(open["environ"], "0", "the engine's environment: {open:?}");
+    assert_eq!(open["repo_write"], "yes", "{open:?}");
 
     // The default: bubblewrap.
     let boxed = run("", "");
@@ -97,6 +100,10 @@ fn a_sandboxed_agent_sees_nothing_of_the_engine_and_an_unconfined_one_sees_it_al
     assert_eq!(boxed["config"], "", "{boxed:?}");
     assert_eq!(boxed["runs"], "1", "only its own run: {boxed:?}");
     assert_eq!(boxed["ssh"], "", "{boxed:?}");
+    assert_eq!(
+        boxed["repo_write"], "",
+        "the project's repository on this machine is read-only: {boxed:?}"
+    );
     assert_eq!(
         boxed["environ"], "0",
         "no other process's environment: {boxed:?}"
