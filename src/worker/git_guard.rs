@@ -30,6 +30,14 @@ pub(super) fn ignore_user_config() {
 /// applies to the commit and the push.
 pub(super) fn restore_config(checkout: &Path, url: &str) -> Result<Repository, git2::Error> {
     let git_dir = checkout.join(".git");
+    // A `.git` the agent turned into a symlink or a gitfile points the push at another
+    // repository: refused before anything is written through it.
+    let real_dir = std::fs::symlink_metadata(&git_dir).is_ok_and(|m| m.file_type().is_dir());
+    if !real_dir {
+        return Err(git2::Error::from_str(
+            "the agent replaced the checkout's .git; nothing is pushed",
+        ));
+    }
     let config = format!(
         "[core]\n\trepositoryformatversion = 0\n\tfilemode = true\n\tbare = false\n\tlogallrefupdates = true\n\
          [remote \"origin\"]\n\turl = {url}\n\tfetch = +refs/heads/*:refs/remotes/origin/*\n"
@@ -46,7 +54,7 @@ pub(super) fn restore_config(checkout: &Path, url: &str) -> Result<Repository, g
     }
     // A checkout turned into a linked worktree or given a `commondir` points its repository
     // elsewhere: refused, not followed.
-    if git_dir.join("commondir").exists() || !git_dir.is_dir() {
+    if git_dir.join("commondir").exists() {
         return Err(git2::Error::from_str(
             "the agent replaced the checkout's .git; nothing is pushed",
         ));

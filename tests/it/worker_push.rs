@@ -123,3 +123,30 @@ fn a_replay_that_conflicts_fails_as_git_and_keeps_the_other_commit() {
     let head = repo.repo.find_commit(repo.head().unwrap()).unwrap();
     assert_eq!(head.message(), Some("a person, meanwhile\n"));
 }
+
+/// An agent that replaces the checkout's `.git` with a link to another repository gets nothing
+/// pushed, and the other repository is not written through it.
+#[test]
+fn a_checkout_whose_git_dir_was_replaced_pushes_nothing() {
+    let repo = TestRepo::new();
+    repo.commit(&[("README.md", Some("hello\n"))], "init");
+    let elsewhere = tempfile::tempdir().unwrap();
+    let script = format!(
+        "git init -q {0}/other && mv .git {0}/moved && ln -s {0}/other/.git .git && echo x > f",
+        elsewhere.path().display()
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let result = run_worker(dir.path(), &task(&repo, "swarm/swap", &script));
+    assert!(!result.success, "{result:?}");
+    assert!(
+        result
+            .error
+            .as_deref()
+            .unwrap_or_default()
+            .contains("replaced the checkout's .git"),
+        "{result:?}"
+    );
+    assert_eq!(repo.branches(), ["main"], "nothing was pushed");
+    let other = std::fs::read_to_string(elsewhere.path().join("other/.git/config")).unwrap();
+    assert!(!other.contains("remote \"origin\""), "{other}");
+}
