@@ -369,6 +369,13 @@ impl Runtime for NoopRuntime {
     async fn ready(&self) -> Result<(), RuntimeError> {
         Ok(())
     }
+    async fn renew_git_token(
+        &self,
+        _run_name: &str,
+        _token: &coding_swarm::config::Secret,
+    ) -> Result<(), RuntimeError> {
+        Ok(())
+    }
 }
 
 struct NoopEngine {

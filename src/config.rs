@@ -411,6 +411,14 @@ pub struct GitHubConfig {
         deserialize_with = "de_duration"
     )]
     pub webhook_retention: Duration,
+    /// With a GitHub App: how long after it was minted an installation token (the engine's
+    /// own, or a running job's) is replaced by a new one. GitHub's last an hour.
+    #[serde(default = "default_token_renewal", deserialize_with = "de_duration")]
+    pub token_renewal: Duration,
+}
+
+fn default_token_renewal() -> Duration {
+    Duration::from_secs(30 * 60)
 }
 
 fn default_github_api() -> String {
@@ -707,6 +715,18 @@ impl Config {
                      use CLAUDE_CODE_OAUTH_TOKEN (from `claude setup-token`)"
                 ));
             }
+            // The agent must never hold the git credential (it pushes nothing itself; the
+            // worker does, after it has ended).
+            if let Some((key, _)) = profile
+                .env
+                .iter()
+                .find(|(_, v)| v.contains("${SWARM_GIT_TOKEN}") || v.contains("${GITHUB_TOKEN}"))
+            {
+                return Err(format!(
+                    "agents.{name}.env.{key}: the git credential (SWARM_GIT_TOKEN, GITHUB_TOKEN) is refused: \
+                     the agent never pushes itself; the worker pushes its work after it has ended"
+                ));
+            }
             if profile.kind == AgentKind::Command
                 && (profile.command.is_empty() || profile.command[0].trim().is_empty())
             {
@@ -739,6 +759,12 @@ impl Config {
                     "github.mention: {:?} is not a mention like @swarm",
                     g.mention
                 ));
+            }
+            // Installation tokens last an hour: one renewed later would have expired.
+            if g.token_renewal.is_zero() || g.token_renewal > Duration::from_secs(55 * 60) {
+                return Err(
+                    "github.token_renewal: must be above 0 and at most 55m (installation tokens last an hour)".into(),
+                );
             }
         }
         let caps = &self.epics;
@@ -986,6 +1012,16 @@ mod tests {
                 profile("ANTHROPIC_AUTH_TOKEN"),
                 "agents.claude.env: ANTHROPIC_AUTH_TOKEN is refused",
                 "sk-ant-api03-secret-value",
+            ),
+            (
+                "[agents.claude]\nkind = \"claude\"\nenv = { GH = \"${SWARM_GIT_TOKEN}\" }\n".into(),
+                "agents.claude.env.GH: the git credential (SWARM_GIT_TOKEN, GITHUB_TOKEN) is refused",
+                "\u{0}",
+            ),
+            (
+                "[github]\ntoken_renewal = \"2h\"\n".into(),
+                "github.token_renewal: must be above 0 and at most 55m",
+                "\u{0}",
             ),
             (
                 "[epics]\nmax_tasks = 0\n".into(),

@@ -100,16 +100,37 @@ pub fn proxy() -> git2::ProxyOptions<'static> {
 /// of a URL, so it never reaches `.git/config` or a log line.
 #[derive(Clone, Default)]
 pub struct GitAuth {
-    token: Option<crate::config::Secret>,
+    token: TokenSource,
     /// When set, credentials are given to this remote URL only (see [`GitAuth::only_for`]).
     only_for: Option<String>,
 }
 
+/// Where the HTTPS token comes from, looked up each time a remote asks for credentials.
+#[derive(Clone, Default)]
+enum TokenSource {
+    #[default]
+    None,
+    Fixed(crate::config::Secret),
+    /// A file (a job's token the engine may renew while the job runs).
+    File(std::path::PathBuf),
+    /// Per remote URL, kept fresh by the engine (a GitHub App's installation tokens).
+    PerRemote(PerRemoteTokens),
+}
+
+/// Tokens by remote URL, shared between the task that renews them and the fetches that use
+/// them.
+pub type PerRemoteTokens =
+    std::sync::Arc<std::sync::RwLock<std::collections::HashMap<String, crate::config::Secret>>>;
+
 impl std::fmt::Debug for GitAuth {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("GitAuth")
-            .field("token", &self.token.as_ref().map(|_| "***"))
-            .finish()
+        let kind = match &self.token {
+            TokenSource::None => "none",
+            TokenSource::Fixed(_) => "***",
+            TokenSource::File(_) => "file",
+            TokenSource::PerRemote(_) => "per remote",
+        };
+        f.debug_struct("GitAuth").field("token", &kind).finish()
     }
 }
 
@@ -117,7 +138,23 @@ impl GitAuth {
     /// Authentication with an HTTPS token (and the SSH agent for SSH remotes).
     pub fn new(token: Option<crate::config::Secret>) -> Self {
         Self {
-            token,
+            token: token.map_or(TokenSource::None, TokenSource::Fixed),
+            only_for: None,
+        }
+    }
+
+    /// The token in `file`, read each time it is needed.
+    pub fn from_file(file: std::path::PathBuf) -> Self {
+        Self {
+            token: TokenSource::File(file),
+            only_for: None,
+        }
+    }
+
+    /// The token `tokens` holds for the remote URL asked about.
+    pub fn per_remote(tokens: PerRemoteTokens) -> Self {
+        Self {
+            token: TokenSource::PerRemote(tokens),
             only_for: None,
         }
     }
@@ -128,6 +165,24 @@ impl GitAuth {
         Self {
             token: self.token.clone(),
             only_for: Some(url.to_string()),
+        }
+    }
+
+    /// The token for `url`, if any.
+    fn token_for(&self, url: &str) -> Option<crate::config::Secret> {
+        match &self.token {
+            TokenSource::None => None,
+            TokenSource::Fixed(t) => Some(t.clone()),
+            TokenSource::File(path) => std::fs::read_to_string(path)
+                .ok()
+                .and_then(|t| crate::config::Secret::new(t.trim().to_string())),
+            TokenSource::PerRemote(tokens) => {
+                let tokens = tokens.read().unwrap_or_else(|p| p.into_inner());
+                tokens
+                    .iter()
+                    .find(|(remote, _)| same_remote(url, remote))
+                    .map(|(_, t)| t.clone())
+            }
         }
     }
 
@@ -161,7 +216,7 @@ impl GitAuth {
                 return Cred::ssh_key_from_agent(username.unwrap_or("git"));
             }
             if allowed.contains(CredentialType::USER_PASS_PLAINTEXT) {
-                if let Some(token) = &self.token {
+                if let Some(token) = self.token_for(url) {
                     return Cred::userpass_plaintext("x-access-token", token.expose());
                 }
             }

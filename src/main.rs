@@ -11,6 +11,7 @@ use coding_swarm::app::commands::{self, TaskAction};
 use coding_swarm::config::{Config, Secrets};
 use coding_swarm::spec::TaskState;
 use coding_swarm::store::TaskFilter;
+use coding_swarm::worker::Phase;
 
 #[derive(Parser)]
 #[command(
@@ -76,6 +77,14 @@ enum Command {
         /// mounted ConfigMap).
         #[arg(long)]
         task_file: Option<PathBuf>,
+        /// Which part of the run: `all` (the local runtime), or one container's part of a
+        /// Kubernetes pod: `checkout` (with the git credential), `agent` (without it), `push`.
+        #[arg(long, value_enum, default_value = "all")]
+        phase: WorkerPhase,
+        /// Where `checkout` leaves what `push` needs, out of the agent's reach (default: the
+        /// run directory).
+        #[arg(long)]
+        state_dir: Option<PathBuf>,
     },
     /// The built-in demo agent (deterministic file edits; used by the `demo` profile).
     #[command(hide = true)]
@@ -266,12 +275,23 @@ fn init_tracing(quiet: bool, format: LogFormat) {
     }
 }
 
+/// The parts of a worker's run (`coding_swarm::worker::Phase`).
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum WorkerPhase {
+    All,
+    Checkout,
+    Agent,
+    Push,
+}
+
 fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Worker {
             run_dir,
             termination_log,
             task_file,
+            phase,
+            state_dir,
         } => {
             let task_json = match task_file {
                 Some(file) => Some(
@@ -284,6 +304,13 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 &run_dir,
                 task_json,
                 termination_log.as_deref(),
+                match phase {
+                    WorkerPhase::All => Phase::All,
+                    WorkerPhase::Checkout => Phase::Checkout,
+                    WorkerPhase::Agent => Phase::Agent,
+                    WorkerPhase::Push => Phase::Push,
+                },
+                state_dir.as_deref(),
             )?))
         }
         Command::DemoAgent => {

@@ -212,6 +212,21 @@ impl App {
         let mut engine =
             Engine::with_runtime(config.clone(), store.clone(), runtime.clone(), completions)
                 .with_git_auth(GitAuth::new(self.secrets.git_token.clone()));
+        if let Some(github) = app_github(config, &self.secrets)? {
+            // A GitHub App: the engine's own fetches and status pushes use installation
+            // tokens it renews, and each job gets one of its own.
+            let tokens = crate::gitops::PerRemoteTokens::default();
+            renew_engine_tokens(&github, config, &tokens).await;
+            tokio::spawn(keep_engine_tokens(
+                github.clone(),
+                Arc::new(config.clone()),
+                tokens.clone(),
+                stop.clone(),
+            ));
+            engine = engine
+                .with_git_auth(GitAuth::per_remote(tokens))
+                .with_job_tokens(github);
+        }
         if let Some(web) = web {
             engine = engine.with_metrics(web.metrics.clone());
         }
@@ -272,5 +287,65 @@ pub fn check_sandbox(config: &Config) -> anyhow::Result<()> {
                  config to run agents unconfined (README, section 3, \"The sandbox\")"
             )
         }),
+    }
+}
+
+/// The GitHub client when the engine authenticates as a GitHub App, else `None`.
+fn app_github(
+    config: &Config,
+    secrets: &crate::config::Secrets,
+) -> anyhow::Result<Option<Arc<crate::forge::GitHub>>> {
+    let Some(cfg) = &config.github else {
+        return Ok(None);
+    };
+    let github = crate::forge::GitHub::new(cfg, secrets).context("cannot set up GitHub")?;
+    Ok(github.is_app().then(|| Arc::new(github)))
+}
+
+/// Mints the engine's installation token for each project's repository (by remote URL).
+async fn renew_engine_tokens(
+    github: &crate::forge::GitHub,
+    config: &Config,
+    tokens: &crate::gitops::PerRemoteTokens,
+) {
+    for project in &config.projects {
+        let Some(repo) = project.github_repo() else {
+            continue;
+        };
+        match github.mint_repo_token(&repo).await {
+            Ok(Some((token, _))) => {
+                tokens
+                    .write()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .insert(project.repo.clone(), token);
+            }
+            Ok(None) => {}
+            Err(e) => tracing::warn!(
+                project = %project.name,
+                "cannot mint the engine's installation token for {repo}: {}",
+                error_chain(&e)
+            ),
+        }
+    }
+}
+
+/// Renews the engine's installation tokens every `[github] token_renewal` (they last an hour)
+/// until `stop`.
+async fn keep_engine_tokens(
+    github: Arc<crate::forge::GitHub>,
+    config: Arc<Config>,
+    tokens: crate::gitops::PerRemoteTokens,
+    mut stop: watch::Receiver<bool>,
+) {
+    let every = config
+        .github
+        .as_ref()
+        .map_or(std::time::Duration::from_secs(30 * 60), |g| g.token_renewal);
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(every) => {}
+            _ = stop.changed() => return,
+        }
+        renew_engine_tokens(&github, &config, &tokens).await;
     }
 }

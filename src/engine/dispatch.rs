@@ -133,6 +133,19 @@ impl<R: Runtime> Engine<R> {
                 return;
             }
         };
+        let launch = match self.mint_job_token(launch).await {
+            Ok(l) => l,
+            Err(result) => {
+                self.complete(Completion {
+                    task_id: row.id,
+                    attempt: row.attempts,
+                    run_name: name,
+                    result,
+                })
+                .await;
+                return;
+            }
+        };
         tracing::info!(project = %row.project, task = %row.key, run = %name, "launching");
         let waited = (Utc::now() - row.updated_at).to_std().unwrap_or_default();
         self.metrics.dispatch_latency.observe(waited.as_secs_f64());
@@ -163,6 +176,108 @@ impl<R: Runtime> Engine<R> {
         if first.elapsed() >= LAUNCH_LOG_DELAY {
             self.log_launches().await;
         }
+    }
+
+    /// With a GitHub App, the job's own git token: for the project's repository only, with
+    /// `contents: write`. A run being adopted started with one already.
+    async fn mint_job_token(&mut self, launch: Launch) -> Result<Launch, RunResult> {
+        let Some(github) = &self.job_tokens else {
+            return Ok(launch);
+        };
+        if launch.adopt_only {
+            return Ok(launch);
+        }
+        let Some(repo) = self
+            .config
+            .projects
+            .iter()
+            .find(|p| p.name == launch.task.project)
+            .and_then(|p| p.github_repo())
+        else {
+            return Ok(launch);
+        };
+        match github.mint_repo_token(&repo).await {
+            Ok(Some((token, _expires))) => {
+                self.minted.insert(
+                    launch.run_name.clone(),
+                    (token.clone(), std::time::Instant::now(), repo),
+                );
+                Ok(Launch {
+                    git_token: Some(token),
+                    ..launch
+                })
+            }
+            Ok(None) => Ok(launch),
+            Err(e) => Err(RunResult::failure(
+                ErrorClass::Infrastructure,
+                format!(
+                    "cannot mint the job's git token for {repo}: {}",
+                    crate::display::error_chain(&e)
+                ),
+            )),
+        }
+    }
+
+    /// Gives each running job whose token is older than `[github] token_renewal` a new one
+    /// (GitHub's expire after an hour), and revokes the old one.
+    pub(super) async fn renew_job_tokens(&mut self) {
+        let (Some(github), Some(renewal)) = (
+            self.job_tokens.clone(),
+            self.config.github.as_ref().map(|g| g.token_renewal),
+        ) else {
+            return;
+        };
+        let due: Vec<(String, String)> = self
+            .minted
+            .iter()
+            .filter(|(_, (_, at, _))| at.elapsed() >= renewal)
+            .map(|(run, (_, _, repo))| (run.clone(), repo.clone()))
+            .collect();
+        for (run, repo) in due {
+            match github.mint_repo_token(&repo).await {
+                Ok(Some((token, _))) => {
+                    if let Err(e) = self.runtime.renew_git_token(&run, &token).await {
+                        tracing::warn!(run = %run, "cannot give the run its new git token: {}", crate::display::error_chain(&e));
+                        self.revoke(token);
+                        continue;
+                    }
+                    tracing::info!(run = %run, "renewed the run's git token");
+                    if let Some((old, _, _)) = self
+                        .minted
+                        .insert(run, (token, std::time::Instant::now(), repo))
+                    {
+                        self.revoke(old);
+                    }
+                }
+                Ok(None) => {}
+                Err(e) => {
+                    tracing::warn!(run = %run, "cannot renew the run's git token: {}", crate::display::error_chain(&e))
+                }
+            }
+        }
+    }
+
+    /// Revokes the git token minted for `run_name`, if any, in the background.
+    pub(super) fn revoke_job_token(&mut self, run_name: &str) {
+        if let Some((token, _, _)) = self.minted.remove(run_name) {
+            self.revoke(token);
+        }
+    }
+
+    fn revoke(&mut self, token: crate::config::Secret) {
+        let Some(github) = self.job_tokens.clone() else {
+            return;
+        };
+        // Finished revocations are collected as new ones start.
+        while self.revocations.try_join_next().is_some() {}
+        self.revocations.spawn(async move {
+            if let Err(e) = github.revoke_token(&token).await {
+                tracing::warn!(
+                    "cannot revoke a job's git token: {}",
+                    crate::display::error_chain(&e)
+                );
+            }
+        });
     }
 
     /// Logs the `launched` events of the runs started since the last call.
@@ -246,6 +361,7 @@ impl<R: Runtime> Engine<R> {
             Utc::now() + chrono::Duration::from_std(timeout).unwrap_or(chrono::Duration::hours(1));
         Ok(Launch {
             adopt_only: false,
+            git_token: None,
             task_id: row.id,
             attempt: row.attempts,
             run_name: name.to_string(),

@@ -43,6 +43,9 @@ impl<R: Runtime> Engine<R> {
         // A run reported twice in one batch is finished once.
         let mut seen = HashSet::new();
         batch.retain(|c| seen.insert((c.task_id, c.attempt)));
+        for c in &batch {
+            self.revoke_job_token(&c.run_name);
+        }
         if batch.is_empty() {
             return;
         }

@@ -51,6 +51,13 @@ pub struct Engine<R: Runtime = LocalRuntime> {
     sync_triggers: HashMap<String, Arc<Notify>>,
     policy: RetryPolicy,
     metrics: Arc<Metrics>,
+    /// With a GitHub App: mints each job a git token of its own (see [`Engine::with_job_tokens`]).
+    job_tokens: Option<Arc<crate::forge::GitHub>>,
+    /// The tokens minted for runs still going, by run name, with when and for which
+    /// repository: renewed while the run goes, revoked when it ends.
+    minted: HashMap<String, (crate::config::Secret, std::time::Instant, String)>,
+    /// Revocations under way, awaited before the engine stops.
+    revocations: tokio::task::JoinSet<()>,
     /// `launched` events not yet logged, and when the first of them was launched.
     launched: Vec<NewEvent>,
     first_unlogged: Option<std::time::Instant>,
@@ -93,6 +100,9 @@ impl<R: Runtime> Engine<R> {
             sync_triggers,
             policy,
             metrics: Arc::default(),
+            job_tokens: None,
+            minted: HashMap::new(),
+            revocations: tokio::task::JoinSet::new(),
             launched: Vec::new(),
             first_unlogged: None,
         }
@@ -107,6 +117,15 @@ impl<R: Runtime> Engine<R> {
     /// Authenticates the engine's own fetches and status pushes with `auth`.
     pub fn with_git_auth(mut self, auth: GitAuth) -> Self {
         self.auth = auth;
+        self
+    }
+
+    /// Gives each job a git token of its own, minted through `github` (a GitHub App's
+    /// installation token for the project's repository alone, `contents: write`), instead of
+    /// the workers' long-lived one; revoked when the run ends. Without App auth, nothing
+    /// changes.
+    pub fn with_job_tokens(mut self, github: Arc<crate::forge::GitHub>) -> Self {
+        self.job_tokens = github.is_app().then_some(github);
         self
     }
 
@@ -192,6 +211,7 @@ impl<R: Runtime> Engine<R> {
             if let Err(e) = self.reconcile().await {
                 tracing::error!("reconcile pass failed: {e}");
             }
+            self.renew_job_tokens().await;
             if options.once && self.done().await {
                 if self.report_failures.load(Ordering::SeqCst) >= ONCE_REPORT_TRIES {
                     anyhow::bail!("all tasks finished, but their status files could not be committed (see the log above)");
@@ -211,6 +231,10 @@ impl<R: Runtime> Engine<R> {
             // Woken by changes (run ends, syncs, NOTIFY, the SQLite poll) and by time: the
             // next retry or pause end, or the backstop. An idle engine does nothing between.
             let mut idle = self.until_due().await;
+            if !self.minted.is_empty() {
+                // Running jobs' tokens are renewed on time.
+                idle = idle.min(Duration::from_secs(1));
+            }
             if options.once {
                 // Also waiting for the reporter, which wakes nobody when it is done.
                 idle = idle.min(Duration::from_millis(500));
@@ -233,6 +257,11 @@ impl<R: Runtime> Engine<R> {
             self.complete_all(batch).await;
         }
         tasks.abort_all();
+        // A job's token outlives its run by no more than this.
+        let _ = tokio::time::timeout(Duration::from_secs(10), async {
+            while self.revocations.join_next().await.is_some() {}
+        })
+        .await;
         Ok(())
     }
 

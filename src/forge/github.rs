@@ -57,6 +57,7 @@ enum Auth {
 /// A GitHub client for the configured repositories.
 pub struct GitHub {
     auth: Auth,
+    api_url: String,
     permissions: Mutex<HashMap<(String, String), (String, Instant)>>,
 }
 
@@ -107,6 +108,7 @@ impl GitHub {
         };
         Ok(Self {
             auth,
+            api_url: cfg.api_url.to_string(),
             permissions: Mutex::default(),
         })
     }
@@ -124,25 +126,7 @@ impl GitHub {
                 if let Some(c) = clients.lock().unwrap_or_else(|p| p.into_inner()).get(repo) {
                     return Ok(c.clone());
                 }
-                let id = match installation {
-                    Some(id) => *id,
-                    None => {
-                        let r = self
-                            .send(
-                                app,
-                                http::Method::GET,
-                                &format!("/repos/{repo}/installation"),
-                                None,
-                            )
-                            .await?;
-                        expect_ok(&r, "find the App's installation")?;
-                        r.body["id"].as_u64().ok_or_else(|| ForgeError::Http {
-                            what: "find the App's installation".into(),
-                            status: r.status,
-                            message: "no id".into(),
-                        })?
-                    }
-                };
+                let id = self.installation_id(app, *installation, repo).await?;
                 let c = app
                     .installation(octocrab::models::InstallationId(id))
                     .map_err(|source| ForgeError::Client {
@@ -155,6 +139,105 @@ impl GitHub {
                     .insert(repo.to_string(), c.clone());
                 Ok(c)
             }
+        }
+    }
+
+    /// The App's installation on `repo`: the configured one, else GitHub's answer.
+    async fn installation_id(
+        &self,
+        app: &Octocrab,
+        installation: Option<u64>,
+        repo: &str,
+    ) -> Result<u64, ForgeError> {
+        if let Some(id) = installation {
+            return Ok(id);
+        }
+        let r = self
+            .send(
+                app,
+                http::Method::GET,
+                &format!("/repos/{repo}/installation"),
+                None,
+            )
+            .await?;
+        expect_ok(&r, "find the App's installation")?;
+        r.body["id"].as_u64().ok_or_else(|| ForgeError::Http {
+            what: "find the App's installation".into(),
+            status: r.status,
+            message: "no id".into(),
+        })
+    }
+
+    /// Whether the engine authenticates as a GitHub App (and so can mint tokens per job).
+    pub fn is_app(&self) -> bool {
+        matches!(self.auth, Auth::App { .. })
+    }
+
+    /// A new installation token for `repo` alone, with `contents: write` and nothing else (what
+    /// a clone and a push need), and when it expires (GitHub: an hour). `None` without App
+    /// auth: a personal access token cannot be narrowed.
+    pub async fn mint_repo_token(
+        &self,
+        repo: &str,
+    ) -> Result<Option<(crate::config::Secret, DateTime<Utc>)>, ForgeError> {
+        let Auth::App {
+            app, installation, ..
+        } = &self.auth
+        else {
+            return Ok(None);
+        };
+        let id = self.installation_id(app, *installation, repo).await?;
+        let name = repo.rsplit('/').next().unwrap_or(repo);
+        let body = json!({
+            "repositories": [name],
+            "permissions": { "contents": "write" },
+        });
+        let what = "mint an installation token for a job";
+        let r = self
+            .send(
+                app,
+                http::Method::POST,
+                &format!("/app/installations/{id}/access_tokens"),
+                Some(&body),
+            )
+            .await?;
+        if r.status != 201 {
+            return Err(http_error(&r, what));
+        }
+        let token = r.body["token"]
+            .as_str()
+            .and_then(|t| crate::config::Secret::new(t.to_string()))
+            .ok_or_else(|| ForgeError::Http {
+                what: what.into(),
+                status: r.status,
+                message: "no token in the answer".into(),
+            })?;
+        let expires = r.body["expires_at"]
+            .as_str()
+            .and_then(|t| DateTime::parse_from_rfc3339(t).ok())
+            .map_or_else(
+                || Utc::now() + chrono::Duration::minutes(55),
+                |t| t.with_timezone(&Utc),
+            );
+        Ok(Some((token, expires)))
+    }
+
+    /// Revokes an installation token (`DELETE /installation/token`, authenticated by the token
+    /// itself), so a job's token does not outlive its run.
+    pub async fn revoke_token(&self, token: &crate::config::Secret) -> Result<(), ForgeError> {
+        let client = octocrab::OctocrabBuilder::new()
+            .base_uri(self.api_url.as_str())
+            .and_then(|b| b.personal_token(token.expose().to_string()).build())
+            .map_err(|source| ForgeError::Client {
+                what: "build a client for the job's token".into(),
+                source,
+            })?;
+        let r = self
+            .send(&client, http::Method::DELETE, "/installation/token", None)
+            .await?;
+        match r.status {
+            204 | 401 => Ok(()),
+            _ => Err(http_error(&r, "revoke a job's installation token")),
         }
     }
 

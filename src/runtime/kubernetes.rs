@@ -11,9 +11,9 @@ use std::time::Duration;
 use futures::StreamExt;
 use k8s_openapi::api::batch::v1::{Job, JobSpec};
 use k8s_openapi::api::core::v1::{
-    Capabilities, ConfigMap, ConfigMapVolumeSource, Container, EmptyDirVolumeSource, EnvFromSource,
-    EnvVar, Pod, PodSecurityContext, PodSpec, PodTemplateSpec, SeccompProfile, SecretEnvSource,
-    SecurityContext, Volume, VolumeMount,
+    Capabilities, ConfigMap, ConfigMapVolumeSource, Container, EmptyDirVolumeSource, EnvVar,
+    EnvVarSource, Pod, PodSecurityContext, PodSpec, PodTemplateSpec, SeccompProfile, Secret,
+    SecretKeySelector, SecretVolumeSource, SecurityContext, Volume, VolumeMount,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
 use kube::api::{Api, DeleteParams, ListParams, LogParams, PostParams, PropagationPolicy};
@@ -97,9 +97,113 @@ pub fn build_task_config_map(launch: &Launch, cfg: &KubernetesConfig, job_uid: &
     }
 }
 
-/// The Job of a run. No secret value is in it: credentials reach the pod only through
-/// `envFrom` the configured Secret; the task comes from the run's ConfigMap
-/// ([`build_task_config_map`]) and carries `${NAME}` references, not values.
+/// Where a job's own git token (one the engine minted for it) is mounted, from the run's Secret.
+pub const GIT_TOKEN_MOUNT: &str = "/etc/coding-swarm/git";
+/// The containers of a worker pod, in the order they run: the clone (with the git
+/// credential), the agent (without it: the model's credential only), the commit and push
+/// (with it, after the agent's container has ended).
+pub const CHECKOUT_CONTAINER: &str = "checkout";
+pub const AGENT_CONTAINER: &str = "agent";
+/// The last container: its termination message is the run's result.
+pub const PUSH_CONTAINER: &str = CONTAINER;
+/// Where the checkout container leaves what the push container needs; the agent's container
+/// does not mount it.
+const STATE: &str = "/state";
+/// The workers' Secret's keys that hold a git credential: never given to the agent's container.
+pub const GIT_CREDENTIAL_KEYS: &[&str] = &["SWARM_GIT_TOKEN", "GITHUB_TOKEN"];
+
+/// The keys of the workers' Secret the agent's container gets, each by name (not the whole
+/// Secret, so a git token kept in the same Secret stays out): what its profile names as
+/// `${NAME}`, Claude Code's subscription token, the variables the billing guard looks for,
+/// and the proxy and CA variables.
+pub fn agent_secret_keys(task: &crate::job::JobSpec) -> Vec<String> {
+    let mut keys: Vec<String> = crate::job::referenced_vars(&task.agent.env);
+    keys.extend(
+        [
+            "CLAUDE_CODE_OAUTH_TOKEN",
+            "ANTHROPIC_API_KEY",
+            "ANTHROPIC_AUTH_TOKEN",
+        ]
+        .iter()
+        .chain(crate::job::NETWORK_ENV)
+        .map(|k| k.to_string()),
+    );
+    keys.sort();
+    keys.dedup();
+    keys.retain(|k| !GIT_CREDENTIAL_KEYS.contains(&k.as_str()) && valid_env_name(k));
+    keys
+}
+
+/// A name Kubernetes accepts for an environment variable (a C identifier, as the worker's
+/// `${NAME}` references are).
+fn valid_env_name(name: &str) -> bool {
+    !name.is_empty()
+        && !name.starts_with(|c: char| c.is_ascii_digit())
+        && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+}
+
+fn secret_key_env(secret: &str, key: &str) -> EnvVar {
+    EnvVar {
+        name: key.to_string(),
+        value_from: Some(EnvVarSource {
+            secret_key_ref: Some(SecretKeySelector {
+                name: secret.to_string(),
+                key: key.to_string(),
+                optional: Some(true),
+            }),
+            ..EnvVarSource::default()
+        }),
+        ..EnvVar::default()
+    }
+}
+
+fn plain_env(name: &str, value: String) -> EnvVar {
+    EnvVar {
+        name: name.into(),
+        value: Some(value),
+        ..EnvVar::default()
+    }
+}
+
+fn with<T: Clone>(mut a: Vec<T>, b: &[T]) -> Vec<T> {
+    a.extend(b.iter().cloned());
+    a
+}
+
+fn mount(name: &str, path: &str, read_only: bool) -> VolumeMount {
+    VolumeMount {
+        name: name.into(),
+        mount_path: path.into(),
+        read_only: read_only.then_some(true),
+        ..VolumeMount::default()
+    }
+}
+
+/// The run's Secret: the git token the engine minted for this one job (a GitHub App's
+/// installation token for the project's repository, `contents: write`), mounted into the
+/// checkout and push containers only. Owned by the Job like its ConfigMap.
+pub fn build_git_token_secret(
+    launch: &Launch,
+    cfg: &KubernetesConfig,
+    job_uid: &str,
+    token: &crate::config::Secret,
+) -> Secret {
+    let cm = build_task_config_map(launch, cfg, job_uid);
+    Secret {
+        metadata: cm.metadata,
+        string_data: Some(BTreeMap::from([(
+            "token".to_string(),
+            token.expose().to_string(),
+        )])),
+        type_: Some("Opaque".into()),
+        ..Secret::default()
+    }
+}
+
+/// The Job of a run. No secret value is in it: credentials reach the pod only by reference
+/// to the workers' Secret (or the run's own Secret of a minted token); the task comes from the
+/// run's ConfigMap ([`build_task_config_map`]) and carries `${NAME}` references, not values.
+/// The agent's container holds no git credential: see [`CHECKOUT_CONTAINER`].
 pub fn build_job(launch: &Launch, cfg: &KubernetesConfig) -> Job {
     let t = &launch.task;
     let labels = run_labels(t);
@@ -112,64 +216,146 @@ pub fn build_job(launch: &Launch, cfg: &KubernetesConfig) -> Job {
         ),
     ]);
     let timeout = (launch.deadline - chrono::Utc::now()).num_seconds().max(1);
-    let container = Container {
-        name: CONTAINER.into(),
-        image: Some(cfg.image.clone()),
-        image_pull_policy: cfg.image_pull_policy.clone(),
-        args: Some(vec![
-            "--run-dir".into(),
-            format!("{WORKSPACE}/run"),
-            "--termination-log".into(),
-            TERMINATION_LOG.into(),
-            "--task-file".into(),
-            format!("{TASK_MOUNT}/{}", crate::job::TASK_FILE),
-        ]),
-        env: Some(vec![EnvVar {
-            name: "HOME".into(),
-            value: Some(format!("{WORKSPACE}/home")),
-            ..EnvVar::default()
-        }]),
-        env_from: Some(vec![EnvFromSource {
-            secret_ref: Some(SecretEnvSource {
-                name: cfg.secret.clone(),
-                optional: Some(false),
-            }),
-            ..EnvFromSource::default()
-        }]),
-        resources: cfg.resources.clone(),
-        security_context: Some(SecurityContext {
-            allow_privilege_escalation: Some(false),
-            run_as_non_root: Some(true),
-            run_as_user: Some(1000),
-            run_as_group: Some(1000),
-            capabilities: Some(Capabilities {
-                drop: Some(vec!["ALL".into()]),
-                add: None,
-            }),
-            seccomp_profile: Some(SeccompProfile {
-                type_: "RuntimeDefault".into(),
-                localhost_profile: None,
-            }),
-            ..SecurityContext::default()
-        }),
-        termination_message_path: Some(TERMINATION_LOG.into()),
-        termination_message_policy: Some("File".into()),
-        volume_mounts: Some(vec![
-            VolumeMount {
-                name: "workspace".into(),
-                mount_path: WORKSPACE.into(),
-                ..VolumeMount::default()
-            },
-            VolumeMount {
-                name: "task".into(),
-                mount_path: TASK_MOUNT.into(),
-                read_only: Some(true),
-                ..VolumeMount::default()
-            },
-        ]),
-        working_dir: Some(WORKSPACE.into()),
-        ..Container::default()
+    let minted = launch.git_token.is_some();
+    let task_file = format!("{TASK_MOUNT}/{}", crate::job::TASK_FILE);
+    let run_dir = format!("{WORKSPACE}/run");
+    // The git credential: the run's own token file, else the workers' Secret's keys.
+    let git_env: Vec<EnvVar> = if minted {
+        vec![plain_env(
+            "SWARM_GIT_TOKEN_FILE",
+            format!("{GIT_TOKEN_MOUNT}/token"),
+        )]
+    } else {
+        GIT_CREDENTIAL_KEYS
+            .iter()
+            .map(|k| secret_key_env(&cfg.secret, k))
+            .collect()
     };
+    let agent_env: Vec<EnvVar> = agent_secret_keys(t)
+        .iter()
+        .map(|k| secret_key_env(&cfg.secret, k))
+        .collect();
+    let git_mounts: Vec<VolumeMount> = if minted {
+        vec![mount("git-token", GIT_TOKEN_MOUNT, true)]
+    } else {
+        Vec::new()
+    };
+    let container = |name: &str, phase: &str, env: Vec<EnvVar>, mounts: Vec<VolumeMount>| {
+        // The image's entrypoint is `swarm worker`.
+        let mut args = vec![
+            "--phase".to_string(),
+            phase.into(),
+            "--run-dir".into(),
+            run_dir.clone(),
+            "--task-file".into(),
+            task_file.clone(),
+        ];
+        if phase != "agent" {
+            args.extend(["--state-dir".into(), STATE.into()]);
+        }
+        if name == PUSH_CONTAINER {
+            args.extend(["--termination-log".into(), TERMINATION_LOG.into()]);
+        }
+        Container {
+            name: name.into(),
+            image: Some(cfg.image.clone()),
+            image_pull_policy: cfg.image_pull_policy.clone(),
+            args: Some(args),
+            env: Some(env),
+            resources: cfg.resources.clone(),
+            security_context: Some(SecurityContext {
+                allow_privilege_escalation: Some(false),
+                run_as_non_root: Some(true),
+                run_as_user: Some(1000),
+                run_as_group: Some(1000),
+                capabilities: Some(Capabilities {
+                    drop: Some(vec!["ALL".into()]),
+                    add: None,
+                }),
+                seccomp_profile: Some(SeccompProfile {
+                    type_: "RuntimeDefault".into(),
+                    localhost_profile: None,
+                }),
+                ..SecurityContext::default()
+            }),
+            termination_message_path: Some(TERMINATION_LOG.into()),
+            termination_message_policy: Some("File".into()),
+            volume_mounts: Some(mounts),
+            working_dir: Some(WORKSPACE.into()),
+            ..Container::default()
+        }
+    };
+    let base_mounts = || {
+        vec![
+            mount("workspace", WORKSPACE, false),
+            mount("task", TASK_MOUNT, true),
+        ]
+    };
+    let state_home = plain_env("HOME", format!("{STATE}/home"));
+    let checkout = container(
+        CHECKOUT_CONTAINER,
+        "checkout",
+        with(vec![state_home.clone()], &git_env),
+        with(
+            with(base_mounts(), &[mount("state", STATE, false)]),
+            &git_mounts,
+        ),
+    );
+    let agent = container(
+        AGENT_CONTAINER,
+        "agent",
+        with(
+            vec![plain_env("HOME", format!("{WORKSPACE}/home"))],
+            &agent_env,
+        ),
+        base_mounts(),
+    );
+    // The push container knows the agent's credentials too, to refuse a commit that holds
+    // one; the agent cannot reach this container.
+    let push = container(
+        PUSH_CONTAINER,
+        "push",
+        with(with(vec![state_home], &git_env), &agent_env),
+        with(
+            with(base_mounts(), &[mount("state", STATE, true)]),
+            &git_mounts,
+        ),
+    );
+    let mut volumes = vec![
+        Volume {
+            name: "workspace".into(),
+            empty_dir: Some(EmptyDirVolumeSource::default()),
+            ..Volume::default()
+        },
+        Volume {
+            name: "state".into(),
+            empty_dir: Some(EmptyDirVolumeSource::default()),
+            ..Volume::default()
+        },
+        Volume {
+            name: "task".into(),
+            config_map: Some(ConfigMapVolumeSource {
+                name: launch.run_name.clone(),
+                optional: Some(false),
+                ..ConfigMapVolumeSource::default()
+            }),
+            ..Volume::default()
+        },
+    ];
+    if minted {
+        // A volume, not an environment variable: the pod waits for the Secret (created right
+        // after the Job) as it waits for the ConfigMap, and the kubelet updates the file when
+        // the engine renews the token during a long run.
+        volumes.push(Volume {
+            name: "git-token".into(),
+            secret: Some(SecretVolumeSource {
+                secret_name: Some(launch.run_name.clone()),
+                optional: Some(false),
+                ..SecretVolumeSource::default()
+            }),
+            ..Volume::default()
+        });
+    }
     Job {
         metadata: ObjectMeta {
             name: Some(launch.run_name.clone()),
@@ -203,23 +389,9 @@ pub fn build_job(launch: &Launch, cfg: &KubernetesConfig) -> Job {
                         }),
                         ..PodSecurityContext::default()
                     }),
-                    containers: vec![container],
-                    volumes: Some(vec![
-                        Volume {
-                            name: "workspace".into(),
-                            empty_dir: Some(EmptyDirVolumeSource::default()),
-                            ..Volume::default()
-                        },
-                        Volume {
-                            name: "task".into(),
-                            config_map: Some(ConfigMapVolumeSource {
-                                name: launch.run_name.clone(),
-                                optional: Some(false),
-                                ..ConfigMapVolumeSource::default()
-                            }),
-                            ..Volume::default()
-                        },
-                    ]),
+                    init_containers: Some(vec![checkout, agent]),
+                    containers: vec![push],
+                    volumes: Some(volumes),
                     node_selector: (!cfg.node_selector.is_empty())
                         .then(|| cfg.node_selector.clone()),
                     tolerations: (!cfg.tolerations.is_empty()).then(|| cfg.tolerations.clone()),
@@ -306,6 +478,10 @@ impl KubeRuntime {
     }
 
     fn config_maps(&self) -> Api<ConfigMap> {
+        Api::namespaced(self.client.clone(), &self.namespace)
+    }
+
+    fn secrets(&self) -> Api<Secret> {
         Api::namespaced(self.client.clone(), &self.namespace)
     }
 
@@ -540,11 +716,13 @@ pub fn pod_alive(pod: &Pod) -> bool {
     let Some(status) = &pod.status else {
         return false;
     };
+    // While its init containers (the checkout, the agent) run, a pod is `Pending`.
     status.phase.as_deref() == Some("Running")
         || status
-            .container_statuses
+            .init_container_statuses
             .iter()
             .flatten()
+            .chain(status.container_statuses.iter().flatten())
             .any(|c| c.state.as_ref().is_some_and(|s| s.running.is_some()))
 }
 
@@ -602,6 +780,34 @@ pub fn classify_job(job: &Job, pods: &[Pod], stopped: bool) -> RunResult {
                 c.message.clone().unwrap_or_default(),
             )
         });
+    // A checkout or agent container that ended badly (killed, out of memory: the worker in it
+    // always exits 0 otherwise) keeps the pod from reaching the push container.
+    let init_failure = statuses
+        .iter()
+        .flat_map(|s| s.init_container_statuses.iter().flatten())
+        .find_map(|c| {
+            let t = c.state.as_ref()?.terminated.as_ref()?;
+            (t.exit_code != 0).then(|| (c.name.clone(), t))
+        });
+    if let Some((container, t)) = init_failure {
+        let why = t.reason.clone().unwrap_or_default();
+        return RunResult::failure(
+            if why == "OOMKilled" {
+                ErrorClass::Infrastructure
+            } else {
+                ErrorClass::Crash
+            },
+            format!(
+                "the {container} container of Job {name} exited with {} ({why}){}",
+                t.exit_code,
+                if why == "OOMKilled" {
+                    "; raise its memory limit"
+                } else {
+                    ""
+                }
+            ),
+        );
+    }
     if let Some(t) = terminated {
         if t.reason.as_deref() == Some("OOMKilled") {
             return RunResult::failure(
@@ -806,6 +1012,33 @@ impl Runtime for KubeRuntime {
                 return Err(e);
             }
         }
+        if let Some(token) = &launch.git_token {
+            // The job's own git token, in a Secret the Job owns, mounted by the checkout and
+            // push containers only; the pod waits for it as for the ConfigMap.
+            let secret = build_git_token_secret(&launch, &self.cfg, &uid, token);
+            match retry(&format!("create Secret {}", launch.run_name), || {
+                let (api, secret) = (self.secrets(), secret.clone());
+                async move { api.create(&PostParams::default(), &secret).await }
+            })
+            .await
+            {
+                Ok(_) => {}
+                Err(RuntimeError::Kube {
+                    source: kube::Error::Api(s),
+                    ..
+                }) if s.code == 409 => {}
+                Err(e) => {
+                    let dp = DeleteParams {
+                        propagation_policy: Some(PropagationPolicy::Background),
+                        ..DeleteParams::default()
+                    };
+                    if let Err(d) = self.jobs().delete(&launch.run_name, &dp).await {
+                        tracing::warn!(run = %launch.run_name, "cannot delete the Job without its git token: {d}");
+                    }
+                    return Err(e);
+                }
+            }
+        }
         self.track(&launch).await;
         Ok(())
     }
@@ -858,16 +1091,49 @@ impl Runtime for KubeRuntime {
             .last()
             .and_then(|p| p.metadata.name)
             .ok_or_else(|| RuntimeError::NoRun(run_name.to_string()))?;
-        let lp = LogParams {
-            container: Some(CONTAINER.into()),
-            tail_lines: Some(5000),
-            ..LogParams::default()
-        };
-        retry(&format!("read the log of pod {pod}"), || {
-            let (api, pod, lp) = (self.pods(), pod.clone(), lp.clone());
-            async move { api.logs(&pod, &lp).await }
+        // The pod's containers in the order they ran; one that has not started has no log.
+        let mut out = String::new();
+        for container in [CHECKOUT_CONTAINER, AGENT_CONTAINER, PUSH_CONTAINER] {
+            let lp = LogParams {
+                container: Some(container.into()),
+                tail_lines: Some(5000),
+                ..LogParams::default()
+            };
+            let got = retry(&format!("read the log of pod {pod}"), || {
+                let (api, pod, lp) = (self.pods(), pod.clone(), lp.clone());
+                async move { api.logs(&pod, &lp).await }
+            })
+            .await;
+            match got {
+                Ok(text) => out.push_str(&text),
+                Err(e) if container == PUSH_CONTAINER && out.is_empty() => return Err(e),
+                Err(_) => {}
+            }
+        }
+        Ok(out)
+    }
+
+    async fn renew_git_token(
+        &self,
+        run_name: &str,
+        token: &crate::config::Secret,
+    ) -> Result<(), RuntimeError> {
+        // The kubelet updates the mounted file; the push container reads it when it pushes.
+        let patch = serde_json::json!({"stringData": {"token": token.expose()}});
+        retry(&format!("renew the git token of {run_name}"), || {
+            let (api, patch) = (self.secrets(), patch.clone());
+            let name = run_name.to_string();
+            async move {
+                api.patch(
+                    &name,
+                    &kube::api::PatchParams::default(),
+                    &kube::api::Patch::Merge(&patch),
+                )
+                .await
+            }
         })
         .await
+        .map(|_| ())
     }
 
     async fn ready(&self) -> Result<(), RuntimeError> {

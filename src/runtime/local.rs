@@ -151,6 +151,16 @@ impl LocalRuntime {
         for name in WITHHELD_ENV {
             cmd.env_remove(name);
         }
+        if let Some(token) = &launch.git_token {
+            // A token minted for this job: in a file of the run directory (which the sandbox
+            // does not show the agent), read by the worker when it clones and pushes; the
+            // engine's own token stays with the engine.
+            let file = dir.join(GIT_TOKEN_FILE);
+            write_private(&file, token.expose().as_bytes()).map_err(prepare)?;
+            cmd.env_remove("SWARM_GIT_TOKEN")
+                .env_remove("GITHUB_TOKEN")
+                .env("SWARM_GIT_TOKEN_FILE", &file);
+        }
         cmd.process_group(0);
         let lock_fd = lock.as_raw_fd();
         // The worker closes it for its agent, so a stray agent child cannot hold the lock.
@@ -542,6 +552,26 @@ impl Runtime for LocalRuntime {
     async fn ready(&self) -> Result<(), RuntimeError> {
         Ok(())
     }
+
+    async fn renew_git_token(
+        &self,
+        run_name: &str,
+        token: &crate::config::Secret,
+    ) -> Result<(), RuntimeError> {
+        // The worker reads the file when it pushes; a new one replaces it whole.
+        let dir = self.run_dir(run_name);
+        let file = dir.join(GIT_TOKEN_FILE);
+        if !file.exists() {
+            return Err(RuntimeError::NoRun(run_name.to_string()));
+        }
+        let tmp = dir.join(format!("{GIT_TOKEN_FILE}.new"));
+        write_private(&tmp, token.expose().as_bytes())
+            .and_then(|()| std::fs::rename(&tmp, &file))
+            .map_err(|source| RuntimeError::Prepare {
+                run: run_name.to_string(),
+                source,
+            })
+    }
 }
 
 #[cfg(test)]
@@ -594,4 +624,20 @@ mod tests {
         other.kill().unwrap();
         other.wait().unwrap();
     }
+}
+
+/// The run directory's file holding a job's own git token.
+pub const GIT_TOKEN_FILE: &str = "git-token";
+
+/// Writes `bytes` to a new file only its owner can read.
+fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let _ = std::fs::remove_file(path);
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)?;
+    f.write_all(bytes)
 }

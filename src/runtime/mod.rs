@@ -25,6 +25,13 @@ pub trait Runtime: Send + Sync + 'static {
     fn logs(&self, run_name: &str) -> impl Future<Output = Result<String, RuntimeError>> + Send;
     /// Whether the runtime can start jobs now (for readiness).
     fn ready(&self) -> impl Future<Output = Result<(), RuntimeError>> + Send;
+    /// Gives a running job a new git token in place of the one it was launched with (which
+    /// is about to expire). Only for jobs launched with [`Launch::git_token`].
+    fn renew_git_token(
+        &self,
+        run_name: &str,
+        token: &crate::config::Secret,
+    ) -> impl Future<Output = Result<(), RuntimeError>> + Send;
 }
 
 use crate::job::JobSpec;
@@ -41,6 +48,9 @@ pub struct Launch {
     /// Set after an engine restart for a run that was launched before: the runtime adopts
     /// it if it still exists and reports it lost if not, but never starts it again.
     pub adopt_only: bool,
+    /// A git token minted for this job alone (a GitHub App's installation token scoped to the
+    /// project's repository), given to it instead of the workers' own.
+    pub git_token: Option<crate::config::Secret>,
 }
 
 /// A job that ended, with its result.

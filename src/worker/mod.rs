@@ -9,7 +9,7 @@ pub mod prompts;
 pub mod sandbox;
 mod stop;
 
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashSet};
 use std::path::{Path, PathBuf};
 
 use chrono::Utc;
@@ -22,13 +22,47 @@ use crate::job::{write_atomic, AgentKind, JobSpec, RunDir, STARTED_FILE, TASK_FI
 use crate::secrets::{find_known, Known, Redactor};
 use crate::spec::{truncate, ErrorClass, RunResult};
 
-/// `swarm worker`: runs the task of `run_dir` (its `task.json`, or `task_json` when the job
-/// got its task another way, as a pod does) and returns the exit code. With `termination_log`,
-/// a compact result is also written there (Kubernetes keeps it as the termination message).
+/// Which part of a run a `swarm worker` process does. The local runtime runs them all in one
+/// process (`All`); a Kubernetes pod runs each in a container of its own, so the container
+/// that runs the agent never holds the git credential: `Checkout` (clone, with the
+/// credential), then `Agent` (the agent, with the model's credential only), then `Push`
+/// (commit and push, with the credential, after the agent's container has ended).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Phase {
+    All,
+    Checkout,
+    Agent,
+    Push,
+}
+
+/// What the checkout phase hands the push phase, in a directory the agent's container does
+/// not mount (the agent could otherwise move the commit the secret check starts from).
+const CHECKOUT_STATE: &str = "checkout.json";
+/// The agent phase's result, for the push phase (the agent's own word, as its output is).
+const AGENT_RESULT: &str = "agent-result.json";
+
+#[derive(serde::Serialize, serde::Deserialize)]
+struct CheckoutState {
+    started_at: chrono::DateTime<Utc>,
+    /// The commit the run starts from; absent when the checkout failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    start: Option<String>,
+    /// Why the checkout failed: the run's result.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    failed: Option<RunResult>,
+}
+
+/// `swarm worker`: runs `phase` of the task of `run_dir` (its `task.json`, or `task_json` when
+/// the job got its task another way, as a pod does) and returns the exit code. With
+/// `termination_log`, a compact result is also written there (Kubernetes keeps it as the
+/// termination message). `state_dir` is where the checkout phase leaves what the push phase
+/// needs (default: the run directory).
 pub fn run_job(
     run_dir: &Path,
     task_json: Option<String>,
     termination_log: Option<&Path>,
+    phase: Phase,
+    state_dir: Option<&Path>,
 ) -> std::io::Result<u8> {
     stop::install();
     std::fs::create_dir_all(run_dir)?;
@@ -37,7 +71,20 @@ pub fn run_job(
     if let (false, Some(json)) = (task_file.exists(), task_json) {
         write_atomic(&task_file, json.as_bytes())?;
     }
-    let result = run(&run_dir);
+    let state_dir = state_dir.map_or_else(|| run_dir.clone(), Path::to_path_buf);
+    let result = match phase {
+        Phase::All => run(&run_dir),
+        Phase::Checkout => {
+            std::fs::create_dir_all(&state_dir)?;
+            checkout_phase(&run_dir, &state_dir)?;
+            return Ok(0);
+        }
+        Phase::Agent => {
+            agent_phase(&run_dir)?;
+            return Ok(0);
+        }
+        Phase::Push => push_phase(&run_dir, &state_dir),
+    };
     if let Some(path) = termination_log {
         let compact = crate::job::JobResult::compact(&result, 4000);
         if let Err(e) = std::fs::write(path, compact) {
@@ -72,30 +119,53 @@ pub fn run(run_dir: &Path) -> RunResult {
         tracing::error!("cannot mark the run as started: {e}");
     }
     let mut redactor = Redactor::from_env();
-    // The job's git credential comes in its environment (the local runtime's engine passes its
-    // own; on Kubernetes, the workers' Secret).
-    let auth = GitAuth::new(
+    let auth = git_auth_from_env();
+    let result = match read_task(run_dir) {
+        Err(failure) => failure,
+        Ok(task) => {
+            tracing::info!(project = %task.project, task = %task.key, run = %task.run_name, agent = %task.agent_name, "worker starts");
+            work(&task, run_dir, &mut redactor, &auth)
+        }
+    };
+    finish(run_dir, result, started_at, &redactor)
+}
+
+/// The job's git credential: the file `SWARM_GIT_TOKEN_FILE` names (read when it is used, so a
+/// token the engine renews during a long run is the one pushed with), else `SWARM_GIT_TOKEN`
+/// or `GITHUB_TOKEN` from the environment (the local runtime's engine passes its own, or one
+/// minted for the job; on Kubernetes, the workers' Secret).
+fn git_auth_from_env() -> GitAuth {
+    if let Some(file) = std::env::var_os("SWARM_GIT_TOKEN_FILE") {
+        return GitAuth::from_file(PathBuf::from(file));
+    }
+    GitAuth::new(
         std::env::var("SWARM_GIT_TOKEN")
             .ok()
             .or_else(|| std::env::var("GITHUB_TOKEN").ok())
             .and_then(Secret::new),
-    );
-    let mut result = match std::fs::read(run_dir.join(TASK_FILE)) {
-        Err(e) => RunResult::failure(
+    )
+}
+
+fn read_task(run_dir: &Path) -> Result<JobSpec, RunResult> {
+    match std::fs::read(run_dir.join(TASK_FILE)) {
+        Err(e) => Err(RunResult::failure(
             ErrorClass::Crash,
             format!("cannot read {}: {e}", run_dir.join(TASK_FILE).display()),
-        ),
-        Ok(bytes) => match JobSpec::from_json(&bytes) {
-            Err(e) => e.to_result(),
-            Ok(task) => {
-                tracing::info!(project = %task.project, task = %task.key, run = %task.run_name, agent = %task.agent_name, "worker starts");
-                work(&task, run_dir, &mut redactor, &auth)
-            }
-        },
-    };
+        )),
+        Ok(bytes) => JobSpec::from_json(&bytes).map_err(|e| e.to_result()),
+    }
+}
+
+/// The end of every run: its times, redaction, the log line and `result.json`.
+fn finish(
+    run_dir: &Path,
+    mut result: RunResult,
+    started_at: chrono::DateTime<Utc>,
+    redactor: &Redactor,
+) -> RunResult {
     result.started_at = Some(started_at);
     result.finished_at = Some(Utc::now());
-    let result = redact_result(result, &redactor);
+    let result = redact_result(result, redactor);
     match &result.error {
         Some(e) => tracing::warn!(
             "run failed ({}): {e}",
@@ -107,6 +177,128 @@ pub fn run(run_dir: &Path) -> RunResult {
         tracing::error!("cannot write the result: {e}");
     }
     result
+}
+
+/// The pod's first container: the clone, with the git credential. What went wrong is left for
+/// the push phase, which reports it; the container itself succeeds so the pod goes on.
+fn checkout_phase(run_dir: &Path, state_dir: &Path) -> std::io::Result<()> {
+    git_guard::ignore_user_config();
+    let started_at = Utc::now();
+    let redactor = Redactor::from_env();
+    let auth = git_auth_from_env();
+    let outcome = read_task(run_dir).and_then(|task| {
+        tracing::info!(project = %task.project, task = %task.key, run = %task.run_name, "checkout starts");
+        checkout_step(&task, run_dir, &auth).map(|(_, start)| start)
+    });
+    let state = match outcome {
+        Ok(start) => CheckoutState {
+            started_at,
+            start: Some(start.to_string()),
+            failed: None,
+        },
+        Err(failure) => CheckoutState {
+            started_at,
+            start: None,
+            failed: Some(redact_result(failure, &redactor)),
+        },
+    };
+    write_atomic(
+        &state_dir.join(CHECKOUT_STATE),
+        &serde_json::to_vec(&state).unwrap_or_default(),
+    )
+}
+
+/// The pod's second container: the agent, with the model's credential and no git credential.
+/// Its result goes to the push phase; the container succeeds so the pod goes on.
+fn agent_phase(run_dir: &Path) -> std::io::Result<()> {
+    let mut redactor = Redactor::from_env();
+    let result = match read_task(run_dir) {
+        Err(failure) => failure,
+        Ok(task) => {
+            tracing::info!(project = %task.project, task = %task.key, run = %task.run_name, agent = %task.agent_name, "agent starts");
+            let checkout = run_dir.join(crate::job::CHECKOUT_DIR);
+            match prepare(&task, &mut redactor) {
+                Err(refusal) => refusal,
+                // No checkout: the clone failed, and the push phase reports why.
+                Ok(_) if !checkout.join(".git").exists() => {
+                    RunResult::failure(ErrorClass::Git, "the checkout container left no checkout")
+                }
+                Ok((agent_env, credentials)) => match git2::Repository::open(&checkout) {
+                    Err(e) => RunResult::failure(
+                        ErrorClass::Git,
+                        format!("cannot open the checkout: {}", e.message()),
+                    ),
+                    Ok(repo) => agent_step(
+                        &task,
+                        run_dir,
+                        &repo,
+                        &agent_env,
+                        credentials,
+                        &mut redactor,
+                    ),
+                },
+            }
+        }
+    };
+    let result = redact_result(result, &redactor);
+    write_atomic(
+        &run_dir.join(AGENT_RESULT),
+        &crate::job::JobResult::new(result).to_json(),
+    )
+}
+
+/// The pod's last container: after the agent's container has ended, the checks, the commit
+/// and the push, with the git credential; then the run's result.
+fn push_phase(run_dir: &Path, state_dir: &Path) -> RunResult {
+    git_guard::ignore_user_config();
+    let mut redactor = Redactor::from_env();
+    let auth = git_auth_from_env();
+    let state: Option<CheckoutState> = std::fs::read(state_dir.join(CHECKOUT_STATE))
+        .ok()
+        .and_then(|b| serde_json::from_slice(&b).ok());
+    let started_at = state.as_ref().map_or_else(Utc::now, |s| s.started_at);
+    let result = match (read_task(run_dir), state) {
+        (Err(failure), _) => failure,
+        (Ok(_), None) => RunResult::failure(
+            ErrorClass::Crash,
+            "the checkout container left no state; the run cannot be pushed",
+        ),
+        (
+            Ok(_),
+            Some(CheckoutState {
+                failed: Some(failure),
+                ..
+            }),
+        ) => failure,
+        (Ok(task), Some(state)) => {
+            let start = state
+                .start
+                .as_deref()
+                .and_then(|s| git2::Oid::from_str(s).ok());
+            let agent_result = std::fs::read(run_dir.join(AGENT_RESULT))
+                .ok()
+                .map(|b| crate::job::JobResult::read(&b));
+            match (start, agent_result) {
+                (None, _) => RunResult::failure(
+                    ErrorClass::Crash,
+                    "the checkout container left no start commit",
+                ),
+                (Some(_), None) => RunResult::failure(
+                    ErrorClass::Crash,
+                    "the agent's container ended without a result",
+                ),
+                (Some(start), Some(mut result)) => {
+                    // What the push establishes is not the agent's to claim.
+                    result.changed = false;
+                    result.commit_sha = None;
+                    result.branch = None;
+                    add_agent_secrets(&task, &mut redactor);
+                    push_step(&task, run_dir, result, start, &mut redactor, &auth)
+                }
+            }
+        }
+    };
+    finish(run_dir, result, started_at, &redactor)
 }
 
 /// The run's lock, inherited from the engine, stays with the worker: the agent must not get it
@@ -135,6 +327,25 @@ fn redact_result(mut r: RunResult, redactor: &Redactor) -> RunResult {
 }
 
 fn work(task: &JobSpec, run_dir: &Path, redactor: &mut Redactor, auth: &GitAuth) -> RunResult {
+    // The safety check comes before any network traffic, the clone included.
+    let (agent_env, credentials) = match prepare(task, redactor) {
+        Ok(p) => p,
+        Err(refusal) => return refusal,
+    };
+    if stop::requested() {
+        return stopped();
+    }
+    let (repo, start) = match checkout_step(task, run_dir, auth) {
+        Ok(r) => r,
+        Err(failure) => return failure,
+    };
+    let result = agent_step(task, run_dir, &repo, &agent_env, credentials, redactor);
+    drop(repo);
+    push_step(task, run_dir, result, start, redactor, auth)
+}
+
+/// The agent's environment, its values known to the redactor as secrets.
+fn add_agent_secrets(task: &JobSpec, redactor: &mut Redactor) -> BTreeMap<String, String> {
     let agent_env = expand_profile_env(&task.agent.env);
     redactor.add_env(&agent_env);
     // Whatever the profile takes from the engine's environment is treated as secret, whatever
@@ -149,40 +360,57 @@ fn work(task: &JobSpec, run_dir: &Path, redactor: &mut Redactor, auth: &GitAuth)
     if let Some(password) = url_password(&task.repo) {
         redactor.add("repository URL password", &password);
     }
-    let home = run_dir.join("home");
-    // The safety check comes before any network traffic, the clone included.
-    let credentials = if task.agent.kind == AgentKind::Claude {
-        let worker_home = std::env::var_os("SWARM_WORKER_HOME")
-            .or_else(|| std::env::var_os("HOME"))
-            .map(PathBuf::from);
-        match claude::safety_check(&agent_env, worker_home.as_deref()) {
-            Ok(c) => {
-                if let claude::Credentials::CredentialsFile(f) = &c {
-                    redactor.add_credentials_file(f);
-                }
-                Some(c)
-            }
-            Err(refusal) => return refusal,
-        }
-    } else {
-        None
-    };
-    if stop::requested() {
-        return stopped();
+    agent_env
+}
+
+/// The agent's environment and, for Claude Code, the credentials the safety check accepted.
+fn prepare(
+    task: &JobSpec,
+    redactor: &mut Redactor,
+) -> Result<(BTreeMap<String, String>, Option<claude::Credentials>), RunResult> {
+    let agent_env = add_agent_secrets(task, redactor);
+    if task.agent.kind != AgentKind::Claude {
+        return Ok((agent_env, None));
     }
-    let checkout = run_dir.join("checkout");
+    let worker_home = std::env::var_os("SWARM_WORKER_HOME")
+        .or_else(|| std::env::var_os("HOME"))
+        .map(PathBuf::from);
+    let credentials = claude::safety_check(&agent_env, worker_home.as_deref())?;
+    if let claude::Credentials::CredentialsFile(f) = &credentials {
+        redactor.add_credentials_file(f);
+    }
+    Ok((agent_env, Some(credentials)))
+}
+
+/// A fresh clone in the run's `checkout`, on the task's branch.
+fn checkout_step(
+    task: &JobSpec,
+    run_dir: &Path,
+    auth: &GitAuth,
+) -> Result<(git2::Repository, git2::Oid), RunResult> {
+    let checkout = run_dir.join(crate::job::CHECKOUT_DIR);
     let _ = std::fs::remove_dir_all(&checkout);
-    let (repo, start) = match prepare_checkout(task, &checkout, auth) {
-        Ok(r) => r,
-        Err(e) => {
-            return RunResult::failure(
-                ErrorClass::Git,
-                format!("cannot check out {}: {e}", task.branch),
-            )
-        }
-    };
+    prepare_checkout(task, &checkout, auth).map_err(|e| {
+        RunResult::failure(
+            ErrorClass::Git,
+            format!("cannot check out {}: {e}", task.branch),
+        )
+    })
+}
+
+/// The agent on the checkout, with its role prompt and a private HOME.
+fn agent_step(
+    task: &JobSpec,
+    run_dir: &Path,
+    repo: &git2::Repository,
+    agent_env: &BTreeMap<String, String>,
+    credentials: Option<claude::Credentials>,
+    redactor: &mut Redactor,
+) -> RunResult {
+    let checkout = run_dir.join(crate::job::CHECKOUT_DIR);
+    let home = run_dir.join(crate::job::HOME_DIR);
     let prompt = prompts::compose(
-        &prompts::role_prompt(&repo, task.kind.as_deref()),
+        &prompts::role_prompt(repo, task.kind.as_deref()),
         &task.key,
         &task.branch,
         &task.prompt,
@@ -214,10 +442,23 @@ fn work(task: &JobSpec, run_dir: &Path, redactor: &mut Redactor, auth: &GitAuth)
         prompt: &prompt,
         prompt_file: &prompt_file,
         home: &home,
-        env: &agent_env,
+        env: agent_env,
         redactor,
     };
-    let mut result = agent::run_agent(&run);
+    agent::run_agent(&run)
+}
+
+/// After the agent: the checkout's git configuration restored, the checks, the commit and the
+/// push of whatever the agent left.
+fn push_step(
+    task: &JobSpec,
+    run_dir: &Path,
+    mut result: RunResult,
+    start: git2::Oid,
+    redactor: &mut Redactor,
+    auth: &GitAuth,
+) -> RunResult {
+    let checkout = run_dir.join(crate::job::CHECKOUT_DIR);
     if stop::requested() {
         // Stopped: the agent's group is ended, and nothing of its work is pushed.
         return RunResult {
@@ -240,7 +481,6 @@ fn work(task: &JobSpec, run_dir: &Path, redactor: &mut Redactor, auth: &GitAuth)
     let repo = match git_guard::restore_config(&checkout, &task.repo) {
         Ok(r) => r,
         Err(e) => {
-            drop(repo);
             return RunResult {
                 success: false,
                 error_class: Some(ErrorClass::Git),

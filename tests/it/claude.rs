@@ -541,6 +541,7 @@ async fn a_run_past_its_timeout_leaves_no_process_behind() {
     t.run_name = "slow".into();
     rt.launch(Launch {
         adopt_only: false,
+        git_token: None,
         task_id: 1,
         attempt: 1,
         run_name: "slow".into(),

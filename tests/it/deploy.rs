@@ -302,6 +302,7 @@ fn components() -> Vec<String> {
 pub fn worker_job(cfg: &KubernetesConfig) -> Job {
     let launch = Launch {
         adopt_only: false,
+        git_token: None,
         task_id: 7,
         attempt: 1,
         run_name: "webapp-hello-0a1b2c3d-g1-a1".into(),

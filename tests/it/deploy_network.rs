@@ -219,8 +219,24 @@ fn jobs_never_mount_the_engines_secret() {
     assert!(name.starts_with("coding-swarm-engine-secrets"));
     let text = job.to_string();
     assert!(!text.contains("coding-swarm-engine-secrets"), "{text}");
-    assert_eq!(
-        job["spec"]["template"]["spec"]["containers"][0]["envFrom"][0]["secretRef"]["name"],
-        config.kubernetes.secret.as_str()
-    );
+    // The workers' Secret, key by key, in every container of the pod.
+    let pod = &job["spec"]["template"]["spec"];
+    let containers = pod["initContainers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .chain(pod["containers"].as_array().unwrap());
+    for c in containers {
+        let refs: Vec<&str> = c["env"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|e| e["valueFrom"]["secretKeyRef"]["name"].as_str())
+            .collect();
+        assert!(!refs.is_empty(), "{c}");
+        assert!(
+            refs.iter().all(|n| *n == config.kubernetes.secret.as_str()),
+            "{refs:?}"
+        );
+    }
 }

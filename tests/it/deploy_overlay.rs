@@ -261,6 +261,8 @@ fn the_deployment_and_role_are_what_the_engine_needs() {
         "batch/jobs:watch",
         "batch/jobs:delete",
         "/configmaps:create",
+        "/secrets:create",
+        "/secrets:patch",
         "/pods:get",
         "/pods:list",
         "/pods:watch",

@@ -87,6 +87,29 @@ pub struct Hub {
     pub tokens: HashMap<String, Option<chrono::DateTime<chrono::Utc>>>,
     /// Requests counted against the primary rate limit this hour.
     pub rate_used: u32,
+    /// The bodies of the installation token requests, in order.
+    pub token_requests: Vec<Value>,
+    /// What each issued installation token may do: its repositories (`None`: all of the
+    /// installation's) and permissions.
+    pub token_scopes: HashMap<String, (Option<Vec<String>>, Value)>,
+    /// Installation tokens revoked with `DELETE /installation/token`.
+    pub revoked: Vec<String>,
+}
+
+impl Hub {
+    /// Whether `token` is an installation token GitHub would accept now for writing the
+    /// contents of repository `name` (what a git push over HTTPS needs).
+    pub fn may_push(&self, token: &str, name: &str) -> bool {
+        let live = self
+            .tokens
+            .get(token)
+            .is_some_and(|e| e.is_none_or(|e| e > chrono::Utc::now()));
+        let scoped = self.token_scopes.get(token).is_some_and(|(repos, perms)| {
+            repos.as_ref().is_none_or(|r| r.iter().any(|r| r == name))
+                && perms["contents"] == "write"
+        });
+        live && scoped
+    }
 }
 
 impl Hub {
@@ -368,13 +391,46 @@ fn respond(
     }
     match (method.clone(), parts.as_slice()) {
         (Method::POST, ["app", "installations", id, "access_tokens"]) => {
+            // "Create an installation access token for an app"
+            // (<https://docs.github.com/en/rest/apps/apps#create-an-installation-access-token-for-an-app>):
+            // `repositories` and `permissions` narrow the token; a permission the App was not
+            // granted is refused with 422. This App has contents: write at most.
+            let granted = json!({"issues": "write", "pull_requests": "write", "statuses": "write", "contents": "write", "checks": "write", "metadata": "read"});
+            let asked = body["permissions"].clone();
+            for (k, v) in asked.as_object().into_iter().flatten() {
+                let rank = |p: &Value| match p.as_str() { Some("read") => 1, Some("write") => 2, _ => 0 };
+                if rank(v) == 0 || rank(v) > rank(&granted[k]) {
+                    return invalid("https://docs.github.com/rest/apps/apps#create-an-installation-access-token-for-an-app", json!([{"resource": "Installation", "field": "permissions", "code": "invalid"}]));
+                }
+            }
+            let repos: Option<Vec<String>> = body["repositories"].as_array().map(|r| {
+                r.iter().filter_map(|x| x.as_str().map(str::to_string)).collect()
+            });
+            hub.token_requests.push(body.clone());
             hub.tokens_issued += 1;
             let n = hub.tokens_issued;
             let expires = now + chrono::Duration::seconds(hub.token_lifetime);
             let token = format!("ghs_installation_token_{n}");
             hub.tokens.insert(token.clone(), Some(expires));
-            (StatusCode::CREATED, axum::Json(json!({"token": token, "expires_at": expires.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
-                "permissions": {"issues": "write", "pull_requests": "write", "statuses": "write", "contents": "read"}, "repository_selection": "all", "installation": id}))).into_response()
+            let permissions = if asked.is_object() { asked } else { granted };
+            hub.token_scopes.insert(token.clone(), (repos.clone(), permissions.clone()));
+            let mut answer = json!({"token": token, "expires_at": expires.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+                "permissions": permissions, "repository_selection": if repos.is_some() { "selected" } else { "all" }, "installation": id});
+            if let Some(r) = repos {
+                answer["repositories"] = json!(r.iter().map(|n| json!({"name": n, "full_name": format!("acme/{n}")})).collect::<Vec<_>>());
+            }
+            (StatusCode::CREATED, axum::Json(answer)).into_response()
+        }
+        // "Revoke an installation access token": authenticated by the token itself.
+        (Method::DELETE, ["installation", "token"]) => {
+            let token = auth
+                .strip_prefix("Bearer ")
+                .or_else(|| auth.strip_prefix("token "))
+                .unwrap_or("")
+                .to_string();
+            hub.tokens.remove(&token);
+            hub.revoked.push(token);
+            StatusCode::NO_CONTENT.into_response()
         }
         (Method::GET, ["repos", _, _, "installation"]) => axum::Json(json!({"id": 77, "app_id": APP_ID, "target_type": "Organization", "account": user("acme", "Organization")})).into_response(),
         (Method::GET, ["repos", _, _, "collaborators", login, "permission"]) => {

@@ -12,10 +12,13 @@ use axum::response::Response;
 use axum::Router;
 use tokio::io::AsyncWriteExt;
 
+/// Which passwords the server takes.
+pub type Accept = Arc<dyn Fn(&str) -> bool + Send + Sync>;
+
 #[derive(Clone)]
 struct GitState {
     root: PathBuf,
-    password: String,
+    accept: Accept,
     /// Every Authorization header and URL seen, to check nothing leaks into URLs.
     seen: Arc<Mutex<Vec<String>>>,
 }
@@ -31,10 +34,17 @@ impl GitHttpServer {
     /// Serves the repositories under `root`; pushes and fetches need user `x-access-token`
     /// with `password`.
     pub async fn start(root: PathBuf, password: &str) -> Self {
+        let password = password.to_string();
+        Self::start_accepting(root, Arc::new(move |p| p == password)).await
+    }
+
+    /// Serves the repositories under `root` to user `x-access-token` with a password `accept`
+    /// takes (GitHub's installation tokens, say).
+    pub async fn start_accepting(root: PathBuf, accept: Accept) -> Self {
         let seen: Arc<Mutex<Vec<String>>> = Arc::default();
         let state = GitState {
             root,
-            password: password.into(),
+            accept,
             seen: seen.clone(),
         };
         let app = Router::new().fallback(cgi).with_state(state);
@@ -57,14 +67,6 @@ impl Drop for GitHttpServer {
     }
 }
 
-fn basic(user: &str, password: &str) -> String {
-    use base64::Engine;
-    format!(
-        "Basic {}",
-        base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"))
-    )
-}
-
 async fn cgi(
     State(state): State<GitState>,
     method: Method,
@@ -82,7 +84,15 @@ async fn cgi(
         .lock()
         .unwrap()
         .push(format!("{method} {uri} auth={}", !auth.is_empty()));
-    if auth != basic("x-access-token", &state.password) {
+    let password = auth
+        .strip_prefix("Basic ")
+        .and_then(|b| {
+            use base64::Engine;
+            base64::engine::general_purpose::STANDARD.decode(b).ok()
+        })
+        .and_then(|b| String::from_utf8(b).ok())
+        .and_then(|up| up.strip_prefix("x-access-token:").map(str::to_string));
+    if !password.is_some_and(|p| (state.accept)(&p)) {
         return Response::builder()
             .status(StatusCode::UNAUTHORIZED)
             .header("www-authenticate", "Basic realm=\"git\"")
@@ -268,6 +278,8 @@ pub mod tests {
     use coding_swarm::job::JobSpec;
     use coding_swarm::spec::{ErrorClass, RunResult};
 
+    use std::sync::Arc;
+
     use super::{GitHttpServer, HttpProxy};
     use crate::support::TestRepo;
 
@@ -372,6 +384,194 @@ pub mod tests {
             .repo
             .refname_to_id("refs/heads/swarm/no-token")
             .is_err());
+    }
+
+    /// A worker pod's three containers, as three processes in the order Kubernetes runs them:
+    /// the checkout and the push get the git token, the agent's process does not (its whole
+    /// environment is written into its commit to show it), and its work still reaches the
+    /// remote, pushed with the token. The checkout's state is kept apart from the agent's
+    /// directories; a push without it pushes nothing.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_pods_containers_push_with_a_credential_the_agent_never_had() {
+        const TOKEN: &str = "ghs_podPhaseToken-0123456789abcdef";
+        let repo = TestRepo::new();
+        repo.commit(&[("README.md", Some("x\n"))], "init");
+        let server = GitHttpServer::start(repo.dir.path().to_path_buf(), TOKEN).await;
+        let url = format!("{}/remote.git", server.base);
+        let pod = tempfile::tempdir().unwrap();
+        let (run, state) = (pod.path().join("workspace/run"), pod.path().join("state"));
+        std::fs::create_dir_all(&run).unwrap();
+        let mut t = task(&url);
+        t.agent = (&AgentProfile::command(vec![
+            "sh".into(),
+            "-c".into(),
+            "env > agent-env.txt; echo hi > new.txt".into(),
+        ]))
+            .into();
+        let task_file = pod.path().join("task.json");
+        std::fs::write(&task_file, serde_json::to_vec(&t).unwrap()).unwrap();
+        let (r, st, termination) = (run.clone(), state.clone(), pod.path().join("termination"));
+        let container = move |phase: &str, token: bool| {
+            let mut cmd = crate::support::command(SWARM);
+            cmd.args(["worker", "--phase", phase, "--run-dir"])
+                .arg(&r)
+                .arg("--task-file")
+                .arg(&task_file);
+            if phase != "agent" {
+                cmd.arg("--state-dir").arg(&st);
+            }
+            if phase == "push" {
+                cmd.arg("--termination-log").arg(&termination);
+            }
+            if token {
+                cmd.env("SWARM_GIT_TOKEN", TOKEN);
+            }
+            let out = cmd.output().unwrap();
+            (
+                out.status.code(),
+                String::from_utf8_lossy(&out.stderr).to_string(),
+            )
+        };
+        let (checkout, push) = tokio::task::spawn_blocking(move || {
+            let checkout = container("checkout", true);
+            let agent = container("agent", false);
+            assert_eq!(agent.0, Some(0), "{}", agent.1);
+            (checkout, container("push", true))
+        })
+        .await
+        .unwrap();
+        assert_eq!(checkout.0, Some(0), "{}", checkout.1);
+        assert_eq!(push.0, Some(0), "{}", push.1);
+        let result: RunResult = coding_swarm::job::JobResult::read(
+            &std::fs::read(pod.path().join("termination")).unwrap(),
+        );
+        assert!(result.success && result.changed, "{result:?}");
+        assert_eq!(
+            repo.read("swarm/over-http", "new.txt").as_deref(),
+            Some("hi\n")
+        );
+        let agent_env = repo.read("swarm/over-http", "agent-env.txt").unwrap();
+        assert!(
+            agent_env.contains("SWARM_TASK_KEY=over-http"),
+            "{agent_env}"
+        );
+        assert!(!agent_env.contains(TOKEN) && !agent_env.contains("SWARM_GIT_TOKEN"));
+        assert!(
+            server
+                .seen()
+                .iter()
+                .any(|s| s.contains("git-receive-pack") && s.ends_with("auth=true")),
+            "pushed with the token: {:?}",
+            server.seen()
+        );
+        assert!(state.join("checkout.json").exists());
+
+        // The push container without the checkout's state (another pod's, or removed):
+        // nothing is pushed, and the result says why.
+        let before = repo.read("swarm/over-http", "new.txt");
+        std::fs::remove_dir_all(&state).unwrap();
+        std::fs::create_dir_all(&state).unwrap();
+        std::fs::write(run.join("checkout/more.txt"), "more\n").unwrap();
+        let mut cmd = crate::support::command(SWARM);
+        cmd.args(["worker", "--phase", "push", "--run-dir"])
+            .arg(&run)
+            .arg("--state-dir")
+            .arg(&state)
+            .env("SWARM_GIT_TOKEN", TOKEN);
+        let out = tokio::task::spawn_blocking(move || cmd.output().unwrap())
+            .await
+            .unwrap();
+        assert_ne!(out.status.code(), Some(0));
+        let result: RunResult =
+            coding_swarm::job::JobResult::read(&std::fs::read(run.join("result.json")).unwrap());
+        assert_eq!(result.error_class, Some(ErrorClass::Crash), "{result:?}");
+        assert!(result.error.unwrap().contains("left no state"));
+        assert_eq!(repo.read("swarm/over-http", "more.txt"), None);
+        assert_eq!(repo.read("swarm/over-http", "new.txt"), before);
+    }
+
+    /// With a GitHub App and no git token at all: the engine fetches and pushes its status
+    /// files with installation tokens it mints, and the job gets a token of its own, asked for
+    /// one repository and `contents: write` only, and revoked when the run ends. The git
+    /// server takes only live tokens GitHub would let push to that repository.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn with_a_github_app_each_job_gets_a_token_for_its_repository_alone() {
+        let github = crate::ghapi::GitHubServer::start().await;
+        let repo = TestRepo::new();
+        repo.commit(
+            &[(".ai/tasks/app-task.yaml", Some("addressee: w\nprompt: p\n"))],
+            "task",
+        );
+        // Tokens last 4 seconds here, less than the run: its push works only with a token the
+        // engine renewed while it ran.
+        github.hub().token_lifetime = 4;
+        let hub = github.fake.hub.clone();
+        let server = GitHttpServer::start_accepting(
+            repo.dir.path().to_path_buf(),
+            Arc::new(move |p| hub.lock().unwrap().may_push(p, "webapp")),
+        )
+        .await;
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("swarm.toml"),
+            format!(
+                "data_dir = \"d\"\ndefault_agent = \"sh\"\nsandbox = \"none\"\n[github]\napi_url = \"{}\"\napp_id = 12345\ntoken_renewal = \"1s\"\n\
+                 [agents.sh]\ncommand = [\"sh\", \"-c\", \"sleep 6; echo hi > new.txt\"]\n\
+                 [[projects]]\nname = \"webapp\"\nrepo = \"{}/remote.git\"\ngithub = \"acme/webapp\"\n",
+                github.url, server.base
+            ),
+        )
+        .unwrap();
+        let key = std::fs::read_to_string(
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("tests/fixtures/github-app-test-key.pem"),
+        )
+        .unwrap();
+        let d = dir.path().to_path_buf();
+        let out = tokio::task::spawn_blocking(move || {
+            crate::support::command(SWARM)
+                .args(["up", "--once", "--config", "swarm.toml"])
+                .current_dir(&d)
+                .env("SWARM_GITHUB_APP_KEY", key)
+                .output()
+                .unwrap()
+        })
+        .await
+        .unwrap();
+        let log = String::from_utf8_lossy(&out.stderr).to_string();
+        assert!(out.status.success(), "{log}");
+        assert_eq!(
+            repo.read("swarm/app-task", "new.txt").as_deref(),
+            Some("hi\n"),
+            "{log}"
+        );
+        assert!(
+            repo.read("main", ".ai/status/app-task.yaml").is_some(),
+            "the engine pushed the status file: {log}"
+        );
+        let hub = github.hub();
+        // The engine's own token and the job's: each for the one repository, contents: write.
+        assert!(hub.token_requests.len() >= 2, "{:?}", hub.token_requests);
+        for body in &hub.token_requests {
+            assert_eq!(
+                body,
+                &serde_json::json!({"repositories": ["webapp"], "permissions": {"contents": "write"}})
+            );
+        }
+        // The job's tokens, renewed while it ran, are gone with it; tokens appear in no log.
+        assert!(log.contains("renewed the run's git token"), "{log}");
+        assert!(
+            hub.revoked.len() >= 2,
+            "renewed and revoked: {:?}",
+            hub.revoked
+        );
+        for token in hub.token_scopes.keys() {
+            assert!(!log.contains(token.as_str()), "{token} in the log");
+        }
+        assert!(server
+            .seen()
+            .iter()
+            .any(|s| s.contains("git-receive-pack") && s.ends_with("auth=true")));
     }
 
     /// `swarm up --once` with the token in its environment (given to the process, never set in

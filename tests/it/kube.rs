@@ -10,10 +10,13 @@ use std::time::{Duration, Instant};
 use chrono::Utc;
 use coding_swarm::config::{AgentProfile, KubernetesConfig};
 use coding_swarm::job::JobSpec;
-use coding_swarm::runtime::kubernetes::{build_job, build_task_config_map};
+use coding_swarm::runtime::kubernetes::{
+    build_job, build_task_config_map, classify_job, pod_alive,
+};
 use coding_swarm::runtime::{Completion, KubeRuntime, Launch, Runtime, RuntimeError};
 use coding_swarm::spec::{ErrorClass, RunResult};
 use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::core::v1::{Container, Pod};
 use serde_json::json;
 use tokio::sync::mpsc;
 
@@ -48,6 +51,7 @@ pub(crate) fn launch(name: &str, timeout_secs: i64) -> Launch {
     )]);
     Launch {
         adopt_only: false,
+        git_token: None,
         task_id: 42,
         attempt: 1,
         run_name: name.into(),
@@ -157,37 +161,65 @@ fn the_job_is_locked_down_and_carries_no_secret() {
         .unwrap()
         .iter()
         .any(|v| v.name == "workspace" && v.empty_dir.is_some()));
+    // Three containers of one image, each locked down: the checkout and the agent run first
+    // (init containers, in that order), the push last.
+    let inits = pod.init_containers.as_ref().unwrap();
+    let names: Vec<&str> = inits
+        .iter()
+        .chain(&pod.containers)
+        .map(|c| c.name.as_str())
+        .collect();
+    assert_eq!(names, ["checkout", "agent", "worker"]);
+    for c in inits.iter().chain(&pod.containers) {
+        assert_eq!(
+            c.image.as_deref(),
+            Some("registry.example.com/coding-swarm-worker:1.0")
+        );
+        let sc = c.security_context.as_ref().unwrap();
+        assert_eq!(
+            (
+                sc.run_as_user,
+                sc.run_as_group,
+                sc.run_as_non_root,
+                sc.allow_privilege_escalation
+            ),
+            (Some(1000), Some(1000), Some(true), Some(false)),
+            "{}",
+            c.name
+        );
+        assert_eq!(
+            sc.capabilities.as_ref().unwrap().drop.as_deref(),
+            Some(&["ALL".to_string()][..])
+        );
+        assert_eq!(sc.seccomp_profile.as_ref().unwrap().type_, "RuntimeDefault");
+        // Secrets only by reference, key by key; the one plain value is HOME. The engine's
+        // environment never reaches the Job.
+        assert!(c.env_from.is_none(), "{}: no whole Secret", c.name);
+        for e in c.env.iter().flatten() {
+            match &e.value_from {
+                Some(from) => assert_eq!(
+                    from.secret_key_ref.as_ref().unwrap().name,
+                    "coding-swarm-secrets"
+                ),
+                None => assert_eq!(e.name, "HOME", "{}", c.name),
+            }
+        }
+        // The task comes from the run's own ConfigMap, mounted read-only.
+        let mount = c
+            .volume_mounts
+            .iter()
+            .flatten()
+            .find(|m| m.name == "task")
+            .unwrap();
+        assert_eq!(mount.read_only, Some(true));
+        assert!(c
+            .args
+            .as_ref()
+            .unwrap()
+            .join(" ")
+            .contains(&format!("--task-file {}/task.json", mount.mount_path)));
+    }
     let c = &pod.containers[0];
-    assert_eq!(
-        c.image.as_deref(),
-        Some("registry.example.com/coding-swarm-worker:1.0")
-    );
-    let sc = c.security_context.as_ref().unwrap();
-    assert_eq!(
-        (
-            sc.run_as_user,
-            sc.run_as_group,
-            sc.run_as_non_root,
-            sc.allow_privilege_escalation
-        ),
-        (Some(1000), Some(1000), Some(true), Some(false))
-    );
-    assert_eq!(
-        sc.capabilities.as_ref().unwrap().drop.as_deref(),
-        Some(&["ALL".to_string()][..])
-    );
-    assert_eq!(sc.seccomp_profile.as_ref().unwrap().type_, "RuntimeDefault");
-    // Secrets only by reference; values that are there are not secrets.
-    let from = c.env_from.as_ref().unwrap();
-    assert_eq!(
-        from[0].secret_ref.as_ref().unwrap().name,
-        "coding-swarm-secrets"
-    );
-    // The engine's environment never reaches the Job: one variable, not from it. The task
-    // comes from the run's own ConfigMap, mounted read-only.
-    let names: Vec<&str> = c.env.iter().flatten().map(|e| e.name.as_str()).collect();
-    assert_eq!(names, ["HOME"]);
-    assert!(c.env.iter().flatten().all(|e| e.value_from.is_none()));
     let task_volume = pod
         .volumes
         .as_ref()
@@ -199,19 +231,6 @@ fn the_job_is_locked_down_and_carries_no_secret() {
         task_volume.config_map.as_ref().unwrap().name,
         "webapp-login-form-1a2b3c4d-g2-a1"
     );
-    let mount = c
-        .volume_mounts
-        .iter()
-        .flatten()
-        .find(|m| m.name == "task")
-        .unwrap();
-    assert_eq!(mount.read_only, Some(true));
-    assert!(c
-        .args
-        .as_ref()
-        .unwrap()
-        .join(" ")
-        .contains(&format!("--task-file {}/task.json", mount.mount_path)));
     let map = build_task_config_map(
         &launch("webapp-login-form-1a2b3c4d-g2-a1", 1800),
         &cfg("http://unused"),
@@ -233,6 +252,207 @@ fn the_job_is_locked_down_and_carries_no_secret() {
         .unwrap()
         .join(" ")
         .contains("--termination-log /dev/termination-log"));
+}
+
+/// What of the git credential a container of a worker pod has: (an environment variable
+/// that holds or names it, a mount of the run's token Secret, the checkout's state).
+fn git_access(c: &Container) -> (Vec<String>, bool, bool) {
+    let env: Vec<String> = c
+        .env
+        .iter()
+        .flatten()
+        .filter(|e| {
+            let key = e
+                .value_from
+                .as_ref()
+                .and_then(|f| f.secret_key_ref.as_ref())
+                .map(|r| r.key.as_str());
+            ["SWARM_GIT_TOKEN", "GITHUB_TOKEN", "SWARM_GIT_TOKEN_FILE"].contains(&e.name.as_str())
+                || key.is_some_and(|k| k == "SWARM_GIT_TOKEN" || k == "GITHUB_TOKEN")
+        })
+        .map(|e| e.name.clone())
+        .collect();
+    let mounts = c.volume_mounts.iter().flatten();
+    let token_mount = mounts.clone().any(|m| m.name == "git-token");
+    let state_mount = mounts.clone().any(|m| m.name == "state");
+    (env, token_mount, state_mount)
+}
+
+/// The Job of a run, checked container by container: the agent's holds no git credential in
+/// its environment or its mounts (nor a whole Secret, nor the checkout's state); the checkout
+/// and push containers, which the agent cannot reach, hold it. `minted`: the run has a token
+/// of its own, mounted from the run's Secret.
+fn assert_agent_has_no_git_credential(job: &Job, minted: bool) {
+    let pod = job.spec.as_ref().unwrap().template.spec.as_ref().unwrap();
+    let all: Vec<&Container> = pod
+        .init_containers
+        .iter()
+        .flatten()
+        .chain(&pod.containers)
+        .collect();
+    assert_eq!(all.len(), 3);
+    for c in all {
+        let (env, token_mount, state_mount) = git_access(c);
+        assert!(c.env_from.is_none(), "{}: no whole Secret", c.name);
+        match c.name.as_str() {
+            "agent" => {
+                assert!(env.is_empty(), "the agent's container has {env:?}");
+                assert!(
+                    !token_mount && !state_mount,
+                    "the agent's container mounts too much"
+                );
+                // It has the model's credential, by key.
+                assert!(c
+                    .env
+                    .iter()
+                    .flatten()
+                    .any(|e| e.name == "CLAUDE_CODE_OAUTH_TOKEN"
+                        && e.value_from
+                            .as_ref()
+                            .unwrap()
+                            .secret_key_ref
+                            .as_ref()
+                            .unwrap()
+                            .key
+                            == "CLAUDE_CODE_OAUTH_TOKEN"));
+            }
+            "checkout" | "worker" => {
+                assert!(state_mount, "{}", c.name);
+                if minted {
+                    assert_eq!(env, ["SWARM_GIT_TOKEN_FILE"], "{}", c.name);
+                    assert!(token_mount, "{}", c.name);
+                } else {
+                    assert_eq!(env, ["SWARM_GIT_TOKEN", "GITHUB_TOKEN"], "{}", c.name);
+                    assert!(!token_mount, "{}", c.name);
+                }
+            }
+            other => panic!("unexpected container {other}"),
+        }
+    }
+    // The agent's container runs after the checkout and before the push.
+    let order: Vec<&str> = pod
+        .init_containers
+        .iter()
+        .flatten()
+        .map(|c| c.name.as_str())
+        .collect();
+    assert_eq!(order, ["checkout", "agent"]);
+}
+
+#[test]
+fn the_agents_container_holds_no_git_credential() {
+    let job = build_job(
+        &launch("webapp-login-form-1a2b3c4d-g2-a1", 1800),
+        &cfg("http://unused"),
+    );
+    assert_agent_has_no_git_credential(&job, false);
+    // A profile that names other variables gets them, and still no git credential.
+    let mut l = launch("webapp-login-form-1a2b3c4d-g2-a1", 1800);
+    l.task
+        .agent
+        .env
+        .insert("NPM_TOKEN".into(), "${NPM_TOKEN}".into());
+    let job = build_job(&l, &cfg("http://unused"));
+    assert_agent_has_no_git_credential(&job, false);
+    let pod = job.spec.unwrap().template.spec.unwrap();
+    let agent = &pod.init_containers.as_ref().unwrap()[1];
+    assert!(agent.env.iter().flatten().any(|e| e.name == "NPM_TOKEN"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_token_minted_for_the_job_is_in_a_secret_of_its_own_that_the_agent_cannot_mount() {
+    let server = ApiServer::start().await;
+    let (rt, _rx) = runtime(&server).await;
+    let name = "webapp-login-form-1a2b3c4d-g2-a1";
+    let token = "ghs_mintedForOneJobOnly0123456789abcdef";
+    let mut l = launch(name, 600);
+    l.git_token = coding_swarm::config::Secret::new(token);
+    rt.launch(l).await.unwrap();
+    let job_json = server.api.job(name).unwrap();
+    assert!(
+        !job_json.to_string().contains(token),
+        "the token is not in the Job"
+    );
+    let job: Job = serde_json::from_value(job_json.clone()).unwrap();
+    assert_agent_has_no_git_credential(&job, true);
+    // The run's Secret: the token, owned by the Job (deleted with it).
+    let secret = server.api.secret(name).expect("the run's Secret");
+    use base64::Engine as _;
+    let stored = base64::engine::general_purpose::STANDARD
+        .decode(secret["data"]["token"].as_str().unwrap())
+        .unwrap();
+    assert_eq!(stored, token.as_bytes());
+    assert_eq!(
+        secret["metadata"]["ownerReferences"][0]["uid"],
+        job_json["metadata"]["uid"]
+    );
+    let pod = job.spec.unwrap().template.spec.unwrap();
+    let volume = pod
+        .volumes
+        .unwrap()
+        .into_iter()
+        .find(|v| v.name == "git-token")
+        .unwrap();
+    assert_eq!(volume.secret.unwrap().secret_name.as_deref(), Some(name));
+    // Renewed in place: the kubelet updates the mounted file, which the push reads.
+    let renewed = "ghs_renewedForTheSameJob0123456789abcdef";
+    rt.renew_git_token(name, &coding_swarm::config::Secret::new(renewed).unwrap())
+        .await
+        .unwrap();
+    let stored = base64::engine::general_purpose::STANDARD
+        .decode(
+            server.api.secret(name).unwrap()["data"]["token"]
+                .as_str()
+                .unwrap(),
+        )
+        .unwrap();
+    assert_eq!(stored, renewed.as_bytes());
+    rt.stop(name).await;
+    server.api.delete_job(name);
+    assert!(server.api.secret(name).is_none(), "collected with its Job");
+}
+
+#[test]
+fn an_init_container_that_ends_badly_is_the_runs_result() {
+    let job: Job = build_job(
+        &launch("webapp-login-form-1a2b3c4d-g2-a1", 1800),
+        &cfg("http://unused"),
+    );
+    let pod = |status: serde_json::Value| -> Pod {
+        serde_json::from_value(json!({"metadata": {"name": "p"}, "status": status})).unwrap()
+    };
+    // While the agent (an init container) runs, the pod is Pending and alive.
+    let running = pod(json!({"phase": "Pending", "initContainerStatuses": [
+        {"name": "checkout", "ready": true, "restartCount": 0, "image": "i", "imageID": "",
+         "state": {"terminated": {"exitCode": 0, "reason": "Completed"}}},
+        {"name": "agent", "ready": false, "restartCount": 0, "image": "i", "imageID": "",
+         "state": {"running": {"startedAt": "2026-01-01T00:00:00Z"}}}]}));
+    assert!(pod_alive(&running));
+    let oom = pod(json!({"phase": "Failed", "initContainerStatuses": [
+        {"name": "checkout", "ready": true, "restartCount": 0, "image": "i", "imageID": "",
+         "state": {"terminated": {"exitCode": 0, "reason": "Completed"}}},
+        {"name": "agent", "ready": false, "restartCount": 0, "image": "i", "imageID": "",
+         "state": {"terminated": {"exitCode": 137, "reason": "OOMKilled"}}}]}));
+    assert!(!pod_alive(&oom));
+    let mut failed_job = job.clone();
+    failed_job.status = serde_json::from_value(failed(
+        "BackoffLimitExceeded",
+        "Job has reached the specified backoff limit",
+    ))
+    .unwrap();
+    let r = classify_job(&failed_job, &[oom], false);
+    assert_eq!(r.error_class, Some(ErrorClass::Infrastructure));
+    let error = r.error.unwrap();
+    assert!(
+        error.contains("agent container") && error.contains("137"),
+        "{error}"
+    );
+    let crashed = pod(json!({"phase": "Failed", "initContainerStatuses": [
+        {"name": "checkout", "ready": false, "restartCount": 0, "image": "i", "imageID": "",
+         "state": {"terminated": {"exitCode": 101, "reason": "Error"}}}]}));
+    let r = classify_job(&failed_job, &[crashed], false);
+    assert_eq!(r.error_class, Some(ErrorClass::Crash));
+    assert!(r.error.unwrap().contains("checkout container"));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -267,12 +487,20 @@ async fn a_job_runs_to_completion_and_its_termination_message_is_the_result() {
     assert_eq!((c.task_id, c.attempt, c.run_name.as_str()), (42, 1, name));
     assert_eq!(c.result, result);
     assert!(!rt.is_tracked(name));
+    // The run's log is its containers' logs in the order they ran; a container that never
+    // started adds nothing.
+    let pod = format!("{name}-x7k2p");
     server
         .api
-        .set_log(&format!("{name}-x7k2p"), "worker starts\nrun succeeded\n");
+        .set_container_log(&pod, "checkout", "checkout starts\n");
+    assert_eq!(rt.logs(name).await.unwrap(), "checkout starts\n");
+    server
+        .api
+        .set_container_log(&pod, "agent", "agent starts\n");
+    server.api.set_log(&pod, "run succeeded\n");
     assert_eq!(
         rt.logs(name).await.unwrap(),
-        "worker starts\nrun succeeded\n"
+        "checkout starts\nagent starts\nrun succeeded\n"
     );
 }
 

@@ -49,6 +49,7 @@ enum Resource {
     Jobs,
     Pods,
     ConfigMaps,
+    Secrets,
 }
 
 impl Resource {
@@ -57,6 +58,7 @@ impl Resource {
             Self::Jobs => ("batch/v1", "Job"),
             Self::Pods => ("v1", "Pod"),
             Self::ConfigMaps => ("v1", "ConfigMap"),
+            Self::Secrets => ("v1", "Secret"),
         }
     }
 
@@ -66,13 +68,14 @@ impl Resource {
             Self::Jobs => "jobs.batch",
             Self::Pods => "pods",
             Self::ConfigMaps => "configmaps",
+            Self::Secrets => "secrets",
         }
     }
 
     fn group(self) -> &'static str {
         match self {
             Self::Jobs => "batch",
-            Self::Pods | Self::ConfigMaps => "",
+            Self::Pods | Self::ConfigMaps | Self::Secrets => "",
         }
     }
 
@@ -81,6 +84,7 @@ impl Resource {
             Self::Jobs => "jobs",
             Self::Pods => "pods",
             Self::ConfigMaps => "configmaps",
+            Self::Secrets => "secrets",
         }
     }
 }
@@ -92,6 +96,8 @@ struct Cluster {
     pods: BTreeMap<String, Value>,
     /// ConfigMaps by name.
     config_maps: BTreeMap<String, Value>,
+    /// Secrets by name, as stored: `stringData` merged into base64 `data`.
+    secrets: BTreeMap<String, Value>,
     logs: BTreeMap<String, String>,
     /// The resourceVersion of the last write. One counter for every resource, like etcd's
     /// revision.
@@ -346,6 +352,21 @@ impl FakeApi {
                     self.record(c, Resource::ConfigMaps, "DELETED", &mut map);
                 }
             }
+            let owned: Vec<String> = c
+                .secrets
+                .iter()
+                .filter(|(_, m)| {
+                    m["metadata"]["ownerReferences"]
+                        .as_array()
+                        .is_some_and(|refs| refs.iter().any(|r| r["uid"] == uid))
+                })
+                .map(|(n, _)| n.clone())
+                .collect();
+            for m in owned {
+                if let Some(mut secret) = c.secrets.remove(&m) {
+                    self.record(c, Resource::Secrets, "DELETED", &mut secret);
+                }
+            }
         }
         Some(job)
     }
@@ -434,6 +455,55 @@ impl FakeApi {
         Ok(map)
     }
 
+    pub fn secret(&self, name: &str) -> Option<Value> {
+        self.cluster.lock().unwrap().secrets.get(name).cloned()
+    }
+
+    /// Stores a new Secret as the API server does: `stringData` is write-only, merged into
+    /// `data` base64-encoded (https://kubernetes.io/docs/reference/kubernetes-api/config-and-storage-resources/secret-v1/).
+    fn create_secret(&self, c: &mut Cluster, body: &Value) -> Result<Value, Box<Response>> {
+        use base64::Engine as _;
+        let name = body["metadata"]["name"].as_str().unwrap_or("").to_string();
+        let mut problems = validate_config_map(body);
+        for (k, v) in body["stringData"].as_object().into_iter().flatten() {
+            if !v.is_string() {
+                problems.push((
+                    format!("stringData[{k}]"),
+                    "FieldValueInvalid",
+                    "Invalid value: must be a string".into(),
+                ));
+            }
+        }
+        if !problems.is_empty() {
+            return Err(Box::new(invalid("Secret", "", &name, &problems)));
+        }
+        if c.secrets.contains_key(&name) {
+            return Err(Box::new(status(
+                409,
+                "AlreadyExists",
+                &format!("secrets \"{name}\" already exists"),
+                json!({"name": name, "kind": "secrets"}),
+            )));
+        }
+        let mut secret = body.clone();
+        let mut data = secret["data"].as_object().cloned().unwrap_or_default();
+        for (k, v) in body["stringData"].as_object().into_iter().flatten() {
+            let encoded =
+                base64::engine::general_purpose::STANDARD.encode(v.as_str().unwrap_or(""));
+            data.insert(k.clone(), json!(encoded));
+        }
+        if let Some(o) = secret.as_object_mut() {
+            o.remove("stringData");
+        }
+        secret["data"] = Value::Object(data);
+        secret["metadata"]["namespace"] = json!(NS);
+        secret["metadata"]["uid"] = json!(format!("uid-secret-{name}"));
+        secret["metadata"]["creationTimestamp"] = json!(TIME);
+        self.record(c, Resource::Secrets, "ADDED", &mut secret);
+        c.secrets.insert(name, secret.clone());
+        Ok(secret)
+    }
+
     pub fn pod(&self, name: &str) -> Option<Value> {
         self.cluster.lock().unwrap().pods.get(name).cloned()
     }
@@ -478,12 +548,17 @@ impl FakeApi {
         self.cluster.lock().unwrap().rv
     }
 
+    /// The log of the pod's last container (the push, which writes the run's end).
     pub fn set_log(&self, pod: &str, text: &str) {
+        self.set_container_log(pod, "worker", text);
+    }
+
+    pub fn set_container_log(&self, pod: &str, container: &str, text: &str) {
         self.cluster
             .lock()
             .unwrap()
             .logs
-            .insert(pod.into(), text.into());
+            .insert(format!("{pod}/{container}"), text.into());
     }
 
     /// Reports the Job as the Job controller would, with its pod as the kubelet would.
@@ -523,13 +598,20 @@ impl FakeApi {
     /// The pod the Job controller makes for Job `name`, with `pod_status`.
     fn pod_of(c: &Cluster, name: &str, pod_status: Value) -> Value {
         let uid = c.jobs[name]["metadata"]["uid"].clone();
+        // The pod's spec is the Job's template, as the Job controller makes it.
+        let spec = match &c.jobs[name]["spec"]["template"]["spec"] {
+            Value::Object(_) => c.jobs[name]["spec"]["template"]["spec"].clone(),
+            _ => {
+                json!({"containers": [{"name": "worker", "image": "coding-swarm-worker:test"}], "restartPolicy": "Never"})
+            }
+        };
         json!({
             "apiVersion": "v1",
             "kind": "Pod",
             "metadata": {"name": format!("{name}-x7k2p"), "namespace": NS, "uid": format!("pod-uid-{name}"), "creationTimestamp": TIME,
                 "labels": {"job-name": name, "batch.kubernetes.io/job-name": name, "controller-uid": uid, "batch.kubernetes.io/controller-uid": uid},
                 "ownerReferences": [{"apiVersion": "batch/v1", "kind": "Job", "name": name, "uid": uid, "controller": true, "blockOwnerDeletion": true}]},
-            "spec": {"containers": [{"name": "worker", "image": "coding-swarm-worker:test"}], "restartPolicy": "Never"},
+            "spec": spec,
             "status": pod_status,
         })
     }
@@ -748,6 +830,53 @@ async fn handle(
             ),
         };
     }
+    let secrets = format!("/api/v1/namespaces/{NS}/secrets");
+    if path == secrets && method == Method::POST {
+        let mut c = api.cluster.lock().unwrap();
+        return match api.create_secret(&mut c, &body) {
+            Ok(secret) => (StatusCode::CREATED, axum::Json(secret)).into_response(),
+            Err(refused) => *refused,
+        };
+    }
+    if let Some(name) = path.strip_prefix(&format!("{secrets}/")) {
+        let mut c = api.cluster.lock().unwrap();
+        return match (method, c.secrets.get(name).cloned()) {
+            (Method::GET, Some(m)) => axum::Json(m).into_response(),
+            (Method::GET | Method::PATCH, None) => not_found(Resource::Secrets, name),
+            // A JSON merge patch (RFC 7386) of `stringData`, which the server stores in
+            // `data` as on create.
+            (Method::PATCH, Some(mut secret)) => {
+                use base64::Engine as _;
+                if body["stringData"].is_null() && body["data"].is_null() {
+                    return status(422, "Invalid", "nothing to patch", Value::Null);
+                }
+                for (k, v) in body["stringData"].as_object().into_iter().flatten() {
+                    let Some(v) = v.as_str() else {
+                        return invalid(
+                            "Secret",
+                            "",
+                            name,
+                            &[(
+                                format!("stringData[{k}]"),
+                                "FieldValueInvalid",
+                                "Invalid value: must be a string".into(),
+                            )],
+                        );
+                    };
+                    secret["data"][k] = json!(base64::engine::general_purpose::STANDARD.encode(v));
+                }
+                api.record(&mut c, Resource::Secrets, "MODIFIED", &mut secret);
+                c.secrets.insert(name.to_string(), secret.clone());
+                axum::Json(secret).into_response()
+            }
+            _ => status(
+                405,
+                "MethodNotAllowed",
+                "the server does not allow this method on the requested resource",
+                Value::Null,
+            ),
+        };
+    }
     if path == jobs && method == Method::POST {
         let mut c = api.cluster.lock().unwrap();
         if let Some(code) = c.create_errors.pop_front() {
@@ -802,6 +931,7 @@ async fn handle(
                         Resource::Jobs => c.jobs.values().collect(),
                         Resource::Pods => c.pods.values().collect(),
                         Resource::ConfigMaps => c.config_maps.values().collect(),
+                        Resource::Secrets => c.secrets.values().collect(),
                     };
                     pending.extend(
                         current
@@ -862,6 +992,12 @@ async fn handle(
                 .filter(|o| selected(o))
                 .cloned()
                 .collect(),
+            Resource::Secrets => c
+                .secrets
+                .values()
+                .filter(|o| selected(o))
+                .cloned()
+                .collect(),
         };
         let names: Vec<&str> = items
             .iter()
@@ -914,10 +1050,12 @@ async fn handle(
             return not_found(Resource::Pods, pod_name);
         };
         if rest.ends_with("/log") {
-            let containers: Vec<&str> = pod["spec"]["containers"]
+            // Init containers' logs are read by name as well.
+            let containers: Vec<&str> = pod["spec"]["initContainers"]
                 .as_array()
                 .into_iter()
                 .flatten()
+                .chain(pod["spec"]["containers"].as_array().into_iter().flatten())
                 .filter_map(|c| c["name"].as_str())
                 .collect();
             match param("container") {
@@ -935,7 +1073,16 @@ async fn handle(
                     return status(400, "BadRequest", &format!("a container name must be specified for pod {pod_name}, choose one of: [{}]", containers.join(" ")), Value::Null)
                 }
             }
-            let text = c.logs.get(pod_name).cloned().unwrap_or_default();
+            // Logs by pod and container; a container that has not run has none to give.
+            let container = param("container").unwrap_or_else(|| containers[0].to_string());
+            let Some(text) = c.logs.get(&format!("{pod_name}/{container}")).cloned() else {
+                return status(
+                    400,
+                    "BadRequest",
+                    &format!("container \"{container}\" in pod \"{pod_name}\" is waiting to start: PodInitializing"),
+                    Value::Null,
+                );
+            };
             let text = match param("tailLines").and_then(|n| n.parse::<usize>().ok()) {
                 Some(n) => {
                     let lines: Vec<&str> = text.split_inclusive('\n').collect();

@@ -21,6 +21,7 @@ const SWARM: &str = env!("CARGO_BIN_EXE_swarm");
 fn launch(repo: &TestRepo, name: &str, script: &str, timeout: Duration) -> Launch {
     Launch {
         adopt_only: false,
+        git_token: None,
         task_id: 7,
         attempt: 1,
         run_name: name.into(),

@@ -92,30 +92,83 @@ pub fn validate_job(job: &Value) -> Vec<Problem> {
         }
     }
     let pod = &job["spec"]["template"]["spec"];
-    match pod["containers"].as_array() {
-        Some(cs) if !cs.is_empty() => {
-            for (i, c) in cs.iter().enumerate() {
-                if c["name"].as_str().is_none_or(str::is_empty) {
+    if !pod["containers"]
+        .as_array()
+        .is_some_and(|cs| !cs.is_empty())
+    {
+        problems.push((
+            "spec.template.spec.containers".into(),
+            "FieldValueRequired",
+            "Required value".into(),
+        ));
+    }
+    // Init containers and containers alike (pkg/apis/core/validation: validateInitContainers,
+    // validateContainers): a name unique in the pod, an image, environment variable names,
+    // and mounts of volumes the pod declares.
+    let volumes: Vec<&str> = pod["volumes"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|v| v["name"].as_str())
+        .collect();
+    let mut names = std::collections::HashSet::new();
+    for field in ["initContainers", "containers"] {
+        for (i, c) in pod[field].as_array().into_iter().flatten().enumerate() {
+            let at = format!("spec.template.spec.{field}[{i}]");
+            match c["name"].as_str().filter(|n| !n.is_empty()) {
+                None => problems.push((
+                    format!("{at}.name"),
+                    "FieldValueRequired",
+                    "Required value".into(),
+                )),
+                Some(n) if !names.insert(n.to_string()) => problems.push((
+                    format!("{at}.name"),
+                    "FieldValueDuplicate",
+                    format!("Duplicate value: \"{n}\""),
+                )),
+                Some(_) => {}
+            }
+            if c["image"].as_str().is_none_or(str::is_empty) {
+                problems.push((
+                    format!("{at}.image"),
+                    "FieldValueRequired",
+                    "Required value".into(),
+                ));
+            }
+            for (j, e) in c["env"].as_array().into_iter().flatten().enumerate() {
+                let n = e["name"].as_str().unwrap_or("");
+                let ok = !n.is_empty()
+                    && !n.starts_with(|ch: char| ch.is_ascii_digit())
+                    && n.bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'));
+                if !ok {
+                    problems.push((format!("{at}.env[{j}].name"), "FieldValueInvalid", format!("Invalid value: \"{n}\": a valid environment variable name must consist of alphabetic characters, digits, '_', '-', or '.', and must not start with a digit")));
+                }
+                if e["value"].is_string() && !e["valueFrom"].is_null() {
                     problems.push((
-                        format!("spec.template.spec.containers[{i}].name"),
-                        "FieldValueRequired",
-                        "Required value".into(),
+                        format!("{at}.env[{j}].valueFrom"),
+                        "FieldValueInvalid",
+                        "Invalid value: \"\": may not be specified when `value` is not empty"
+                            .into(),
                     ));
                 }
-                if c["image"].as_str().is_none_or(str::is_empty) {
+            }
+            for (j, m) in c["volumeMounts"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .enumerate()
+            {
+                let n = m["name"].as_str().unwrap_or("");
+                if !volumes.contains(&n) {
                     problems.push((
-                        format!("spec.template.spec.containers[{i}].image"),
-                        "FieldValueRequired",
-                        "Required value".into(),
+                        format!("{at}.volumeMounts[{j}].name"),
+                        "FieldValueNotFound",
+                        format!("Not found: \"{n}\""),
                     ));
                 }
             }
         }
-        _ => problems.push((
-            "spec.template.spec.containers".into(),
-            "FieldValueRequired",
-            "Required value".into(),
-        )),
     }
     if !matches!(pod["restartPolicy"].as_str(), Some("Never" | "OnFailure")) {
         problems.push((
