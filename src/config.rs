@@ -346,6 +346,11 @@ pub struct KubernetesConfig {
     /// The API server, when not running in the cluster and not from ~/.kube/config.
     #[serde(default)]
     pub api_url: Option<String>,
+    /// How long a run's pod may fail to pull its image (`ErrImagePull`, `ImagePullBackOff`)
+    /// before the run fails as an infrastructure failure. A wrong image name or a missing
+    /// Secret (`InvalidImageName`, `CreateContainerConfigError`) fails it at once.
+    #[serde(default = "default_start_timeout", deserialize_with = "de_duration")]
+    pub start_timeout: Duration,
 }
 
 impl Default for KubernetesConfig {
@@ -362,6 +367,7 @@ impl Default for KubernetesConfig {
             tolerations: Vec::new(),
             service_account: None,
             api_url: None,
+            start_timeout: default_start_timeout(),
         }
     }
 }
@@ -380,6 +386,9 @@ fn default_ttl() -> i32 {
 }
 fn default_rps() -> u64 {
     20
+}
+fn default_start_timeout() -> Duration {
+    Duration::from_secs(5 * 60)
 }
 
 /// GitHub. Credentials come from the environment, never from this file:

@@ -1,5 +1,6 @@
 //! `swarm doctor`: what is missing for real runs, one line per check. I/O: runs the agent CLI,
-//! connects to the database, asks each remote for its head.
+//! connects to the database, asks each remote for its head, and, when configured, asks the
+//! Kubernetes API server and GitHub whether the credentials work (reads only, and asks).
 
 use std::process::Command;
 
@@ -181,6 +182,12 @@ pub async fn run(config: &Config, secrets: &crate::config::Secrets) -> Vec<Check
             Err(e) => out.push(check(false, "database", crate::display::error_chain(&e))),
         }
     }
+    if config.runtime == crate::config::RuntimeKind::Kubernetes {
+        out.extend(kubernetes(&config.kubernetes).await);
+    }
+    if let Some(gh) = &config.github {
+        out.push(github(gh, secrets).await);
+    }
     for p in &config.projects {
         let (repo, branch, dir, auth) = (
             p.repo.clone(),
@@ -222,4 +229,137 @@ pub async fn run(config: &Config, secrets: &crate::config::Secrets) -> Vec<Check
         });
     }
     out
+}
+
+/// The Kubernetes runtime, with the credentials the doctor runs with (the engine's own in its
+/// pod): the API server answers, the namespace and the workers' Secret exist (read as metadata
+/// only: no secret value reaches the doctor), and the API server allows each of
+/// [`ENGINE_PERMISSIONS`](crate::runtime::kubernetes::ENGINE_PERMISSIONS), by a
+/// SelfSubjectAccessReview each.
+async fn kubernetes(cfg: &crate::config::KubernetesConfig) -> Vec<Check> {
+    use k8s_openapi::api::authorization::v1::{
+        ResourceAttributes, SelfSubjectAccessReview, SelfSubjectAccessReviewSpec,
+    };
+    use k8s_openapi::api::core::v1::{Namespace, Secret};
+    use kube::api::{Api, PostParams};
+
+    let ns = cfg.namespace.as_str();
+    let client = match crate::runtime::kubernetes::client(cfg).await {
+        Ok(c) => c,
+        Err(e) => {
+            return vec![check(
+                false,
+                "kubernetes: API server",
+                crate::display::error_chain(&e),
+            )]
+        }
+    };
+    let mut out = Vec::new();
+    match client.apiserver_version().await {
+        Ok(v) => out.push(check(
+            true,
+            "kubernetes: API server",
+            format!("{} answers", v.git_version),
+        )),
+        Err(e) => {
+            out.push(check(
+                false,
+                "kubernetes: API server",
+                format!("cannot reach it: {}", crate::display::error_chain(&e)),
+            ));
+            return out;
+        }
+    }
+    let forbidden = |e: &kube::Error| matches!(e, kube::Error::Api(s) if s.code == 403);
+    let name = format!("kubernetes: namespace {ns}");
+    out.push(match Api::<Namespace>::all(client.clone()).get_metadata_opt(ns).await {
+        Ok(Some(_)) => check(true, name, "exists"),
+        Ok(None) => check(false, name, format!("does not exist: create it (deploy/base/namespace.yaml) or set [kubernetes] namespace")),
+        // A namespaced Role cannot grant reading Namespaces: the checks below still tell.
+        Err(e) if forbidden(&e) => check(true, name, "not readable with these credentials (a namespaced Role cannot grant it); the lines below check the namespace's use"),
+        Err(e) => check(false, name, crate::display::error_chain(&e)),
+    });
+    let name = format!("kubernetes: Secret {}", cfg.secret);
+    out.push(match Api::<Secret>::namespaced(client.clone(), ns).get_metadata_opt(&cfg.secret).await {
+        Ok(Some(_)) => check(true, name, format!("exists in {ns}")),
+        Ok(None) => check(false, name, format!("not found in namespace {ns}: every worker pod would fail with CreateContainerConfigError; create it (see deploy/overlays/example) or set [kubernetes] secret")),
+        // The engine's Role does not grant reading Secrets, on purpose.
+        Err(e) if forbidden(&e) => check(true, name, "not checked: these credentials may not read Secrets (the engine's Role does not grant it); run the doctor with your own kubeconfig to check it"),
+        Err(e) => check(false, name, crate::display::error_chain(&e)),
+    });
+    let reviews: Api<SelfSubjectAccessReview> = Api::all(client);
+    for (group, resource, verbs) in crate::runtime::kubernetes::ENGINE_PERMISSIONS {
+        let (resource, subresource) = match resource.split_once('/') {
+            Some((r, s)) => (r, Some(s.to_string())),
+            None => (*resource, None),
+        };
+        let shown = match (&subresource, group.is_empty()) {
+            (Some(sub), _) => format!("{resource}/{sub}"),
+            (None, true) => resource.to_string(),
+            (None, false) => format!("{resource}.{group}"),
+        };
+        for verb in *verbs {
+            let review = SelfSubjectAccessReview {
+                spec: SelfSubjectAccessReviewSpec {
+                    resource_attributes: Some(ResourceAttributes {
+                        namespace: Some(ns.to_string()),
+                        verb: Some(verb.to_string()),
+                        group: Some(group.to_string()),
+                        resource: Some(resource.to_string()),
+                        subresource: subresource.clone(),
+                        ..ResourceAttributes::default()
+                    }),
+                    ..SelfSubjectAccessReviewSpec::default()
+                },
+                ..SelfSubjectAccessReview::default()
+            };
+            let name = format!("kubernetes: {verb} {shown}");
+            out.push(
+                match reviews.create(&PostParams::default(), &review).await {
+                    Ok(r) => match r.status {
+                        Some(s) if s.allowed => check(true, name, format!("allowed in {ns}")),
+                        Some(s) => check(
+                            false,
+                            name,
+                            format!(
+                                "denied in {ns}{}: grant it (deploy/base/role.yaml)",
+                                s.reason
+                                    .filter(|r| !r.is_empty())
+                                    .map(|r| format!(" ({r})"))
+                                    .unwrap_or_default()
+                            ),
+                        ),
+                        None => check(
+                            false,
+                            name,
+                            "the API server did not answer the access review",
+                        ),
+                    },
+                    Err(e) => check(false, name, crate::display::error_chain(&e)),
+                },
+            );
+        }
+    }
+    out
+}
+
+/// GitHub: one authenticated request (`GET /user` for a token, `GET /app` with the App's JWT)
+/// says whether the credentials work. They are never printed.
+async fn github(cfg: &crate::config::GitHubConfig, secrets: &crate::config::Secrets) -> Check {
+    let result = match crate::forge::github::GitHub::new(cfg, secrets) {
+        Ok(gh) => gh.whoami().await,
+        Err(e) => Err(e),
+    };
+    match result {
+        Ok(who) => check(
+            true,
+            "github: credentials",
+            format!("{} accepts them: {who}", cfg.api_url),
+        ),
+        Err(e) => check(
+            false,
+            "github: credentials",
+            crate::display::error_chain(&e),
+        ),
+    }
 }

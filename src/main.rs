@@ -233,6 +233,8 @@ pub(crate) enum TaskCommand {
     },
 }
 
+#[cfg(feature = "otel")]
+mod otel;
 mod remote;
 
 fn main() -> ExitCode {
@@ -245,34 +247,57 @@ fn main() -> ExitCode {
     }
     let cli = Cli::parse();
     let quiet = !matches!(cli.command, Command::Up { .. } | Command::Worker { .. });
-    init_tracing(quiet, cli.log_format);
-    match run(cli) {
+    let telemetry = init_tracing(quiet, cli.log_format);
+    let code = match run(cli) {
         Ok(code) => code,
         Err(e) => {
             eprintln!("error: {}", coding_swarm::display::error_chain(e.as_ref()));
             ExitCode::FAILURE
         }
-    }
+    };
+    drop(telemetry);
+    code
 }
 
-fn init_tracing(quiet: bool, format: LogFormat) {
+/// Logs to stderr (filtered by `RUST_LOG`); with the `otel` feature and an OTLP endpoint in
+/// the environment, the spans are exported too (flushed when what this returns is dropped).
+fn init_tracing(quiet: bool, format: LogFormat) -> Telemetry {
+    use tracing_subscriber::prelude::*;
     let default = if quiet { "warn" } else { "info" };
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
-    let fmt = tracing_subscriber::fmt()
-        .with_env_filter(filter)
+    let fmt = tracing_subscriber::fmt::layer()
         .with_writer(std::io::stderr)
         .with_target(false);
-    match format {
+    let fmt = match format {
         LogFormat::Text => fmt
             .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-            .init(),
+            .boxed(),
         LogFormat::Json => fmt
             .json()
             .with_current_span(true)
             .with_span_list(true)
-            .init(),
+            .boxed(),
+    };
+    let registry = tracing_subscriber::registry().with(fmt.with_filter(filter));
+    #[cfg(feature = "otel")]
+    {
+        let (layer, export) = otel::layer();
+        registry.with(layer).init();
+        Telemetry { _export: export }
     }
+    #[cfg(not(feature = "otel"))]
+    {
+        registry.init();
+        Telemetry {}
+    }
+}
+
+/// What outlives the command: the span export, flushed when dropped (nothing without the
+/// `otel` feature).
+struct Telemetry {
+    #[cfg(feature = "otel")]
+    _export: Option<otel::Export>,
 }
 
 /// The parts of a worker's run (`coding_swarm::worker::Phase`).

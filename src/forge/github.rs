@@ -286,6 +286,24 @@ impl GitHub {
         Ok(r)
     }
 
+    /// Who the credentials are, by one authenticated request: `GET /user` for a token (the
+    /// login), `GET /app` with the App's JWT (the App's slug). A 401 or 403 is an error.
+    pub async fn whoami(&self) -> Result<String, ForgeError> {
+        let (client, path, field) = match &self.auth {
+            Auth::Token(c) => (c, "/user", "login"),
+            Auth::App { app, .. } => (app, "/app", "slug"),
+            Auth::None => return Err(ForgeError::NoCredentials),
+        };
+        let what = format!("GET {path}");
+        let r = self.send(client, http::Method::GET, path, None).await?;
+        expect_ok(&r, &what)?;
+        let name = r.body[field].as_str().unwrap_or_default().to_string();
+        Ok(match &self.auth {
+            Auth::App { .. } => format!("the GitHub App {name}"),
+            _ => name,
+        })
+    }
+
     async fn call(
         &self,
         repo: &str,

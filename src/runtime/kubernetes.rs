@@ -404,11 +404,68 @@ pub fn build_job(launch: &Launch, cfg: &KubernetesConfig) -> Job {
     }
 }
 
+/// The engine's client for the cluster (in-cluster, kubeconfig, or `api_url`): at most
+/// `requests_per_second`, every request under [`KubeRetry`].
+pub async fn client(cfg: &KubernetesConfig) -> Result<Client, RuntimeError> {
+    let kerr = |what: &str| {
+        let what = what.to_string();
+        move |source| RuntimeError::Kube { what, source }
+    };
+    let mut config = match &cfg.api_url {
+        Some(url) => kube::Config::new(url.parse().map_err(|e| RuntimeError::Kube {
+            what: format!("use api_url {url:?}"),
+            source: kube::Error::Service(Box::new(e)),
+        })?),
+        None => kube::Config::infer()
+            .await
+            .map_err(|e| RuntimeError::Kube {
+                what: "find the cluster (in-cluster or ~/.kube/config)".into(),
+                source: kube::Error::Service(Box::new(e)),
+            })?,
+    };
+    config.default_namespace = cfg.namespace.clone();
+    // One retry policy, ours: kube's would retry each of our tries again.
+    config.default_retry = false;
+    let rps = cfg.requests_per_second.max(1);
+    // Each try passes the rate limit; the buffer makes the limited service shareable.
+    let client = kube::client::ClientBuilder::try_from(config)
+        .map_err(kerr("build the client"))?
+        .with_layer(&tower::limit::RateLimitLayer::new(
+            rps,
+            Duration::from_secs(1),
+        ))
+        .with_layer(&tower::buffer::BufferLayer::new(1024))
+        .with_layer(&tower::retry::RetryLayer::new(KubeRetry::default()))
+        .build();
+    Ok(client)
+}
+
+/// What the engine does with the Kubernetes API in its namespace, as (API group, resource or
+/// `resource/subresource`, verbs): Jobs it creates, reads, lists and watches, and deletes (stop,
+/// fail fast); each run's ConfigMap it creates; pods it lists (results, fail fast, logs) and
+/// their logs it reads. `deploy/base/role.yaml` grants each (a test checks), and `swarm doctor`
+/// asks the API server whether the engine may.
+pub const ENGINE_PERMISSIONS: &[(&str, &str, &[&str])] = &[
+    (
+        "batch",
+        "jobs",
+        &["create", "get", "list", "watch", "delete"],
+    ),
+    ("", "configmaps", &["create"]),
+    // A run's own git token, with a GitHub App: created with its Job, renewed while it runs.
+    ("", "secrets", &["create", "patch"]),
+    ("", "pods", &["list"]),
+    ("", "pods/log", &["get"]),
+];
+
 #[derive(Debug, Clone, Copy)]
 struct Tracked {
     task_id: i64,
     attempt: i32,
     stop: bool,
+    /// When the engine began tracking the run (its launch or adoption): `start_timeout` counts
+    /// from here.
+    since: std::time::Instant,
 }
 
 #[derive(Default)]
@@ -417,6 +474,9 @@ struct State {
     /// Jobs seen finished (or deleted) before anyone tracked them: a launch that adopts one
     /// completes at once.
     ended: HashSet<String>,
+    /// Runs whose pod cannot start, being deleted: the result each ends with once its Job is
+    /// gone.
+    failing: HashMap<String, RunResult>,
 }
 
 /// Runs jobs as Kubernetes Jobs.
@@ -436,31 +496,7 @@ impl KubeRuntime {
         cfg: &KubernetesConfig,
         completions: mpsc::UnboundedSender<Completion>,
     ) -> Result<Self, RuntimeError> {
-        let kerr = |what: &str| {
-            let what = what.to_string();
-            move |source| RuntimeError::Kube { what, source }
-        };
-        let mut config = match &cfg.api_url {
-            Some(url) => kube::Config::new(url.parse().map_err(|e| RuntimeError::Kube {
-                what: format!("use api_url {url:?}"),
-                source: kube::Error::Service(Box::new(e)),
-            })?),
-            None => kube::Config::infer()
-                .await
-                .map_err(|e| RuntimeError::Kube {
-                    what: "find the cluster (in-cluster or ~/.kube/config)".into(),
-                    source: kube::Error::Service(Box::new(e)),
-                })?,
-        };
-        config.default_namespace = cfg.namespace.clone();
-        let rps = cfg.requests_per_second.max(1);
-        let client = kube::client::ClientBuilder::try_from(config)
-            .map_err(kerr("build the client"))?
-            .with_layer(&tower::limit::RateLimitLayer::new(
-                rps,
-                Duration::from_secs(1),
-            ))
-            .build();
+        let client = client(cfg).await?;
         let rt = Self {
             client,
             namespace: cfg.namespace.clone(),
@@ -519,7 +555,7 @@ impl KubeRuntime {
                 .cloned()
                 .collect();
             for name in names {
-                let got = retry(&format!("read Job {name}"), || {
+                let got = call(&format!("read Job {name}"), || {
                     let (api, name) = (self.jobs(), name.clone());
                     async move { api.get_opt(&name).await }
                 })
@@ -534,7 +570,9 @@ impl KubeRuntime {
                             .runs
                             .remove(&name);
                         if let Some(t) = tracked {
-                            let result = if t.stop {
+                            let result = if let Some(failed) = self.take_failing(&name) {
+                                failed
+                            } else if t.stop {
                                 RunResult::failure(ErrorClass::Cancelled, "the run was stopped")
                             } else {
                                 RunResult::failure(
@@ -553,7 +591,84 @@ impl KubeRuntime {
                     Err(e) => tracing::warn!("{e}"),
                 }
             }
+            self.fail_stuck().await;
         }
+    }
+
+    /// Ends the runs whose pod cannot start ([`stuck_container`]): each one's Job is deleted
+    /// like a stopped run's, and the run ends, with what Kubernetes says, once the Job is gone.
+    /// A deletion that fails is tried again at the next sweep.
+    async fn fail_stuck(&self) {
+        let candidates: HashMap<String, Tracked> = {
+            let st = self.state.lock().unwrap_or_else(|p| p.into_inner());
+            st.runs
+                .iter()
+                .filter(|(name, t)| !t.stop && !st.failing.contains_key(*name))
+                .map(|(name, t)| (name.clone(), *t))
+                .collect()
+        };
+        if candidates.is_empty() {
+            return;
+        }
+        let pods = match call("list the pods of the engine's Jobs", || {
+            let (api, lp) = (
+                self.pods(),
+                ListParams::default().labels(&format!("{MANAGED_BY}=coding-swarm")),
+            );
+            async move { api.list(&lp).await }
+        })
+        .await
+        {
+            Ok(list) => list.items,
+            Err(e) => {
+                tracing::warn!("{e}");
+                return;
+            }
+        };
+        for pod in &pods {
+            let Some(run) = pod.metadata.labels.as_ref().and_then(|l| l.get("job-name")) else {
+                continue;
+            };
+            let Some(t) = candidates.get(run) else {
+                continue;
+            };
+            let Some(stuck) = stuck_container(pod, t.since.elapsed(), self.cfg.start_timeout)
+            else {
+                continue;
+            };
+            let result = stuck.result(run);
+            tracing::warn!(run = %run, container = %stuck.container, reason = %stuck.reason, "the run's pod cannot start; deleting its Job");
+            {
+                let mut st = self.state.lock().unwrap_or_else(|p| p.into_inner());
+                if !st.runs.contains_key(run) {
+                    continue;
+                }
+                st.failing.insert(run.clone(), result);
+            }
+            let dp = DeleteParams {
+                propagation_policy: Some(PropagationPolicy::Foreground),
+                ..DeleteParams::default()
+            };
+            if let Err(e) = call(&format!("delete Job {run}"), || {
+                let (api, name, dp) = (self.jobs(), run.clone(), dp.clone());
+                async move { api.delete(&name, &dp).await }
+            })
+            .await
+            {
+                // Not failing yet: the next sweep finds it stuck again and tries again.
+                tracing::warn!(run = %run, "{e}");
+                self.take_failing(run);
+            }
+        }
+    }
+
+    /// The result a run that could not start ends with, if it is one (forgotten either way).
+    fn take_failing(&self, name: &str) -> Option<RunResult> {
+        self.state
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .failing
+            .remove(name)
     }
 
     async fn observe(&self, job: Job) {
@@ -595,7 +710,9 @@ impl KubeRuntime {
             {
                 return;
             }
-            let result = classify_job(&job, &pods, t.stop);
+            let result = self
+                .take_failing(&name)
+                .unwrap_or_else(|| classify_job(&job, &pods, t.stop));
             let _ = self.completions.send(Completion {
                 task_id: t.task_id,
                 attempt: t.attempt,
@@ -618,7 +735,9 @@ impl KubeRuntime {
             t
         };
         if let Some(t) = tracked {
-            let result = if finished(&job) {
+            let result = if let Some(failed) = self.take_failing(&name) {
+                failed
+            } else if finished(&job) {
                 self.result_of(&job, t.stop).await
             } else if t.stop {
                 RunResult::failure(ErrorClass::Cancelled, "the run was stopped")
@@ -647,7 +766,7 @@ impl KubeRuntime {
 
     /// The pods of Job `name` (none when they cannot be listed).
     async fn pods_of(&self, name: &str) -> Vec<Pod> {
-        retry(&format!("list the pods of Job {name}"), || {
+        call(&format!("list the pods of Job {name}"), || {
             let (api, lp) = (
                 self.pods(),
                 ListParams::default().labels(&format!("job-name={name}")),
@@ -669,12 +788,13 @@ impl KubeRuntime {
                     task_id: launch.task_id,
                     attempt: launch.attempt,
                     stop: false,
+                    since: std::time::Instant::now(),
                 },
             );
             st.ended.remove(&launch.run_name)
         };
         if ended {
-            match retry(&format!("read Job {}", launch.run_name), || {
+            match call(&format!("read Job {}", launch.run_name), || {
                 let (api, name) = (self.jobs(), launch.run_name.clone());
                 async move { api.get_opt(&name).await }
             })
@@ -738,6 +858,56 @@ pub fn finished(job: &Job) -> bool {
             .iter()
             .flatten()
             .any(|c| (c.type_ == "Complete" || c.type_ == "Failed") && c.status == "True")
+}
+
+/// Waiting reasons that end a run at once: nothing changes them without a person (a wrong image
+/// name; a Secret, or a key of it, that is missing).
+pub const CANNOT_START: &[&str] = &["InvalidImageName", "CreateContainerConfigError"];
+/// Waiting reasons that end a run once it has waited `start_timeout`: a registry may recover.
+pub const CANNOT_PULL: &[&str] = &["ErrImagePull", "ImagePullBackOff"];
+
+/// A container of a run's pod that cannot start, as the kubelet reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Stuck {
+    pub container: String,
+    pub reason: String,
+    pub message: String,
+}
+
+impl Stuck {
+    /// The run's result: an infrastructure failure naming the container and Kubernetes' words.
+    pub fn result(&self, job: &str) -> RunResult {
+        RunResult::failure(
+            ErrorClass::Infrastructure,
+            format!(
+                "the {} container of Job {job} cannot start: {}: {}",
+                self.container, self.reason, self.message
+            ),
+        )
+    }
+}
+
+/// The first container of `pod` (init containers first, then the others) that waits for a
+/// reason in [`CANNOT_START`], or in [`CANNOT_PULL`] when the run has `waited` at least
+/// `start_timeout`. Pure.
+pub fn stuck_container(pod: &Pod, waited: Duration, start_timeout: Duration) -> Option<Stuck> {
+    let status = pod.status.as_ref()?;
+    status
+        .init_container_statuses
+        .iter()
+        .flatten()
+        .chain(status.container_statuses.iter().flatten())
+        .find_map(|c| {
+            let w = c.state.as_ref()?.waiting.as_ref()?;
+            let reason = w.reason.as_deref()?;
+            let hopeless = CANNOT_START.contains(&reason)
+                || (CANNOT_PULL.contains(&reason) && waited >= start_timeout);
+            hopeless.then(|| Stuck {
+                container: c.name.clone(),
+                reason: reason.to_string(),
+                message: w.message.clone().unwrap_or_default(),
+            })
+        })
 }
 
 /// The result of a finished Job and its pods. Pure.
@@ -831,27 +1001,11 @@ pub fn classify_job(job: &Job, pods: &[Pod], stopped: bool) -> RunResult {
             ),
         );
     }
-    let waiting = worker
-        .and_then(|c| c.state.as_ref())
-        .and_then(|s| s.waiting.as_ref());
-    if let Some(w) = waiting.filter(|w| {
-        matches!(
-            w.reason.as_deref(),
-            Some(
-                "ErrImagePull"
-                    | "ImagePullBackOff"
-                    | "InvalidImageName"
-                    | "CreateContainerConfigError"
-            )
-        )
-    }) {
-        return RunResult::failure(
-            ErrorClass::Infrastructure,
-            format!(
-                "cannot pull the worker image: {}",
-                w.message.clone().unwrap_or_default()
-            ),
-        );
+    if let Some(stuck) = pods
+        .iter()
+        .find_map(|p| stuck_container(p, Duration::MAX, Duration::ZERO))
+    {
+        return stuck.result(&name);
     }
     match failed_reason {
         Some((reason, message)) if reason == "DeadlineExceeded" => RunResult::failure(
@@ -884,52 +1038,120 @@ pub fn classify_job(job: &Job, pods: &[Pod], stopped: bool) -> RunResult {
     }
 }
 
-/// Runs `op`, retrying with backoff on throttling (429), server errors (5xx) and transport
-/// errors; a 403 becomes a clear error about the engine's permissions.
-async fn retry<T, F, Fut>(what: &str, mut op: F) -> Result<T, RuntimeError>
+/// Runs one API call (the client's [`KubeRetry`] has retried it already where that helps); a
+/// 403 becomes a clear error about the engine's permissions.
+async fn call<T, F, Fut>(what: &str, mut op: F) -> Result<T, RuntimeError>
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Result<T, kube::Error>>,
 {
-    let mut delay = Duration::from_millis(200);
-    let mut tries = 0;
-    loop {
-        tries += 1;
-        match op().await {
-            Ok(v) => return Ok(v),
-            Err(kube::Error::Api(s)) if s.code == 403 => {
-                return Err(RuntimeError::Forbidden {
-                    what: what.to_string(),
-                    message: s.message.clone(),
-                })
-            }
-            Err(e) if tries < 6 && transient(&e) => {
-                tracing::warn!("{what}: {e}; retrying in {delay:?}");
-                tokio::time::sleep(delay).await;
-                delay = (delay * 2).min(Duration::from_secs(10));
-            }
-            Err(source) => {
-                return Err(RuntimeError::Kube {
-                    what: what.to_string(),
-                    source,
-                })
-            }
+    match op().await {
+        Ok(v) => Ok(v),
+        Err(kube::Error::Api(s)) if s.code == 403 => Err(RuntimeError::Forbidden {
+            what: what.to_string(),
+            message: s.message.clone(),
+        }),
+        Err(source) => Err(RuntimeError::Kube {
+            what: what.to_string(),
+            source,
+        }),
+    }
+}
+
+/// How many times one API request is sent at most.
+pub const KUBE_TRIES: u32 = 6;
+/// The first wait before a request is sent again; it doubles up to [`KUBE_MAX_DELAY`].
+const KUBE_FIRST_DELAY: Duration = Duration::from_millis(200);
+const KUBE_MAX_DELAY: Duration = Duration::from_secs(10);
+/// The longest `Retry-After` honoured: a server asking for more gets the error sooner.
+const KUBE_MAX_RETRY_AFTER: Duration = Duration::from_secs(60);
+
+/// The one retry policy of the engine's Kubernetes requests (kube's own default retry layer is
+/// turned off, so that the two do not multiply): a request answered 429 or 5xx, or that failed
+/// on its way, is sent again up to [`KUBE_TRIES`] times in all, after an exponential backoff
+/// or the server's `Retry-After` when that is longer (at most [`KUBE_MAX_RETRY_AFTER`]).
+#[derive(Debug, Clone)]
+pub struct KubeRetry {
+    tries: u32,
+    delay: Duration,
+}
+
+impl Default for KubeRetry {
+    fn default() -> Self {
+        Self {
+            tries: 1,
+            delay: KUBE_FIRST_DELAY,
         }
     }
 }
 
-fn transient(e: &kube::Error) -> bool {
-    match e {
-        kube::Error::Api(s) => s.code == 429 || s.code >= 500,
-        kube::Error::HyperError(_) | kube::Error::Service(_) => true,
-        _ => false,
+impl KubeRetry {
+    /// The wait before the next try, if there is one; `retry_after` is what the server asked.
+    fn next_wait(&mut self, retry_after: Option<Duration>) -> Option<Duration> {
+        if self.tries >= KUBE_TRIES {
+            return None;
+        }
+        self.tries += 1;
+        let wait = retry_after
+            .map(|r| r.min(KUBE_MAX_RETRY_AFTER))
+            .map_or(self.delay, |r| r.max(self.delay));
+        self.delay = (self.delay * 2).min(KUBE_MAX_DELAY);
+        Some(wait)
+    }
+}
+
+impl<B> tower::retry::Policy<http::Request<kube::client::Body>, http::Response<B>, tower::BoxError>
+    for KubeRetry
+{
+    type Future = tokio::time::Sleep;
+
+    fn retry(
+        &mut self,
+        req: &mut http::Request<kube::client::Body>,
+        result: &mut Result<http::Response<B>, tower::BoxError>,
+    ) -> Option<Self::Future> {
+        let (why, retry_after) = match result {
+            Ok(res)
+                if res.status() == http::StatusCode::TOO_MANY_REQUESTS
+                    || res.status().is_server_error() =>
+            {
+                // "Retry-After" in seconds, as the API server sends it.
+                let after = res
+                    .headers()
+                    .get(http::header::RETRY_AFTER)
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(|v| v.trim().parse::<u64>().ok())
+                    .map(Duration::from_secs);
+                (res.status().to_string(), after)
+            }
+            Ok(_) => return None,
+            Err(e) => (e.to_string(), None),
+        };
+        let wait = self.next_wait(retry_after)?;
+        tracing::warn!(method = %req.method(), path = req.uri().path(), "the Kubernetes API answered {why}; trying again in {wait:?}");
+        Some(tokio::time::sleep(wait))
+    }
+
+    fn clone_request(
+        &mut self,
+        req: &http::Request<kube::client::Body>,
+    ) -> Option<http::Request<kube::client::Body>> {
+        let mut copy = http::Request::builder()
+            .method(req.method().clone())
+            .uri(req.uri().clone())
+            .version(req.version())
+            .body(req.body().try_clone()?)
+            .ok()?;
+        *copy.headers_mut() = req.headers().clone();
+        *copy.extensions_mut() = req.extensions().clone();
+        Some(copy)
     }
 }
 
 impl Runtime for KubeRuntime {
     async fn launch(&self, launch: Launch) -> Result<(), RuntimeError> {
         if launch.adopt_only {
-            let existing = retry(&format!("read Job {}", launch.run_name), || {
+            let existing = call(&format!("read Job {}", launch.run_name), || {
                 let (api, name) = (self.jobs(), launch.run_name.clone());
                 async move { api.get_opt(&name).await }
             })
@@ -958,7 +1180,7 @@ impl Runtime for KubeRuntime {
             return Ok(());
         }
         let job = build_job(&launch, &self.cfg);
-        let created = match retry(&format!("create Job {}", launch.run_name), || {
+        let created = match call(&format!("create Job {}", launch.run_name), || {
             let (api, job) = (self.jobs(), job.clone());
             async move { api.create(&PostParams::default(), &job).await }
         })
@@ -976,7 +1198,7 @@ impl Runtime for KubeRuntime {
                     .unwrap_or_else(|p| p.into_inner())
                     .ended
                     .insert(launch.run_name.clone());
-                retry(&format!("read Job {}", launch.run_name), || {
+                call(&format!("read Job {}", launch.run_name), || {
                     let (api, name) = (self.jobs(), launch.run_name.clone());
                     async move { api.get(&name).await }
                 })
@@ -987,7 +1209,7 @@ impl Runtime for KubeRuntime {
         // The task, in a ConfigMap the Job owns; the pod waits for it to appear.
         let uid = created.metadata.uid.clone().unwrap_or_default();
         let map = build_task_config_map(&launch, &self.cfg, &uid);
-        match retry(&format!("create ConfigMap {}", launch.run_name), || {
+        match call(&format!("create ConfigMap {}", launch.run_name), || {
             let (api, map) = (self.config_maps(), map.clone());
             async move { api.create(&PostParams::default(), &map).await }
         })
@@ -1016,7 +1238,7 @@ impl Runtime for KubeRuntime {
             // The job's own git token, in a Secret the Job owns, mounted by the checkout and
             // push containers only; the pod waits for it as for the ConfigMap.
             let secret = build_git_token_secret(&launch, &self.cfg, &uid, token);
-            match retry(&format!("create Secret {}", launch.run_name), || {
+            match call(&format!("create Secret {}", launch.run_name), || {
                 let (api, secret) = (self.secrets(), secret.clone());
                 async move { api.create(&PostParams::default(), &secret).await }
             })
@@ -1058,7 +1280,7 @@ impl Runtime for KubeRuntime {
             propagation_policy: Some(PropagationPolicy::Foreground),
             ..DeleteParams::default()
         };
-        if let Err(e) = retry(&format!("delete Job {run_name}"), || {
+        if let Err(e) = call(&format!("delete Job {run_name}"), || {
             let (api, name, dp) = (self.jobs(), run_name.to_string(), dp.clone());
             async move { api.delete(&name, &dp).await }
         })
@@ -1077,7 +1299,7 @@ impl Runtime for KubeRuntime {
     }
 
     async fn logs(&self, run_name: &str) -> Result<String, RuntimeError> {
-        let pods = retry(&format!("list the pods of Job {run_name}"), || {
+        let pods = call(&format!("list the pods of Job {run_name}"), || {
             let (api, lp) = (
                 self.pods(),
                 ListParams::default().labels(&format!("job-name={run_name}")),
@@ -1099,7 +1321,7 @@ impl Runtime for KubeRuntime {
                 tail_lines: Some(5000),
                 ..LogParams::default()
             };
-            let got = retry(&format!("read the log of pod {pod}"), || {
+            let got = call(&format!("read the log of pod {pod}"), || {
                 let (api, pod, lp) = (self.pods(), pod.clone(), lp.clone());
                 async move { api.logs(&pod, &lp).await }
             })
@@ -1120,7 +1342,7 @@ impl Runtime for KubeRuntime {
     ) -> Result<(), RuntimeError> {
         // The kubelet updates the mounted file; the push container reads it when it pushes.
         let patch = serde_json::json!({"stringData": {"token": token.expose()}});
-        retry(&format!("renew the git token of {run_name}"), || {
+        call(&format!("renew the git token of {run_name}"), || {
             let (api, patch) = (self.secrets(), patch.clone());
             let name = run_name.to_string();
             async move {

@@ -432,6 +432,18 @@ fn respond(
             hub.revoked.push(token);
             StatusCode::NO_CONTENT.into_response()
         }
+        // "Get the authenticated user": the token's own user; an installation token is not
+        // a user ("Resource not accessible by integration").
+        (Method::GET, ["user"]) => {
+            if auth.contains("ghs_") {
+                return error(403, "Resource not accessible by integration");
+            }
+            axum::Json(user("swarm-bot", "User")).into_response()
+        }
+        // "Get the authenticated app": the App its JWT is signed for.
+        (Method::GET, ["app"]) => axum::Json(json!({"id": APP_ID, "slug": "coding-swarm-test", "node_id": "A_1", "name": "coding-swarm (test)",
+            "owner": user(OWNER, "Organization"), "permissions": {"issues": "write", "pull_requests": "write", "statuses": "write", "contents": "read"},
+            "events": ["push", "issue_comment", "pull_request"], "installations_count": 1})).into_response(),
         (Method::GET, ["repos", _, _, "installation"]) => axum::Json(json!({"id": 77, "app_id": APP_ID, "target_type": "Organization", "account": user("acme", "Organization")})).into_response(),
         (Method::GET, ["repos", _, _, "collaborators", login, "permission"]) => {
             let p = hub.permissions.get(*login).cloned().unwrap_or_else(|| "none".into());

@@ -1,6 +1,7 @@
 //! A Kubernetes API server at the HTTP level, for the real kube client: Jobs (create, get, list,
 //! watch, delete), Pods (list, watch, log), ConfigMaps (create, get; collected with the Job
-//! that owns them) and /version, answering with the JSON shapes of the API
+//! that owns them), /version, and what `swarm doctor` asks (the namespace, a Secret,
+//! SelfSubjectAccessReviews: [`access`]), answering with the JSON shapes of the API
 //! reference and, on what the engine relies on, with the API server's semantics: every write has
 //! the next resourceVersion and is in the watch history; watches start from a resourceVersion,
 //! send BOOKMARKs, answer 410 Gone for a compacted one and end after their timeout; lists and
@@ -26,6 +27,7 @@ use axum::Router;
 use serde_json::{json, Value};
 use tokio::sync::watch;
 
+mod access;
 mod rules;
 
 use rules::{parse_selector, selects, validate_config_map, validate_job, Problem, Requirement};
@@ -41,6 +43,8 @@ pub struct Seen {
     /// The path and the query.
     pub path: String,
     pub body: Value,
+    /// When it arrived.
+    pub at: std::time::Instant,
 }
 
 /// Which of the two resources the fake serves.
@@ -117,6 +121,10 @@ struct Cluster {
     watch_limit: Option<Duration>,
     /// How long pods take to terminate after a foreground deletion of their Job.
     pod_linger: Duration,
+    /// What access reviews answer "not allowed" to.
+    denied: Vec<access::Access>,
+    /// The access reviews asked.
+    reviews: Vec<Value>,
 }
 
 /// What open watches wake up for.
@@ -516,6 +524,26 @@ impl FakeApi {
         c.pods.insert(format!("{name}-x7k2p"), pod);
     }
 
+    /// The kubelet reports the status of the Job's pod (made now if there is none yet); the Job
+    /// itself does not change, as a Job whose pod cannot start stays active.
+    pub fn report_pod(&self, name: &str, pod_status: Value) {
+        let mut c = self.cluster.lock().unwrap();
+        let pod_name = format!("{name}-x7k2p");
+        let kind = if c.pods.contains_key(&pod_name) {
+            "MODIFIED"
+        } else {
+            "ADDED"
+        };
+        let mut pod = Self::pod_of(&c, name, pod_status);
+        self.record(&mut c, Resource::Pods, kind, &mut pod);
+        c.pods.insert(pod_name, pod);
+    }
+
+    /// Forgets the refusals queued for the next Job creations.
+    pub fn clear_create_errors(&self) {
+        self.cluster.lock().unwrap().create_errors.clear();
+    }
+
     /// The names of the Jobs that exist.
     pub fn job_names(&self) -> Vec<String> {
         self.cluster.lock().unwrap().jobs.keys().cloned().collect()
@@ -596,6 +624,7 @@ impl FakeApi {
     }
 
     /// The pod the Job controller makes for Job `name`, with `pod_status`.
+    /// Its labels are the template's (which carry the Job controller's own).
     fn pod_of(c: &Cluster, name: &str, pod_status: Value) -> Value {
         let uid = c.jobs[name]["metadata"]["uid"].clone();
         // The pod's spec is the Job's template, as the Job controller makes it.
@@ -605,11 +634,12 @@ impl FakeApi {
                 json!({"containers": [{"name": "worker", "image": "coding-swarm-worker:test"}], "restartPolicy": "Never"})
             }
         };
+        let labels = c.jobs[name]["spec"]["template"]["metadata"]["labels"].clone();
         json!({
             "apiVersion": "v1",
             "kind": "Pod",
             "metadata": {"name": format!("{name}-x7k2p"), "namespace": NS, "uid": format!("pod-uid-{name}"), "creationTimestamp": TIME,
-                "labels": {"job-name": name, "batch.kubernetes.io/job-name": name, "controller-uid": uid, "batch.kubernetes.io/controller-uid": uid},
+                "labels": labels,
                 "ownerReferences": [{"apiVersion": "batch/v1", "kind": "Job", "name": name, "uid": uid, "controller": true, "blockOwnerDeletion": true}]},
             "spec": spec,
             "status": pod_status,
@@ -773,6 +803,7 @@ async fn handle(
     method: Method,
     uri: Uri,
     Query(query): Query<Vec<(String, String)>>,
+    headers: axum::http::HeaderMap,
     body: Bytes,
 ) -> Response {
     let body: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
@@ -790,11 +821,15 @@ async fn handle(
             method: method.to_string(),
             path: format!("{path}?{raw_query}"),
             body: body.clone(),
+            at: std::time::Instant::now(),
         });
         c.journal.push(format!("{method} {path}?{raw_query}"));
     }
     let jobs = format!("/apis/batch/v1/namespaces/{NS}/jobs");
     let pods = format!("/api/v1/namespaces/{NS}/pods");
+    if let Some(answer) = access::answer(&api, &method, &path, &headers, &body) {
+        return answer;
+    }
     if path == "/version" {
         return axum::Json(json!({"major": "1", "minor": "33", "gitVersion": "v1.33.1", "gitCommit": "abc", "gitTreeState": "clean",
             "buildDate": TIME, "goVersion": "go1.24", "compiler": "gc", "platform": "linux/amd64"})).into_response();
@@ -882,7 +917,12 @@ async fn handle(
         if let Some(code) = c.create_errors.pop_front() {
             return match code {
                 403 => status(403, "Forbidden", "jobs.batch is forbidden: User \"system:serviceaccount:coding-swarm:coding-swarm-engine\" cannot create resource \"jobs\" in API group \"batch\" in the namespace \"coding-swarm\"", json!({"group": "batch", "kind": "jobs"})),
-                429 => status(429, "TooManyRequests", "the server has received too many requests and has asked us to try again later", json!({"retryAfterSeconds": 1})),
+                // The API server sends the wait twice: in the Status and as `Retry-After`.
+                429 => {
+                    let mut r = status(429, "TooManyRequests", "the server has received too many requests and has asked us to try again later", json!({"retryAfterSeconds": 1}));
+                    r.headers_mut().insert("retry-after", axum::http::HeaderValue::from_static("1"));
+                    r
+                }
                 _ => status(code, "InternalError", "an error on the server (\"etcdserver: request timed out\") has prevented the request from succeeding", json!({"causes": [{"message": "etcdserver: request timed out"}]})),
             };
         }

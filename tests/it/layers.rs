@@ -5,12 +5,13 @@
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
-/// The top-level module a file under `src/` belongs to (`None` for `lib.rs` and the binary).
+/// The top-level module a file under `src/` belongs to (`None` for `lib.rs` and the binary
+/// with its own modules).
 fn module_of(path: &Path, src: &Path) -> Option<String> {
     let rel = path.strip_prefix(src).ok()?;
     let first = rel.components().next()?.as_os_str().to_str()?;
     let name = first.strip_suffix(".rs").unwrap_or(first);
-    (!matches!(name, "lib" | "main" | "remote")).then(|| name.to_string())
+    (!matches!(name, "lib" | "main" | "remote" | "otel")).then(|| name.to_string())
 }
 
 fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {
