@@ -121,19 +121,10 @@ impl<R: Runtime> Engine<R> {
     async fn launch_run_in_span(&mut self, row: TaskRow, adopt_only: bool) {
         let name = row.run_name();
         let launch = match self.launch_for(&row, &name) {
-            Ok(l) => Launch { adopt_only, ..l },
-            Err(result) => {
-                self.complete(Completion {
-                    task_id: row.id,
-                    attempt: row.attempts,
-                    run_name: name,
-                    result,
-                })
-                .await;
-                return;
-            }
+            Ok(l) => self.mint_job_token(Launch { adopt_only, ..l }).await,
+            Err(result) => Err(result),
         };
-        let launch = match self.mint_job_token(launch).await {
+        let launch = match launch {
             Ok(l) => l,
             Err(result) => {
                 self.complete(Completion {

@@ -517,6 +517,48 @@ impl KubeRuntime {
         Api::namespaced(self.client.clone(), &self.namespace)
     }
 
+    /// Creates `object`, which the run's Job owns (one an earlier engine made is fine).
+    /// Without it the pod would wait until its deadline: on failure the Job goes, and the
+    /// launch fails (the engine tries again).
+    async fn create_owned<K>(
+        &self,
+        run_name: &str,
+        what: &str,
+        api: Api<K>,
+        object: K,
+    ) -> Result<(), RuntimeError>
+    where
+        K: kube::Resource<DynamicType = ()>
+            + Clone
+            + serde::Serialize
+            + serde::de::DeserializeOwned
+            + std::fmt::Debug,
+    {
+        let kind = K::kind(&()).to_string();
+        match call(&format!("create {kind} {run_name}"), || {
+            let (api, object) = (api.clone(), object.clone());
+            async move { api.create(&PostParams::default(), &object).await }
+        })
+        .await
+        {
+            Ok(_) => Ok(()),
+            Err(RuntimeError::Kube {
+                source: kube::Error::Api(s),
+                ..
+            }) if s.code == 409 => Ok(()),
+            Err(e) => {
+                let dp = DeleteParams {
+                    propagation_policy: Some(PropagationPolicy::Background),
+                    ..DeleteParams::default()
+                };
+                if let Err(d) = self.jobs().delete(run_name, &dp).await {
+                    tracing::warn!(run = %run_name, "cannot delete the Job without {what}: {d}");
+                }
+                Err(e)
+            }
+        }
+    }
+
     fn secrets(&self) -> Api<Secret> {
         Api::namespaced(self.client.clone(), &self.namespace)
     }
@@ -1209,57 +1251,14 @@ impl Runtime for KubeRuntime {
         // The task, in a ConfigMap the Job owns; the pod waits for it to appear.
         let uid = created.metadata.uid.clone().unwrap_or_default();
         let map = build_task_config_map(&launch, &self.cfg, &uid);
-        match call(&format!("create ConfigMap {}", launch.run_name), || {
-            let (api, map) = (self.config_maps(), map.clone());
-            async move { api.create(&PostParams::default(), &map).await }
-        })
-        .await
-        {
-            Ok(_) => {}
-            // An earlier engine made it, with the same task.
-            Err(RuntimeError::Kube {
-                source: kube::Error::Api(s),
-                ..
-            }) if s.code == 409 => {}
-            Err(e) => {
-                // Without its task the pod would wait for the ConfigMap until the deadline: the
-                // Job goes, and the launch fails (the engine tries again).
-                let dp = DeleteParams {
-                    propagation_policy: Some(PropagationPolicy::Background),
-                    ..DeleteParams::default()
-                };
-                if let Err(d) = self.jobs().delete(&launch.run_name, &dp).await {
-                    tracing::warn!(run = %launch.run_name, "cannot delete the Job without its task: {d}");
-                }
-                return Err(e);
-            }
-        }
+        self.create_owned(&launch.run_name, "its task", self.config_maps(), map)
+            .await?;
         if let Some(token) = &launch.git_token {
             // The job's own git token, in a Secret the Job owns, mounted by the checkout and
             // push containers only; the pod waits for it as for the ConfigMap.
             let secret = build_git_token_secret(&launch, &self.cfg, &uid, token);
-            match call(&format!("create Secret {}", launch.run_name), || {
-                let (api, secret) = (self.secrets(), secret.clone());
-                async move { api.create(&PostParams::default(), &secret).await }
-            })
-            .await
-            {
-                Ok(_) => {}
-                Err(RuntimeError::Kube {
-                    source: kube::Error::Api(s),
-                    ..
-                }) if s.code == 409 => {}
-                Err(e) => {
-                    let dp = DeleteParams {
-                        propagation_policy: Some(PropagationPolicy::Background),
-                        ..DeleteParams::default()
-                    };
-                    if let Err(d) = self.jobs().delete(&launch.run_name, &dp).await {
-                        tracing::warn!(run = %launch.run_name, "cannot delete the Job without its git token: {d}");
-                    }
-                    return Err(e);
-                }
-            }
+            self.create_owned(&launch.run_name, "its git token", self.secrets(), secret)
+                .await?;
         }
         self.track(&launch).await;
         Ok(())

@@ -345,34 +345,23 @@ impl FakeApi {
             self.terminate_pods(c, name, false);
             // The garbage collector takes every dependent, whatever its kind.
             let uid = job["metadata"]["uid"].clone();
-            let owned: Vec<String> = c
-                .config_maps
-                .iter()
-                .filter(|(_, m)| {
-                    m["metadata"]["ownerReferences"]
-                        .as_array()
-                        .is_some_and(|refs| refs.iter().any(|r| r["uid"] == uid))
-                })
-                .map(|(n, _)| n.clone())
-                .collect();
-            for m in owned {
-                if let Some(mut map) = c.config_maps.remove(&m) {
-                    self.record(c, Resource::ConfigMaps, "DELETED", &mut map);
-                }
-            }
-            let owned: Vec<String> = c
-                .secrets
-                .iter()
-                .filter(|(_, m)| {
-                    m["metadata"]["ownerReferences"]
-                        .as_array()
-                        .is_some_and(|refs| refs.iter().any(|r| r["uid"] == uid))
-                })
-                .map(|(n, _)| n.clone())
-                .collect();
-            for m in owned {
-                if let Some(mut secret) = c.secrets.remove(&m) {
-                    self.record(c, Resource::Secrets, "DELETED", &mut secret);
+            for resource in [Resource::ConfigMaps, Resource::Secrets] {
+                let store = match resource {
+                    Resource::Secrets => &mut c.secrets,
+                    _ => &mut c.config_maps,
+                };
+                let owned: Vec<String> = store
+                    .iter()
+                    .filter(|(_, m)| {
+                        m["metadata"]["ownerReferences"]
+                            .as_array()
+                            .is_some_and(|refs| refs.iter().any(|r| r["uid"] == uid))
+                    })
+                    .map(|(n, _)| n.clone())
+                    .collect();
+                let mut gone: Vec<Value> = owned.iter().filter_map(|n| store.remove(n)).collect();
+                for object in &mut gone {
+                    self.record(c, resource, "DELETED", object);
                 }
             }
         }
