@@ -616,7 +616,8 @@ fn reviews_and_failed_checks_merge_into_one_pending_item_and_are_not_reacted_to_
         panic!("{c:?}")
     };
     // A later delivery of the same review adds its missing comment; one it has adds nothing.
-    let (merged, kinds) = updated(&react_to(Some(first), review(vec![comment(2)]), &none));
+    let c = react_to(Some(first), review(vec![comment(2)]), &none);
+    let (merged, kinds) = updated(&c);
     assert_eq!(kinds, [EventKind::Coalesced]);
     assert!(
         matches!(&merged.context[..], [ActivationItem::Review { comments, .. }] if comments.len() == 2),
