@@ -27,6 +27,10 @@ use crate::steer::SteerError;
 use crate::store::{DeliveryRow, FeedCursor, OutboxKind, OutboxRow, Receipt, Store, StoreError};
 use webhook::{CheckSource, Command, Event};
 
+/// A failed check as a delivery or the API tells it: (id, name, conclusion, details URL, the
+/// GitHub Actions job whose log to read).
+type Found = (String, String, String, Option<String>, Option<u64>);
+
 /// Why a delivery could not be processed: it stays first in line and is tried again.
 #[derive(Debug, thiserror::Error)]
 pub enum HandleError {
@@ -798,8 +802,7 @@ impl Forge {
             }
             Err(e) => return transient(e),
         }
-        // (id, name, conclusion, details, the Actions job whose log to read)
-        let mut checks: Vec<(String, String, String, Option<String>, Option<u64>)> = Vec::new();
+        let mut checks: Vec<Found> = Vec::new();
         let run = |c: &serde_json::Value, actions: bool| {
             let id = c["id"].as_u64().unwrap_or_default();
             let details = c["details_url"]

@@ -625,7 +625,7 @@ fn reviews_and_failed_checks_merge_into_one_pending_item_and_are_not_reacted_to_
         merged.context
     );
     assert_eq!(
-        react_to(Some(&merged), review(vec![comment(1)]), &none),
+        react_to(Some(merged), review(vec![comment(1)]), &none),
         Change::None
     );
     // A review reacted to before, no longer pending: nothing.

@@ -352,7 +352,17 @@ async fn failed_checks_on_the_branch_head_wake_the_manager_until_the_cap(backend
     set(&mut workflow, "/workflow_run/head_branch", json!(BRANCH));
     set(&mut workflow, "/workflow_run/head_sha", json!(sha(1)));
     deliver_processed(&e, s, "workflow_run", "w-1", &workflow).await;
-    // The same failed job seen again as a check run adds nothing.
+    // Once the manager has run, the same failed job seen again as a check run, and a
+    // redelivery of the first check run, add nothing.
+    wait_for(
+        "the activation's run",
+        Duration::from_secs(60),
+        async || {
+            let all = activations(s).await;
+            !all.is_empty() && all.iter().all(|t| t.status.as_str() == "completed")
+        },
+    )
+    .await;
     deliver_processed(
         &e,
         s,
@@ -361,6 +371,7 @@ async fn failed_checks_on_the_branch_head_wake_the_manager_until_the_cap(backend
         &failed_check_run(502, "test", &sha(1)),
     )
     .await;
+    deliver_processed(&e, s, "check_run", "c-1-again", &run).await;
     // A failure on a commit that is no longer the head is ignored.
     deliver_processed(
         &e,
@@ -389,7 +400,11 @@ async fn failed_checks_on_the_branch_head_wake_the_manager_until_the_cap(backend
     assert_eq!(
         all_checks.iter().map(|c| c.id.as_str()).collect::<Vec<_>>(),
         ["check:501", "check:502"],
-        "{got:?}"
+        "{:?}",
+        all_checks
+            .iter()
+            .map(|c| (&c.id, &c.name))
+            .collect::<Vec<_>>()
     );
     assert!(
         checks
