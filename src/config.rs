@@ -424,6 +424,24 @@ pub struct GitHubConfig {
     /// own, or a running job's) is replaced by a new one. GitHub's last an hour.
     #[serde(default = "default_token_renewal", deserialize_with = "de_duration")]
     pub token_renewal: Duration,
+    /// Whether a review that only comments (state `commented`) on a task's pull request wakes
+    /// the project manager, as one that requests changes always does.
+    #[serde(default)]
+    pub react_to_commented_reviews: bool,
+    /// Failed commits of one branch the project manager is asked to fix; from the next one on,
+    /// it is told the cap is reached and to give up on that step.
+    #[serde(default = "default_max_ci_fix_rounds")]
+    pub max_ci_fix_rounds: u32,
+    /// How much of the end of a failed GitHub Actions job's log the manager is shown, in KiB.
+    #[serde(default = "default_ci_log_excerpt_kib")]
+    pub ci_log_excerpt_kib: u32,
+}
+
+fn default_max_ci_fix_rounds() -> u32 {
+    3
+}
+fn default_ci_log_excerpt_kib() -> u32 {
+    16
 }
 
 fn default_token_renewal() -> Duration {

@@ -166,3 +166,51 @@ pub async fn activate_marking(
         })
         .await
 }
+
+/// Hands a review or failed checks of a task's branch (`item`) to `project`'s manager, once:
+/// merged into its pending activation when that holds the same review or commit, nothing when
+/// it was reacted to before, else as for [`activate`]; failed commits are counted per branch
+/// against `max_rounds`. The `delivery` that brought it is marked processed in the same
+/// transaction. Whether the manager gets anything new.
+pub async fn react_marking(
+    store: &Store,
+    project: &ProjectConfig,
+    epic: Option<&str>,
+    item: ActivationItem,
+    max_rounds: u32,
+    delivery: Option<&crate::store::DeliveryRow>,
+) -> Result<bool, StoreError> {
+    let (kind, branch) = match &item {
+        ActivationItem::Review { branch, .. } => ("review", branch.clone()),
+        ActivationItem::CiFailed { branch, .. } => ("ci", branch.clone()),
+        _ => ("other", String::new()),
+    };
+    let refs = transition::reaction_refs(&item);
+    let addressee = manager_addressee(&project.name);
+    let now = Utc::now();
+    store
+        .react_marking(
+            &project.name,
+            &addressee,
+            kind,
+            &branch,
+            &refs,
+            now,
+            delivery,
+            |pending, last, reacted| {
+                transition::react(
+                    pending,
+                    last,
+                    &project.name,
+                    &addressee,
+                    epic,
+                    &project.default_branch,
+                    item,
+                    reacted,
+                    max_rounds,
+                    now,
+                )
+            },
+        )
+        .await
+}

@@ -517,6 +517,161 @@ impl GitHub {
         expect_ok(&r, "set a commit status")
     }
 
+    /// A review of pull request `number`: its state (`CHANGES_REQUESTED`, `COMMENTED`,
+    /// `APPROVED`, ...), body and author ("Get a review for a pull request").
+    pub async fn review(&self, repo: &str, number: u64, id: u64) -> Result<Value, ForgeError> {
+        let r = self
+            .call(
+                repo,
+                http::Method::GET,
+                &format!("/repos/{repo}/pulls/{number}/reviews/{id}"),
+                None,
+            )
+            .await?;
+        expect_ok(&r, "read a review")?;
+        Ok(r.body)
+    }
+
+    /// Every comment of a review, page by page ("List comments for a pull request review").
+    pub async fn review_comments(
+        &self,
+        repo: &str,
+        number: u64,
+        id: u64,
+    ) -> Result<Vec<Value>, ForgeError> {
+        self.list(
+            repo,
+            format!("/repos/{repo}/pulls/{number}/reviews/{id}/comments?per_page=100"),
+            None,
+            "list a review's comments",
+        )
+        .await
+    }
+
+    /// The check runs of a check suite ("List check runs in a check suite").
+    pub async fn suite_check_runs(&self, repo: &str, suite: u64) -> Result<Vec<Value>, ForgeError> {
+        self.list(
+            repo,
+            format!("/repos/{repo}/check-suites/{suite}/check-runs?per_page=100"),
+            Some("check_runs"),
+            "list a check suite's runs",
+        )
+        .await
+    }
+
+    /// The jobs of a workflow run's latest attempt ("List jobs for a workflow run").
+    pub async fn run_jobs(&self, repo: &str, run: u64) -> Result<Vec<Value>, ForgeError> {
+        self.list(
+            repo,
+            format!("/repos/{repo}/actions/runs/{run}/jobs?per_page=100"),
+            Some("jobs"),
+            "list a workflow run's jobs",
+        )
+        .await
+    }
+
+    /// The last `max` bytes of a GitHub Actions job's log, from the line after the cut on
+    /// ("Download job logs for a workflow run": a 302 to a short-lived URL, which is fetched
+    /// without the GitHub credentials, as such URLs are signed themselves). `None` when GitHub
+    /// has no log for it (gone, or not an Actions job).
+    pub async fn job_log_tail(
+        &self,
+        repo: &str,
+        job: u64,
+        max: usize,
+    ) -> Result<Option<String>, ForgeError> {
+        let what = "download a job's log";
+        let r = self
+            .call(
+                repo,
+                http::Method::GET,
+                &format!("/repos/{repo}/actions/jobs/{job}/logs"),
+                None,
+            )
+            .await?;
+        if matches!(r.status, 404 | 410) {
+            return Ok(None);
+        }
+        if r.status != 302 {
+            return Err(http_error(&r, what));
+        }
+        let Some(location) = r
+            .headers
+            .get(http::header::LOCATION)
+            .and_then(|l| l.to_str().ok())
+            .map(str::to_string)
+        else {
+            return Err(ForgeError::Http {
+                what: what.into(),
+                status: r.status,
+                message: "no Location".into(),
+            });
+        };
+        let (tail, cut) =
+            tokio::task::spawn_blocking(move || -> Result<(Vec<u8>, bool), String> {
+                use std::io::Read;
+                let mut res = ureq::get(&location).call().map_err(|e| e.to_string())?;
+                let mut reader = res.body_mut().with_config().limit(u64::MAX).reader();
+                // Only the end is kept: twice the excerpt at most in memory, however long the log.
+                let mut tail: Vec<u8> = Vec::with_capacity(2 * max);
+                let mut buf = [0u8; 16 * 1024];
+                let mut total = 0usize;
+                loop {
+                    let n = reader.read(&mut buf).map_err(|e| e.to_string())?;
+                    if n == 0 {
+                        break;
+                    }
+                    total += n;
+                    tail.extend_from_slice(&buf[..n]);
+                    if tail.len() > 2 * max {
+                        tail.drain(..tail.len() - max);
+                    }
+                }
+                if tail.len() > max {
+                    tail.drain(..tail.len() - max);
+                }
+                Ok((tail, total > max))
+            })
+            .await
+            .map_err(|e| e.to_string())
+            .and_then(|r| r)
+            .map_err(|message| ForgeError::Http {
+                what: what.into(),
+                status: 0,
+                message,
+            })?;
+        Ok(Some(log_excerpt(&tail, cut)))
+    }
+
+    /// The items of a list endpoint, following `Link: rel="next"`; `field` names the array in
+    /// an object answer (`{"total_count": n, "jobs": [...]}`).
+    async fn list(
+        &self,
+        repo: &str,
+        first: String,
+        field: Option<&str>,
+        what: &str,
+    ) -> Result<Vec<Value>, ForgeError> {
+        let mut out = Vec::new();
+        let mut next = Some(first);
+        let mut pages = 0;
+        while let Some(path) = next.take() {
+            pages += 1;
+            let r = self.call(repo, http::Method::GET, &path, None).await?;
+            expect_ok(&r, what)?;
+            let items = match field {
+                Some(f) => r.body[f].as_array(),
+                None => r.body.as_array(),
+            };
+            out.extend(items.into_iter().flatten().cloned());
+            next = link(&r.headers, "next");
+            if pages >= MAX_COMMENT_PAGES {
+                break;
+            }
+        }
+        Ok(out)
+    }
+
     pub async fn create_pull(&self, repo: &str, pull: &Value) -> Result<u64, ForgeError> {
         let r = self
             .call(
@@ -530,6 +685,23 @@ impl GitHub {
         r.body["number"]
             .as_u64()
             .ok_or_else(|| http_error(&r, "open a pull request"))
+    }
+}
+
+/// The end of a log (`tail`; `cut` when its beginning was left out): from its first whole
+/// line, as text (invalid UTF-8 replaced), with a note that the beginning was cut.
+pub fn log_excerpt(tail: &[u8], cut: bool) -> String {
+    let mut tail = tail;
+    if cut {
+        if let Some(i) = tail.iter().position(|b| *b == b'\n') {
+            tail = &tail[i + 1..];
+        }
+    }
+    let text = String::from_utf8_lossy(tail);
+    if cut {
+        format!("[... the beginning of the log is cut]\n{text}")
+    } else {
+        text.into_owned()
     }
 }
 
@@ -652,6 +824,15 @@ mod tests {
         );
         assert_eq!(link(&r.headers, "first"), None);
         assert_eq!(link(&response(200, json!([]), None).headers, "next"), None);
+    }
+
+    #[test]
+    fn a_log_excerpt_starts_at_a_whole_line() {
+        assert_eq!(log_excerpt(b"one\ntwo\n", false), "one\ntwo\n");
+        assert_eq!(
+            log_excerpt(b"ne\ntwo\n", true),
+            "[... the beginning of the log is cut]\ntwo\n"
+        );
     }
 
     #[test]

@@ -25,7 +25,37 @@ use crate::model::{describe_state, effective_branch, ActivationItem, Role, TaskR
 use crate::spec::TaskState;
 use crate::steer::SteerError;
 use crate::store::{DeliveryRow, FeedCursor, OutboxKind, OutboxRow, Receipt, Store, StoreError};
-use webhook::{Command, Event};
+use webhook::{CheckSource, Command, Event};
+
+/// A failed check as a delivery or the API tells it: (id, name, conclusion, details URL, the
+/// GitHub Actions job whose log to read).
+type Found = (String, String, String, Option<String>, Option<u64>);
+
+/// Why a delivery could not be processed: it stays first in line and is tried again.
+#[derive(Debug, thiserror::Error)]
+pub enum HandleError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("cannot read what the delivery is about from GitHub")]
+    GitHub(#[source] ForgeError),
+}
+
+/// A GitHub read for a reaction: a transient failure (rate limit, no answer, a 5xx) leaves the
+/// delivery waiting to be tried again; any other (a 404: the review or run is gone) drops the
+/// reaction.
+fn transient(e: ForgeError) -> Result<(), HandleError> {
+    let retry = match &e {
+        ForgeError::RateLimited { .. } | ForgeError::Client { .. } => true,
+        ForgeError::Http { status, .. } => *status >= 500 || *status == 0,
+        _ => false,
+    };
+    if retry {
+        Err(HandleError::GitHub(e))
+    } else {
+        tracing::warn!("a reaction is dropped: {}", error_chain(&e));
+        Ok(())
+    }
+}
 
 /// Failed writes (rate-limit waits do not count) are given up after this many tries: with the
 /// doubling backoff, capped at 512 s, about an hour.
@@ -44,6 +74,9 @@ pub struct Forge {
     /// `owner/name` (lower case) -> project
     by_repo: HashMap<String, ProjectConfig>,
     metrics: Arc<crate::metrics::Metrics>,
+    /// Who the engine is on GitHub (its token's login, or its App's bot): its own reviews start
+    /// nothing.
+    identity: tokio::sync::OnceCell<String>,
 }
 
 impl Forge {
@@ -72,6 +105,7 @@ impl Forge {
             cfg,
             by_repo,
             metrics,
+            identity: tokio::sync::OnceCell::new(),
         })))
     }
 
@@ -432,17 +466,18 @@ impl Forge {
         &self,
         d: &DeliveryRow,
         triggers: &HashMap<String, Arc<Notify>>,
-    ) -> Result<(), StoreError> {
+    ) -> Result<(), HandleError> {
         let reply = match webhook::parse_event(&d.event, &d.body) {
-            Ok(event) => self.act(d, event, triggers).await,
+            Ok(event) => self.act(d, event, triggers).await?,
             Err(e) => {
                 tracing::warn!(delivery = %d.delivery_id, "{}", error_chain(&e));
                 None
             }
         };
-        self.store
+        Ok(self
+            .store
             .finish_delivery(d, reply.as_ref().map(|(r, p)| (r.as_str(), p)), Utc::now())
-            .await
+            .await?)
     }
 
     /// Acts on a parsed delivery; returns the reply to queue (repository, payload) when one is
@@ -452,19 +487,106 @@ impl Forge {
         d: &DeliveryRow,
         event: Event,
         triggers: &HashMap<String, Arc<Notify>>,
-    ) -> Option<(String, serde_json::Value)> {
+    ) -> Result<Option<(String, serde_json::Value)>, HandleError> {
         match event {
+            Event::Review {
+                repo,
+                number,
+                head_branch,
+                review_id,
+                author,
+                author_is_bot,
+                state,
+                body,
+            } => {
+                let Some(project) = self.by_repo.get(&repo.to_ascii_lowercase()).cloned() else {
+                    return Ok(None);
+                };
+                if author_is_bot || body.contains("<!-- coding-swarm") {
+                    return Ok(None);
+                }
+                let reacting = state == "changes_requested"
+                    || (state == "commented" && self.cfg.react_to_commented_reviews);
+                if reacting {
+                    self.react_to_review(d, &repo, &project, number, &head_branch, review_id)
+                        .await?;
+                    return Ok(None);
+                }
+                // Else a command in the review's body, as in any comment.
+                Ok(self
+                    .comment(
+                        d,
+                        repo,
+                        project,
+                        number,
+                        true,
+                        Some(head_branch),
+                        author,
+                        body,
+                    )
+                    .await)
+            }
+            Event::ReviewComment {
+                repo,
+                number,
+                head_branch,
+                review_id,
+                author,
+                author_is_bot,
+                body,
+            } => {
+                let Some(project) = self.by_repo.get(&repo.to_ascii_lowercase()).cloned() else {
+                    return Ok(None);
+                };
+                if author_is_bot || body.contains("<!-- coding-swarm") {
+                    return Ok(None);
+                }
+                // A command is a command; any other comment joins its review's reaction (the
+                // review's own delivery, before or after, makes the same one).
+                if webhook::parse_command(&body, &self.cfg.mention).is_some() {
+                    return Ok(self
+                        .comment(
+                            d,
+                            repo,
+                            project,
+                            number,
+                            true,
+                            Some(head_branch),
+                            author,
+                            body,
+                        )
+                        .await);
+                }
+                if let Some(id) = review_id {
+                    self.react_to_review(d, &repo, &project, number, &head_branch, id)
+                        .await?;
+                }
+                Ok(None)
+            }
+            Event::ChecksCompleted {
+                repo,
+                branches,
+                sha,
+                source,
+            } => {
+                let Some(project) = self.by_repo.get(&repo.to_ascii_lowercase()).cloned() else {
+                    return Ok(None);
+                };
+                self.react_to_checks(d, &repo, &project, &branches, &sha, source)
+                    .await?;
+                Ok(None)
+            }
             Event::Push { repo, branch, .. } => {
                 let Some(project) = self.by_repo.get(&repo.to_ascii_lowercase()) else {
                     tracing::debug!(%repo, "push to a repository that is not a project; ignored");
-                    return None;
+                    return Ok(None);
                 };
                 if branch == project.default_branch {
                     if let Some(t) = triggers.get(&project.name) {
                         t.notify_one();
                     }
                 }
-                None
+                Ok(None)
             }
             Event::Comment {
                 repo,
@@ -475,34 +597,331 @@ impl Forge {
                 author_is_bot,
                 body,
             } => {
-                let project = self.by_repo.get(&repo.to_ascii_lowercase()).cloned()?;
+                let Some(project) = self.by_repo.get(&repo.to_ascii_lowercase()).cloned() else {
+                    return Ok(None);
+                };
                 // Bots (this engine's App among them) and the engine's own comments never
                 // start anything: no loop can begin with a comment.
                 if author_is_bot || body.contains("<!-- coding-swarm") {
-                    return None;
+                    return Ok(None);
                 }
-                let command = webhook::parse_command(&body, &self.cfg.mention)?;
-                let reply = self
-                    .run_command(
+                Ok(self
+                    .comment(
                         d,
-                        &repo,
-                        &project,
+                        repo,
+                        project,
                         number,
                         is_pull_request,
                         head_branch,
-                        &author,
-                        command,
+                        author,
+                        body,
                     )
-                    .await?;
-                Some((
-                    repo.to_ascii_lowercase(),
-                    reply_payload(number, &author, &reply),
-                ))
+                    .await)
             }
             Event::Ignored { event } => {
                 tracing::debug!(delivery = %d.delivery_id, "{event}: nothing to do");
-                None
+                Ok(None)
             }
+        }
+    }
+
+    /// A comment of a person (not a bot, not the engine's): the command in it, if any.
+    #[allow(clippy::too_many_arguments)]
+    async fn comment(
+        &self,
+        d: &DeliveryRow,
+        repo: String,
+        project: ProjectConfig,
+        number: u64,
+        is_pull_request: bool,
+        head_branch: Option<String>,
+        author: String,
+        body: String,
+    ) -> Option<(String, serde_json::Value)> {
+        let command = webhook::parse_command(&body, &self.cfg.mention)?;
+        let reply = self
+            .run_command(
+                d,
+                &repo,
+                &project,
+                number,
+                is_pull_request,
+                head_branch,
+                &author,
+                command,
+            )
+            .await?;
+        Some((
+            repo.to_ascii_lowercase(),
+            reply_payload(number, &author, &reply),
+        ))
+    }
+
+    /// Who the engine is on GitHub: its token's login, or its App's bot user.
+    async fn identity(&self) -> Option<&str> {
+        self.identity
+            .get_or_try_init(|| async {
+                self.gh
+                    .whoami()
+                    .await
+                    .map(|who| match who.strip_prefix("the GitHub App ") {
+                        Some(slug) => format!("{slug}[bot]"),
+                        None => who,
+                    })
+            })
+            .await
+            .map(String::as_str)
+            .ok()
+    }
+
+    /// The task whose branch is `branch`, if any.
+    async fn task_on(&self, project: &str, branch: &str) -> Result<Option<TaskRow>, StoreError> {
+        Ok(self
+            .store
+            .tasks_by_keys(project, None)
+            .await?
+            .into_iter()
+            .filter(|t| t.role() != Role::Manager)
+            .find(|t| t.branch == branch))
+    }
+
+    /// Review `review_id` of pull request `number` (of `head_branch`), read from the API with
+    /// every comment: when it requests changes (or, by config, comments), was written by a
+    /// person with write access who is not the engine, and the branch is a task's, the
+    /// manager gets it, once (see [`crate::steer::react_marking`]).
+    async fn react_to_review(
+        &self,
+        d: &DeliveryRow,
+        repo: &str,
+        project: &ProjectConfig,
+        number: u64,
+        head_branch: &str,
+        review_id: u64,
+    ) -> Result<(), HandleError> {
+        let Some(task) = self.task_on(&project.name, head_branch).await? else {
+            tracing::debug!(%repo, number, "a review of a pull request that is not a task's; ignored");
+            return Ok(());
+        };
+        let review = match self.gh.review(repo, number, review_id).await {
+            Ok(r) => r,
+            Err(e) => return transient(e),
+        };
+        let state = review["state"]
+            .as_str()
+            .unwrap_or_default()
+            .to_ascii_lowercase();
+        let reacting = state == "changes_requested"
+            || (state == "commented" && self.cfg.react_to_commented_reviews);
+        let author = review["user"]["login"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+        if !reacting || author.is_empty() || review["user"]["type"] == "Bot" {
+            return Ok(());
+        }
+        if self
+            .identity()
+            .await
+            .is_some_and(|me| me.eq_ignore_ascii_case(&author))
+        {
+            tracing::debug!(%repo, number, "the engine's own review; ignored");
+            return Ok(());
+        }
+        match self.gh.permission(repo, &author).await {
+            Ok(p) if matches!(p.as_str(), "admin" | "write" | "maintain") => {}
+            Ok(_) => {
+                tracing::info!(%repo, number, %author, "a review by someone without write access starts nothing");
+                return Ok(());
+            }
+            Err(e) => return transient(e),
+        }
+        let comments = match self.gh.review_comments(repo, number, review_id).await {
+            Ok(c) => c,
+            Err(e) => return transient(e),
+        };
+        let comments = comments
+            .iter()
+            .map(|c| crate::model::green::ReviewComment {
+                id: c["id"].as_u64().unwrap_or_default(),
+                path: c["path"].as_str().unwrap_or_default().to_string(),
+                line: c["line"].as_u64().or(c["original_line"].as_u64()),
+                diff_hunk: c["diff_hunk"].as_str().unwrap_or_default().to_string(),
+                body: c["body"].as_str().unwrap_or_default().to_string(),
+            })
+            .collect();
+        let item = ActivationItem::Review {
+            pull_request: number,
+            branch: head_branch.to_string(),
+            task: Some(task.key.clone()),
+            review_id,
+            author,
+            state,
+            body: review["body"].as_str().unwrap_or_default().to_string(),
+            comments,
+        };
+        self.hand_over(d, project, task.epic.as_deref(), item).await
+    }
+
+    /// Checks completed on `sha`: when some failed and `sha` is the head of a task's branch
+    /// (asked of the API), the manager gets the failed checks, with the end of each GitHub
+    /// Actions job's log.
+    async fn react_to_checks(
+        &self,
+        d: &DeliveryRow,
+        repo: &str,
+        project: &ProjectConfig,
+        branches: &[String],
+        sha: &str,
+        source: CheckSource,
+    ) -> Result<(), HandleError> {
+        let failing = match &source {
+            CheckSource::Run { conclusion, .. }
+            | CheckSource::Suite { conclusion, .. }
+            | CheckSource::Workflow { conclusion, .. } => webhook::is_failing(conclusion),
+            CheckSource::Status { state, .. } => matches!(state.as_str(), "failure" | "error"),
+        };
+        if !failing {
+            return Ok(());
+        }
+        let mut task = None;
+        for b in branches {
+            if let Some(t) = self.task_on(&project.name, b).await? {
+                task = Some((b.clone(), t));
+                break;
+            }
+        }
+        let Some((branch, task)) = task else {
+            tracing::debug!(%repo, %sha, "failed checks on no task's branch; ignored");
+            return Ok(());
+        };
+        match self.gh.branch_head(repo, &branch).await {
+            Ok(Some(head)) if head == sha => {}
+            Ok(_) => {
+                tracing::info!(%repo, %branch, %sha, "failed checks on a commit that is no longer the branch's head; ignored");
+                return Ok(());
+            }
+            Err(e) => return transient(e),
+        }
+        let mut checks: Vec<Found> = Vec::new();
+        let run = |c: &serde_json::Value, actions: bool| {
+            let id = c["id"].as_u64().unwrap_or_default();
+            let details = c["details_url"]
+                .as_str()
+                .filter(|u| !u.is_empty())
+                .or(c["html_url"].as_str())
+                .map(str::to_string);
+            (
+                format!("check:{id}"),
+                c["name"].as_str().unwrap_or_default().to_string(),
+                c["conclusion"].as_str().unwrap_or_default().to_string(),
+                details,
+                actions.then_some(id),
+            )
+        };
+        match source {
+            CheckSource::Run {
+                id,
+                name,
+                conclusion,
+                details_url,
+                actions,
+            } => checks.push((
+                format!("check:{id}"),
+                name,
+                conclusion,
+                details_url,
+                actions.then_some(id),
+            )),
+            CheckSource::Suite { id, .. } => match self.gh.suite_check_runs(repo, id).await {
+                Ok(runs) => checks.extend(
+                    runs.iter()
+                        .filter(|c| webhook::is_failing(c["conclusion"].as_str().unwrap_or("")))
+                        .map(|c| run(c, c["app"]["slug"] == "github-actions")),
+                ),
+                Err(e) => return transient(e),
+            },
+            CheckSource::Workflow { id, name, .. } => match self.gh.run_jobs(repo, id).await {
+                // An Actions job's id is its check run's: the same check from either event.
+                Ok(jobs) => checks.extend(
+                    jobs.iter()
+                        .filter(|c| webhook::is_failing(c["conclusion"].as_str().unwrap_or("")))
+                        .map(|c| {
+                            let mut r = run(c, true);
+                            if !name.is_empty() {
+                                r.1 = format!("{name} / {}", r.1);
+                            }
+                            r
+                        }),
+                ),
+                Err(e) => return transient(e),
+            },
+            CheckSource::Status {
+                context,
+                state,
+                target_url,
+            } => checks.push((
+                format!("status:{context}"),
+                context,
+                state,
+                target_url,
+                None,
+            )),
+        }
+        if checks.is_empty() {
+            return Ok(());
+        }
+        let max = self.cfg.ci_log_excerpt_kib as usize * 1024;
+        let mut failed = Vec::new();
+        for (id, name, conclusion, details_url, job) in checks {
+            let log = match job {
+                Some(job) if max > 0 => match self.gh.job_log_tail(repo, job, max).await {
+                    Ok(log) => log,
+                    Err(e) => {
+                        tracing::warn!(%repo, job, "cannot read a failed job's log: {}", error_chain(&e));
+                        None
+                    }
+                },
+                _ => None,
+            };
+            failed.push(crate::model::green::FailedCheck {
+                id,
+                name,
+                conclusion,
+                details_url,
+                log,
+            });
+        }
+        let item = ActivationItem::CiFailed {
+            branch,
+            task: Some(task.key.clone()),
+            sha: sha.to_string(),
+            round: 0,
+            max_rounds: 0,
+            checks: failed,
+        };
+        self.hand_over(d, project, task.epic.as_deref(), item).await
+    }
+
+    /// Hands a reaction to the manager, marking the delivery processed with it.
+    async fn hand_over(
+        &self,
+        d: &DeliveryRow,
+        project: &ProjectConfig,
+        epic: Option<&str>,
+        item: ActivationItem,
+    ) -> Result<(), HandleError> {
+        match crate::steer::react_marking(
+            &self.store,
+            project,
+            epic,
+            item,
+            self.cfg.max_ci_fix_rounds,
+            Some(d),
+        )
+        .await
+        {
+            Ok(_) | Err(StoreError::DeliveryProcessed { .. }) => Ok(()),
+            Err(e) => Err(e.into()),
         }
     }
 

@@ -84,8 +84,73 @@ pub enum Event {
         author_is_bot: bool,
         body: String,
     },
+    /// A review submitted on a pull request (`pull_request_review.submitted`).
+    Review {
+        repo: String,
+        number: u64,
+        head_branch: String,
+        review_id: u64,
+        author: String,
+        author_is_bot: bool,
+        /// Lower case, as webhooks send it: `changes_requested`, `commented`, `approved`.
+        state: String,
+        body: String,
+    },
+    /// A comment on a pull request's diff (`pull_request_review_comment.created`); every such
+    /// comment belongs to a review.
+    ReviewComment {
+        repo: String,
+        number: u64,
+        head_branch: String,
+        review_id: Option<u64>,
+        author: String,
+        author_is_bot: bool,
+        body: String,
+    },
+    /// Checks that completed on a commit, with what is known of them from the delivery.
+    ChecksCompleted {
+        repo: String,
+        /// The branch the delivery names (`None` when GitHub gives none, as for a fork's).
+        branches: Vec<String>,
+        sha: String,
+        source: CheckSource,
+    },
     /// Anything else (ping, other actions): acknowledged, nothing to do.
     Ignored { event: String },
+}
+
+/// Where completed checks come from, and what more the API tells about them.
+#[derive(Debug, Clone, PartialEq)]
+pub enum CheckSource {
+    /// One check run (`check_run.completed`).
+    Run {
+        id: u64,
+        name: String,
+        conclusion: String,
+        details_url: Option<String>,
+        /// Run by GitHub Actions: its id is the job's, whose log can be read.
+        actions: bool,
+    },
+    /// A check suite (`check_suite.completed`): its failing runs are listed from the API.
+    Suite { id: u64, conclusion: String },
+    /// A GitHub Actions workflow run (`workflow_run.completed`): its failing jobs are listed
+    /// from the API.
+    Workflow {
+        id: u64,
+        name: String,
+        conclusion: String,
+    },
+    /// A commit status (`status`), the legacy API.
+    Status {
+        context: String,
+        state: String,
+        target_url: Option<String>,
+    },
+}
+
+/// Whether a check run's (or suite's, or workflow run's) conclusion is a failure to fix.
+pub fn is_failing(conclusion: &str) -> bool {
+    matches!(conclusion, "failure" | "timed_out" | "startup_failure")
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -182,8 +247,15 @@ pub fn parse_event(event: &str, body: &[u8]) -> Result<Event, PayloadError> {
         }
         "pull_request_review" if action == "submitted" => {
             #[derive(Deserialize)]
+            struct Review {
+                id: u64,
+                body: Option<String>,
+                user: User,
+                state: String,
+            }
+            #[derive(Deserialize)]
             struct P {
-                review: Comment,
+                review: Review,
                 pull_request: PullRequest,
                 repository: Repository,
             }
@@ -198,20 +270,28 @@ pub fn parse_event(event: &str, body: &[u8]) -> Result<Event, PayloadError> {
                 ],
             )
             .map_err(err)?;
-            Ok(Event::Comment {
+            Ok(Event::Review {
                 repo: p.repository.full_name,
                 number: p.pull_request.number,
-                is_pull_request: true,
-                head_branch: Some(p.pull_request.head.name),
+                head_branch: p.pull_request.head.name,
+                review_id: p.review.id,
                 author_is_bot: p.review.user.kind == "Bot",
                 author: p.review.user.login,
+                state: p.review.state.to_ascii_lowercase(),
                 body: p.review.body.unwrap_or_default(),
             })
         }
         "pull_request_review_comment" if action == "created" => {
             #[derive(Deserialize)]
+            struct ReviewComment {
+                body: Option<String>,
+                user: User,
+                #[serde(default)]
+                pull_request_review_id: Option<u64>,
+            }
+            #[derive(Deserialize)]
             struct P {
-                comment: Comment,
+                comment: ReviewComment,
                 pull_request: PullRequest,
                 repository: Repository,
             }
@@ -226,14 +306,137 @@ pub fn parse_event(event: &str, body: &[u8]) -> Result<Event, PayloadError> {
                 ],
             )
             .map_err(err)?;
-            Ok(Event::Comment {
+            Ok(Event::ReviewComment {
                 repo: p.repository.full_name,
                 number: p.pull_request.number,
-                is_pull_request: true,
-                head_branch: Some(p.pull_request.head.name),
+                head_branch: p.pull_request.head.name,
+                review_id: p.comment.pull_request_review_id,
                 author_is_bot: p.comment.user.kind == "Bot",
                 author: p.comment.user.login,
                 body: p.comment.body.unwrap_or_default(),
+            })
+        }
+        "check_run" if action == "completed" => {
+            #[derive(Deserialize)]
+            struct Suite {
+                head_branch: Option<String>,
+            }
+            #[derive(Deserialize)]
+            struct App {
+                slug: Option<String>,
+            }
+            #[derive(Deserialize)]
+            struct Run {
+                id: u64,
+                name: String,
+                head_sha: String,
+                conclusion: Option<String>,
+                details_url: Option<String>,
+                html_url: Option<String>,
+                check_suite: Suite,
+                app: Option<App>,
+            }
+            #[derive(Deserialize)]
+            struct P {
+                check_run: Run,
+                repository: Repository,
+            }
+            let p: P = read(
+                &value,
+                &["/check_run", "/check_run/check_suite", "/repository"],
+            )
+            .map_err(err)?;
+            let r = p.check_run;
+            Ok(Event::ChecksCompleted {
+                repo: p.repository.full_name,
+                branches: r.check_suite.head_branch.into_iter().collect(),
+                sha: r.head_sha,
+                source: CheckSource::Run {
+                    id: r.id,
+                    name: r.name,
+                    conclusion: r.conclusion.unwrap_or_default(),
+                    details_url: r.details_url.filter(|u| !u.is_empty()).or(r.html_url),
+                    actions: r.app.and_then(|a| a.slug).as_deref() == Some("github-actions"),
+                },
+            })
+        }
+        "check_suite" if action == "completed" => {
+            #[derive(Deserialize)]
+            struct Suite {
+                id: u64,
+                head_branch: Option<String>,
+                head_sha: String,
+                conclusion: Option<String>,
+            }
+            #[derive(Deserialize)]
+            struct P {
+                check_suite: Suite,
+                repository: Repository,
+            }
+            let p: P = read(&value, &["/check_suite", "/repository"]).map_err(err)?;
+            let s = p.check_suite;
+            Ok(Event::ChecksCompleted {
+                repo: p.repository.full_name,
+                branches: s.head_branch.into_iter().collect(),
+                sha: s.head_sha,
+                source: CheckSource::Suite {
+                    id: s.id,
+                    conclusion: s.conclusion.unwrap_or_default(),
+                },
+            })
+        }
+        "workflow_run" if action == "completed" => {
+            #[derive(Deserialize)]
+            struct Run {
+                id: u64,
+                name: Option<String>,
+                head_branch: Option<String>,
+                head_sha: String,
+                conclusion: Option<String>,
+            }
+            #[derive(Deserialize)]
+            struct P {
+                workflow_run: Run,
+                repository: Repository,
+            }
+            let p: P = read(&value, &["/workflow_run", "/repository"]).map_err(err)?;
+            let r = p.workflow_run;
+            Ok(Event::ChecksCompleted {
+                repo: p.repository.full_name,
+                branches: r.head_branch.into_iter().collect(),
+                sha: r.head_sha,
+                source: CheckSource::Workflow {
+                    id: r.id,
+                    name: r.name.unwrap_or_default(),
+                    conclusion: r.conclusion.unwrap_or_default(),
+                },
+            })
+        }
+        "status" => {
+            #[derive(Deserialize)]
+            struct Branch {
+                name: String,
+            }
+            #[derive(Deserialize)]
+            struct P {
+                sha: String,
+                context: String,
+                state: String,
+                target_url: Option<String>,
+                #[serde(default)]
+                branches: Vec<Branch>,
+                repository: Repository,
+            }
+            let p: P = read(&value, &["/repository"]).map_err(err)?;
+            Ok(Event::ChecksCompleted {
+                repo: p.repository.full_name,
+                branches: p.branches.into_iter().map(|b| b.name).collect(),
+                sha: p.sha,
+                source: CheckSource::Status {
+                    context: p.context,
+                    state: p.state,
+                    target_url: p.target_url,
+                },
             })
         }
         other => Ok(Event::Ignored {

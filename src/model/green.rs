@@ -51,6 +51,100 @@ pub enum ActivationItem {
         author: String,
         body: String,
     },
+    /// A person with write access reviewed a task's pull request: changes requested (or, by
+    /// config, comments), with every comment of the review on the diff.
+    Review {
+        pull_request: u64,
+        branch: String,
+        task: Option<String>,
+        review_id: u64,
+        author: String,
+        /// GitHub's review state, lower case: `changes_requested` or `commented`.
+        state: String,
+        body: String,
+        comments: Vec<ReviewComment>,
+    },
+    /// Checks failed on the head commit of a task's branch.
+    CiFailed {
+        branch: String,
+        task: Option<String>,
+        sha: String,
+        /// This commit's place among the branch's failed commits (1 for the first).
+        round: u32,
+        /// The cap (`[github] max_ci_fix_rounds`): past it, the manager is told to give up.
+        max_rounds: u32,
+        checks: Vec<FailedCheck>,
+    },
+}
+
+/// One comment of a review on the diff.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ReviewComment {
+    pub id: u64,
+    pub path: String,
+    /// The line in the file it is on (`None` for a comment on a line no longer in the diff).
+    pub line: Option<u64>,
+    /// The diff hunk it is on, ending at its line.
+    pub diff_hunk: String,
+    pub body: String,
+}
+
+/// A check that failed.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FailedCheck {
+    /// What names it across deliveries: `check:<check run id>` (an Actions job's id is its
+    /// check run's) or `status:<context>`.
+    pub id: String,
+    pub name: String,
+    /// `failure`, `timed_out`, `startup_failure` (checks) or `failure`, `error` (statuses).
+    pub conclusion: String,
+    pub details_url: Option<String>,
+    /// The end of its log (GitHub Actions jobs), cut to `[github] ci_log_excerpt_kib`.
+    pub log: Option<String>,
+}
+
+impl ActivationItem {
+    /// The same review or the same failed commit: what a later delivery merges into.
+    pub fn same_subject(&self, other: &Self) -> bool {
+        match (self, other) {
+            (Self::Review { review_id: a, .. }, Self::Review { review_id: b, .. }) => a == b,
+            (
+                Self::CiFailed {
+                    branch: a, sha: x, ..
+                },
+                Self::CiFailed {
+                    branch: b, sha: y, ..
+                },
+            ) => a == b && x == y,
+            _ => false,
+        }
+    }
+
+    /// Adds what `other` (about the same subject) has that this one lacks: review comments,
+    /// failed checks. Whether anything was added.
+    pub fn merge(&mut self, other: &Self) -> bool {
+        match (self, other) {
+            (Self::Review { comments, .. }, Self::Review { comments: more, .. }) => {
+                let before = comments.len();
+                for c in more {
+                    if !comments.iter().any(|x| x.id == c.id) {
+                        comments.push(c.clone());
+                    }
+                }
+                comments.len() > before
+            }
+            (Self::CiFailed { checks, .. }, Self::CiFailed { checks: more, .. }) => {
+                let before = checks.len();
+                for c in more {
+                    if !checks.iter().any(|x| x.id == c.id) {
+                        checks.push(c.clone());
+                    }
+                }
+                checks.len() > before
+            }
+            _ => false,
+        }
+    }
 }
 
 impl ActivationItem {
@@ -144,6 +238,41 @@ pub fn render(items: &[ActivationItem]) -> String {
                     body.lines().map(|l| format!("> {l}")).collect::<Vec<_>>().join("\n")
                 ));
             }
+            ActivationItem::Review {
+                pull_request,
+                branch,
+                task,
+                author,
+                state,
+                body,
+                comments,
+                ..
+            } => render_review(
+                &mut out,
+                *pull_request,
+                branch,
+                task.as_deref(),
+                author,
+                state,
+                body,
+                comments,
+            ),
+            ActivationItem::CiFailed {
+                branch,
+                task,
+                sha,
+                round,
+                max_rounds,
+                checks,
+            } => render_ci(
+                &mut out,
+                branch,
+                task.as_deref(),
+                sha,
+                *round,
+                *max_rounds,
+                checks,
+            ),
             ActivationItem::PlanEdit {
                 commit,
                 author,
@@ -157,6 +286,106 @@ pub fn render(items: &[ActivationItem]) -> String {
         }
     }
     out
+}
+
+/// Lines of a review comment's diff hunk shown: the end of it, where its line is.
+const HUNK_LINES: usize = 12;
+
+#[allow(clippy::too_many_arguments)]
+fn render_review(
+    out: &mut String,
+    pull_request: u64,
+    branch: &str,
+    task: Option<&str>,
+    author: &str,
+    state: &str,
+    body: &str,
+    comments: &[ReviewComment],
+) {
+    let what = if state == "changes_requested" {
+        "requested changes on"
+    } else {
+        "commented in a review of"
+    };
+    out.push_str(&format!(
+        "## {author} {what} pull request #{pull_request} (branch `{branch}`{})\n",
+        task.map(|t| format!(", task `{t}`")).unwrap_or_default()
+    ));
+    if !body.trim().is_empty() {
+        out.push('\n');
+        out.push_str(&quote(body));
+        out.push('\n');
+    }
+    if !comments.is_empty() {
+        out.push_str(&format!(
+            "\n### {} comment(s) on the diff\n",
+            comments.len()
+        ));
+    }
+    for c in comments {
+        let at = c.line.map(|l| format!(", line {l}")).unwrap_or_default();
+        let lines: Vec<&str> = c.diff_hunk.lines().collect();
+        let hunk = lines[lines.len().saturating_sub(HUNK_LINES)..].join("\n");
+        out.push_str(&format!(
+            "\n`{}`{at}:\n\n```diff\n{hunk}\n```\n\n{}\n",
+            c.path,
+            quote(&c.body)
+        ));
+    }
+    out.push_str("\nAddress every point of this review: usually a task on that branch.\n");
+}
+
+fn render_ci(
+    out: &mut String,
+    branch: &str,
+    task: Option<&str>,
+    sha: &str,
+    round: u32,
+    max_rounds: u32,
+    checks: &[FailedCheck],
+) {
+    let task = task.map(|t| format!(", task `{t}`")).unwrap_or_default();
+    if round > max_rounds {
+        out.push_str(&format!(
+            "## CI failed again on branch `{branch}`{task} at {sha}: the cap of {max_rounds} fix rounds is reached\n"
+        ));
+    } else {
+        out.push_str(&format!(
+            "## CI failed on branch `{branch}`{task} at {sha} (fix round {round} of {max_rounds})\n"
+        ));
+    }
+    for c in checks {
+        out.push_str(&format!(
+            "\n- `{}`: {}{}\n",
+            c.name,
+            c.conclusion,
+            c.details_url
+                .as_deref()
+                .map(|u| format!(" ({u})"))
+                .unwrap_or_default()
+        ));
+        if let Some(log) = &c.log {
+            out.push_str(&format!(
+                "\n  The end of its log:\n\n```text\n{}\n```\n",
+                log.trim_end()
+            ));
+        }
+    }
+    if round > max_rounds {
+        out.push_str("\nGive up on this step: schedule no further fix for this branch's checks. Record in the plan that CI still fails and why, and go on without it (or end the epic with EPIC FAILED if nothing else can proceed).\n");
+    } else {
+        out.push_str(
+            "\nDecide the fix: usually a task on that branch that makes these checks pass.\n",
+        );
+    }
+}
+
+/// `text` as a Markdown quote.
+fn quote(text: &str) -> String {
+    text.lines()
+        .map(|l| format!("> {l}"))
+        .collect::<Vec<_>>()
+        .join("\n")
 }
 
 /// What a manager's final message says about its epic.
@@ -588,6 +817,55 @@ mod tests {
             "Ann",
             "cut step 3",
             "-- [ ] step 3",
+        ] {
+            assert!(text.contains(want), "{want}: {text}");
+        }
+    }
+
+    #[test]
+    fn render_shows_reviews_with_their_comments_and_failed_checks_with_their_logs() {
+        let items = vec![
+            ActivationItem::Review {
+                pull_request: 7,
+                branch: "swarm/a".into(),
+                task: Some("a".into()),
+                review_id: 9,
+                author: "ann".into(),
+                state: "changes_requested".into(),
+                body: "Two things.".into(),
+                comments: vec![ReviewComment {
+                    id: 1,
+                    path: "src/lib.rs".into(),
+                    line: Some(12),
+                    diff_hunk: "@@ -10,3 +10,3 @@\n-old\n+new".into(),
+                    body: "Handle the empty case.".into(),
+                }],
+            },
+            ActivationItem::CiFailed {
+                branch: "swarm/a".into(),
+                task: Some("a".into()),
+                sha: "abc".into(),
+                round: 1,
+                max_rounds: 3,
+                checks: vec![FailedCheck {
+                    id: "check:5".into(),
+                    name: "test".into(),
+                    conclusion: "failure".into(),
+                    details_url: Some("https://ci/5".into()),
+                    log: Some("assertion failed".into()),
+                }],
+            },
+        ];
+        let text = render(&items);
+        for want in [
+            "ann requested changes on pull request #7 (branch `swarm/a`, task `a`)",
+            "> Two things.",
+            "`src/lib.rs`, line 12:",
+            "+new",
+            "> Handle the empty case.",
+            "CI failed on branch `swarm/a`, task `a` at abc (fix round 1 of 3)",
+            "`test`: failure (https://ci/5)",
+            "assertion failed",
         ] {
             assert!(text.contains(want), "{want}: {text}");
         }

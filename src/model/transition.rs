@@ -540,6 +540,93 @@ pub fn activate(
     }
 }
 
+/// What the store recorded of earlier reactions to one branch's reviews or checks.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Reacted {
+    /// The references already reacted to ([`reaction_refs`]).
+    pub refs: Vec<String>,
+    /// The failed commits of the branch reacted to, oldest first.
+    pub rounds: Vec<String>,
+}
+
+/// What a reaction records, `(reference, round)`: a review by its id; each failed check of a
+/// commit by the commit and its id, in the round of that commit. Other items record nothing.
+pub fn reaction_refs(item: &ActivationItem) -> Vec<(String, String)> {
+    match item {
+        ActivationItem::Review { review_id, .. } => {
+            vec![(format!("review:{review_id}"), review_id.to_string())]
+        }
+        ActivationItem::CiFailed { sha, checks, .. } => checks
+            .iter()
+            .map(|c| (format!("{sha}/{}", c.id), sha.clone()))
+            .collect(),
+        _ => Vec::new(),
+    }
+}
+
+/// The manager of `project` gets a review or failed checks (`item`) of a task's branch:
+/// - merged into the pending activation when it holds the same review or the same failed
+///   commit (separate deliveries of one review, or of one commit's checks, make one item);
+/// - nothing when all of it was reacted to before (`reacted`): a redelivery, or a late
+///   delivery of a review the manager already saw;
+/// - else a new item: for failed checks, numbered by the branch's failed commits, so that past
+///   `max_rounds` it tells the manager the cap is reached.
+#[allow(clippy::too_many_arguments)]
+pub fn react(
+    pending: Option<&TaskRow>,
+    last: Option<&str>,
+    project: &str,
+    addressee: &str,
+    epic: Option<&str>,
+    branch: &str,
+    mut item: ActivationItem,
+    reacted: &Reacted,
+    max_rounds: u32,
+    now: DateTime<Utc>,
+) -> Change {
+    let new_refs: Vec<(String, String)> = reaction_refs(&item)
+        .into_iter()
+        .filter(|(r, _)| !reacted.refs.contains(r))
+        .collect();
+    if let ActivationItem::CiFailed { checks, sha, .. } = &mut item {
+        checks.retain(|c| {
+            new_refs
+                .iter()
+                .any(|(r, _)| *r == format!("{sha}/{}", c.id))
+        });
+    }
+    if let Some(row) = pending {
+        if let Some(i) = row.context.iter().position(|x| x.same_subject(&item)) {
+            let mut new = row.clone();
+            if !new.context[i].merge(&item) {
+                return Change::None;
+            }
+            new.updated_at = now;
+            let event = NewEvent::of(
+                &new,
+                EventKind::Coalesced,
+                "more of the same review or failed commit joined this pending activation",
+            );
+            return Change::update(new, event);
+        }
+    }
+    if new_refs.is_empty() {
+        return Change::None;
+    }
+    if let ActivationItem::CiFailed {
+        sha,
+        round,
+        max_rounds: cap,
+        ..
+    } = &mut item
+    {
+        let place = reacted.rounds.iter().position(|r| r == sha);
+        *round = place.unwrap_or(reacted.rounds.len()) as u32 + 1;
+        *cap = max_rounds;
+    }
+    activate(pending, last, project, addressee, epic, branch, item, now)
+}
+
 /// The key of an activation made at `now`: `activation-YYYYMMDD-HHMMSS-mmm`; when the newest
 /// one (`last`) was made in the same millisecond, that key with `-2`, `-3`, ... after it.
 pub fn next_activation_key(now: DateTime<Utc>, last: Option<&str>) -> TaskKey {

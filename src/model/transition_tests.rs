@@ -575,3 +575,126 @@ fn a_completed_generation_not_reported_yet_still_owes_its_status_file() {
     };
     assert_eq!(owed, None, "a reported generation owes nothing");
 }
+
+#[test]
+fn reviews_and_failed_checks_merge_into_one_pending_item_and_are_not_reacted_to_twice() {
+    use crate::model::green::{FailedCheck, ReviewComment};
+    let comment = |id: u64| ReviewComment {
+        id,
+        path: "src/a.rs".into(),
+        line: Some(id),
+        diff_hunk: "@@ -1 +1 @@".into(),
+        body: format!("comment {id}"),
+    };
+    let review = |comments: Vec<ReviewComment>| ActivationItem::Review {
+        pull_request: 7,
+        branch: "swarm/a".into(),
+        task: Some("a".into()),
+        review_id: 9,
+        author: "ann".into(),
+        state: "changes_requested".into(),
+        body: "no".into(),
+        comments,
+    };
+    let none = Reacted::default();
+    let react_to = |pending: Option<&TaskRow>, item, reacted: &Reacted| {
+        react(
+            pending,
+            None,
+            "p",
+            "project-mgr-p",
+            None,
+            "main",
+            item,
+            reacted,
+            3,
+            at(0),
+        )
+    };
+    let c = react_to(None, review(vec![comment(1)]), &none);
+    let Change::Insert { row: first, .. } = &c else {
+        panic!("{c:?}")
+    };
+    // A later delivery of the same review adds its missing comment; one it has adds nothing.
+    let c = react_to(Some(first), review(vec![comment(2)]), &none);
+    let (merged, kinds) = updated(&c);
+    assert_eq!(kinds, [EventKind::Coalesced]);
+    assert!(
+        matches!(&merged.context[..], [ActivationItem::Review { comments, .. }] if comments.len() == 2),
+        "{:?}",
+        merged.context
+    );
+    assert_eq!(
+        react_to(Some(merged), review(vec![comment(1)]), &none),
+        Change::None
+    );
+    // A review reacted to before, no longer pending: nothing.
+    let seen = Reacted {
+        refs: vec!["review:9".into()],
+        rounds: vec![],
+    };
+    assert_eq!(
+        react_to(None, review(vec![comment(3)]), &seen),
+        Change::None
+    );
+
+    // Failed checks: numbered by the branch's failed commits; a check seen before is dropped.
+    let check = |id: &str| FailedCheck {
+        id: id.into(),
+        name: id.into(),
+        conclusion: "failure".into(),
+        details_url: None,
+        log: None,
+    };
+    let failed = |sha: &str, checks| ActivationItem::CiFailed {
+        branch: "swarm/a".into(),
+        task: Some("a".into()),
+        sha: sha.into(),
+        round: 0,
+        max_rounds: 0,
+        checks,
+    };
+    let reacted = Reacted {
+        refs: vec![
+            "s1/check:1".into(),
+            "s2/check:1".into(),
+            "s3/check:1".into(),
+        ],
+        rounds: vec!["s1".into(), "s2".into(), "s3".into()],
+    };
+    let c = react_to(None, failed("s4", vec![check("check:1")]), &reacted);
+    let Change::Insert { row, .. } = &c else {
+        panic!("{c:?}")
+    };
+    assert!(
+        matches!(
+            &row.context[..],
+            [ActivationItem::CiFailed {
+                round: 4,
+                max_rounds: 3,
+                ..
+            }]
+        ),
+        "{:?}",
+        row.context
+    );
+    assert!(crate::model::green::render(&row.context).contains("cap of 3 fix rounds is reached"));
+    assert_eq!(
+        react_to(None, failed("s2", vec![check("check:1")]), &reacted),
+        Change::None,
+        "a redelivery"
+    );
+    let c = react_to(
+        None,
+        failed("s2", vec![check("check:1"), check("check:2")]),
+        &reacted,
+    );
+    let Change::Insert { row, .. } = &c else {
+        panic!("{c:?}")
+    };
+    assert!(
+        matches!(&row.context[..], [ActivationItem::CiFailed { round: 2, checks, .. }] if checks.len() == 1 && checks[0].id == "check:2"),
+        "another check of a commit seen before keeps its round: {:?}",
+        row.context
+    );
+}

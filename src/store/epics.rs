@@ -8,6 +8,7 @@ use super::leadership::fenced;
 use super::webhooks::{mark_and_reply, Receipt};
 use super::{on_pool, q, write, Backend, BeginImmediate, Result, Store, StoreError};
 use crate::model::green::EpicState;
+use crate::model::transition::Reacted;
 use crate::model::{Change, EpicCount, EpicRow, TaskRow};
 
 impl Store {
@@ -170,5 +171,90 @@ impl Store {
         });
         self.wake.notify_one();
         Ok(out)
+    }
+}
+
+impl Store {
+    /// A reaction to a review or to failed checks of `branch` (`kind`: `review` or `ci`):
+    /// `decide` gets the manager's pending activation, the newest activation's key, and what
+    /// was reacted to before on this branch; when it changes anything, `refs` (reference,
+    /// round) are recorded with the change. The delivery is marked processed in the same
+    /// transaction (with no reply). Serialised with the other activations. Whether anything
+    /// changed.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn react_marking(
+        &self,
+        project: &str,
+        addressee: &str,
+        kind: &str,
+        branch: &str,
+        refs: &[(String, String)],
+        now: DateTime<Utc>,
+        delivery: Option<&super::DeliveryRow>,
+        decide: impl FnOnce(Option<&TaskRow>, Option<&str>, &Reacted) -> Change + Send,
+    ) -> Result<bool> {
+        let lock = match &self.backend {
+            Backend::Postgres(_) => " FOR UPDATE",
+            Backend::Sqlite(_) => "",
+        };
+        let pending_sql = format!(
+            "SELECT {TASK_COLUMNS} FROM tasks WHERE project = $1 AND addressee = $2 AND origin = 'engine' AND status = 'pending' ORDER BY id LIMIT 1{lock}"
+        );
+        let changed = on_pool!(self, pool => {
+            let mut tx = pool.begin_immediate().await.map_err(q("begin a reaction"))?;
+            fenced!(self, tx);
+            if let Backend::Postgres(_) = &self.backend {
+                sqlx::query("SELECT pg_advisory_xact_lock(7353013)").execute(&mut *tx).await.map_err(q("lock activations"))?;
+            }
+            let record: Option<TaskRecord> = sqlx::query_as(&pending_sql).bind(project).bind(addressee)
+                .fetch_optional(&mut *tx).await.map_err(q("find a pending activation"))?;
+            let pending = record.map(TaskRow::try_from).transpose()?;
+            let last: Option<String> = sqlx::query_scalar(
+                "SELECT key FROM tasks WHERE project = $1 AND origin = 'engine' ORDER BY id DESC LIMIT 1")
+                .bind(project).fetch_optional(&mut *tx).await.map_err(q("find the newest activation"))?;
+            let earlier: Vec<(String, String)> = sqlx::query_as(
+                "SELECT ref, round FROM forge_reactions WHERE project = $1 AND kind = $2 AND branch = $3 ORDER BY id")
+                .bind(project).bind(kind).bind(branch)
+                .fetch_all(&mut *tx).await.map_err(q("read earlier reactions"))?;
+            let mut reacted = Reacted::default();
+            for (r, round) in earlier {
+                if !reacted.rounds.contains(&round) {
+                    reacted.rounds.push(round);
+                }
+                reacted.refs.push(r);
+            }
+            // A review's id is not bound to a branch: look for it everywhere.
+            for (r, _) in refs {
+                if !reacted.refs.contains(r) {
+                    let seen: Option<i64> = sqlx::query_scalar("SELECT id FROM forge_reactions WHERE project = $1 AND kind = $2 AND ref = $3")
+                        .bind(project).bind(kind).bind(r)
+                        .fetch_optional(&mut *tx).await.map_err(q("read earlier reactions"))?;
+                    if seen.is_some() {
+                        reacted.refs.push(r.clone());
+                    }
+                }
+            }
+            let change = decide(pending.as_ref(), last.as_deref(), &reacted);
+            let changed = !change.is_none();
+            if changed {
+                write::changes(&mut tx, vec![change], now).await?;
+                for (r, round) in refs {
+                    sqlx::query("INSERT INTO forge_reactions (project, kind, branch, ref, round, created_at) VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (project, kind, ref) DO NOTHING")
+                        .bind(project).bind(kind).bind(branch).bind(r).bind(round).bind(now)
+                        .execute(&mut *tx).await.map_err(q("record a reaction"))?;
+                }
+            }
+            if let Some(d) = delivery {
+                if !mark_and_reply!(tx, d, None::<(String, serde_json::Value)>, now) {
+                    return Err(StoreError::DeliveryProcessed { delivery: d.delivery_id.clone() });
+                }
+            }
+            tx.commit().await.map_err(q("commit a reaction"))?;
+            changed
+        });
+        if changed {
+            self.wake.notify_one();
+        }
+        Ok(changed)
     }
 }

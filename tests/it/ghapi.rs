@@ -94,6 +94,29 @@ pub struct Hub {
     pub token_scopes: HashMap<String, (Option<Vec<String>>, Value)>,
     /// Installation tokens revoked with `DELETE /installation/token`.
     pub revoked: Vec<String>,
+    /// Reviews by id.
+    pub reviews: BTreeMap<u64, Review>,
+    /// Check runs by id: `(check suite id, name, conclusion, app slug)`.
+    pub check_runs: BTreeMap<u64, (u64, String, String, String)>,
+    /// Workflow runs' jobs: run id -> `(job id, name, conclusion)`; a job's id is its check
+    /// run's.
+    pub jobs: BTreeMap<u64, Vec<(u64, String, String)>>,
+    /// Actions job logs by job id.
+    pub job_logs: HashMap<u64, String>,
+}
+
+/// A pull request review as GitHub keeps it.
+#[derive(Debug, Clone)]
+pub struct Review {
+    pub pull: u64,
+    pub login: String,
+    /// `User` or `Bot`.
+    pub kind: String,
+    /// As the REST API writes it: `CHANGES_REQUESTED`, `COMMENTED`, `APPROVED`.
+    pub state: String,
+    pub body: String,
+    /// `(comment id, path, line, diff hunk, body)`
+    pub comments: Vec<(u64, String, u64, String, String)>,
 }
 
 impl Hub {
@@ -201,6 +224,13 @@ fn pull_json(number: u64, p: &Pull, in_list: bool) -> Value {
         v["mergeable"] = json!(p.state == "open");
     }
     v
+}
+
+fn review_json(id: u64, r: &Review) -> Value {
+    json!({"id": id, "node_id": format!("PRR_{id}"), "user": user(&r.login, &r.kind), "body": r.body, "state": r.state,
+        "html_url": format!("https://github.com/acme/webapp/pull/{}#pullrequestreview-{id}", r.pull),
+        "pull_request_url": format!("https://api.github.com/repos/acme/webapp/pulls/{}", r.pull),
+        "author_association": "MEMBER", "submitted_at": "2026-11-26T09:00:00Z", "commit_id": SHA})
 }
 
 fn comment(id: u64, number: u64, body: &str) -> Value {
@@ -359,6 +389,24 @@ fn respond(
         at: Instant::now(),
     });
     let parts: Vec<&str> = path.trim_start_matches('/').split('/').collect();
+    // A job log's download URL is signed in its query and takes no other credentials: storage
+    // refuses a request that also carries an `Authorization` header.
+    if let ["_blob", "job-logs", id] = parts.as_slice() {
+        if !auth.is_empty() {
+            return error(400, "Only one auth mechanism allowed");
+        }
+        if param("sig") != Some("signed") {
+            return error(403, "Signature not valid");
+        }
+        return match id
+            .parse()
+            .ok()
+            .and_then(|id: u64| hub.job_logs.get(&id).cloned())
+        {
+            Some(log) => (StatusCode::OK, [("content-type", "text/plain")], log).into_response(),
+            None => error(404, "Not Found"),
+        };
+    }
     // Authentication ("Authenticating to the REST API",
     // <https://docs.github.com/en/rest/authentication/authenticating-to-the-rest-api>): a token as
     // `Authorization: Bearer` or `token`; the App's own endpoints take its JWT, as Bearer.
@@ -558,6 +606,68 @@ fn respond(
                 Some(sha) => axum::Json(json!({"name": name, "commit": {"sha": sha, "url": ""}, "protected": false})).into_response(),
                 None => error(404, "Branch not found"),
             }
+        }
+        // "Get a review for a pull request"
+        // (<https://docs.github.com/en/rest/pulls/reviews#get-a-review-for-a-pull-request>).
+        (Method::GET, ["repos", _, _, "pulls", n, "reviews", id]) => {
+            let (n, id): (u64, u64) = (n.parse().unwrap_or(0), id.parse().unwrap_or(0));
+            match hub.reviews.get(&id).filter(|r| r.pull == n) {
+                Some(r) => axum::Json(review_json(id, r)).into_response(),
+                None => error(404, "Not Found"),
+            }
+        }
+        // "List comments for a pull request review": paginated, the review comment objects.
+        (Method::GET, ["repos", _, _, "pulls", n, "reviews", id, "comments"]) => {
+            let (n, id): (u64, u64) = (n.parse().unwrap_or(0), id.parse().unwrap_or(0));
+            let Some(r) = hub.reviews.get(&id).filter(|r| r.pull == n) else {
+                return error(404, "Not Found");
+            };
+            let list: Vec<Value> = r.comments.iter().map(|(cid, file, line, hunk, text)| json!({
+                "url": format!("https://api.github.com/repos/acme/webapp/pulls/comments/{cid}"), "pull_request_review_id": id,
+                "id": cid, "node_id": format!("PRRC_{cid}"), "diff_hunk": hunk, "path": file, "position": 1, "original_position": 1,
+                "commit_id": SHA, "original_commit_id": SHA, "in_reply_to_id": null, "user": user(&r.login, &r.kind), "body": text,
+                "created_at": "2026-11-26T09:00:00Z", "updated_at": "2026-11-26T09:00:00Z",
+                "html_url": format!("https://github.com/acme/webapp/pull/{n}#discussion_r{cid}"),
+                "pull_request_url": format!("https://api.github.com/repos/acme/webapp/pulls/{n}"), "author_association": "MEMBER",
+                "start_line": null, "original_start_line": null, "start_side": null, "line": line, "original_line": line, "side": "RIGHT",
+                "subject_type": "line"})).collect();
+            paged(list, &base, &path, query)
+        }
+        // "List check runs in a check suite": `{total_count, check_runs}`.
+        (Method::GET, ["repos", _, _, "check-suites", id, "check-runs"]) => {
+            let id: u64 = id.parse().unwrap_or(0);
+            let runs: Vec<Value> = hub.check_runs.iter().filter(|(_, r)| r.0 == id).map(|(rid, (suite, name, conclusion, app))| json!({
+                "id": rid, "head_sha": SHA, "node_id": format!("CR_{rid}"), "external_id": "", "url": format!("https://api.github.com/repos/acme/webapp/check-runs/{rid}"),
+                "html_url": format!("https://github.com/acme/webapp/runs/{rid}"), "details_url": format!("https://github.com/acme/webapp/actions/runs/1/job/{rid}"),
+                "status": "completed", "conclusion": conclusion, "started_at": "2026-11-26T09:00:00Z", "completed_at": "2026-11-26T09:05:00Z",
+                "output": {"title": null, "summary": null, "text": null, "annotations_count": 0}, "name": name,
+                "check_suite": {"id": suite}, "app": {"id": 15368, "slug": app, "name": app}, "pull_requests": []})).collect();
+            axum::Json(json!({"total_count": runs.len(), "check_runs": runs})).into_response()
+        }
+        // "List jobs for a workflow run": `{total_count, jobs}`.
+        (Method::GET, ["repos", _, _, "actions", "runs", id, "jobs"]) => {
+            let id: u64 = id.parse().unwrap_or(0);
+            let Some(jobs) = hub.jobs.get(&id) else {
+                return error(404, "Not Found");
+            };
+            let jobs: Vec<Value> = jobs.iter().map(|(jid, name, conclusion)| json!({
+                "id": jid, "run_id": id, "run_url": format!("https://api.github.com/repos/acme/webapp/actions/runs/{id}"), "node_id": format!("CR_{jid}"),
+                "head_sha": SHA, "url": format!("https://api.github.com/repos/acme/webapp/actions/jobs/{jid}"),
+                "html_url": format!("https://github.com/acme/webapp/actions/runs/{id}/job/{jid}"), "status": "completed", "conclusion": conclusion,
+                "started_at": "2026-11-26T09:00:00Z", "completed_at": "2026-11-26T09:05:00Z", "name": name, "steps": [],
+                "check_run_url": format!("https://api.github.com/repos/acme/webapp/check-runs/{jid}"), "labels": ["ubuntu-latest"],
+                "runner_id": 1, "runner_name": "GitHub Actions 1", "workflow_name": "CI", "head_branch": "main"})).collect();
+            axum::Json(json!({"total_count": jobs.len(), "jobs": jobs})).into_response()
+        }
+        // "Download job logs for a workflow run": 302 to a URL that expires after a minute.
+        (Method::GET, ["repos", _, _, "actions", "jobs", id, "logs"]) => {
+            let id: u64 = id.parse().unwrap_or(0);
+            if !hub.job_logs.contains_key(&id) {
+                return error(404, "Not Found");
+            }
+            let mut r = StatusCode::FOUND.into_response();
+            r.headers_mut().insert("location", HeaderValue::from_str(&format!("{base}/_blob/job-logs/{id}?sig=signed")).unwrap());
+            r
         }
         (Method::POST, ["repos", _, _, "statuses", sha]) => {
             // "Create a commit status": `state` is one of error, failure, pending, success.

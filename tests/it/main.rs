@@ -31,7 +31,9 @@ mod model;
 mod ops;
 #[cfg(feature = "otel")]
 mod otel;
+mod payloads;
 mod pgtls;
+mod pulls;
 mod rebuild;
 mod runtime;
 mod sandbox;
