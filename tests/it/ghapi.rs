@@ -34,6 +34,10 @@ pub struct Seen {
     pub path: String,
     pub auth: String,
     pub at: Instant,
+    /// The same moment on the wall clock, to compare with `X-RateLimit-Reset`.
+    pub wall: chrono::DateTime<chrono::Utc>,
+    /// The request's JSON body (`null` for none).
+    pub body: Value,
 }
 
 /// A pull request as GitHub keeps it.
@@ -87,6 +91,13 @@ pub struct Hub {
     pub tokens: HashMap<String, Option<chrono::DateTime<chrono::Utc>>>,
     /// Requests counted against the primary rate limit this hour.
     pub rate_used: u32,
+    /// Set by a test: the next API request uses up the primary rate limit, which then resets
+    /// this long after it (rounded up to the second, as `X-RateLimit-Reset` is).
+    pub exhaust_next: Option<std::time::Duration>,
+    /// While set and in the future, the primary rate limit is used up until then.
+    pub primary_reset: Option<chrono::DateTime<chrono::Utc>>,
+    /// Set by a test: every write (POST/PATCH) fails with this server error.
+    pub fail_writes: Option<u16>,
 }
 
 impl Hub {
@@ -280,13 +291,18 @@ async fn handle(
     // "Rate limits for the REST API"
     // (<https://docs.github.com/en/rest/using-the-rest-api/rate-limits-for-the-rest-api>): every
     // answer says the primary limit, what is left and used of it, when it resets, and which
-    // resource it counts against.
-    let used = {
+    // resource it counts against. A used-up limit says 0 left until its reset.
+    let (used, reset) = {
         let mut hub = fake.hub.lock().unwrap();
         hub.rate_used += 1;
-        hub.rate_used
+        match hub.primary_reset {
+            Some(r) if r > chrono::Utc::now() => (5000, r.timestamp()),
+            _ => (
+                hub.rate_used,
+                (chrono::Utc::now() + chrono::Duration::hours(1)).timestamp(),
+            ),
+        }
     };
-    let reset = (chrono::Utc::now() + chrono::Duration::hours(1)).timestamp();
     for (k, v) in [
         ("x-ratelimit-limit", "5000".to_string()),
         (
@@ -334,6 +350,8 @@ fn respond(
         path: format!("{path}?{raw_query}"),
         auth: auth.clone(),
         at: Instant::now(),
+        wall: chrono::Utc::now(),
+        body: body.clone(),
     });
     let parts: Vec<&str> = path.trim_start_matches('/').split('/').collect();
     // Authentication ("Authenticating to the REST API",
@@ -356,7 +374,21 @@ fn respond(
     if !authenticated {
         return error(401, "Bad credentials");
     }
+    // A used-up primary limit refuses every request of the token, reads too, until its reset:
+    // 403 (or 429) with `x-ratelimit-remaining: 0` ("Exceeding the rate limit", same page).
+    if !app_endpoint {
+        if let Some(after) = hub.exhaust_next.take() {
+            let reset = (now + chrono::Duration::from_std(after).unwrap()).timestamp() + 1;
+            hub.primary_reset = chrono::DateTime::from_timestamp(reset, 0);
+        }
+        if hub.primary_reset.is_some_and(|r| r > now) {
+            return error(403, "API rate limit exceeded for user ID 1. If you reach out to GitHub Support for help, please include the request ID.");
+        }
+    }
     if matches!(*method, Method::POST | Method::PATCH) && !app_endpoint {
+        if let Some(code) = hub.fail_writes {
+            return error(code, "Server Error");
+        }
         if let Some((code, retry)) = hub.refuse_writes.pop_front() {
             let mut r = error(code, "You have exceeded a secondary rate limit. Please wait a few minutes before you try again.");
             if let Some(s) = retry {
