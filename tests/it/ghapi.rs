@@ -4,8 +4,9 @@
 //! rules where the engine relies on them: the token is checked, every answer carries the
 //! rate-limit headers, lists are paginated with a `Link` header, pull requests keep their state
 //! and the list filters honour it, and what GitHub refuses is refused with its 401 or 422 body.
-//! It records every request, and refuses writes on demand the way GitHub's secondary rate limit
-//! does.
+//! It records every request (with its time and body), and on demand refuses writes the way
+//! GitHub's secondary rate limit does, uses up its primary rate limit (every request is then
+//! refused until the reset), or fails every write with a server error.
 //!
 //! GitHub's REST documentation for each rule is cited beside its code.
 
