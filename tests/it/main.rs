@@ -21,6 +21,7 @@ mod fuzz;
 mod ghapi;
 mod githttp;
 mod github;
+mod github_commands;
 mod github_outbox;
 mod green;
 mod kube;
