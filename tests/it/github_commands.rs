@@ -85,7 +85,7 @@ async fn a_draft_pull_request_and_commands_in_reviews_and_review_comments() {
         &github.url,
         &repo.url(),
         &format!(
-            "if [ \"$SWARM_TASK_KEY\" = slow ]; then while [ ! -f {} ]; do sleep 0.1; done; fi; \
+            "if [ \"$SWARM_TASK_KEY\" = slow ]; then for i in $(seq 1200); do [ -f {} ] && break; sleep 0.1; done; fi; \
              echo changed > \"out-$SWARM_TASK_KEY.txt\"; echo \"did it for @ann <b>now</b>\"",
             gate.display()
         ),

@@ -53,7 +53,7 @@ async fn a_used_up_rate_limit_stops_every_request_until_its_reset_and_the_writes
         &repo.url(),
         // The run ends only once the test saw the limit used up.
         &format!(
-            "while [ ! -f {} ]; do sleep 0.1; done; echo changed > out.txt; echo did it",
+            "for i in $(seq 1200); do [ -f {} ] && break; sleep 0.1; done; echo changed > out.txt; echo did it",
             gate.display()
         ),
     );

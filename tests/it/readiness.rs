@@ -161,8 +161,14 @@ fn engine(data: &Path, db_url: &str, repo: &TestRepo, port: u16, extra: &str) ->
     Up(start_engine(&config, &data.join("engine.log"), false))
 }
 
-/// Waits until `/readyz` on `port` answers `code` with a body that starts with `text`.
-async fn readyz_becomes(port: u16, code: u16, text: &str, within: Duration) -> String {
+/// Waits until `/readyz` on `port` answers `code` with a body that starts with `text`; says
+/// what the engine logged (in `data`) if it never does.
+async fn readyz_becomes(
+    (port, data): (u16, &Path),
+    code: u16,
+    text: &str,
+    within: Duration,
+) -> String {
     let mut last = None;
     let start = std::time::Instant::now();
     loop {
@@ -174,7 +180,8 @@ async fn readyz_becomes(port: u16, code: u16, text: &str, within: Duration) -> S
         }
         assert!(
             start.elapsed() < within,
-            "/readyz never answered {code} {text:?}; last: {last:?}"
+            "/readyz never answered {code} {text:?}; last: {last:?}; the engine's log:\n{}",
+            std::fs::read_to_string(data.join("engine.log")).unwrap_or_default()
         );
         last = got;
         tokio::time::sleep(Duration::from_millis(200)).await;
@@ -188,9 +195,9 @@ async fn metric(port: u16, series: &str) -> Option<f64> {
         .and_then(|v| v.trim().parse().ok())
 }
 
-/// Postgres: ready; the database refuses connections (`store: ...`) and comes back (ready
-/// again, the same engine leading); a second engine waits (`waiting for leadership`, alive
-/// all the while) and is ready once the first stops.
+/// Postgres: ready; a second engine waits (`waiting for leadership`, alive all the while) and
+/// is ready once the first stops; then the database refuses connections (`store: ...`) and
+/// comes back, and the engine is ready again once it holds its lock again.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn not_ready_while_the_database_is_away_or_another_engine_leads() {
     let db = TestDb::postgres().await;
@@ -203,10 +210,46 @@ async fn not_ready_while_the_database_is_away_or_another_engine_leads() {
     let (first_dir, second_dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
     let (p1, p2) = (free_port(), free_port());
     let first = engine(first_dir.path(), &db.url, &repo, p1, "");
-    readyz_becomes(p1, 200, "ready\n", Duration::from_secs(60)).await;
+    let (one, two) = ((p1, first_dir.path()), (p2, second_dir.path()));
+    readyz_becomes(one, 200, "ready\n", Duration::from_secs(60)).await;
+
+    // A second engine on the same database: alive, not ready, not leading.
+    let second = engine(second_dir.path(), &db.url, &repo, p2, "");
+    wait_for(
+        "the second engine's HTTP server",
+        Duration::from_secs(30),
+        async || get(p2, "/healthz").await.is_some_and(|(c, _)| c == 200),
+    )
+    .await;
+    let why = readyz_becomes(two, 503, "", Duration::from_secs(30)).await;
+    assert_eq!(why, "waiting for leadership\n");
+    assert_eq!(metric(p2, "swarm_leader").await, Some(0.0));
+    assert_eq!(get(p1, "/readyz").await.unwrap().0, 200);
+    assert_eq!(metric(p1, "swarm_leader").await, Some(1.0));
+
+    // The first stops (SIGTERM): the second takes over and is ready.
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(first.0.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    readyz_becomes(two, 200, "ready\n", Duration::from_secs(60)).await;
+    assert_eq!(metric(p2, "swarm_leader").await, Some(1.0));
 
     // The database goes away: its connections end, and new ones are refused.
     let mut admin = sqlx::PgConnection::connect(&pg_admin_url()).await.unwrap();
+    // The backend that holds the leader lock, if one does.
+    let holder = async |admin: &mut sqlx::PgConnection| -> Option<i32> {
+        sqlx::query_scalar(
+            "SELECT l.pid FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid \
+             WHERE l.locktype = 'advisory' AND l.granted AND a.datname = $1",
+        )
+        .bind(&name)
+        .fetch_optional(&mut *admin)
+        .await
+        .unwrap()
+    };
+    let session = holder(&mut admin).await.expect("the leader holds the lock");
     let away = async |admin: &mut sqlx::PgConnection, allow: bool| {
         sqlx::query(&format!("ALTER DATABASE {name} ALLOW_CONNECTIONS {allow}"))
             .execute(&mut *admin)
@@ -223,54 +266,23 @@ async fn not_ready_while_the_database_is_away_or_another_engine_leads() {
         }
     };
     away(&mut admin, false).await;
-    let why = readyz_becomes(p1, 503, "store: ", Duration::from_secs(90)).await;
+    let why = readyz_becomes(two, 503, "store: ", Duration::from_secs(90)).await;
     assert!(
         why.contains("database") && !why.contains("postgres://"),
         "says the store failed, without the URL: {why}"
     );
-    assert_eq!(get(p1, "/healthz").await.unwrap().0, 200, "alive meanwhile");
+    assert_eq!(get(p2, "/healthz").await.unwrap().0, 200, "alive meanwhile");
     away(&mut admin, true).await;
     // The leader notices that its lock went with its connection (it looks every 5 seconds)
-    // and takes it again.
+    // and takes it again on a new one (pg_terminate_backend returns before the old backend
+    // is gone, so the old session may show the lock for a moment).
     wait_for(
-        "the first engine to hold the leader lock again",
+        "the engine to hold the leader lock on a new connection",
         Duration::from_secs(60),
-        async || {
-            let held: i64 = sqlx::query_scalar(
-                "SELECT COUNT(*) FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid \
-                 WHERE l.locktype = 'advisory' AND l.granted AND a.datname = $1",
-            )
-            .bind(&name)
-            .fetch_one(&mut admin)
-            .await
-            .unwrap();
-            held == 1
-        },
+        async || holder(&mut admin).await.is_some_and(|pid| pid != session),
     )
     .await;
-    readyz_becomes(p1, 200, "ready\n", Duration::from_secs(90)).await;
-    assert_eq!(metric(p1, "swarm_leader").await, Some(1.0));
-
-    // A second engine on the same database: alive, not ready, not leading.
-    let second = engine(second_dir.path(), &db.url, &repo, p2, "");
-    wait_for(
-        "the second engine's HTTP server",
-        Duration::from_secs(30),
-        async || get(p2, "/healthz").await.is_some_and(|(c, _)| c == 200),
-    )
-    .await;
-    let why = readyz_becomes(p2, 503, "", Duration::from_secs(30)).await;
-    assert_eq!(why, "waiting for leadership\n");
-    assert_eq!(metric(p2, "swarm_leader").await, Some(0.0));
-    assert_eq!(get(p1, "/readyz").await.unwrap().0, 200);
-
-    // The first stops (SIGTERM): the second takes over and is ready.
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(first.0.id() as i32),
-        nix::sys::signal::Signal::SIGTERM,
-    )
-    .unwrap();
-    readyz_becomes(p2, 200, "ready\n", Duration::from_secs(60)).await;
+    readyz_becomes(two, 200, "ready\n", Duration::from_secs(90)).await;
     assert_eq!(metric(p2, "swarm_leader").await, Some(1.0));
     let (_, scrape) = get(p2, "/metrics").await.unwrap();
     assert_labels_documented(&scrape);
@@ -300,7 +312,7 @@ async fn not_ready_while_the_kubernetes_api_server_is_unreachable() {
             proxy.port
         ),
     );
-    readyz_becomes(port, 200, "ready\n", Duration::from_secs(60)).await;
+    readyz_becomes((port, dir.path()), 200, "ready\n", Duration::from_secs(60)).await;
     let asked = api
         .api
         .requests()
@@ -309,11 +321,17 @@ async fn not_ready_while_the_kubernetes_api_server_is_unreachable() {
         .count();
     assert!(asked >= 1, "readiness asked the API server");
     proxy.set_up(false);
-    let why = readyz_becomes(port, 503, "runtime: ", Duration::from_secs(60)).await;
+    let why = readyz_becomes(
+        (port, dir.path()),
+        503,
+        "runtime: ",
+        Duration::from_secs(60),
+    )
+    .await;
     assert!(why.contains("reach the API server"), "{why}");
     assert_eq!(get(port, "/healthz").await.unwrap().0, 200);
     proxy.set_up(true);
-    readyz_becomes(port, 200, "ready\n", Duration::from_secs(60)).await;
+    readyz_becomes((port, dir.path()), 200, "ready\n", Duration::from_secs(60)).await;
     drop(_up);
     db.drop_db().await;
 }
