@@ -103,35 +103,36 @@ async fn a_used_up_rate_limit_stops_every_request_until_its_reset_and_the_writes
     })
     .await;
 
-    let hub = github.hub();
-    let seen = &hub.seen;
-    let refused = &seen[0];
-    let during: Vec<_> = seen[1..].iter().filter(|x| x.wall < reset).collect();
-    assert!(
-        during.is_empty(),
-        "no request, read or write, between the refusal at {} and the reset at {reset}: {during:?}",
-        refused.wall
-    );
-    // The run ended while writing was stopped, so what was queued before coalesced into the
-    // final state: one comment created (never edited), one status.
-    assert!(
-        completed < reset,
-        "the run ended after the reset: this test needs a less busy machine"
-    );
-    let comments: Vec<_> = hub.comments.values().filter(|(n, _)| *n == 7).collect();
-    assert_eq!(comments.len(), 1, "{comments:?}");
-    assert!(comments[0].1.contains("**Succeeded**"), "{}", comments[0].1);
-    assert!(
-        !seen.iter().any(|x| x.method == "PATCH"),
-        "the comment was written once, in its last state"
-    );
-    let states: Vec<_> = hub
-        .statuses
-        .iter()
-        .map(|(_, b)| b["state"].clone())
-        .collect();
-    assert_eq!(states, [json!("success")]);
-    drop(hub);
+    {
+        let hub = github.hub();
+        let seen = &hub.seen;
+        let refused = &seen[0];
+        let during: Vec<_> = seen[1..].iter().filter(|x| x.wall < reset).collect();
+        assert!(
+            during.is_empty(),
+            "no request, read or write, between the refusal at {} and the reset at {reset}: {during:?}",
+            refused.wall
+        );
+        // The run ended while writing was stopped, so what was queued before coalesced into the
+        // final state: one comment created (never edited), one status.
+        assert!(
+            completed < reset,
+            "the run ended after the reset: this test needs a less busy machine"
+        );
+        let comments: Vec<_> = hub.comments.values().filter(|(n, _)| *n == 7).collect();
+        assert_eq!(comments.len(), 1, "{comments:?}");
+        assert!(comments[0].1.contains("**Succeeded**"), "{}", comments[0].1);
+        assert!(
+            !seen.iter().any(|x| x.method == "PATCH"),
+            "the comment was written once, in its last state"
+        );
+        let states: Vec<_> = hub
+            .statuses
+            .iter()
+            .map(|(_, b)| b["state"].clone())
+            .collect();
+        assert_eq!(states, [json!("success")]);
+    }
     let log = std::fs::read_to_string(dir.path().join("engine.log")).unwrap();
     assert!(
         log.contains(&format!("GitHub rate limit until {reset}")),
