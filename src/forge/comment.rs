@@ -172,3 +172,196 @@ pub fn commit_status(row: &TaskRow) -> Value {
     };
     json!({"state": state, "context": format!("swarm/{}", row.key), "description": crate::spec::truncate(&description, 130)})
 }
+
+#[cfg(test)]
+mod tests {
+    use chrono::{TimeZone, Utc};
+
+    use super::*;
+    use crate::model::{NewTask, Origin};
+    use crate::spec::{parse_task, RunResult, TaskKey};
+
+    fn row(state: TaskState, result: Option<RunResult>) -> TaskRow {
+        let spec = parse_task(b"addressee: worker-a\nprompt: do it\n").unwrap();
+        let at = Utc.with_ymd_and_hms(2026, 11, 26, 9, 12, 4).unwrap();
+        let mut r = NewTask::from_spec(&TaskKey::new("login-form").unwrap(), &spec).into_row(
+            "webapp",
+            Origin::File,
+            Some("c0"),
+            at,
+        );
+        r.status = state;
+        r.attempts = 1;
+        r.started_at = Some(at);
+        r.result = result;
+        r
+    }
+
+    fn ended(success: bool, class: Option<ErrorClass>) -> RunResult {
+        let start = Utc.with_ymd_and_hms(2026, 11, 26, 9, 0, 0).unwrap();
+        RunResult {
+            success,
+            error_class: class,
+            error: (!success).then(|| "tests <b>failed</b> for @ann & co".to_string()),
+            summary: Some("Did it.\nAsk @bob.".into()),
+            started_at: Some(start),
+            finished_at: Some(start + chrono::Duration::seconds(252)),
+            cost_usd: Some(0.42),
+            turns: Some(17),
+            ..RunResult::default()
+        }
+    }
+
+    /// README section 6, "What people see on a pull request": the state line and the commit
+    /// status of each state.
+    #[test]
+    fn each_state_reads_as_the_readme_shows() {
+        let wait = Utc.with_ymd_and_hms(2026, 11, 26, 9, 30, 0).unwrap();
+        let mut waiting = row(TaskState::Pending, None);
+        waiting.not_before = Some(wait);
+        let queue = QueuePlace {
+            place: 2,
+            behind: Some("setup".into()),
+        };
+        let first = QueuePlace {
+            place: 1,
+            behind: None,
+        };
+        // (row, queue place, a line of the comment, commit status state and description)
+        let table = [
+            (
+                row(TaskState::Pending, None),
+                Some(&queue),
+                "**Pending.** Place 2 in the queue of `worker-a`, behind `setup` (running).",
+                ("pending", "waiting in the queue"),
+            ),
+            (
+                waiting,
+                Some(&first),
+                "**Pending.** Place 1 in the queue of `worker-a`. Waits until 2026-11-26 09:30 UTC (a retry or a usage limit).",
+                ("pending", "waiting in the queue"),
+            ),
+            (
+                row(TaskState::Pending, None),
+                None,
+                "**Pending.**",
+                ("pending", "waiting in the queue"),
+            ),
+            (
+                row(TaskState::Running, None),
+                None,
+                "**Running** (attempt 1, since 09:12:04 UTC).",
+                ("pending", "running (attempt 1)"),
+            ),
+            (
+                row(TaskState::Completed, Some(ended(true, None))),
+                None,
+                "**Succeeded** · in 4m 12s · $0.42 · 17 turns.",
+                ("success", "succeeded"),
+            ),
+            (
+                row(
+                    TaskState::Completed,
+                    Some(ended(false, Some(ErrorClass::Timeout))),
+                ),
+                None,
+                "**Failed** (timeout) · in 4m 12s · $0.42 · 17 turns.",
+                ("failure", "failed (timeout)"),
+            ),
+            (
+                row(TaskState::Completed, Some(ended(false, None))),
+                None,
+                "**Failed** (error) · in 4m 12s · $0.42 · 17 turns.",
+                ("failure", "failed (error)"),
+            ),
+            (
+                row(
+                    TaskState::Completed,
+                    Some(ended(false, Some(ErrorClass::Cancelled))),
+                ),
+                None,
+                "**Stopped** · in 4m 12s · $0.42 · 17 turns.",
+                ("error", "stopped"),
+            ),
+            (
+                row(TaskState::Completed, None),
+                None,
+                "**Completed.**",
+                ("success", "completed"),
+            ),
+        ];
+        for (r, q, line, (state, description)) in table {
+            let body = comment_body(&r, "acme/webapp", "main", q);
+            let lines: Vec<&str> = body.lines().collect();
+            assert_eq!(lines[0], "<!-- coding-swarm:task=webapp/login-form -->");
+            assert_eq!(lines[1], "**coding-swarm** · task `login-form`");
+            assert_eq!(lines[3], line, "{body}");
+            assert_eq!(
+                lines.last().copied(),
+                Some("Branch [`swarm/login-form`](https://github.com/acme/webapp/tree/swarm/login-form) · status file [`.ai/status/login-form.yaml`](https://github.com/acme/webapp/blob/main/.ai/status/login-form.yaml)")
+            );
+            let s = commit_status(&r);
+            assert_eq!(
+                (s["state"].as_str(), s["description"].as_str()),
+                (Some(state), Some(description)),
+                "{line}"
+            );
+            assert_eq!(s["context"], "swarm/login-form");
+        }
+    }
+
+    #[test]
+    fn agents_text_is_quoted_escaped_and_mentions_no_one() {
+        let r = row(
+            TaskState::Completed,
+            Some(ended(false, Some(ErrorClass::Agent))),
+        );
+        let body = comment_body(&r, "acme/webapp", "main", None);
+        assert!(
+            body.contains(
+                "\n> tests &lt;b&gt;failed&lt;/b&gt; for @\u{200b}ann &amp; co\n\n> Did it.\n> Ask @\u{200b}bob.\n"
+            ),
+            "{body}"
+        );
+        assert!(!body.contains("<b>") && !body.contains("@ann") && !body.contains("@bob"));
+        // A success shows its summary, not an error.
+        let ok = comment_body(
+            &row(TaskState::Completed, Some(ended(true, None))),
+            "acme/webapp",
+            "main",
+            None,
+        );
+        assert!(!ok.contains("failed") && ok.contains("> Did it."), "{ok}");
+        // From the second generation on, the generation is in the head line.
+        let mut second = r.clone();
+        second.generation = 2;
+        let body = comment_body(&second, "acme/webapp", "main", None);
+        assert!(
+            body.contains("**coding-swarm** · task `login-form` (generation 2)\n"),
+            "{body}"
+        );
+    }
+
+    #[test]
+    fn durations_and_web_addresses() {
+        for (secs, text) in [
+            (0.0, "0s"),
+            (59.4, "59s"),
+            (60.0, "1m 0s"),
+            (3599.0, "59m 59s"),
+            (3600.0, "1h 0m"),
+            (7384.0, "2h 3m"),
+        ] {
+            assert_eq!(duration(secs), text);
+        }
+        for (api, web) in [
+            ("https://api.github.com", "https://github.com"),
+            ("https://api.github.com/", "https://github.com"),
+            ("https://ghe.example.com/api/v3", "https://ghe.example.com"),
+            ("https://ghe.example.com/api/v3/", "https://ghe.example.com"),
+            ("http://127.0.0.1:9000", "http://127.0.0.1:9000"),
+        ] {
+            assert_eq!(web_url(api), web);
+        }
+    }
+}

@@ -220,3 +220,102 @@ fn success_a_changed_spec_and_a_deleted_file_come_first() {
         assert_eq!(short(&got).0, want, "{got:?}");
     }
 }
+
+#[test]
+fn each_outcome_is_recorded_counted_and_final_as_the_readme_says() {
+    let at = now() + Duration::seconds(30);
+    let ok = RunResult {
+        success: true,
+        summary: Some("did it".into()),
+        ..RunResult::default()
+    };
+    let unclassified = RunResult {
+        success: false,
+        summary: Some("no error text, a summary".into()),
+        ..RunResult::default()
+    };
+    let t = at.to_rfc3339();
+    // (outcome, event kind, event text, metric label of swarm_runs_total, final)
+    let table = [
+        (
+            Outcome::Completed(ok.clone()),
+            EventKind::Completed,
+            "attempt 2 succeeded".to_string(),
+            "succeeded",
+            true,
+        ),
+        (
+            Outcome::Completed(failed(ErrorClass::Timeout)),
+            EventKind::Completed,
+            "attempt 2 failed (timeout): it broke".into(),
+            "timeout",
+            true,
+        ),
+        (
+            Outcome::Completed(unclassified.clone()),
+            EventKind::Completed,
+            "attempt 2 failed (error): no error text, a summary".into(),
+            "failed",
+            true,
+        ),
+        (
+            Outcome::Retry {
+                result: failed(ErrorClass::Agent),
+                not_before: at,
+                infrastructure: false,
+            },
+            EventKind::Retry,
+            format!("attempt 2 failed (agent): it broke; retrying after {t}"),
+            "retried",
+            false,
+        ),
+        (
+            Outcome::Retry {
+                result: failed(ErrorClass::Crash),
+                not_before: at,
+                infrastructure: true,
+            },
+            EventKind::Retry,
+            format!("attempt 2 failed (crash, infrastructure): it broke; retrying after {t}"),
+            "retried",
+            false,
+        ),
+        (
+            Outcome::Requeue {
+                result: failed(ErrorClass::RateLimit),
+                not_before: at,
+            },
+            EventKind::Requeued,
+            format!(
+                "rate or usage limit: it broke; back in the queue after {t} (not counted as an attempt)"
+            ),
+            "rate_limited",
+            false,
+        ),
+        (
+            Outcome::NextGeneration(ok.clone()),
+            EventKind::NextGeneration,
+            "attempt 2 ended; the spec changed meanwhile and runs again".into(),
+            "superseded",
+            false,
+        ),
+        (
+            Outcome::Deleted(failed(ErrorClass::Cancelled)),
+            EventKind::Removed,
+            "run ended; task file was deleted".into(),
+            "deleted",
+            false,
+        ),
+    ];
+    for (outcome, kind, text, label, is_final) in table {
+        assert_eq!(outcome.describe(2), (kind, text), "{outcome:?}");
+        assert_eq!(outcome.label(), label, "{outcome:?}");
+        assert_eq!(outcome.is_final(), is_final, "{outcome:?}");
+        let summary = outcome.result().summary.clone();
+        let error = outcome.result().error.clone();
+        assert!(
+            summary.is_some() || error.as_deref() == Some("it broke"),
+            "result() is the run's own: {outcome:?}"
+        );
+    }
+}

@@ -698,3 +698,53 @@ fn reviews_and_failed_checks_merge_into_one_pending_item_and_are_not_reacted_to_
         row.context
     );
 }
+
+#[test]
+fn a_file_whose_status_file_holds_another_spec_runs_as_the_next_generation() {
+    // (generation in the status file, generation that runs)
+    for (held, runs) in [(0, 1), (1, 2), (3, 4)] {
+        let mut status = status_of(&row(TaskState::Completed, Origin::File));
+        status.generation = held;
+        let c = created_after(
+            "p",
+            task("k", "addressee: w\nprompt: another spec\n"),
+            &status,
+            "c1",
+            at(5),
+        );
+        let Change::Insert { row, events } = &c else {
+            panic!("expected an insert, got {c:?}");
+        };
+        assert_eq!((row.generation, row.state()), (runs, TaskState::Pending));
+        assert_eq!(events.len(), 1);
+        assert_eq!(events[0].kind, EventKind::NewGeneration);
+        assert!(
+            events[0].message.contains(&format!(
+                "holds generation {held} of another spec, so generation {runs} runs"
+            )),
+            "{}",
+            events[0].message
+        );
+    }
+}
+
+#[test]
+fn a_change_shows_its_row_and_events() {
+    let inserted = created("p", task("k", "addressee: w\nprompt: p\n"), "c1", at(0));
+    assert_eq!(inserted.row().map(|r| r.key.as_str()), Some("k"));
+    assert_eq!(inserted.events().len(), 1);
+    let pending = row(TaskState::Pending, Origin::File);
+    let updated = Change::update(
+        pending.clone(),
+        NewEvent::of(&pending, EventKind::Claimed, "claimed"),
+    );
+    assert_eq!(updated.row(), Some(&pending));
+    assert_eq!(updated.events().len(), 1);
+    let deleted = Change::Delete {
+        id: 42,
+        events: Vec::new(),
+    };
+    assert_eq!(deleted.row(), None);
+    assert_eq!(Change::None.row(), None);
+    assert!(Change::None.events().is_empty() && Change::None.is_none());
+}

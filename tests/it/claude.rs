@@ -60,7 +60,7 @@ pub fn profile(server: &ModelServer) -> AgentProfile {
     }
 }
 
-fn task(repo: &TestRepo, agent: AgentProfile) -> JobSpec {
+pub(crate) fn task(repo: &TestRepo, agent: AgentProfile) -> JobSpec {
     JobSpec {
         version: coding_swarm::job::VERSION,
         project: "proj".into(),
@@ -80,7 +80,7 @@ fn task(repo: &TestRepo, agent: AgentProfile) -> JobSpec {
     }
 }
 
-fn worker(dir: &Path, task: &JobSpec, env: &[(&str, &str)]) -> (RunResult, Option<i32>) {
+pub(crate) fn worker(dir: &Path, task: &JobSpec, env: &[(&str, &str)]) -> (RunResult, Option<i32>) {
     std::fs::write(dir.join("task.json"), serde_json::to_vec(task).unwrap()).unwrap();
     let mut cmd = crate::support::command(SWARM);
     cmd.args(["worker", "--run-dir"])
@@ -99,7 +99,7 @@ fn worker(dir: &Path, task: &JobSpec, env: &[(&str, &str)]) -> (RunResult, Optio
     (result, status.code())
 }
 
-fn repo() -> TestRepo {
+pub(crate) fn repo() -> TestRepo {
     let repo = TestRepo::new();
     repo.commit(&[("README.md", Some("# project\n"))], "init");
     repo

@@ -275,12 +275,12 @@ fn payload(kind: usize) -> (&'static str, Value) {
         ),
         2 => (
             "pull_request_review",
-            json!({"action": "submitted", "review": {"id": 6, "body": "/swarm status", "user": user},
+            json!({"action": "submitted", "review": {"id": 6, "body": "/swarm status", "user": user, "state": "commented"},
             "pull_request": pull_request, "repository": repository}),
         ),
         _ => (
             "pull_request_review_comment",
-            json!({"action": "created", "comment": {"id": 8, "body": "/swarm status", "user": user},
+            json!({"action": "created", "comment": {"id": 8, "body": "/swarm status", "user": user, "pull_request_review_id": 6},
             "pull_request": pull_request, "repository": repository}),
         ),
     }
@@ -304,7 +304,25 @@ fn expected(kind: usize) -> coding_swarm::forge::webhook::Event {
             after: "0123".into(),
         },
         1 => comment(None),
-        _ => comment(Some("swarm/login")),
+        2 => Event::Review {
+            repo: "acme/webapp".into(),
+            number: 7,
+            head_branch: "swarm/login".into(),
+            review_id: 6,
+            author: "ann".into(),
+            author_is_bot: false,
+            state: "commented".into(),
+            body: "/swarm status".into(),
+        },
+        _ => Event::ReviewComment {
+            repo: "acme/webapp".into(),
+            number: 7,
+            head_branch: "swarm/login".into(),
+            review_id: Some(6),
+            author: "ann".into(),
+            author_is_bot: false,
+            body: "/swarm status".into(),
+        },
     }
 }
 
@@ -338,6 +356,8 @@ fn required(kind: usize) -> Vec<(&'static str, Wanted)> {
             ("/issue", Object),
         ]),
         2 => fields.extend([
+            ("/review/id", Count),
+            ("/review/state", Text),
             ("/review/user/login", Text),
             ("/review", Object),
             ("/pull_request/number", Count),

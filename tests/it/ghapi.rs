@@ -4,8 +4,9 @@
 //! rules where the engine relies on them: the token is checked, every answer carries the
 //! rate-limit headers, lists are paginated with a `Link` header, pull requests keep their state
 //! and the list filters honour it, and what GitHub refuses is refused with its 401 or 422 body.
-//! It records every request, and refuses writes on demand the way GitHub's secondary rate limit
-//! does.
+//! It records every request (with its time and body), and on demand refuses writes the way
+//! GitHub's secondary rate limit does, uses up its primary rate limit (every request is then
+//! refused until the reset), or fails every write with a server error.
 //!
 //! GitHub's REST documentation for each rule is cited beside its code.
 
@@ -34,6 +35,10 @@ pub struct Seen {
     pub path: String,
     pub auth: String,
     pub at: Instant,
+    /// The same moment on the wall clock, to compare with `X-RateLimit-Reset`.
+    pub wall: chrono::DateTime<chrono::Utc>,
+    /// The request's JSON body (`null` for none).
+    pub body: Value,
 }
 
 /// A pull request as GitHub keeps it.
@@ -103,6 +108,13 @@ pub struct Hub {
     pub jobs: BTreeMap<u64, Vec<(u64, String, String)>>,
     /// Actions job logs by job id.
     pub job_logs: HashMap<u64, String>,
+    /// Set by a test: the next API request uses up the primary rate limit, which then resets
+    /// this long after it (rounded up to the second, as `X-RateLimit-Reset` is).
+    pub exhaust_next: Option<std::time::Duration>,
+    /// While set and in the future, the primary rate limit is used up until then.
+    pub primary_reset: Option<chrono::DateTime<chrono::Utc>>,
+    /// Set by a test: every write (POST/PATCH) fails with this server error.
+    pub fail_writes: Option<u16>,
 }
 
 /// A pull request review as GitHub keeps it.
@@ -333,13 +345,18 @@ async fn handle(
     // "Rate limits for the REST API"
     // (<https://docs.github.com/en/rest/using-the-rest-api/rate-limits-for-the-rest-api>): every
     // answer says the primary limit, what is left and used of it, when it resets, and which
-    // resource it counts against.
-    let used = {
+    // resource it counts against. A used-up limit says 0 left until its reset.
+    let (used, reset) = {
         let mut hub = fake.hub.lock().unwrap();
         hub.rate_used += 1;
-        hub.rate_used
+        match hub.primary_reset {
+            Some(r) if r > chrono::Utc::now() => (5000, r.timestamp()),
+            _ => (
+                hub.rate_used,
+                (chrono::Utc::now() + chrono::Duration::hours(1)).timestamp(),
+            ),
+        }
     };
-    let reset = (chrono::Utc::now() + chrono::Duration::hours(1)).timestamp();
     for (k, v) in [
         ("x-ratelimit-limit", "5000".to_string()),
         (
@@ -387,6 +404,8 @@ fn respond(
         path: format!("{path}?{raw_query}"),
         auth: auth.clone(),
         at: Instant::now(),
+        wall: chrono::Utc::now(),
+        body: body.clone(),
     });
     let parts: Vec<&str> = path.trim_start_matches('/').split('/').collect();
     // A job log's download URL is signed in its query and takes no other credentials: storage
@@ -427,7 +446,21 @@ fn respond(
     if !authenticated {
         return error(401, "Bad credentials");
     }
+    // A used-up primary limit refuses every request of the token, reads too, until its reset:
+    // 403 (or 429) with `x-ratelimit-remaining: 0` ("Exceeding the rate limit", same page).
+    if !app_endpoint {
+        if let Some(after) = hub.exhaust_next.take() {
+            let reset = (now + chrono::Duration::from_std(after).unwrap()).timestamp() + 1;
+            hub.primary_reset = chrono::DateTime::from_timestamp(reset, 0);
+        }
+        if hub.primary_reset.is_some_and(|r| r > now) {
+            return error(403, "API rate limit exceeded for user ID 1. If you reach out to GitHub Support for help, please include the request ID.");
+        }
+    }
     if matches!(*method, Method::POST | Method::PATCH) && !app_endpoint {
+        if let Some(code) = hub.fail_writes {
+            return error(code, "Server Error");
+        }
         if let Some((code, retry)) = hub.refuse_writes.pop_front() {
             let mut r = error(code, "You have exceeded a secondary rate limit. Please wait a few minutes before you try again.");
             if let Some(s) = retry {

@@ -17,7 +17,7 @@ use crate::githttp::GitHttpServer;
 use crate::support::TestRepo;
 
 const SECRET: &str = "webhook-secret-for-the-tests";
-const GIT_TOKEN: &str = "ghs_git-token-for-the-tests-0123456789";
+pub(crate) const GIT_TOKEN: &str = "ghs_git-token-for-the-tests-0123456789";
 
 struct Running {
     child: Child,

@@ -21,6 +21,8 @@ pub enum Step {
     Text(String),
     /// A tool call; `{cwd}` in string inputs becomes the CLI's working directory.
     Tool { name: String, input: Value },
+    /// `step`, reporting `output_tokens` in its usage (which the CLI prices into its cost).
+    Spend { step: Box<Step>, output_tokens: u64 },
     /// An HTTP error with an Anthropic error body and extra headers.
     Error {
         status: u16,
@@ -202,6 +204,13 @@ async fn answer(
     let step = tokio::task::spawn_blocking(move || script(&info))
         .await
         .unwrap();
+    let (step, output_tokens) = match step {
+        Step::Spend {
+            step,
+            output_tokens,
+        } => (*step, output_tokens),
+        step => (step, 20),
+    };
     let streaming = body.get("stream").and_then(Value::as_bool).unwrap_or(false);
     let (block, stop) = match &step {
         Step::Error {
@@ -223,13 +232,14 @@ async fn answer(
             }
             return r;
         }
+        Step::Spend { .. } => unreachable!("unwrapped above"),
         Step::Text(t) => (json!({"type": "text", "text": t}), "end_turn"),
         Step::Tool { name, input } => (
             json!({"type": "tool_use", "id": format!("toolu_{turn}"), "name": name, "input": fill(input, &cwd)}),
             "tool_use",
         ),
     };
-    let usage = json!({"input_tokens": 100, "output_tokens": 20, "cache_creation_input_tokens": 0, "cache_read_input_tokens": 0});
+    let usage = json!({"input_tokens": 100, "output_tokens": output_tokens, "cache_creation_input_tokens": 0, "cache_read_input_tokens": 0});
     if !streaming {
         let msg = json!({"id": format!("msg_{turn}"), "type": "message", "role": "assistant", "model": model, "content": [block], "stop_reason": stop, "stop_sequence": null, "usage": usage});
         return (StatusCode::OK, axum::Json(msg)).into_response();
@@ -266,7 +276,7 @@ async fn answer(
     );
     out += &sse(
         "message_delta",
-        json!({"type": "message_delta", "delta": {"stop_reason": stop, "stop_sequence": null}, "usage": {"output_tokens": 20}}),
+        json!({"type": "message_delta", "delta": {"stop_reason": stop, "stop_sequence": null}, "usage": {"output_tokens": output_tokens}}),
     );
     out += &sse("message_stop", json!({"type": "message_stop"}));
     ([("content-type", "text/event-stream")], out).into_response()

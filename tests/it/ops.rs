@@ -131,6 +131,8 @@ async fn health_readiness_and_metrics_of_a_running_engine() {
         metrics.contains("swarm_dispatch_latency_seconds_count 1"),
         "{metrics}"
     );
+    // Each sample has the labels README's metric table gives its family.
+    crate::readiness::assert_labels_documented(&metrics);
     assert!(
         failed_syncs(&metrics, "broken").unwrap() >= 1.0,
         "{metrics}"
