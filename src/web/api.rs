@@ -31,10 +31,17 @@ pub fn routes() -> Router<WebState> {
         .route("/api/tasks", get(tasks))
         .route("/api/tasks/{project}/{key}", get(task))
         .route("/api/tasks/{project}/{key}/log", get(log))
+        .route(
+            "/api/tasks/{project}/{key}/transcript",
+            get(super::transcript::transcript),
+        )
         .route("/api/tasks/{project}/{key}/stop", post(stop))
         .route("/api/tasks/{project}/{key}/retry", post(retry))
         .route("/api/tasks/{project}/{key}/priority", post(priority))
         .route("/api/errors", get(errors))
+        .route("/api/stats", get(super::stats::stats))
+        .route("/api/queues", get(super::stats::queues))
+        .route("/api/pauses", get(super::stats::pauses))
         .route("/api/events", get(events))
 }
 
@@ -68,9 +75,9 @@ impl From<SteerError> for ApiError {
     }
 }
 
-type ApiResult<T> = Result<Json<T>, ApiError>;
+pub(super) type ApiResult<T> = Result<Json<T>, ApiError>;
 
-fn bad(message: impl Into<String>) -> ApiError {
+pub(super) fn bad(message: impl Into<String>) -> ApiError {
     ApiError(StatusCode::BAD_REQUEST, message.into())
 }
 
@@ -178,7 +185,7 @@ pub struct TaskView {
 }
 
 /// What a pending task waits for, in words.
-async fn waiting(s: &WebState, t: &TaskRow) -> Result<Option<String>, StoreError> {
+pub(super) async fn waiting(s: &WebState, t: &TaskRow) -> Result<Option<String>, StoreError> {
     if t.state() != TaskState::Pending {
         return Ok(None);
     }
@@ -274,7 +281,7 @@ async fn tasks(State(s): State<WebState>, Query(q): Query<TaskQuery>) -> ApiResu
     Ok(Json(TaskPage { tasks, next_offset }))
 }
 
-async fn find(s: &WebState, project: &str, key: &str) -> Result<TaskRow, ApiError> {
+pub(super) async fn find(s: &WebState, project: &str, key: &str) -> Result<TaskRow, ApiError> {
     s.store
         .task(project, key)
         .await?
