@@ -310,12 +310,12 @@ async fn the_stats_answer_what_the_events_say(backend: Backend) {
 
     let since = h.base.to_rfc3339();
     let until = now.to_rfc3339();
-    let q = |s: &str| s.replace('+', "%2B");
-    let (code, d) = get(
-        &router,
-        &format!("/api/stats?since={}&until={}&step=1h", q(&since), q(&until)),
-    )
-    .await;
+    let window = format!(
+        "since={}&until={}",
+        since.replace('+', "%2B"),
+        until.replace('+', "%2B")
+    );
+    let (code, d) = get(&router, &format!("/api/stats?{window}&step=1h")).await;
     assert_eq!(code, 200, "{d}");
     let steps = d["steps"].as_array().unwrap();
     let n = ((now - h.base).num_seconds() + 3599) / 3600;
@@ -553,6 +553,37 @@ async fn the_stats_answer_what_the_events_say(backend: Backend) {
         (code, p[0]["agent"].clone()),
         (200, Value::from(PAUSED_AGENT))
     );
+
+    // A task whose file is deleted leaves the database; its runs' spend stays, under
+    // `(task removed)`.
+    let gone = vec![coding_swarm::model::FileChange {
+        path: coding_swarm::spec::task_path(&coding_swarm::spec::TaskKey::new("t05").unwrap()),
+        content: None,
+    }];
+    let keys = vec!["t05".to_string()];
+    db.store
+        .apply_sync(HIST, "seed2", SyncScope::Keys(&keys), now, |rows| {
+            plan_sync(HIST, &gone, rows, false, &Default::default(), "seed2", now)
+        })
+        .await
+        .unwrap();
+    assert!(db.store.task(HIST, "t05").await.unwrap().is_none());
+    let (_, d) = get(&router, &format!("/api/stats?{window}&step=1h")).await;
+    let removed: f64 = d["spend_by_agent"]["(task removed)"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_f64().unwrap())
+        .sum();
+    assert!((removed - 1.25).abs() < 1e-9, "{}", d["spend_by_agent"]);
+    let claude: f64 = d["spend_by_agent"][PAUSED_AGENT]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_f64().unwrap())
+        .sum();
+    let seeded: f64 = by_agent[PAUSED_AGENT].iter().sum();
+    assert!((claude - (seeded - 1.25)).abs() < 1e-9);
     drop(sql);
     db.drop_db().await;
 }

@@ -370,12 +370,13 @@ async function statsPage() {
     const d = await api(`/api/stats?${new URLSearchParams({ since, step })}`);
     const stepLabel = (t) => { const x = new Date(t); return d.step_secs >= 86400 ? x.toISOString().slice(5, 10) : x.toISOString().slice(5, 16).replace("T", " "); };
     const labels = d.steps.map(stepLabel);
+    const ends = d.steps.map((t, i) => i + 1 < d.steps.length ? stepLabel(d.steps[i + 1]) : "now");
     const runs = Object.entries(d.runs).filter(([, v]) => sum(v) > 0);
     const du = d.durations;
     const secs = (s) => s == null ? "–" : s >= 3600 ? `${(s / 3600).toFixed(1)} h` : s >= 60 ? `${(s / 60).toFixed(1)} min` : `${s} s`;
     charts.replaceChildren(
       el("h2", { text: `Runs ended per ${step}, by outcome` }), barChart("chart-runs", labels, runs.length ? runs : [["succeeded", d.runs.succeeded]]),
-      el("h2", { text: "Pending tasks over time, per project" }), lineChart("chart-pending", labels, Object.entries(d.pending)),
+      el("h2", { text: "Pending tasks at the end of each step, per project" }), lineChart("chart-pending", ends, Object.entries(d.pending)),
       el("h2", { text: "Longest queues now" }), meterChart("chart-queues", d.queues.map((q) => ({ name: q.addressee, value: q.pending })), { empty: "no pending tasks" }),
       el("h2", { text: "Spend per day, by project" }), barChart("chart-spend-project", d.days.map((x) => x.slice(5)), Object.entries(d.spend_by_project), { money: true }),
       el("h2", { text: "Spend per day, by agent" }), barChart("chart-spend-agent", d.days.map((x) => x.slice(5)), Object.entries(d.spend_by_agent), { money: true }),
