@@ -65,7 +65,8 @@ pub struct RunsEnded {
     pub runs: i64,
 }
 
-/// Tasks of one project pending at the end of one step.
+/// How the number of one project's pending tasks changed from the end of the step before to
+/// the end of this one (`pending` is the change; a step without a change has no row).
 #[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
 pub struct PendingAt {
     pub bucket: i64,
@@ -128,25 +129,28 @@ fn runs_sql(d: &Dialect) -> String {
     )
 }
 
-/// Pending at the end of each step: the tasks whose last state-setting event before that moment
-/// left them pending. Each such event opens a pending stretch that the task's next
-/// state-setting event closes.
+/// Changes of the pending count per step: each stretch a task spends pending (from an event
+/// that leaves it pending to its next state-setting event) counts at the end of each step that
+/// falls inside it, so it adds one from the first step that ends after it began, and takes
+/// that one away from the first step that ends after it ended. A running sum of these is the
+/// count at the end of each step.
 fn pending_sql(d: &Dialect) -> String {
     format!(
-        "WITH RECURSIVE b(i) AS (SELECT CAST(0 AS BIGINT) UNION ALL SELECT i + 1 FROM b WHERE i + 1 < $4),
-         s AS (
+        "WITH s AS (
              SELECT project, kind, {epoch} AS t,
                     LEAD({epoch}) OVER (PARTITION BY task_id ORDER BY id) AS next_t
              FROM task_events WHERE task_id IS NOT NULL AND kind IN ({STATE_KINDS})
          ),
          p AS (SELECT project, t, next_t FROM s
-               WHERE kind IN ({PENDING_KINDS}) AND t < $3 AND (next_t IS NULL OR next_t >= $1))
-         SELECT b.i AS bucket, p.project AS project, COUNT(*) AS pending
-         FROM b JOIN p
-           ON p.t < (CASE WHEN $1 + (b.i + 1) * $2 < $3 THEN $1 + (b.i + 1) * $2 ELSE $3 END)
-          AND (p.next_t IS NULL
-               OR p.next_t >= (CASE WHEN $1 + (b.i + 1) * $2 < $3 THEN $1 + (b.i + 1) * $2 ELSE $3 END))
-         GROUP BY b.i, p.project ORDER BY 1, 2",
+               WHERE kind IN ({PENDING_KINDS}) AND t < $3 AND (next_t IS NULL OR next_t >= $1)),
+         d AS (
+             SELECT project, CASE WHEN t < $1 THEN 0 ELSE (t - $1) / $2 END AS bucket, 1 AS delta FROM p
+             UNION ALL
+             SELECT project, CASE WHEN next_t < $1 THEN 0 ELSE (next_t - $1) / $2 END, -1 FROM p
+             WHERE next_t IS NOT NULL AND next_t < $3
+         )
+         SELECT bucket, project, CAST(SUM(delta) AS BIGINT) AS pending FROM d
+         GROUP BY 1, 2 HAVING SUM(delta) <> 0 ORDER BY 1, 2",
         epoch = d.epoch,
     )
 }
@@ -205,11 +209,12 @@ impl Store {
             .fetch_all(pool).await.map_err(q("count the runs that ended")))
     }
 
-    /// Pending tasks per project at the end of each step of `w` (the last step: at `until`).
+    /// Pending tasks per project at the end of each step of `w` (the last step: at `until`),
+    /// as changes from step to step (see [`PendingAt`]); their running sum is the count.
     pub async fn pending_over_time(&self, w: StatsWindow) -> Result<Vec<PendingAt>> {
         let sql = pending_sql(self.dialect());
         super::on_pool!(self, pool => sqlx::query_as(&sql)
-            .bind(w.since).bind(w.step).bind(w.until).bind(w.buckets())
+            .bind(w.since).bind(w.step).bind(w.until)
             .fetch_all(pool).await.map_err(q("count pending tasks over time")))
     }
 

@@ -177,7 +177,15 @@ pub async fn stats(State(s): State<WebState>, Query(q): Query<StatsQuery>) -> Ap
     for r in s.store.pending_over_time(w).await? {
         let series = pending.entry(r.project).or_insert_with(|| vec![0; n]);
         if let Some(v) = series.get_mut(r.bucket as usize) {
-            *v = r.pending;
+            *v += r.pending;
+        }
+    }
+    // The changes from step to step, summed up.
+    for series in pending.values_mut() {
+        let mut sum = 0;
+        for v in series.iter_mut() {
+            sum += *v;
+            *v = sum;
         }
     }
 

@@ -224,6 +224,8 @@ async function taskPage() {
     transcript.dataset.state = "live";
     const es = new EventSource(`${base}/transcript`);
     following = es;
+    // The stream starts from the log's beginning, also when the browser reconnects it.
+    es.onopen = () => { transcript.replaceChildren(); transcript.dataset.entries = "0"; };
     es.addEventListener("restart", () => { transcript.replaceChildren(); transcript.dataset.entries = "0"; });
     es.addEventListener("entry", (e) => {
       const atBottom = transcript.scrollTop + transcript.clientHeight >= transcript.scrollHeight - 4;
