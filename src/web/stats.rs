@@ -307,8 +307,6 @@ pub struct QueuesView {
 const QUEUE_LIMIT: u32 = 2000;
 
 pub async fn queues(State(s): State<WebState>) -> ApiResult<QueuesView> {
-    let now = Utc::now();
-    let pauses = s.store.agent_pauses(now).await?;
     let running = s.store.running().await?;
     // Pending tasks come out by priority and age: each addressee's in the order they run.
     let pending = s
@@ -319,6 +317,7 @@ pub async fn queues(State(s): State<WebState>) -> ApiResult<QueuesView> {
             ..TaskFilter::default()
         })
         .await?;
+    let ctx = super::api::WaitContext::read(&s).await?;
     let mut queues: BTreeMap<String, AddresseeQueue> = BTreeMap::new();
     let name = |t: &TaskRow| format!("{}/{}", t.project, t.key);
     for t in &running {
@@ -332,7 +331,6 @@ pub async fn queues(State(s): State<WebState>) -> ApiResult<QueuesView> {
             .running = Some(name(t));
     }
     for t in &pending {
-        let waiting = super::api::waiting(&s, t).await?;
         let q = queues
             .entry(t.addressee.clone())
             .or_insert_with(|| AddresseeQueue {
@@ -340,10 +338,24 @@ pub async fn queues(State(s): State<WebState>) -> ApiResult<QueuesView> {
                 running: None,
                 pending: Vec::new(),
             });
+        // Pending tasks come in the order they run, so the place in the list is the place in
+        // the queue; the running task is named as `GET /api/tasks` names it.
+        let position = q.pending.len() + 1;
+        let behind = running
+            .iter()
+            .find(|r| r.addressee == t.addressee)
+            .map(|r| {
+                if r.project == t.project {
+                    r.key.clone()
+                } else {
+                    name(r)
+                }
+            });
+        let waiting = ctx.waiting(t, position as i64, behind.as_deref());
         q.pending.push(QueuedTask {
             project: t.project.clone(),
             key: t.key.clone(),
-            position: q.pending.len() + 1,
+            position,
             priority: t.priority,
             agent: t
                 .agent
@@ -361,7 +373,8 @@ pub async fn queues(State(s): State<WebState>) -> ApiResult<QueuesView> {
             .then_with(|| a.addressee.cmp(&b.addressee))
     });
     Ok(Json(QueuesView {
-        pauses: pauses
+        pauses: ctx
+            .pauses
             .into_iter()
             .map(|(agent, until, reason)| PauseView {
                 agent,
