@@ -39,7 +39,14 @@ function flash(root, text, isError) {
 function liveStream(onTask) {
   const live = $("#live");
   const es = new EventSource("/api/events");
-  es.onopen = () => { live.textContent = "live"; live.classList.add("on"); };
+  // What changed before the stream was open (or while it reconnected) is not sent on it: the
+  // page reads its data again once it is open, and once more when the engine surely follows
+  // (it looks for changes every 250 ms).
+  es.onopen = () => {
+    live.textContent = "live"; live.classList.add("on");
+    onTask(null);
+    setTimeout(() => onTask(null), 1000);
+  };
   es.onerror = () => { live.textContent = "reconnecting…"; live.classList.remove("on"); };
   es.addEventListener("task", (e) => onTask(JSON.parse(e.data)));
   es.addEventListener("resync", () => onTask(null));
