@@ -468,14 +468,52 @@ pub struct HttpConfig {
     /// Where to listen. Off when empty.
     #[serde(default = "default_listen")]
     pub listen: String,
+    /// Where people reach the dashboard (`https://swarm.example.com`): links from pull request
+    /// comments and commit statuses go to a task's page there. No links when absent.
+    #[serde(default)]
+    pub public_url: Option<String>,
 }
 
 impl Default for HttpConfig {
     fn default() -> Self {
         Self {
             listen: default_listen(),
+            public_url: None,
         }
     }
+}
+
+impl HttpConfig {
+    /// The dashboard page of task `project`/`key` under `public_url`, when that is set.
+    pub fn task_page(&self, project: &str, key: &str) -> Option<String> {
+        self.public_url.as_deref().map(|base| {
+            format!(
+                "{}/tasks/{}/{}",
+                base.trim_end_matches('/'),
+                url_segment(project),
+                url_segment(key)
+            )
+        })
+    }
+}
+
+/// Whether an http(s) URL names a user before its host.
+fn has_userinfo(u: &str) -> bool {
+    u.split_once("://")
+        .and_then(|(_, rest)| rest.split('/').next())
+        .is_some_and(|authority| authority.contains('@'))
+}
+
+/// `s` for a URL path segment: anything but unreserved characters percent-encoded.
+fn url_segment(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
 }
 
 fn default_listen() -> String {
@@ -701,6 +739,25 @@ impl Config {
     }
 
     fn validate(&self) -> Result<(), String> {
+        if let Some(u) = &self.http.public_url {
+            let rest = u
+                .strip_prefix("https://")
+                .or_else(|| u.strip_prefix("http://"));
+            match rest {
+                Some(r) if !r.is_empty() && !r.starts_with('/') && !u.contains(['?', '#', ' ']) => {}
+                _ => {
+                    return Err(format!(
+                        "http.public_url = {u:?}: expected the dashboard's address, like https://swarm.example.com"
+                    ))
+                }
+            }
+            if redact_url(u) != *u || has_userinfo(u) {
+                return Err(format!(
+                    "http.public_url = {:?}: must not hold a user or password; it is shown on pull requests",
+                    redact_url(u)
+                ));
+            }
+        }
         let mut names = std::collections::HashSet::new();
         for (i, p) in self.projects.iter().enumerate() {
             Label::new(&p.name).map_err(|e| format!("projects[{i}].name: {e}"))?;
@@ -922,6 +979,39 @@ mod tests {
             Path::new("/cfg"),
             env.iter().map(|(k, v)| (k.to_string(), v.to_string())),
         )
+    }
+
+    #[test]
+    fn public_url_makes_task_page_links_and_refuses_what_is_not_an_address() {
+        let c = parse("[http]\npublic_url = \"https://swarm.example.com/\"\n", &[]).unwrap();
+        assert_eq!(
+            c.http.task_page("web", "login form").as_deref(),
+            Some("https://swarm.example.com/tasks/web/login%20form")
+        );
+        let c = parse("", &[("SWARM_HTTP__PUBLIC_URL", "http://10.0.0.5:8080")]).unwrap();
+        assert_eq!(
+            c.http.task_page("web", "a").as_deref(),
+            Some("http://10.0.0.5:8080/tasks/web/a")
+        );
+        assert_eq!(parse("", &[]).unwrap().http.task_page("web", "a"), None);
+        for (bad, needle) in [
+            ("swarm.example.com", "expected the dashboard's address"),
+            ("https://", "expected the dashboard's address"),
+            ("https://x.example/?a=1", "expected the dashboard's address"),
+            (
+                "https://ann:secret@x.example",
+                "must not hold a user or password",
+            ),
+        ] {
+            let err = parse(&format!("[http]\npublic_url = {bad:?}\n"), &[])
+                .unwrap_err()
+                .to_string();
+            assert!(
+                err.contains("http.public_url") && err.contains(needle),
+                "{bad}: {err}"
+            );
+            assert!(!err.contains("secret"), "{err}");
+        }
     }
 
     #[test]

@@ -259,6 +259,14 @@ impl App {
                 Box::pin(async move { rt.logs(&run).await.map_err(|e| error_chain(&e)) })
             });
             let _ = web.runtime_logs.set(logs);
+            let rt = runtime.clone();
+            let read_log: crate::web::ReadLogFn = Arc::new(move |run: String, offset: u64| {
+                let rt = rt.clone();
+                Box::pin(
+                    async move { rt.read_log(&run, offset).await.map_err(|e| error_chain(&e)) },
+                )
+            });
+            let _ = web.runtime_read_log.set(read_log);
             tokio::spawn(crate::web::api::publish_changes(web.clone(), stop.clone()));
         }
         engine.metrics().leader.set(1);

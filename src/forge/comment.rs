@@ -48,7 +48,7 @@ pub fn comment_body(
     default_branch: &str,
     queue: Option<&QueuePlace>,
 ) -> String {
-    comment_body_on(row, "https://github.com", repo, default_branch, queue)
+    comment_body_on(row, "https://github.com", repo, default_branch, queue, None)
 }
 
 /// The web address of a GitHub whose API is at `api_url` (GitHub Enterprise serves both from
@@ -61,13 +61,15 @@ pub fn web_url(api_url: &str) -> String {
     api.strip_suffix("/api/v3").unwrap_or(api).to_string()
 }
 
-/// [`comment_body`] with links into the GitHub at `web`.
+/// [`comment_body`] with links into the GitHub at `web`, and to the task's dashboard page
+/// `page` when there is one (`[http] public_url`).
 pub fn comment_body_on(
     row: &TaskRow,
     web: &str,
     repo: &str,
     default_branch: &str,
     queue: Option<&QueuePlace>,
+    page: Option<&str>,
 ) -> String {
     let mut out = format!(
         "{}\n**coding-swarm** · task `{}`",
@@ -146,9 +148,13 @@ pub fn comment_body_on(
         .and_then(|r| r.branch.clone())
         .unwrap_or_else(|| row.branch.clone());
     out.push_str(&format!(
-        "\nBranch [`{branch}`]({web}/{repo}/tree/{branch}) · status file [`.ai/status/{key}.yaml`]({web}/{repo}/blob/{default_branch}/.ai/status/{key}.yaml)\n",
+        "\nBranch [`{branch}`]({web}/{repo}/tree/{branch}) · status file [`.ai/status/{key}.yaml`]({web}/{repo}/blob/{default_branch}/.ai/status/{key}.yaml)",
         key = row.key
     ));
+    if let Some(page) = page {
+        out.push_str(&format!(" · [task page]({page})"));
+    }
+    out.push('\n');
     out
 }
 
@@ -363,5 +369,31 @@ mod tests {
         ] {
             assert_eq!(web_url(api), web);
         }
+    }
+
+    #[test]
+    fn the_comment_links_to_the_task_page_when_there_is_one() {
+        let spec = crate::spec::parse_task(b"addressee: w\nprompt: p\n").unwrap();
+        let task =
+            crate::model::NewTask::from_spec(&crate::spec::TaskKey::new("login").unwrap(), &spec);
+        let row = task.into_row(
+            "web",
+            crate::model::Origin::File,
+            Some("abc"),
+            chrono::Utc::now(),
+        );
+        let page = "https://swarm.example.com/tasks/web/login";
+        let with = comment_body_on(&row, "https://github.com", "o/r", "main", None, Some(page));
+        assert!(
+            with.trim_end()
+                .ends_with(&format!(" · [task page]({page})")),
+            "{with}"
+        );
+        let without = comment_body(&row, "o/r", "main", None);
+        assert!(!without.contains("task page"), "{without}");
+        assert_eq!(
+            with.replace(&format!(" · [task page]({page})"), ""),
+            without
+        );
     }
 }

@@ -77,6 +77,8 @@ pub struct Forge {
     /// Who the engine is on GitHub (its token's login, or its App's bot): its own reviews start
     /// nothing.
     identity: tokio::sync::OnceCell<String>,
+    /// Where task pages are linked to (`[http] public_url`).
+    http: crate::config::HttpConfig,
 }
 
 impl Forge {
@@ -106,6 +108,7 @@ impl Forge {
             by_repo,
             metrics,
             identity: tokio::sync::OnceCell::new(),
+            http: config.http.clone(),
         })))
     }
 
@@ -224,12 +227,14 @@ impl Forge {
             .result()
             .and_then(|r| r.branch.clone())
             .unwrap_or_else(|| effective_branch(row, &project.default_branch));
+        let page = self.http.task_page(&row.project, &row.key);
         let body = comment::comment_body_on(
             row,
             &comment::web_url(&self.cfg.api_url),
             repo,
             &project.default_branch,
             queue.as_ref(),
+            page.as_deref(),
         );
         let target = format!("{}/{}", row.project, row.key);
         self.store
@@ -245,6 +250,9 @@ impl Forge {
         let mut status = comment::commit_status(row);
         status["branch"] = json!(branch);
         status["sha"] = json!(sha);
+        if let Some(page) = &page {
+            status["target_url"] = json!(page);
+        }
         self.store
             .outbox_put(repo, OutboxKind::Status, &target, &status, now)
             .await?;
@@ -377,7 +385,10 @@ impl Forge {
                         None => return Ok(false),
                     },
                 };
-                let status = json!({"state": p["state"], "context": p["context"], "description": p["description"]});
+                let mut status = json!({"state": p["state"], "context": p["context"], "description": p["description"]});
+                if p["target_url"].is_string() {
+                    status["target_url"] = p["target_url"].clone();
+                }
                 self.gh.create_status(&row.repo, &sha, &status).await?;
                 Ok(true)
             }

@@ -528,6 +528,33 @@ pub fn read_tail(path: &Path, max: usize) -> String {
     truncate(text.trim_end(), max)
 }
 
+/// Up to `max` bytes of whole lines of the file at `path` from byte `offset` on (a tail -f
+/// step); from its start again when the file is shorter than `offset`.
+pub fn read_from(path: &Path, offset: u64, max: usize) -> std::io::Result<super::LogRead> {
+    use std::io::{Read, Seek, SeekFrom};
+    let mut file = File::open(path)?;
+    let len = file.metadata()?.len();
+    let (start, restarted) = if offset <= len {
+        (offset, false)
+    } else {
+        (0, true)
+    };
+    file.seek(SeekFrom::Start(start))?;
+    let mut bytes = Vec::new();
+    file.take(max as u64).read_to_end(&mut bytes)?;
+    let mut end = bytes.iter().rposition(|b| *b == b'\n').map_or(0, |i| i + 1);
+    if end == 0 && bytes.len() == max {
+        // One line longer than `max`: passed on in pieces rather than never.
+        end = bytes.len();
+    }
+    bytes.truncate(end);
+    Ok(super::LogRead {
+        text: String::from_utf8_lossy(&bytes).into_owned(),
+        next: start + end as u64,
+        restarted,
+    })
+}
+
 impl Runtime for LocalRuntime {
     async fn launch(&self, launch: Launch) -> Result<(), RuntimeError> {
         LocalRuntime::launch(self, launch).await
@@ -547,6 +574,21 @@ impl Runtime for LocalRuntime {
             return Err(RuntimeError::NoRun(run_name.to_string()));
         }
         Ok(read_tail(&path, 256 * 1024))
+    }
+
+    async fn read_log(&self, run_name: &str, offset: u64) -> Result<super::LogRead, RuntimeError> {
+        let path = self.run_dir(run_name).join(LOG_FILE);
+        if !path.exists() {
+            return Err(RuntimeError::NoRun(run_name.to_string()));
+        }
+        let run = run_name.to_string();
+        tokio::task::spawn_blocking(move || read_from(&path, offset, 256 * 1024))
+            .await
+            .map_err(|e| RuntimeError::Prepare {
+                run: run.clone(),
+                source: std::io::Error::other(e),
+            })?
+            .map_err(|source| RuntimeError::Prepare { run, source })
     }
 
     async fn ready(&self) -> Result<(), RuntimeError> {
@@ -577,6 +619,35 @@ impl Runtime for LocalRuntime {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_followed_log_is_read_in_whole_lines_from_where_the_reader_left_off() {
+        use std::io::Write;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("log");
+        let mut f = File::create(&path).unwrap();
+        f.write_all(b"one\ntw").unwrap();
+        let r = read_from(&path, 0, 1024).unwrap();
+        assert_eq!((r.text.as_str(), r.next, r.restarted), ("one\n", 4, false));
+        // Nothing new: nothing read, the same place.
+        let again = read_from(&path, r.next, 1024).unwrap();
+        assert_eq!((again.text.as_str(), again.next), ("", 4));
+        f.write_all(b"o\nthree\n").unwrap();
+        let r = read_from(&path, r.next, 1024).unwrap();
+        assert_eq!((r.text.as_str(), r.next), ("two\nthree\n", 14));
+        // A bounded read stops at the last whole line within the bound.
+        let r = read_from(&path, 0, 9).unwrap();
+        assert_eq!((r.text.as_str(), r.next), ("one\ntwo\n", 8));
+        // A log that started over is read from its start, and says so.
+        std::fs::write(&path, "new\n").unwrap();
+        let r = read_from(&path, 14, 1024).unwrap();
+        assert_eq!((r.text.as_str(), r.next, r.restarted), ("new\n", 4, true));
+        // The default of other runtimes: what is past the offset of the log read again.
+        let r = crate::runtime::LogRead::past("a\nb\nc".into(), 2);
+        assert_eq!((r.text.as_str(), r.next, r.restarted), ("b\n", 4, false));
+        let r = crate::runtime::LogRead::past("a\n".into(), 9);
+        assert_eq!((r.text.as_str(), r.next, r.restarted), ("a\n", 2, true));
+    }
 
     fn sleeper() -> std::process::Child {
         std::process::Command::new("sleep")

@@ -32,6 +32,49 @@ pub trait Runtime: Send + Sync + 'static {
         run_name: &str,
         token: &crate::config::Secret,
     ) -> impl Future<Output = Result<(), RuntimeError>> + Send;
+    /// The run's log from byte `offset` on, as far as it goes now, for a reader that follows
+    /// it. The default reads [`Runtime::logs`] again and answers what is past `offset` (the
+    /// whole of it, marked `restarted`, when it is shorter): a poll of the log's last part.
+    fn read_log(
+        &self,
+        run_name: &str,
+        offset: u64,
+    ) -> impl Future<Output = Result<LogRead, RuntimeError>> + Send {
+        async move { Ok(LogRead::past(self.logs(run_name).await?, offset)) }
+    }
+}
+
+/// A piece of a run's log, read by a reader that follows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogRead {
+    /// Whole lines, each ending in a newline.
+    pub text: String,
+    /// Where the next read starts.
+    pub next: u64,
+    /// The log did not go on from `offset` (it was cut or replaced): `text` is read from its
+    /// start again.
+    pub restarted: bool,
+}
+
+impl LogRead {
+    /// The whole lines of `log` past byte `offset`, or of all of it when it is shorter.
+    pub fn past(log: String, offset: u64) -> Self {
+        let start = usize::try_from(offset).unwrap_or(usize::MAX);
+        let (start, restarted) = if start <= log.len() && log.is_char_boundary(start) {
+            (start, false)
+        } else {
+            (0, true)
+        };
+        let mut text = log[start..].to_string();
+        // Only whole lines: the rest comes with the next read.
+        let end = text.rfind('\n').map_or(0, |i| i + 1);
+        text.truncate(end);
+        Self {
+            next: (start + end) as u64,
+            text,
+            restarted,
+        }
+    }
 }
 
 use crate::job::JobSpec;

@@ -9,6 +9,7 @@ mod events;
 pub mod leadership;
 mod outbox;
 mod rows;
+mod stats;
 mod sync;
 mod tasks;
 mod webhooks;
@@ -27,6 +28,7 @@ use tokio::sync::Notify;
 pub use events::FeedCursor;
 pub use outbox::{OutboxKind, OutboxRow};
 pub use rows::{ProjectRow, SpecErrorRow, TaskFilter};
+pub use stats::{Durations, PendingAt, QueueLength, RunsEnded, SpendOn, StatsWindow};
 pub use sync::{OwedStatusFile, SyncScope};
 pub use webhooks::{DeliveryRow, Receipt, Stored};
 

@@ -31,10 +31,17 @@ pub fn routes() -> Router<WebState> {
         .route("/api/tasks", get(tasks))
         .route("/api/tasks/{project}/{key}", get(task))
         .route("/api/tasks/{project}/{key}/log", get(log))
+        .route(
+            "/api/tasks/{project}/{key}/transcript",
+            get(super::transcript::transcript),
+        )
         .route("/api/tasks/{project}/{key}/stop", post(stop))
         .route("/api/tasks/{project}/{key}/retry", post(retry))
         .route("/api/tasks/{project}/{key}/priority", post(priority))
         .route("/api/errors", get(errors))
+        .route("/api/stats", get(super::stats::stats))
+        .route("/api/queues", get(super::stats::queues))
+        .route("/api/pauses", get(super::stats::pauses))
         .route("/api/events", get(events))
 }
 
@@ -68,9 +75,9 @@ impl From<SteerError> for ApiError {
     }
 }
 
-type ApiResult<T> = Result<Json<T>, ApiError>;
+pub(super) type ApiResult<T> = Result<Json<T>, ApiError>;
 
-fn bad(message: impl Into<String>) -> ApiError {
+pub(super) fn bad(message: impl Into<String>) -> ApiError {
     ApiError(StatusCode::BAD_REQUEST, message.into())
 }
 
@@ -177,51 +184,70 @@ pub struct TaskView {
     waiting: Option<String>,
 }
 
-/// What a pending task waits for, in words.
-async fn waiting(s: &WebState, t: &TaskRow) -> Result<Option<String>, StoreError> {
+/// What decides what pending tasks wait for, read once for many of them.
+pub(super) struct WaitContext {
+    pub now: chrono::DateTime<Utc>,
+    /// Paused agent profiles and until when.
+    pub pauses: Vec<(String, chrono::DateTime<Utc>, String)>,
+    pub running: u64,
+    pub max_running: u32,
+    pub default_agent: String,
+}
+
+impl WaitContext {
+    pub(super) async fn read(s: &WebState) -> Result<Self, StoreError> {
+        let now = Utc::now();
+        Ok(Self {
+            now,
+            pauses: s.store.agent_pauses(now).await?,
+            running: s.store.counts().await?.running,
+            max_running: s.config.limits.max_running,
+            default_agent: s.config.default_agent.clone(),
+        })
+    }
+
+    /// What the pending task `t` waits for, in words, given its `place` in its addressee's
+    /// queue (1 runs next) and the task that runs for its addressee, if one does. The first
+    /// that applies: a time it is held back to, its agent's pause, the running task, the tasks
+    /// before it, the concurrency limit.
+    pub(super) fn waiting(&self, t: &TaskRow, place: i64, behind: Option<&str>) -> Option<String> {
+        if t.state() != TaskState::Pending {
+            return None;
+        }
+        if let Some(nb) = t.not_before.filter(|nb| *nb > self.now) {
+            return Some(format!(
+                "waits until {} (a retry or a usage limit)",
+                nb.format("%H:%M:%S UTC")
+            ));
+        }
+        let agent = t.agent.as_deref().unwrap_or(&self.default_agent);
+        if let Some((_, until, _)) = self.pauses.iter().find(|(a, _, _)| a == agent) {
+            return Some(format!(
+                "usage limit of agent {agent} until {}",
+                until.format("%H:%M:%S UTC")
+            ));
+        }
+        if let Some(b) = behind {
+            return Some(format!("behind {b} (running for {})", t.addressee));
+        }
+        if place > 1 {
+            return Some(format!("place {place} in the queue of {}", t.addressee));
+        }
+        if self.running as u32 >= self.max_running {
+            return Some(format!("the concurrency limit ({} running)", self.running));
+        }
+        Some("next to run".into())
+    }
+}
+
+/// What a pending task waits for, in words (see [`WaitContext::waiting`]).
+pub(super) async fn waiting(s: &WebState, t: &TaskRow) -> Result<Option<String>, StoreError> {
     if t.state() != TaskState::Pending {
         return Ok(None);
     }
-    if let Some(nb) = t.not_before.filter(|nb| *nb > Utc::now()) {
-        return Ok(Some(format!(
-            "waits until {} (a retry or a usage limit)",
-            nb.format("%H:%M:%S UTC")
-        )));
-    }
-    let agent = t
-        .agent
-        .clone()
-        .unwrap_or_else(|| s.config.default_agent.clone());
-    if let Some((_, until, _)) = s
-        .store
-        .agent_pauses(Utc::now())
-        .await?
-        .into_iter()
-        .find(|(a, _, _)| *a == agent)
-    {
-        return Ok(Some(format!(
-            "usage limit of agent {agent} until {}",
-            until.format("%H:%M:%S UTC")
-        )));
-    }
+    let ctx = WaitContext::read(s).await?;
     let (place, behind) = s.store.queue_place(t).await?;
-    if let Some(b) = behind {
-        return Ok(Some(format!("behind {b} (running for {})", t.addressee)));
-    }
-    if place > 1 {
-        return Ok(Some(format!(
-            "place {place} in the queue of {}",
-            t.addressee
-        )));
-    }
-    let c = s.store.counts().await?;
-    if c.running as u32 >= s.config.limits.max_running {
-        return Ok(Some(format!(
-            "the concurrency limit ({} running)",
-            c.running
-        )));
-    }
-    Ok(Some("next to run".into()))
+    Ok(ctx.waiting(t, place, behind.as_deref()))
 }
 
 #[derive(Deserialize)]
@@ -274,7 +300,7 @@ async fn tasks(State(s): State<WebState>, Query(q): Query<TaskQuery>) -> ApiResu
     Ok(Json(TaskPage { tasks, next_offset }))
 }
 
-async fn find(s: &WebState, project: &str, key: &str) -> Result<TaskRow, ApiError> {
+pub(super) async fn find(s: &WebState, project: &str, key: &str) -> Result<TaskRow, ApiError> {
     s.store
         .task(project, key)
         .await?
@@ -475,4 +501,57 @@ async fn publish_after(s: &WebState, cursor: FeedCursor) -> Result<FeedCursor, S
         );
     }
     Ok(next)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pending(agent: Option<&str>) -> TaskRow {
+        let yaml = match agent {
+            Some(a) => format!("addressee: w\nprompt: p\nagent: {a}\n"),
+            None => "addressee: w\nprompt: p\n".to_string(),
+        };
+        let spec = crate::spec::parse_task(yaml.as_bytes()).unwrap();
+        crate::model::NewTask::from_spec(&crate::spec::TaskKey::new("t").unwrap(), &spec).into_row(
+            "web",
+            crate::model::Origin::File,
+            Some("abc"),
+            Utc::now(),
+        )
+    }
+
+    #[test]
+    fn a_pending_task_waits_for_the_first_reason_that_applies() {
+        let now = Utc::now();
+        let mut ctx = WaitContext {
+            now,
+            pauses: vec![(
+                "claude".into(),
+                now + chrono::Duration::hours(1),
+                "limit".into(),
+            )],
+            running: 8,
+            max_running: 8,
+            default_agent: "sh".into(),
+        };
+        let mut t = pending(Some("claude"));
+        t.not_before = Some(now + chrono::Duration::minutes(5));
+        let w =
+            |ctx: &WaitContext, t: &TaskRow, place, behind| ctx.waiting(t, place, behind).unwrap();
+        assert!(w(&ctx, &t, 2, Some("a")).starts_with("waits until"));
+        t.not_before = Some(now - chrono::Duration::minutes(5));
+        assert!(w(&ctx, &t, 2, Some("a")).starts_with("usage limit of agent claude until"));
+        let t = pending(None);
+        assert_eq!(w(&ctx, &t, 2, Some("a")), "behind a (running for w)");
+        assert_eq!(w(&ctx, &t, 2, None), "place 2 in the queue of w");
+        assert_eq!(w(&ctx, &t, 1, None), "the concurrency limit (8 running)");
+        ctx.running = 7;
+        assert_eq!(w(&ctx, &t, 1, None), "next to run");
+        ctx.pauses[0].0 = "sh".into();
+        assert!(
+            w(&ctx, &t, 1, None).starts_with("usage limit of agent sh"),
+            "a task without agent has the default one"
+        );
+    }
 }

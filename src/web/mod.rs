@@ -4,6 +4,8 @@
 pub mod api;
 pub mod auth;
 pub mod pages;
+pub mod stats;
+pub mod transcript;
 
 use std::future::Future;
 use std::pin::Pin;
@@ -35,6 +37,16 @@ pub type LogsFn = Arc<
     dyn Fn(String) -> Pin<Box<dyn Future<Output = Result<String, String>> + Send>> + Send + Sync,
 >;
 
+/// Reads a run's log from an offset on (see [`crate::runtime::Runtime::read_log`]), boxed.
+pub type ReadLogFn = Arc<
+    dyn Fn(
+            String,
+            u64,
+        ) -> Pin<Box<dyn Future<Output = Result<crate::runtime::LogRead, String>> + Send>>
+        + Send
+        + Sync,
+>;
+
 #[derive(Clone)]
 pub struct WebState {
     /// GitHub webhooks, when configured.
@@ -46,6 +58,8 @@ pub struct WebState {
     pub runtime_ready: Arc<std::sync::OnceLock<ReadyCheck>>,
     /// Set with the runtime: reads a run's log.
     pub runtime_logs: Arc<std::sync::OnceLock<LogsFn>>,
+    /// Set with the runtime: follows a run's log (the live transcript).
+    pub runtime_read_log: Arc<std::sync::OnceLock<ReadLogFn>>,
     /// Task changes, for the dashboard's live updates (JSON lines).
     pub events: tokio::sync::broadcast::Sender<String>,
     /// Required of every request when the server listens beyond this machine.
@@ -70,6 +84,7 @@ impl WebState {
             metrics: Arc::default(),
             runtime_ready: Arc::default(),
             runtime_logs: Arc::default(),
+            runtime_read_log: Arc::default(),
             events,
             api_token,
             git_auth,

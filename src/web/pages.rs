@@ -17,6 +17,8 @@ pub fn routes() -> Router<WebState> {
     Router::new()
         .route("/", get(|| async { page("overview", "Projects", "") }))
         .route("/board", get(|| async { page("board", "Task board", "") }))
+        .route("/queues", get(|| async { page("queues", "Queues", "") }))
+        .route("/stats", get(|| async { page("stats", "Stats", "") }))
         .route(
             "/errors",
             get(|| async { page("errors", "Bad task files", "") }),
@@ -53,8 +55,9 @@ fn page(name: &str, title: &str, data: &str) -> impl IntoResponse {
 <title>{title} · coding-swarm</title><link rel="stylesheet" href="/assets/app.css"></head>
 <body data-page="{name}" {data}>
 <header><a class="brand" href="/">coding-swarm</a>
-<nav><a href="/">Projects</a><a href="/board">Board</a><a href="/errors">Bad files</a></nav>
+<nav><a href="/">Projects</a><a href="/board">Board</a><a href="/queues">Queues</a><a href="/stats">Stats</a><a href="/errors">Bad files</a></nav>
 <span id="live" class="live">connecting…</span></header>
+<div id="pauses"></div>
 <main id="main"><h1>{title}</h1><div id="content"></div></main>
 <script src="/assets/app.js"></script></body></html>"#,
         title = esc(title),

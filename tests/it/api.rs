@@ -129,6 +129,26 @@ async fn the_api_with_a_token_csrf_and_clear_errors() {
         .0,
         401
     );
+    // The dashboard's newer endpoints follow the same rule.
+    for path in [
+        "/api/stats",
+        "/api/queues",
+        "/api/pauses",
+        "/api/tasks/web/second/transcript",
+    ] {
+        assert_eq!(http(port, "GET", path, &[], "").await.0, 401, "{path}");
+    }
+    for path in ["/api/stats?since=2h&step=30m", "/api/queues", "/api/pauses"] {
+        let (code, _, body) = http(port, "GET", path, &auth, "").await;
+        assert_eq!(code, 200, "{path}: {body}");
+    }
+    // A task that has not run: its transcript ends at once.
+    let (code, _, body) = http(port, "GET", "/api/tasks/web/second/transcript", &auth, "").await;
+    assert_eq!(code, 200);
+    assert!(
+        body.contains("event: end") && body.contains("has not run yet"),
+        "{body}"
+    );
     assert_eq!(http(port, "GET", "/healthz", &[], "").await.0, 200);
     let (code, head, _) = http(port, "GET", &format!("/login?token={TOKEN}"), &[], "").await;
     assert_eq!(code, 303);

@@ -13,7 +13,7 @@ use serde_json::json;
 
 use crate::support::TestRepo;
 
-struct Proc(Child);
+pub struct Proc(pub Child);
 
 impl Drop for Proc {
     fn drop(&mut self) {
@@ -22,7 +22,7 @@ impl Drop for Proc {
     }
 }
 
-fn free_port() -> u16 {
+pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -30,13 +30,13 @@ fn free_port() -> u16 {
         .port()
 }
 
-fn artifacts() -> PathBuf {
+pub fn artifacts() -> PathBuf {
     let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("test-artifacts");
     std::fs::create_dir_all(&dir).unwrap();
     dir
 }
 
-async fn browser() -> (Client, Proc) {
+pub async fn browser() -> (Client, Proc) {
     let port = free_port();
     let driver = std::env::var("SWARM_TEST_CHROMEDRIVER").unwrap_or_else(|_| "chromedriver".into());
     let child = Command::new(&driver)
@@ -71,12 +71,14 @@ async fn browser() -> (Client, Proc) {
     }
 }
 
-async fn shot(c: &Client, name: &str) {
+pub async fn shot(c: &Client, name: &str) {
     let png = c.screenshot().await.unwrap();
-    std::fs::write(artifacts().join(format!("dashboard-{name}.png")), png).unwrap();
+    let path = artifacts().join(format!("dashboard-{name}.png"));
+    std::fs::write(&path, png).unwrap();
+    eprintln!("screenshot: {}", path.display());
 }
 
-async fn until<F, Fut>(what: &str, timeout: Duration, mut f: F)
+pub async fn until<F, Fut>(what: &str, timeout: Duration, mut f: F)
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = bool>,
@@ -268,12 +270,15 @@ async fn the_dashboard_in_a_real_browser() {
     })
     .await;
     until("a log line", Duration::from_secs(10), || async {
-        c.execute("return document.getElementById('log').textContent;", vec![])
-            .await
-            .unwrap()
-            .as_str()
-            .unwrap_or("")
-            .contains("worker starts")
+        c.execute(
+            "return document.getElementById('transcript').textContent;",
+            vec![],
+        )
+        .await
+        .unwrap()
+        .as_str()
+        .unwrap_or("")
+        .contains("worker starts")
     })
     .await;
     shot(&c, "task-running").await;

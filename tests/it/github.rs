@@ -70,6 +70,7 @@ poll_interval = "1h"
 retry_backoff = "200ms"
 [http]
 listen = "127.0.0.1:{port}"
+public_url = "https://swarm.example.test"
 [github]
 api_url = "{github}"
 min_write_interval = "20ms"
@@ -504,6 +505,19 @@ async fn a_tasks_comment_is_edited_in_place_also_across_a_restart() {
         })
     })
     .await;
+    // `[http] public_url`: the comment and the status link to the task's page.
+    let page = "https://swarm.example.test/tasks/webapp/feature";
+    assert!(
+        on_pr(&github)[0].contains(&format!("[task page]({page})")),
+        "{:?}",
+        on_pr(&github)
+    );
+    assert!(github
+        .hub()
+        .statuses
+        .iter()
+        .filter(|(at, _)| *at == sha)
+        .all(|(_, st)| st["target_url"] == page));
     assert_eq!(on_pr(&github).len(), 1);
     let patches = github
         .hub()
