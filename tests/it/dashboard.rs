@@ -145,14 +145,15 @@ async fn the_dashboard_in_a_real_browser() {
             && c.find(Locator::Css(".project .counts")).await.is_ok()
     })
     .await;
+    // Read in one script: the page re-renders as its data arrives, so an element found first
+    // and read after may be gone.
     until("the synced project", Duration::from_secs(20), || async {
-        c.find(Locator::Css(".project"))
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap()
-            .contains("plan: 1/2 steps done")
+        c.execute(
+            "const e = document.querySelector('.project'); return e ? e.textContent : '';",
+            vec![],
+        )
+        .await
+        .is_ok_and(|v| v.as_str().unwrap_or("").contains("plan: 1/2 steps done"))
     })
     .await;
     shot(&c, "overview").await;
@@ -213,12 +214,15 @@ async fn the_dashboard_in_a_real_browser() {
             if seen.last() != Some(&col) {
                 if col == "col-pending" {
                     let card = c
-                        .find(Locator::Css("[id='task-web/watched'] .waiting"))
+                        .execute(
+                            "const e = document.querySelector(\"[id='task-web/watched'] .waiting\"); return e ? e.textContent : '';",
+                            vec![],
+                        )
                         .await
                         .unwrap()
-                        .text()
-                        .await
-                        .unwrap();
+                        .as_str()
+                        .unwrap_or("")
+                        .to_string();
                     assert!(
                         card.contains("behind blocker"),
                         "a pending task says what it waits for: {card}"

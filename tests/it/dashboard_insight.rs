@@ -261,22 +261,17 @@ async fn charts_pauses_queues_and_a_live_transcript_in_a_real_browser() {
     c.goto(&format!("{base}/board?project={HIST}"))
         .await
         .unwrap();
+    // Each read in one script: the board re-renders as its data arrives.
     until("a card with its cost", Duration::from_secs(10), || async {
-        attr_is(&c, "[id='task-hist/t05'] .cost", "data-turns", "21").await
+        js(
+            &c,
+            "const e = document.querySelector(\"[id='task-hist/t05'] .cost\"); \
+             return e ? [e.dataset.turns, e.dataset.cost, e.textContent] : null;",
+        )
+        .await
+            == json!(["21", "1.25", "$1.25 · 21 turns"])
     })
     .await;
-    assert_eq!(
-        attr(&c, "[id='task-hist/t05'] .cost", "data-cost").await,
-        json!("1.25")
-    );
-    assert!(js(
-        &c,
-        "return document.querySelector(\"[id='task-hist/t05'] .cost\").textContent;"
-    )
-    .await
-    .as_str()
-    .unwrap()
-    .contains("$1.25 · 21 turns"));
     assert!(
         js(
             &c,
@@ -340,7 +335,18 @@ async fn charts_pauses_queues_and_a_live_transcript_in_a_real_browser() {
     );
     std::fs::write(flags.join("qb"), "").unwrap();
 
-    // A transcript that grows live and stops when the run ends.
+    // A transcript that grows live and stops when the run ends, on a page opened before its
+    // task file was pushed: it waits for the task, then follows its run.
+    c.goto(&format!("{base}/tasks/web/talker")).await.unwrap();
+    c.execute("window.__notReloaded = 8;", vec![])
+        .await
+        .unwrap();
+    until(
+        "the page to wait for its task",
+        Duration::from_secs(10),
+        || async { js(&c, "return !!document.getElementById('not-yet');").await == json!(true) },
+    )
+    .await;
     repo.commit(
         &[(
             ".ai/tasks/talker.yaml",
@@ -348,10 +354,6 @@ async fn charts_pauses_queues_and_a_live_transcript_in_a_real_browser() {
         )],
         "a talking task",
     );
-    c.goto(&format!("{base}/tasks/web/talker")).await.unwrap();
-    c.execute("window.__notReloaded = 8;", vec![])
-        .await
-        .unwrap();
     let text = || async {
         js(
             &c,

@@ -242,9 +242,17 @@ async function taskPage() {
     });
     es.addEventListener("end", () => { es.close(); if (following === es) following = null; transcript.dataset.state = "ended"; });
   }
-  const refreshAndFollow = async () => follow((await refresh()).task);
-  await refreshAndFollow();
+  // A page opened before its task exists (a task file pushed a moment ago, not synced yet)
+  // says so and keeps listening: the task appears on the page once the engine has it.
+  const refreshAndFollow = async () => {
+    try {
+      follow((await refresh()).task);
+    } catch (err) {
+      status.replaceChildren(el("span", { class: "muted", id: "not-yet", text: `${err.message} (waiting for the task to appear)` }));
+    }
+  };
   liveStream((ev) => { if (!ev || (ev.project === project && ev.key === key)) refreshAndFollow(); });
+  await refreshAndFollow();
 }
 function entryView(e) {
   const box = (label, ...body) => el("div", { class: `entry ${e.kind}`, "data-kind": e.kind }, el("div", { class: "who", text: label }), ...body);
