@@ -115,6 +115,9 @@ pub struct Hub {
     pub primary_reset: Option<chrono::DateTime<chrono::Utc>>,
     /// Set by a test: every write (POST/PATCH) fails with this server error.
     pub fail_writes: Option<u16>,
+    /// Set by a test: installation tokens are issued only this many times; later requests
+    /// are refused as for a suspended installation (403).
+    pub issue_tokens: Option<u32>,
 }
 
 /// A pull request review as GitHub keeps it.
@@ -483,6 +486,9 @@ fn respond(
                 if rank(v) == 0 || rank(v) > rank(&granted[k]) {
                     return invalid("https://docs.github.com/rest/apps/apps#create-an-installation-access-token-for-an-app", json!([{"resource": "Installation", "field": "permissions", "code": "invalid"}]));
                 }
+            }
+            if hub.issue_tokens.is_some_and(|n| hub.tokens_issued >= n) {
+                return error(403, "This installation has been suspended");
             }
             let repos: Option<Vec<String>> = body["repositories"].as_array().map(|r| {
                 r.iter().filter_map(|x| x.as_str().map(str::to_string)).collect()

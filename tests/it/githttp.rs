@@ -574,6 +574,76 @@ pub mod tests {
             .any(|s| s.contains("git-receive-pack") && s.ends_with("auth=true")));
     }
 
+    /// With a GitHub App whose installation stops issuing tokens after the engine's own: the
+    /// run cannot get its token and fails as `infrastructure`, retried as such, and nothing is
+    /// cloned or pushed without one.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_run_without_its_own_token_fails_as_infrastructure() {
+        let github = crate::ghapi::GitHubServer::start().await;
+        github.hub().issue_tokens = Some(1);
+        let repo = TestRepo::new();
+        repo.commit(
+            &[(".ai/tasks/app-task.yaml", Some("addressee: w\nprompt: p\n"))],
+            "task",
+        );
+        let hub = github.fake.hub.clone();
+        let server = GitHttpServer::start_accepting(
+            repo.dir.path().to_path_buf(),
+            Arc::new(move |p| hub.lock().unwrap().may_push(p, "webapp")),
+        )
+        .await;
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("swarm.toml"),
+            format!(
+                "data_dir = \"d\"\ndefault_agent = \"sh\"\nsandbox = \"none\"\nmax_infra_retries = 1\nretry_backoff = \"100ms\"\n\
+                 [github]\napi_url = \"{}\"\napp_id = 12345\n\
+                 [agents.sh]\ncommand = [\"sh\", \"-c\", \"echo hi > new.txt\"]\n\
+                 [[projects]]\nname = \"webapp\"\nrepo = \"{}/remote.git\"\ngithub = \"acme/webapp\"\n",
+                github.url, server.base
+            ),
+        )
+        .unwrap();
+        let key = std::fs::read_to_string(
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("tests/fixtures/github-app-test-key.pem"),
+        )
+        .unwrap();
+        let d = dir.path().to_path_buf();
+        let out = tokio::task::spawn_blocking(move || {
+            crate::support::command(SWARM)
+                .args(["up", "--once", "--config", "swarm.toml"])
+                .current_dir(&d)
+                .env("SWARM_GITHUB_APP_KEY", key)
+                .output()
+                .unwrap()
+        })
+        .await
+        .unwrap();
+        let log = String::from_utf8_lossy(&out.stderr).to_string();
+        let status = repo
+            .read("main", ".ai/status/app-task.yaml")
+            .unwrap_or_else(|| panic!("no status file: {log}"));
+        assert!(status.contains("infrastructure"), "{status}");
+        assert!(
+            status.contains("cannot mint the job's git token"),
+            "{status}"
+        );
+        // Tried again as an infrastructure failure: two requests after the engine's own.
+        assert_eq!(github.hub().token_requests.len(), 1, "{log}");
+        assert!(
+            github
+                .hub()
+                .seen
+                .iter()
+                .filter(|s| s.path.contains("/access_tokens"))
+                .count()
+                >= 3,
+            "{log}"
+        );
+        assert_eq!(repo.read("swarm/app-task", "new.txt"), None);
+    }
+
     /// `swarm up --once` with the token in its environment (given to the process, never set in
     /// the tests' own): it syncs over HTTP, runs the task, pushes the status file, and the
     /// token lands in no URL and no config of the cache.
