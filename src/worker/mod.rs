@@ -68,8 +68,14 @@ pub fn run_job(
     std::fs::create_dir_all(run_dir)?;
     let run_dir = resolve_run_dir(run_dir);
     let task_file = run_dir.join(TASK_FILE);
-    if let (false, Some(json)) = (task_file.exists(), task_json) {
-        write_atomic(&task_file, json.as_bytes())?;
+    // In a pod, the run directory is the agent's to write: a `task.json` left there could name
+    // another remote for the push and its credential. Each phase takes the task from the
+    // mounted ConfigMap (`task_json`) again; the agent's container has ended, with every
+    // process of it, before the push container starts.
+    if let Some(json) = task_json {
+        if phase != Phase::All || !task_file.exists() {
+            write_atomic(&task_file, json.as_bytes())?;
+        }
     }
     let state_dir = state_dir.map_or_else(|| run_dir.clone(), Path::to_path_buf);
     let result = match phase {

@@ -402,10 +402,23 @@ pub mod tests {
         let (run, state) = (pod.path().join("workspace/run"), pod.path().join("state"));
         std::fs::create_dir_all(&run).unwrap();
         let mut t = task(&url);
+        // A server that would take any credential, where the agent tries to send the push.
+        let elsewhere_repo = TestRepo::new();
+        elsewhere_repo.commit(&[("README.md", Some("x\n"))], "init");
+        let elsewhere = GitHttpServer::start_accepting(
+            elsewhere_repo.dir.path().to_path_buf(),
+            Arc::new(|_| true),
+        )
+        .await;
+        // The agent also rewrites the run's task.json (its parent directory in a pod is the
+        // shared volume) to name that server as the project's remote.
         t.agent = (&AgentProfile::command(vec![
             "sh".into(),
             "-c".into(),
-            "env > agent-env.txt; echo hi > new.txt".into(),
+            format!(
+                "env > agent-env.txt; echo hi > new.txt; sed -i 's#{}#{}#' ../task.json",
+                server.base, elsewhere.base
+            ),
         ]))
             .into();
         let task_file = pod.path().join("task.json");
@@ -465,6 +478,11 @@ pub mod tests {
             server.seen()
         );
         assert!(state.join("checkout.json").exists());
+        assert!(
+            elsewhere.seen().is_empty(),
+            "the push went where the mounted task says, not where the agent wrote: {:?}",
+            elsewhere.seen()
+        );
 
         // The push container without the checkout's state (another pod's, or removed):
         // nothing is pushed, and the result says why.
