@@ -264,6 +264,11 @@ pub struct ProjectConfig {
     /// The GitHub repository (`owner/name`) when `repo` does not say it (a mirror, say).
     #[serde(default)]
     pub github: Option<String>,
+    /// The checks (check-run names or status contexts) a `merge` task waits for on the
+    /// branches it merges. Unset: those the default branch's protection requires, else every
+    /// check on the head. `[]`: tasks of this project wait for no checks.
+    #[serde(default)]
+    pub required_checks: Option<Vec<String>>,
 }
 
 impl ProjectConfig {
@@ -404,8 +409,8 @@ pub struct GitHubConfig {
     /// The App's installation; found per repository when absent.
     #[serde(default)]
     pub installation_id: Option<u64>,
-    /// Open a draft pull request for each implement task that finished with changes.
-    #[serde(default)]
+    /// Open a draft pull request for a task's branch when a run first pushes commits to it.
+    #[serde(default = "yes")]
     pub draft_pull_requests: bool,
     /// The least time between two writes (GitHub asks for about a second).
     #[serde(default = "default_write_interval", deserialize_with = "de_duration")]
@@ -435,6 +440,14 @@ pub struct GitHubConfig {
     /// How much of the end of a failed GitHub Actions job's log the manager is shown, in KiB.
     #[serde(default = "default_ci_log_excerpt_kib")]
     pub ci_log_excerpt_kib: u32,
+    /// How often the required checks of the tasks that wait for them are read from the API
+    /// even when no delivery said they changed (deliveries can be missed).
+    #[serde(default = "default_checks_interval", deserialize_with = "de_duration")]
+    pub checks_interval: Duration,
+}
+
+fn default_checks_interval() -> Duration {
+    Duration::from_secs(60)
 }
 
 fn default_max_ci_fix_rounds() -> u32 {
@@ -621,6 +634,10 @@ fn default_infra_retries() -> u32 {
 fn default_retry_backoff() -> Duration {
     Duration::from_secs(10)
 }
+fn yes() -> bool {
+    true
+}
+
 fn default_max_running() -> u32 {
     8
 }
@@ -787,6 +804,16 @@ impl Config {
             if p.max_running == Some(0) {
                 return Err(format!("projects[{i}].max_running: must be at least 1"));
             }
+            if let Some(n) = p
+                .required_checks
+                .iter()
+                .flatten()
+                .position(|c| c.trim().is_empty())
+            {
+                return Err(format!(
+                    "projects[{i}].required_checks[{n}]: a check name must not be empty"
+                ));
+            }
         }
         for (name, profile) in &self.agents {
             Label::new(name).map_err(|e| format!("agents.{name}: {e}"))?;
@@ -843,6 +870,9 @@ impl Config {
                     "github.mention: {:?} is not a mention like @swarm",
                     g.mention
                 ));
+            }
+            if g.checks_interval < Duration::from_secs(1) {
+                return Err("github.checks_interval: must be at least 1s".into());
             }
             // Installation tokens last an hour: one renewed later would have expired.
             if g.token_renewal.is_zero() || g.token_renewal > Duration::from_secs(55 * 60) {
@@ -918,6 +948,20 @@ impl Config {
 
     pub fn project(&self, name: &str) -> Option<&ProjectConfig> {
         self.projects.iter().find(|p| p.name == name)
+    }
+
+    /// Projects whose tasks may wait for required checks: those on GitHub, when `[github]` is
+    /// configured, and not opted out with `required_checks = []`.
+    pub fn gated_projects(&self) -> std::collections::HashSet<String> {
+        if self.github.is_none() {
+            return Default::default();
+        }
+        self.projects
+            .iter()
+            .filter(|p| p.github_repo().is_some())
+            .filter(|p| p.required_checks.as_ref().is_none_or(|c| !c.is_empty()))
+            .map(|p| p.name.clone())
+            .collect()
     }
 
     pub fn max_running_for(&self, project: &ProjectConfig) -> u32 {

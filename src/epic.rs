@@ -82,6 +82,8 @@ pub fn epic_spec(project: &str, epic: &str, text: &str) -> Result<TaskSpec, Epic
         max_attempts: None,
         priority: None,
         created_by: None,
+        merges: None,
+        requires_checks: None,
     };
     Ok(spec)
 }

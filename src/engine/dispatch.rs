@@ -58,6 +58,9 @@ impl<R: Runtime> Engine<R> {
             .into_iter()
             .map(|(a, _, _)| a)
             .collect();
+        if !limits.gated_projects.is_empty() {
+            limits.green_gates = self.store.green_gates().await?;
+        }
         loop {
             let now = Utc::now();
             let metrics = self.metrics.clone();
@@ -106,6 +109,8 @@ impl<R: Runtime> Engine<R> {
             batch: CLAIM_BATCH,
             paused_agents: Default::default(),
             default_agent: self.config.default_agent.clone(),
+            gated_projects: self.config.gated_projects(),
+            green_gates: Default::default(),
         }
     }
 

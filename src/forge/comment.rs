@@ -18,6 +18,8 @@ pub struct QueuePlace {
     pub place: i64,
     /// The running task of its addressee, if any.
     pub behind: Option<String>,
+    /// The required checks it waits for, in words (see [`crate::model::checks::waits_for`]).
+    pub waits_for: Option<String>,
 }
 
 /// Text from agents shown as text: no HTML, no mentions that ping people.
@@ -30,6 +32,15 @@ fn quote(text: &str) -> String {
         .map(|l| format!("> {l}"))
         .collect::<Vec<_>>()
         .join("\n")
+}
+
+/// Text from elsewhere (check names come from CI) within a line: no HTML, no mentions.
+fn inline(text: &str) -> String {
+    text.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('@', "@\u{200b}")
+        .replace(['\r', '\n'], " ")
 }
 
 fn duration(secs: f64) -> String {
@@ -91,6 +102,9 @@ pub fn comment_body_on(
                 match &q.behind {
                     Some(b) => out.push_str(&format!(", behind `{b}` (running).")),
                     None => out.push('.'),
+                }
+                if let Some(w) = &q.waits_for {
+                    out.push_str(&format!(" Waits for {}.", inline(w)));
                 }
             }
             if let Some(nb) = row.not_before {
@@ -179,6 +193,71 @@ pub fn commit_status(row: &TaskRow) -> Value {
     json!({"state": state, "context": format!("swarm/{}", row.key), "description": crate::spec::truncate(&description, 130)})
 }
 
+/// The check run `swarm/<key>` of a task (with a GitHub App): its status and conclusion, a
+/// title and a summary (result, cost, turns, duration, branch), and `details_url` to the task's
+/// page. The head commit and the run's id are the writer's.
+pub fn check_run(row: &TaskRow, branch: &str, page: Option<&str>) -> Value {
+    let mut run = json!({"name": format!("swarm/{}", row.key), "external_id": row.key});
+    let mut facts = vec![format!("Branch `{}`.", inline(branch))];
+    let title = match (row.state(), row.result()) {
+        (TaskState::Pending, _) => {
+            run["status"] = json!("queued");
+            "Waiting in the queue".to_string()
+        }
+        (TaskState::Running, _) => {
+            run["status"] = json!("in_progress");
+            if let Some(s) = row.started_at {
+                run["started_at"] = json!(s.to_rfc3339_opts(chrono::SecondsFormat::Secs, true));
+            }
+            format!("Running (attempt {})", row.attempts)
+        }
+        (TaskState::Completed, result) => {
+            run["status"] = json!("completed");
+            let (conclusion, title) = match result {
+                Some(r) if r.success => ("success", "Succeeded".to_string()),
+                Some(r) if r.error_class == Some(ErrorClass::Cancelled) => {
+                    ("cancelled", "Stopped".to_string())
+                }
+                Some(r) => (
+                    "failure",
+                    format!(
+                        "Failed ({})",
+                        r.error_class.map_or("error", ErrorClass::as_str)
+                    ),
+                ),
+                None => ("success", "Completed".to_string()),
+            };
+            run["conclusion"] = json!(conclusion);
+            if let Some(r) = result {
+                if let Some(d) = r.duration_seconds() {
+                    facts.push(format!("Took {}.", duration(d)));
+                }
+                if let Some(c) = r.cost_usd {
+                    facts.push(format!("Cost ${c:.2}."));
+                }
+                if let Some(t) = r.turns {
+                    facts.push(format!("{t} turns."));
+                }
+                if let Some(e) = &r.error {
+                    facts.push(format!("\n{}", quote(&crate::spec::truncate(e, 2000))));
+                }
+                if let Some(s) = &r.summary {
+                    facts.push(format!("\n{}", quote(&crate::spec::truncate(s, 20_000))));
+                }
+            }
+            if let Some(f) = row.completed_at {
+                run["completed_at"] = json!(f.to_rfc3339_opts(chrono::SecondsFormat::Secs, true));
+            }
+            title
+        }
+    };
+    run["output"] = json!({"title": title, "summary": facts.join(" ")});
+    if let Some(p) = page {
+        run["details_url"] = json!(p);
+    }
+    run
+}
+
 #[cfg(test)]
 mod tests {
     use chrono::{TimeZone, Utc};
@@ -228,10 +307,17 @@ mod tests {
         let queue = QueuePlace {
             place: 2,
             behind: Some("setup".into()),
+            waits_for: None,
         };
         let first = QueuePlace {
             place: 1,
             behind: None,
+            waits_for: None,
+        };
+        let gated = QueuePlace {
+            place: 1,
+            behind: None,
+            waits_for: Some("required checks: `swarm/a`: <ci>@team\nfailed".into()),
         };
         // (row, queue place, a line of the comment, commit status state and description)
         let table = [
@@ -251,6 +337,12 @@ mod tests {
                 row(TaskState::Pending, None),
                 None,
                 "**Pending.**",
+                ("pending", "waiting in the queue"),
+            ),
+            (
+                row(TaskState::Pending, None),
+                Some(&gated),
+                "**Pending.** Place 1 in the queue of `worker-a`. Waits for required checks: `swarm/a`: &lt;ci&gt;@\u{200b}team failed.",
                 ("pending", "waiting in the queue"),
             ),
             (

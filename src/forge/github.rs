@@ -517,6 +517,173 @@ impl GitHub {
         expect_ok(&r, "set a commit status")
     }
 
+    /// The checks a protected branch requires before a merge ("Get a branch": its
+    /// `protection.required_status_checks`, readable with `contents: read`, unlike the branch
+    /// protection endpoints, which need administration). `None` when the branch is not
+    /// protected or requires no checks; an error when the branch does not exist.
+    pub async fn required_checks(
+        &self,
+        repo: &str,
+        branch: &str,
+    ) -> Result<Option<Vec<String>>, ForgeError> {
+        let r = self
+            .call(
+                repo,
+                http::Method::GET,
+                &format!("/repos/{repo}/branches/{branch}"),
+                None,
+            )
+            .await?;
+        expect_ok(&r, "read a branch's protection")?;
+        let checks = &r.body["protection"]["required_status_checks"];
+        if r.body["protected"] != true || !checks.is_object() {
+            return Ok(None);
+        }
+        let mut names: Vec<String> = checks["checks"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|c| c["context"].as_str())
+            .chain(
+                checks["contexts"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|c| c.as_str()),
+            )
+            .map(str::to_string)
+            .collect();
+        names.sort();
+        names.dedup();
+        Ok((!names.is_empty()).then_some(names))
+    }
+
+    /// Every check reported on commit `sha`: its latest check run of each name ("List check
+    /// runs for a Git reference", `filter=latest`) and its latest status of each context ("Get
+    /// the combined status for a specific reference").
+    pub async fn commit_checks(
+        &self,
+        repo: &str,
+        sha: &str,
+    ) -> Result<Vec<crate::model::checks::Reported>, ForgeError> {
+        use crate::model::checks::{CheckState, Reported};
+        let runs = self
+            .list(
+                repo,
+                format!("/repos/{repo}/commits/{sha}/check-runs?filter=latest&per_page=100"),
+                Some("check_runs"),
+                "list a commit's check runs",
+            )
+            .await?;
+        let mut out: Vec<Reported> = runs
+            .iter()
+            .map(|c| Reported {
+                name: c["name"].as_str().unwrap_or_default().to_string(),
+                state: CheckState::of_run(
+                    c["status"].as_str().unwrap_or_default(),
+                    c["conclusion"].as_str(),
+                ),
+            })
+            .collect();
+        let statuses = self
+            .list(
+                repo,
+                format!("/repos/{repo}/commits/{sha}/status?per_page=100"),
+                Some("statuses"),
+                "read a commit's combined status",
+            )
+            .await?;
+        out.extend(statuses.iter().map(|c| Reported {
+            name: c["context"].as_str().unwrap_or_default().to_string(),
+            state: CheckState::of_status(c["state"].as_str().unwrap_or_default()),
+        }));
+        Ok(out)
+    }
+
+    /// The id of the latest check run named `name` on commit `sha` ("List check runs for a
+    /// Git reference", `check_name`), if there is one.
+    pub async fn find_check_run(
+        &self,
+        repo: &str,
+        sha: &str,
+        name: &str,
+    ) -> Result<Option<u64>, ForgeError> {
+        let r = self
+            .call(
+                repo,
+                http::Method::GET,
+                &format!(
+                    "/repos/{repo}/commits/{sha}/check-runs?check_name={}&filter=latest&per_page=1",
+                    form_urlencoded::byte_serialize(name.as_bytes()).collect::<String>()
+                ),
+                None,
+            )
+            .await?;
+        if r.status == 404 || r.status == 422 {
+            return Ok(None);
+        }
+        expect_ok(&r, "find a check run")?;
+        Ok(r.body["check_runs"][0]["id"].as_u64())
+    }
+
+    /// Adds reaction `content` to comment `id`: an issue comment, or (`on_diff`) a review
+    /// comment ("Create reaction for an issue comment" / "... for a pull request review
+    /// comment"; 200 when it was there already).
+    pub async fn react(
+        &self,
+        repo: &str,
+        id: u64,
+        on_diff: bool,
+        content: &str,
+    ) -> Result<(), ForgeError> {
+        let kind = if on_diff { "pulls" } else { "issues" };
+        let r = self
+            .call(
+                repo,
+                http::Method::POST,
+                &format!("/repos/{repo}/{kind}/comments/{id}/reactions"),
+                Some(&serde_json::json!({ "content": content })),
+            )
+            .await?;
+        expect_ok(&r, "react to a comment")
+    }
+
+    /// Creates a check run ("Create a check run"); returns its id.
+    pub async fn create_check_run(&self, repo: &str, run: &Value) -> Result<u64, ForgeError> {
+        let r = self
+            .call(
+                repo,
+                http::Method::POST,
+                &format!("/repos/{repo}/check-runs"),
+                Some(run),
+            )
+            .await?;
+        expect_ok(&r, "create a check run")?;
+        Ok(r.body["id"].as_u64().unwrap_or_default())
+    }
+
+    /// Updates check run `id` ("Update a check run"); false when it is gone.
+    pub async fn update_check_run(
+        &self,
+        repo: &str,
+        id: u64,
+        run: &Value,
+    ) -> Result<bool, ForgeError> {
+        let r = self
+            .call(
+                repo,
+                http::Method::PATCH,
+                &format!("/repos/{repo}/check-runs/{id}"),
+                Some(run),
+            )
+            .await?;
+        if r.status == 404 {
+            return Ok(false);
+        }
+        expect_ok(&r, "update a check run")?;
+        Ok(true)
+    }
+
     /// A review of pull request `number`: its state (`CHANGES_REQUESTED`, `COMMENTED`,
     /// `APPROVED`, ...), body and author ("Get a review for a pull request").
     pub async fn review(&self, repo: &str, number: u64, id: u64) -> Result<Value, ForgeError> {

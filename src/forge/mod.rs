@@ -79,7 +79,14 @@ pub struct Forge {
     identity: tokio::sync::OnceCell<String>,
     /// Where task pages are linked to (`[http] public_url`).
     http: crate::config::HttpConfig,
+    /// Projects whose tasks may wait for required checks.
+    gated: std::collections::HashSet<String>,
+    /// The checks each repository's default branch requires, as last read, and when.
+    required: tokio::sync::Mutex<HashMap<String, (std::time::Instant, Option<Vec<String>>)>>,
 }
+
+/// How long the checks a branch protection requires are remembered.
+const PROTECTION_TTL: Duration = Duration::from_secs(300);
 
 impl Forge {
     /// None when `[github]` is not configured or no project is on GitHub.
@@ -109,6 +116,8 @@ impl Forge {
             metrics,
             identity: tokio::sync::OnceCell::new(),
             http: config.http.clone(),
+            gated: config.gated_projects(),
+            required: Default::default(),
         })))
     }
 
@@ -138,9 +147,14 @@ impl Forge {
         };
         let mut paused_until: Option<DateTime<Utc>> = None;
         let mut cleaned = Utc::now() - chrono::Duration::days(1);
+        let mut gates_polled: Option<std::time::Instant> = None;
         loop {
             if *shutdown.borrow() {
                 return;
+            }
+            if gates_polled.is_none_or(|t| t.elapsed() >= self.cfg.checks_interval) {
+                gates_polled = Some(std::time::Instant::now());
+                self.refresh_gates(None).await;
             }
             if Utc::now() - cleaned > chrono::Duration::hours(1) {
                 cleaned = Utc::now();
@@ -192,6 +206,7 @@ impl Forge {
             let mut ids: Vec<i64> = events.iter().filter_map(|e| e.task_id).collect();
             ids.sort_unstable();
             ids.dedup();
+            let mut moved = Vec::new();
             for row in self.store.tasks_by_ids(&ids).await? {
                 if row.origin != crate::model::Origin::File {
                     continue;
@@ -202,6 +217,32 @@ impl Forge {
                     continue;
                 };
                 self.queue_task(repo, project, &row).await?;
+                let kinds = || {
+                    events
+                        .iter()
+                        .filter(|e| e.task_id == Some(row.id))
+                        .map(|e| e.kind)
+                };
+                // A task that came to the queue (new, changed, back after a failure) is looked
+                // at as soon as it heads it; the engine's own records of checks and pull
+                // requests start nothing.
+                use crate::model::EventKind as K;
+                if row.state() == TaskState::Pending
+                    && kinds().any(|k| !matches!(k, K::Checks | K::PullRequest | K::Reported))
+                {
+                    self.gate_if_head(repo, project, &row).await;
+                }
+                // A task that left the queue moves everyone behind it.
+                if kinds()
+                    .any(|k| matches!(k, K::Claimed | K::Completed | K::Cancelled | K::Removed))
+                {
+                    moved.push((repo.clone(), project.clone(), row.addressee.clone()));
+                }
+            }
+            moved.sort_by(|a, b| (&a.1.name, &a.2).cmp(&(&b.1.name, &b.2)));
+            moved.dedup_by(|a, b| a.1.name == b.1.name && a.2 == b.2);
+            for (repo, project, addressee) in moved {
+                self.queue_moved(&repo, &project, &addressee).await?;
             }
             cursor = next;
             if events.len() < 1000 {
@@ -219,14 +260,33 @@ impl Forge {
         let now = Utc::now();
         let queue = if row.state() == TaskState::Pending {
             let (place, behind) = self.store.queue_place(row).await?;
-            Some(comment::QueuePlace { place, behind })
+            let waits_for = if self.gates(row) {
+                match self.store.pending_gates().await?.remove(&row.id) {
+                    Some(g) if g.green => None,
+                    Some(g) => Some(g.waits_for),
+                    None => Some("required checks, not looked at yet".to_string()),
+                }
+            } else {
+                None
+            };
+            Some(comment::QueuePlace {
+                place,
+                behind,
+                waits_for,
+            })
         } else {
             None
         };
-        let branch = row
+        let mut branch = row
             .result()
             .and_then(|r| r.branch.clone())
             .unwrap_or_else(|| effective_branch(row, &project.default_branch));
+        // A merge into the default branch reports on the pull request of what it merges.
+        if branch == project.default_branch {
+            if let Some(first) = row.spec.merges.as_ref().and_then(|m| m.iter().next()) {
+                branch = first.as_str().to_string();
+            }
+        }
         let page = self.http.task_page(&row.project, &row.key);
         let body = comment::comment_body_on(
             row,
@@ -247,22 +307,32 @@ impl Forge {
             )
             .await?;
         let sha = row.result().and_then(|r| r.commit_sha.clone());
-        let mut status = comment::commit_status(row);
-        status["branch"] = json!(branch);
-        status["sha"] = json!(sha);
-        if let Some(page) = &page {
-            status["target_url"] = json!(page);
+        if self.gh.is_app() {
+            // With an App, the modern surface: a check run, with a summary and "Re-run".
+            let mut run = comment::check_run(row, &branch, page.as_deref());
+            run["branch"] = json!(branch);
+            run["sha"] = json!(sha);
+            self.store
+                .outbox_put(repo, OutboxKind::CheckRun, &target, &run, now)
+                .await?;
+        } else {
+            let mut status = comment::commit_status(row);
+            status["branch"] = json!(branch);
+            status["sha"] = json!(sha);
+            if let Some(page) = &page {
+                status["target_url"] = json!(page);
+            }
+            self.store
+                .outbox_put(repo, OutboxKind::Status, &target, &status, now)
+                .await?;
         }
-        self.store
-            .outbox_put(repo, OutboxKind::Status, &target, &status, now)
-            .await?;
-        let finished_implementation = row.state() == TaskState::Completed
-            && row.result().is_some_and(|r| r.success && r.changed)
-            && row.role() == Role::Implement;
-        if self.cfg.draft_pull_requests
-            && finished_implementation
-            && branch != project.default_branch
-        {
+        // A run that pushed commits to a branch of its own gets the branch a (draft) pull
+        // request, so its status comment and checks have a home.
+        let pushed = row
+            .result()
+            .is_some_and(|r| r.changed && r.commit_sha.is_some())
+            && !matches!(row.role(), Role::Manager | Role::Merge);
+        if self.cfg.draft_pull_requests && pushed && branch != project.default_branch {
             let first = row
                 .prompt
                 .lines()
@@ -276,6 +346,182 @@ impl Forge {
                 .await?;
         }
         Ok(())
+    }
+
+    /// Whether `row` waits for required checks before it runs.
+    fn gates(&self, row: &TaskRow) -> bool {
+        row.state() == TaskState::Pending
+            && self.gated.contains(&row.project)
+            && crate::model::checks::requires_checks(row)
+    }
+
+    /// The pending tasks of `addressee` moved up in its queue: their comments say so (those
+    /// that have one), and a new head that waits for checks is looked at.
+    async fn queue_moved(
+        &self,
+        repo: &str,
+        project: &ProjectConfig,
+        addressee: &str,
+    ) -> Result<(), StoreError> {
+        let filter = crate::store::TaskFilter {
+            project: Some(project.name.clone()),
+            status: Some(TaskState::Pending),
+            addressee: Some(addressee.to_string()),
+            limit: Some(50),
+            ..Default::default()
+        };
+        for (i, row) in self.store.list(&filter).await?.into_iter().enumerate() {
+            if row.origin != crate::model::Origin::File {
+                continue;
+            }
+            if i == 0 && self.gates(&row) {
+                self.check_gate(repo, project, &row).await;
+            } else if self.store.has_comment(repo, &row.key).await? {
+                self.queue_task(repo, project, &row).await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Looks at the checks `row` waits for when it heads its addressee's queue.
+    async fn gate_if_head(&self, repo: &str, project: &ProjectConfig, row: &TaskRow) {
+        if !self.gates(row) {
+            return;
+        }
+        match self.store.queue_place(row).await {
+            Ok((1, _)) => self.check_gate(repo, project, row).await,
+            Ok(_) => {}
+            Err(e) => tracing::warn!("cannot read a queue place: {e}"),
+        }
+    }
+
+    /// Looks again at the pending tasks that wait for checks and head their queues: of every
+    /// gated project, or (`only`) those of a project that wait on a branch.
+    async fn refresh_gates(&self, only: Option<(&str, &str)>) {
+        for (repo, project) in &self.by_repo {
+            if !self.gated.contains(&project.name) || only.is_some_and(|(p, _)| p != project.name) {
+                continue;
+            }
+            let filter = crate::store::TaskFilter {
+                project: Some(project.name.clone()),
+                status: Some(TaskState::Pending),
+                limit: Some(5000),
+                ..Default::default()
+            };
+            let rows = match self.store.list(&filter).await {
+                Ok(r) => r,
+                Err(e) => {
+                    tracing::warn!("cannot list pending tasks for their checks: {e}");
+                    continue;
+                }
+            };
+            // The list is in queue order: the first of each addressee heads its queue.
+            let mut seen = std::collections::HashSet::new();
+            for row in rows {
+                if !seen.insert(row.addressee.clone()) || !self.gates(&row) {
+                    continue;
+                }
+                if let Some((_, branch)) = only {
+                    if !crate::model::checks::gated_branches(&row, &project.default_branch)
+                        .iter()
+                        .any(|b| b == branch)
+                    {
+                        continue;
+                    }
+                }
+                self.check_gate(repo, project, &row).await;
+            }
+        }
+    }
+
+    /// The gates of project `name` (in repository `repo`) that wait on `branch`.
+    async fn refresh_gates_on(&self, repo: &str, name: &str, branch: &str) {
+        if self
+            .by_repo
+            .get(repo)
+            .is_some_and(|p| self.gated.contains(&p.name))
+        {
+            self.refresh_gates(Some((name, branch))).await;
+        }
+    }
+
+    /// The checks the default branch of `repo` requires (its protection), remembered a while.
+    async fn protection(
+        &self,
+        repo: &str,
+        branch: &str,
+    ) -> Result<Option<Vec<String>>, ForgeError> {
+        let mut cache = self.required.lock().await;
+        if let Some((at, names)) = cache.get(repo) {
+            if at.elapsed() < PROTECTION_TTL {
+                return Ok(names.clone());
+            }
+        }
+        let names = self.gh.required_checks(repo, branch).await?;
+        cache.insert(repo.to_string(), (std::time::Instant::now(), names.clone()));
+        Ok(names)
+    }
+
+    /// Reads what the checks `row` waits for say now and records it; a change is an event of
+    /// the task (its comment and the dashboard say it), and a green gate wakes dispatch. A
+    /// failure to read leaves the gate as it was, for the next look.
+    async fn check_gate(&self, repo: &str, project: &ProjectConfig, row: &TaskRow) {
+        use crate::model::checks;
+        let read = async {
+            let required = match &project.required_checks {
+                Some(r) => Some(r.clone()),
+                None => self.protection(repo, &project.default_branch).await?,
+            };
+            let mut verdicts = Vec::new();
+            for branch in checks::gated_branches(row, &project.default_branch) {
+                let verdict = match self.gh.branch_head(repo, &branch).await? {
+                    Some(sha) => Some(checks::verdict(
+                        required.as_deref(),
+                        &self.gh.commit_checks(repo, &sha).await?,
+                    )),
+                    None => None,
+                };
+                verdicts.push((branch, verdict));
+            }
+            Ok::<_, ForgeError>(checks::waits_for(&verdicts))
+        };
+        let waits = match read.await {
+            Ok(w) => w,
+            Err(e) => {
+                tracing::warn!(%repo, task = %row.key, "cannot read the checks a task waits for: {}", error_chain(&e));
+                return;
+            }
+        };
+        let before = match self.store.pending_gates().await {
+            Ok(mut g) => g.remove(&row.id),
+            Err(e) => {
+                tracing::warn!("cannot read required checks: {e}");
+                return;
+            }
+        };
+        let now = Utc::now();
+        if let Err(e) = self
+            .store
+            .set_gate(row.id, row.generation, waits.as_deref(), now)
+            .await
+        {
+            tracing::warn!("cannot record required checks: {e}");
+            return;
+        }
+        let same = before.is_some_and(|g| {
+            g.green == waits.is_none() && g.waits_for == waits.clone().unwrap_or_default()
+        });
+        if !same {
+            let text = match &waits {
+                Some(w) => format!("waits for {w}"),
+                None => "required checks passed".to_string(),
+            };
+            tracing::info!(project = %row.project, task = %row.key, "{text}");
+            let event = crate::model::NewEvent::of(row, crate::model::EventKind::Checks, text);
+            if let Err(e) = self.store.append_events(&[event], now).await {
+                tracing::warn!("cannot record required checks: {e}");
+            }
+        }
     }
 
     /// Writes what is due, spaced by `min_write_interval`. Returns when GitHub asked to wait.
@@ -390,6 +636,38 @@ impl Forge {
                     status["target_url"] = p["target_url"].clone();
                 }
                 self.gh.create_status(&row.repo, &sha, &status).await?;
+                Ok(true)
+            }
+            OutboxKind::CheckRun => {
+                let sha = match p["sha"].as_str() {
+                    Some(sha) => sha.to_string(),
+                    None => match self.gh.branch_head(&row.repo, &s("branch")).await? {
+                        Some(sha) => sha,
+                        None => return Ok(false),
+                    },
+                };
+                let mut run = p.clone();
+                if let Some(o) = run.as_object_mut() {
+                    o.remove("branch");
+                    o.remove("sha");
+                }
+                let name = s("name");
+                // One check run per task and commit: updated in place once it exists.
+                match self.gh.find_check_run(&row.repo, &sha, &name).await? {
+                    Some(id) if self.gh.update_check_run(&row.repo, id, &run).await? => {}
+                    _ => {
+                        run["head_sha"] = json!(sha);
+                        self.gh.create_check_run(&row.repo, &run).await?;
+                    }
+                }
+                Ok(true)
+            }
+            OutboxKind::Reply if p["reaction"].is_string() => {
+                let id = p["comment"].as_u64().unwrap_or(0);
+                let on_diff = p["on_diff"].as_bool().unwrap_or(false);
+                self.gh
+                    .react(&row.repo, id, on_diff, &s("reaction"))
+                    .await?;
                 Ok(true)
             }
             OutboxKind::Reply => {
@@ -529,7 +807,7 @@ impl Forge {
                         d,
                         repo,
                         project,
-                        number,
+                        (number, None),
                         true,
                         Some(head_branch),
                         author,
@@ -540,6 +818,7 @@ impl Forge {
             Event::ReviewComment {
                 repo,
                 number,
+                comment_id,
                 head_branch,
                 review_id,
                 author,
@@ -560,7 +839,7 @@ impl Forge {
                             d,
                             repo,
                             project,
-                            number,
+                            (number, comment_id.map(|id| (id, true))),
                             true,
                             Some(head_branch),
                             author,
@@ -583,6 +862,12 @@ impl Forge {
                 let Some(project) = self.by_repo.get(&repo.to_ascii_lowercase()).cloned() else {
                     return Ok(None);
                 };
+                // Tasks that wait for these checks look again (the API is the truth; the
+                // delivery only says when to look).
+                let repo_key = repo.to_ascii_lowercase();
+                for b in &branches {
+                    self.refresh_gates_on(&repo_key, &project.name, b).await;
+                }
                 self.react_to_checks(d, &repo, &project, &branches, &sha, source)
                     .await?;
                 Ok(None)
@@ -596,12 +881,86 @@ impl Forge {
                     if let Some(t) = triggers.get(&project.name) {
                         t.notify_one();
                     }
+                } else {
+                    // A new head: its checks start again.
+                    self.refresh_gates_on(&repo.to_ascii_lowercase(), &project.name, &branch)
+                        .await;
+                }
+                Ok(None)
+            }
+            Event::PullRequest {
+                repo,
+                number,
+                head_branch,
+                action,
+                merged,
+                author,
+            } => {
+                let key = repo.to_ascii_lowercase();
+                let Some(project) = self.by_repo.get(&key).cloned() else {
+                    return Ok(None);
+                };
+                let Some(task) = self.task_on(&project.name, &head_branch).await? else {
+                    tracing::debug!(%repo, number, "a pull request of a branch that is no task's; ignored");
+                    return Ok(None);
+                };
+                if action == "synchronize" {
+                    self.refresh_gates_on(&key, &project.name, &head_branch)
+                        .await;
+                    return Ok(None);
+                }
+                // Opened (by a person too), reopened, ready or closed: recorded on the task,
+                // whose status comment then goes onto it at once (the change feed queues it).
+                let what = match (action.as_str(), merged) {
+                    ("closed", true) => "merged",
+                    ("closed", false) => "closed",
+                    ("ready_for_review", _) => "marked ready for review",
+                    (a, _) => a,
+                };
+                let text = format!("pull request #{number} {what} (by {author})");
+                let event =
+                    crate::model::NewEvent::of(&task, crate::model::EventKind::PullRequest, text)
+                        .with_data(json!({"number": number, "action": action, "merged": merged}));
+                self.store.append_events(&[event], Utc::now()).await?;
+                Ok(None)
+            }
+            Event::CheckRerun { repo, name, author } => {
+                let Some(project) = self.by_repo.get(&repo.to_ascii_lowercase()).cloned() else {
+                    return Ok(None);
+                };
+                let Some(key) = name.strip_prefix(crate::model::checks::OWN_PREFIX) else {
+                    return Ok(None);
+                };
+                let key = key.to_string();
+                // GitHub offers "Re-run" to people with write access; asked again all the same.
+                match self.gh.permission(&repo, &author).await {
+                    Ok(p) if matches!(p.as_str(), "admin" | "write" | "maintain") => {}
+                    Ok(_) => return Ok(None),
+                    Err(e) => return transient(e).map(|()| None),
+                }
+                let who = format!("@{author} on GitHub (Re-run)");
+                // Once per delivery: the retry marks it processed in its own transaction.
+                let receipt = Receipt::new(d, |_: &Result<i32, SteerError>| None);
+                match crate::steer::retry_marking(
+                    &self.store,
+                    &project.name,
+                    &key,
+                    &who,
+                    Some(receipt),
+                )
+                .await
+                {
+                    Ok(_) | Err(SteerError::Store(StoreError::DeliveryProcessed { .. })) => {}
+                    Err(e) => {
+                        tracing::info!(%repo, task = %key, "Re-run of a check run: cannot retry: {e}")
+                    }
                 }
                 Ok(None)
             }
             Event::Comment {
                 repo,
                 number,
+                comment_id,
                 is_pull_request,
                 head_branch,
                 author,
@@ -621,7 +980,7 @@ impl Forge {
                         d,
                         repo,
                         project,
-                        number,
+                        (number, comment_id.map(|id| (id, false))),
                         is_pull_request,
                         head_branch,
                         author,
@@ -637,25 +996,28 @@ impl Forge {
     }
 
     /// A comment of a person (not a bot, not the engine's): the command in it, if any.
+    /// `at`: the issue or pull request, and the comment (its id, and whether it is on the
+    /// diff) when it can be reacted to.
     #[allow(clippy::too_many_arguments)]
     async fn comment(
         &self,
         d: &DeliveryRow,
         repo: String,
         project: ProjectConfig,
-        number: u64,
+        at: (u64, Option<(u64, bool)>),
         is_pull_request: bool,
         head_branch: Option<String>,
         author: String,
         body: String,
     ) -> Option<(String, serde_json::Value)> {
         let command = webhook::parse_command(&body, &self.cfg.mention)?;
+        let number = at.0;
         let reply = self
             .run_command(
                 d,
                 &repo,
                 &project,
-                number,
+                at,
                 is_pull_request,
                 head_branch,
                 &author,
@@ -944,7 +1306,7 @@ impl Forge {
         d: &DeliveryRow,
         repo: &str,
         project: &ProjectConfig,
-        number: u64,
+        (number, reactable): (u64, Option<(u64, bool)>),
         is_pull_request: bool,
         head_branch: Option<String>,
         author: &str,
@@ -1018,7 +1380,12 @@ impl Forge {
                     return Some(format!("`{branch}` is not the branch of a swarm task, so I leave this to people."));
                 };
                 let item = ActivationItem::Request { pull_request: number, branch, task: Some(task.key.clone()), author: author.to_string(), body: text };
-                let receipt = Receipt::new(d, |_: &(String, bool)| answer("the project manager will look at this.".into()));
+                // Acknowledged with "eyes" on the comment where there is one: a reply would
+                // add nothing.
+                let receipt = Receipt::new(d, |_: &(String, bool)| match reactable {
+                    Some((id, on_diff)) => Some((reply_repo.clone(), json!({"reaction": "eyes", "comment": id, "on_diff": on_diff}))),
+                    None => answer("the project manager will look at this.".into()),
+                });
                 match crate::steer::activate_marking(&self.store, project, task.epic.as_deref(), item, Some(receipt)).await {
                     Ok(_) | Err(StoreError::DeliveryProcessed { .. }) => return None,
                     Err(e) => format!("cannot activate the project manager: {e}."),

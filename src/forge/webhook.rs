@@ -42,6 +42,8 @@ pub struct User {
 
 #[derive(Debug, Clone, Deserialize)]
 struct Comment {
+    #[serde(default)]
+    id: Option<u64>,
     body: Option<String>,
     user: User,
 }
@@ -65,6 +67,20 @@ struct PullRequest {
     head: PullRequestRef,
 }
 
+/// The webhook events the engine acts on: what a webhook or a GitHub App subscribes to
+/// (`deploy/github-app/manifest.json`, README section 6).
+pub const EVENTS: &[&str] = &[
+    "push",
+    "issue_comment",
+    "pull_request",
+    "pull_request_review",
+    "pull_request_review_comment",
+    "check_run",
+    "check_suite",
+    "workflow_run",
+    "status",
+];
+
 /// An event we act on.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Event {
@@ -78,6 +94,8 @@ pub enum Event {
     Comment {
         repo: String,
         number: u64,
+        /// The comment's id (none for a review's body).
+        comment_id: Option<u64>,
         is_pull_request: bool,
         head_branch: Option<String>,
         author: String,
@@ -101,6 +119,7 @@ pub enum Event {
     ReviewComment {
         repo: String,
         number: u64,
+        comment_id: Option<u64>,
         head_branch: String,
         review_id: Option<u64>,
         author: String,
@@ -114,6 +133,22 @@ pub enum Event {
         branches: Vec<String>,
         sha: String,
         source: CheckSource,
+    },
+    /// A pull request opened, reopened, marked ready, pushed to (`synchronize`) or closed.
+    PullRequest {
+        repo: String,
+        number: u64,
+        head_branch: String,
+        /// `opened`, `reopened`, `ready_for_review`, `synchronize` or `closed`.
+        action: String,
+        merged: bool,
+        author: String,
+    },
+    /// Re-run asked for on a check run (`check_run.rerequested`, GitHub's "Re-run" button).
+    CheckRerun {
+        repo: String,
+        name: String,
+        author: String,
     },
     /// Anything else (ping, other actions): acknowledged, nothing to do.
     Ignored { event: String },
@@ -238,6 +273,7 @@ pub fn parse_event(event: &str, body: &[u8]) -> Result<Event, PayloadError> {
             Ok(Event::Comment {
                 repo: p.repository.full_name,
                 number: p.issue.number,
+                comment_id: p.comment.id,
                 is_pull_request: p.issue.pull_request.is_some(),
                 head_branch: None,
                 author_is_bot: p.comment.user.kind == "Bot",
@@ -284,6 +320,8 @@ pub fn parse_event(event: &str, body: &[u8]) -> Result<Event, PayloadError> {
         "pull_request_review_comment" if action == "created" => {
             #[derive(Deserialize)]
             struct ReviewComment {
+                #[serde(default)]
+                id: Option<u64>,
                 body: Option<String>,
                 user: User,
                 #[serde(default)]
@@ -309,11 +347,68 @@ pub fn parse_event(event: &str, body: &[u8]) -> Result<Event, PayloadError> {
             Ok(Event::ReviewComment {
                 repo: p.repository.full_name,
                 number: p.pull_request.number,
+                comment_id: p.comment.id,
                 head_branch: p.pull_request.head.name,
                 review_id: p.comment.pull_request_review_id,
                 author_is_bot: p.comment.user.kind == "Bot",
                 author: p.comment.user.login,
                 body: p.comment.body.unwrap_or_default(),
+            })
+        }
+        "pull_request"
+            if matches!(
+                action.as_str(),
+                "opened" | "reopened" | "ready_for_review" | "synchronize" | "closed"
+            ) =>
+        {
+            #[derive(Deserialize)]
+            struct Pull {
+                number: u64,
+                head: PullRequestRef,
+                #[serde(default)]
+                merged: Option<bool>,
+                user: User,
+            }
+            #[derive(Deserialize)]
+            struct P {
+                pull_request: Pull,
+                repository: Repository,
+            }
+            let p: P = read(
+                &value,
+                &[
+                    "/pull_request",
+                    "/pull_request/head",
+                    "/pull_request/user",
+                    "/repository",
+                ],
+            )
+            .map_err(err)?;
+            Ok(Event::PullRequest {
+                repo: p.repository.full_name,
+                number: p.pull_request.number,
+                head_branch: p.pull_request.head.name,
+                action,
+                merged: p.pull_request.merged.unwrap_or(false),
+                author: p.pull_request.user.login,
+            })
+        }
+        "check_run" if action == "rerequested" => {
+            #[derive(Deserialize)]
+            struct Run {
+                name: String,
+            }
+            #[derive(Deserialize)]
+            struct P {
+                check_run: Run,
+                repository: Repository,
+                sender: User,
+            }
+            let p: P = read(&value, &["/check_run", "/repository", "/sender"]).map_err(err)?;
+            Ok(Event::CheckRerun {
+                repo: p.repository.full_name,
+                name: p.check_run.name,
+                author: p.sender.login,
             })
         }
         "check_run" if action == "completed" => {

@@ -50,10 +50,14 @@ pub enum EventKind {
     EpicFailed,
     /// The task was rebuilt from its status file (a new or lost database).
     Restored,
+    /// What the required checks the task waits for say changed (GitHub projects).
+    Checks,
+    /// The pull request of the task's branch was opened, closed or merged (GitHub).
+    PullRequest,
 }
 
 impl EventKind {
-    pub const ALL: [EventKind; 20] = [
+    pub const ALL: [EventKind; 22] = [
         Self::Created,
         Self::Updated,
         Self::NewGeneration,
@@ -74,6 +78,8 @@ impl EventKind {
         Self::EpicComplete,
         Self::EpicFailed,
         Self::Restored,
+        Self::Checks,
+        Self::PullRequest,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -98,6 +104,8 @@ impl EventKind {
             Self::EpicComplete => "epic_complete",
             Self::EpicFailed => "epic_failed",
             Self::Restored => "restored",
+            Self::Checks => "checks",
+            Self::PullRequest => "pull_request",
         }
     }
 }

@@ -3,6 +3,7 @@
 //! transition of a task ([`transition`]) as a function from the row and what happened to the
 //! new row and the events that record it. No I/O: the store persists what this decides.
 
+pub mod checks;
 pub mod event;
 pub mod green;
 mod names;

@@ -258,7 +258,7 @@ pub struct Counts {
 }
 
 /// How much a claim may take.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct ClaimLimits {
     /// Runs at once over all projects.
     pub max_running: u32,
@@ -271,6 +271,10 @@ pub struct ClaimLimits {
     pub paused_agents: HashSet<String>,
     /// The agent of tasks that name none.
     pub default_agent: String,
+    /// Projects on GitHub, where a task that requires checks waits for them.
+    pub gated_projects: HashSet<String>,
+    /// Gated tasks whose required checks passed (see [`super::checks`]).
+    pub green_gates: HashSet<i64>,
 }
 
 impl ClaimLimits {
@@ -283,7 +287,8 @@ impl ClaimLimits {
 
     /// Which of `heads` (the first pending task of each addressee that has nothing running,
     /// best first) may start now, given what runs per project: within the global and
-    /// per-project limits, skipping the queues of paused agents. Indexes into `heads`.
+    /// per-project limits, skipping the queues of paused agents and
+    /// of heads that wait for required checks. Indexes into `heads`.
     pub fn select(&self, heads: &[TaskRow], running: &HashMap<String, u32>) -> Vec<usize> {
         let mut running = running.clone();
         let total: u32 = running.values().sum();
@@ -299,6 +304,13 @@ impl ClaimLimits {
             // The head of a paused agent's queue waits, and so does its addressee.
             let agent = head.agent.as_deref().unwrap_or(&self.default_agent);
             if self.paused_agents.contains(agent) {
+                continue;
+            }
+            // So does a head that waits for required checks.
+            if self.gated_projects.contains(&head.project)
+                && super::checks::requires_checks(head)
+                && !self.green_gates.contains(&head.id)
+            {
                 continue;
             }
             let n = running.entry(head.project.clone()).or_default();

@@ -11,7 +11,7 @@ mod yaml;
 pub use ids::{Addressee, BranchName, Label, TaskKey};
 pub use result::{truncate, ErrorClass, RunResult};
 pub use status::{read_status, render_status, StatusSpec, TaskState};
-pub use task::{parse_task, MaxAttempts, Priority, Prompt, TaskSpec, Timeout};
+pub use task::{parse_task, MaxAttempts, MergeBranches, Priority, Prompt, TaskSpec, Timeout};
 pub use validate::{validate_repository, Problem};
 pub use yaml::{SpecError, MAX_FILE_BYTES};
 

@@ -54,6 +54,14 @@ pub struct TaskSpec {
     /// Who asked for the task, for the feedback loop.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub created_by: Option<Addressee>,
+    /// The branches a `merge` task merges: their CI checks are the ones it waits for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub merges: Option<MergeBranches>,
+    /// Whether the task waits, pending, until the required CI checks of the branches it
+    /// merges (else of its own branch) pass. Only for projects on GitHub. Default: true for
+    /// `kind: merge`, false otherwise.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub requires_checks: Option<bool>,
 }
 
 impl TaskSpec {
@@ -61,6 +69,81 @@ impl TaskSpec {
     pub fn hash(&self) -> String {
         let canonical = serde_json::to_vec(self).unwrap_or_default();
         hex::encode(Sha256::digest(canonical))
+    }
+}
+
+/// The branches a merge task merges: one to 20 branch names, each once.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(transparent)]
+pub struct MergeBranches(Vec<BranchName>);
+
+impl JsonSchema for MergeBranches {
+    fn schema_name() -> Cow<'static, str> {
+        "MergeBranches".into()
+    }
+    fn json_schema(g: &mut SchemaGenerator) -> Schema {
+        let branch = g.subschema_for::<BranchName>();
+        json_schema!({
+            "description": "One branch name, or a list of 1 to 20 different ones.",
+            "oneOf": [
+                branch,
+                { "type": "array", "items": branch, "minItems": 1, "maxItems": MergeBranches::MAX, "uniqueItems": true }
+            ]
+        })
+    }
+}
+
+impl MergeBranches {
+    pub const MAX: usize = 20;
+
+    pub fn new(branches: Vec<BranchName>) -> Result<Self, String> {
+        if branches.is_empty() {
+            return Err("merges must name at least one branch".into());
+        }
+        if branches.len() > Self::MAX {
+            return Err(format!(
+                "merges names {} branches; at most {} are allowed",
+                branches.len(),
+                Self::MAX
+            ));
+        }
+        for (i, b) in branches.iter().enumerate() {
+            if branches[..i].contains(b) {
+                return Err(format!("merges names the branch `{b}` twice"));
+            }
+        }
+        Ok(Self(branches))
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = &BranchName> {
+        self.0.iter()
+    }
+}
+
+/// A list of branch names, or one branch name for a list of one.
+impl<'de> Deserialize<'de> for MergeBranches {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Names;
+        impl<'de> serde::de::Visitor<'de> for Names {
+            type Value = Vec<BranchName>;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a branch name or a list of branch names")
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Self::Value, E> {
+                Ok(vec![BranchName::new(v).map_err(E::custom)?])
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                mut seq: A,
+            ) -> Result<Self::Value, A::Error> {
+                let mut out = Vec::new();
+                while let Some(b) = seq.next_element::<BranchName>()? {
+                    out.push(b);
+                }
+                Ok(out)
+            }
+        }
+        MergeBranches::new(d.deserialize_any(Names)?).map_err(serde::de::Error::custom)
     }
 }
 
@@ -259,6 +342,54 @@ mod tests {
         assert_eq!(err.line, 2, "{err}");
         let err = parse_task(b"addressee: a\nprompt: p\nbranch: 'a..b'\n").unwrap_err();
         assert_eq!(err.line, 3, "{err}");
+    }
+
+    #[test]
+    fn merges_names_one_to_twenty_branches_each_once() {
+        let spec =
+            parse_task(b"addressee: a\nprompt: p\nkind: merge\nmerges: [swarm/a, swarm/b]\nrequires_checks: false\n")
+                .unwrap();
+        let names: Vec<&str> = spec
+            .merges
+            .as_ref()
+            .unwrap()
+            .iter()
+            .map(|b| b.as_str())
+            .collect();
+        assert_eq!(names, ["swarm/a", "swarm/b"]);
+        assert_eq!(spec.requires_checks, Some(false));
+        let one = parse_task(b"addressee: a\nprompt: p\nmerges: swarm/a\n").unwrap();
+        assert_eq!(
+            one.merges
+                .unwrap()
+                .iter()
+                .map(|b| b.as_str())
+                .collect::<Vec<_>>(),
+            ["swarm/a"]
+        );
+        let many = (0..21)
+            .map(|i| format!("b{i}"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        for (yaml, says) in [
+            ("merges: []\n".to_string(), "at least one branch"),
+            ("merges: [a, a]\n".to_string(), "names the branch `a` twice"),
+            (
+                format!("merges: [{many}]\n"),
+                "names 21 branches; at most 20",
+            ),
+            ("merges: ['a..b']\n".to_string(), "branch"),
+            (
+                "merges: {a: b}\n".to_string(),
+                "a branch name or a list of branch names",
+            ),
+            ("requires_checks: maybe\n".to_string(), "invalid boolean"),
+        ] {
+            let err =
+                parse_task(format!("addressee: a\nprompt: p\n{yaml}").as_bytes()).unwrap_err();
+            assert_eq!(err.line, 3, "{yaml}: {err}");
+            assert!(err.to_string().contains(says), "{yaml}: {err}");
+        }
     }
 
     #[test]

@@ -6,6 +6,7 @@
 mod codec;
 mod epics;
 mod events;
+mod gates;
 pub mod leadership;
 mod outbox;
 mod rows;
@@ -26,6 +27,7 @@ use sqlx::{PgPool, SqlitePool};
 use tokio::sync::Notify;
 
 pub use events::FeedCursor;
+pub use gates::Gate;
 pub use outbox::{OutboxKind, OutboxRow};
 pub use rows::{ProjectRow, SpecErrorRow, TaskFilter};
 pub use stats::{Durations, PendingAt, QueueLength, RunsEnded, SpendOn, StatsWindow};

@@ -21,6 +21,8 @@ pub enum OutboxKind {
     Reply,
     /// A draft pull request for a task's branch.
     DraftPr,
+    /// A task's check run on its branch head (with a GitHub App), created or updated.
+    CheckRun,
 }
 
 impl OutboxKind {
@@ -30,6 +32,7 @@ impl OutboxKind {
             Self::Status => "status",
             Self::Reply => "reply",
             Self::DraftPr => "draft_pr",
+            Self::CheckRun => "check_run",
         }
     }
 }
@@ -43,14 +46,20 @@ impl std::fmt::Display for OutboxKind {
 impl TryFrom<String> for OutboxKind {
     type Error = BadColumn;
     fn try_from(value: String) -> Result<Self, BadColumn> {
-        [Self::Comment, Self::Status, Self::Reply, Self::DraftPr]
-            .into_iter()
-            .find(|k| k.as_str() == value)
-            .ok_or(BadColumn {
-                column: "github_outbox.kind",
-                value,
-                expected: "comment, status, reply, draft_pr",
-            })
+        [
+            Self::Comment,
+            Self::Status,
+            Self::Reply,
+            Self::DraftPr,
+            Self::CheckRun,
+        ]
+        .into_iter()
+        .find(|k| k.as_str() == value)
+        .ok_or(BadColumn {
+            column: "github_outbox.kind",
+            value,
+            expected: "comment, status, reply, draft_pr, check_run",
+        })
     }
 }
 
@@ -130,6 +139,14 @@ impl Store {
             .bind(id).bind(due_at).bind(error).bind(counts as i32)
             .execute(pool).await.map(|_| ()).map_err(q("reschedule a GitHub write")))?;
         Ok(())
+    }
+
+    /// Whether task `task_key` has a status comment on some pull request of `repo`.
+    pub async fn has_comment(&self, repo: &str, task_key: &str) -> Result<bool> {
+        let found: Option<i32> = on_pool!(self, pool => sqlx::query_scalar(
+            "SELECT 1 FROM github_comments WHERE repo = $1 AND task_key = $2 LIMIT 1")
+            .bind(repo).bind(task_key).fetch_optional(pool).await.map_err(q("look for a status comment")))?;
+        Ok(found.is_some())
     }
 
     pub async fn comment_id(&self, repo: &str, task_key: &str, pr: u64) -> Result<Option<u64>> {

@@ -192,6 +192,9 @@ pub(super) struct WaitContext {
     pub running: u64,
     pub max_running: u32,
     pub default_agent: String,
+    /// Projects whose tasks may wait for required checks, and what each gate said last.
+    pub gated_projects: std::collections::HashSet<String>,
+    pub gates: std::collections::HashMap<i64, crate::store::Gate>,
 }
 
 impl WaitContext {
@@ -203,6 +206,8 @@ impl WaitContext {
             running: s.store.counts().await?.running,
             max_running: s.config.limits.max_running,
             default_agent: s.config.default_agent.clone(),
+            gated_projects: s.config.gated_projects(),
+            gates: s.store.pending_gates().await?,
         })
     }
 
@@ -232,6 +237,13 @@ impl WaitContext {
         }
         if place > 1 {
             return Some(format!("place {place} in the queue of {}", t.addressee));
+        }
+        if self.gated_projects.contains(&t.project) && crate::model::checks::requires_checks(t) {
+            match self.gates.get(&t.id) {
+                Some(g) if g.green => {}
+                Some(g) => return Some(g.waits_for.clone()),
+                None => return Some("required checks, not looked at yet".into()),
+            }
         }
         if self.running as u32 >= self.max_running {
             return Some(format!("the concurrency limit ({} running)", self.running));
@@ -534,6 +546,8 @@ mod tests {
             running: 8,
             max_running: 8,
             default_agent: "sh".into(),
+            gated_projects: Default::default(),
+            gates: Default::default(),
         };
         let mut t = pending(Some("claude"));
         t.not_before = Some(now + chrono::Duration::minutes(5));
@@ -552,6 +566,50 @@ mod tests {
         assert!(
             w(&ctx, &t, 1, None).starts_with("usage limit of agent sh"),
             "a task without agent has the default one"
+        );
+    }
+
+    #[test]
+    fn a_merge_waits_for_its_required_checks_only_in_a_project_on_github() {
+        let now = Utc::now();
+        let mut ctx = WaitContext {
+            now,
+            pauses: vec![],
+            running: 0,
+            max_running: 8,
+            default_agent: "sh".into(),
+            gated_projects: Default::default(),
+            gates: Default::default(),
+        };
+        let mut t = pending(None);
+        t.kind = Some("merge".into());
+        let w = |ctx: &WaitContext, t: &TaskRow| ctx.waiting(t, 1, None).unwrap();
+        assert_eq!(w(&ctx, &t), "next to run", "not on GitHub: no gate");
+        ctx.gated_projects.insert("web".into());
+        assert_eq!(w(&ctx, &t), "required checks, not looked at yet");
+        let gate = |green: bool, text: &str| crate::store::Gate {
+            generation: t.generation,
+            green,
+            waits_for: text.into(),
+            checked_at: now,
+        };
+        ctx.gates
+            .insert(t.id, gate(false, "required checks: `swarm/a`: ci pending"));
+        assert_eq!(w(&ctx, &t), "required checks: `swarm/a`: ci pending");
+        assert_eq!(
+            ctx.waiting(&t, 2, None).unwrap(),
+            "place 2 in the queue of w",
+            "the queue first"
+        );
+        ctx.gates.insert(t.id, gate(true, ""));
+        assert_eq!(w(&ctx, &t), "next to run");
+        let mut plain = pending(None);
+        plain.id = t.id + 1;
+        ctx.gates.clear();
+        assert_eq!(
+            w(&ctx, &plain),
+            "next to run",
+            "an implementation waits for no checks"
         );
     }
 }

@@ -398,3 +398,60 @@ fn the_base_the_overlay_and_every_component_render_and_round_trip() {
         "without-postgres removes the StatefulSet and the Service"
     );
 }
+
+/// The GitHub App manifest (`deploy/github-app/manifest.json`, README section 6, "A GitHub
+/// App from its manifest") subscribes to every event the engine acts on, and no other, and
+/// asks for the permissions the engine's calls need: a check run is written with `checks`,
+/// a reaction and a comment with `issues`, a draft pull request with `pull_requests`, a commit
+/// status with `statuses`, git with `contents`, a job's log with `actions`.
+#[test]
+fn the_github_app_manifest_asks_for_the_events_and_permissions_the_engine_uses() {
+    let text = std::fs::read_to_string(deploy_dir().join("github-app/manifest.json")).unwrap();
+    let m: Value = serde_json::from_str(&text).unwrap();
+    let events: BTreeSet<&str> = m["default_events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e.as_str().unwrap())
+        .collect();
+    let handled: BTreeSet<&str> = coding_swarm::forge::webhook::EVENTS
+        .iter()
+        .copied()
+        .collect();
+    assert_eq!(events, handled);
+    for (permission, level) in [
+        ("contents", "write"),
+        ("pull_requests", "write"),
+        ("issues", "write"),
+        ("statuses", "write"),
+        ("checks", "write"),
+        ("actions", "read"),
+        ("metadata", "read"),
+    ] {
+        assert_eq!(m["default_permissions"][permission], level, "{permission}");
+    }
+    assert_eq!(
+        m["default_permissions"].as_object().unwrap().len(),
+        7,
+        "nothing more: {}",
+        m["default_permissions"]
+    );
+    assert_eq!(
+        m["hook_attributes"]["url"]
+            .as_str()
+            .map(|u| u.ends_with("/webhooks/github")),
+        Some(true)
+    );
+    // Every event is in README's list of events to subscribe to.
+    let readme = std::fs::read_to_string(deploy_dir().join("../README.md")).unwrap();
+    let section = readme
+        .split("### Setting up the webhook")
+        .nth(1)
+        .unwrap()
+        .split("\n### ")
+        .next()
+        .unwrap();
+    for e in handled {
+        assert!(section.contains(&format!("`{e}`")), "README names `{e}`");
+    }
+}

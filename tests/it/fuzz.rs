@@ -291,6 +291,7 @@ fn expected(kind: usize) -> coding_swarm::forge::webhook::Event {
     let comment = |head_branch: Option<&str>| Event::Comment {
         repo: "acme/webapp".into(),
         number: 7,
+        comment_id: Some(5),
         is_pull_request: true,
         head_branch: head_branch.map(str::to_string),
         author: "ann".into(),
@@ -317,6 +318,7 @@ fn expected(kind: usize) -> coding_swarm::forge::webhook::Event {
         _ => Event::ReviewComment {
             repo: "acme/webapp".into(),
             number: 7,
+            comment_id: Some(8),
             head_branch: "swarm/login".into(),
             review_id: Some(6),
             author: "ann".into(),

@@ -118,6 +118,120 @@ pub struct Hub {
     /// Set by a test: installation tokens are issued only this many times; later requests
     /// are refused as for a suspended installation (403).
     pub issue_tokens: Option<u32>,
+    /// Protected branches and the checks their protection requires.
+    pub protection: HashMap<String, Vec<String>>,
+    /// Check runs on commits (`GET /commits/{sha}/check-runs`): seeded by tests and created
+    /// by the engine (`POST /check-runs`).
+    pub commit_runs: Vec<CommitRun>,
+    /// Reactions added: `(issues|pulls, comment id, content)`.
+    pub reactions: Vec<(String, u64, String)>,
+}
+
+/// A check run on a commit, as GitHub keeps it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CommitRun {
+    pub id: u64,
+    pub sha: String,
+    pub name: String,
+    /// `queued`, `in_progress`, `completed`, ...
+    pub status: String,
+    pub conclusion: Option<String>,
+    /// The App that owns it: only that App may update it.
+    pub app: String,
+    /// The last body written to it (create or update), merged.
+    pub body: Value,
+}
+
+impl Hub {
+    /// Seeds a check run `name` on `sha` by `app`; returns its id.
+    pub fn add_run(
+        &mut self,
+        sha: &str,
+        name: &str,
+        status: &str,
+        conclusion: Option<&str>,
+    ) -> u64 {
+        let id = 9000 + self.commit_runs.len() as u64;
+        self.commit_runs.push(CommitRun {
+            id,
+            sha: sha.into(),
+            name: name.into(),
+            status: status.into(),
+            conclusion: conclusion.map(str::to_string),
+            app: "github-actions".into(),
+            body: Value::Null,
+        });
+        id
+    }
+
+    /// The engine's check runs named `name`, oldest first.
+    pub fn runs_named(&self, name: &str) -> Vec<CommitRun> {
+        self.commit_runs
+            .iter()
+            .filter(|r| r.name == name)
+            .cloned()
+            .collect()
+    }
+}
+
+/// What "Create a check run" and "Update a check run" refuse
+/// (<https://docs.github.com/en/rest/checks/runs#create-a-check-run>): an unknown `status` or
+/// `conclusion`, a `completed` run without a conclusion, and `output` without `title` and
+/// `summary`.
+fn check_run_problems(body: &Value, creating: bool) -> Vec<Value> {
+    let mut errors = Vec::new();
+    let problem =
+        |field: &str, code: &str| json!({"resource": "CheckRun", "field": field, "code": code});
+    if creating {
+        for k in ["name", "head_sha"] {
+            if body[k].as_str().is_none_or(str::is_empty) {
+                errors.push(problem(k, "missing_field"));
+            }
+        }
+    }
+    let status = body["status"].as_str();
+    if status.is_some_and(|s| {
+        !matches!(
+            s,
+            "queued" | "in_progress" | "completed" | "waiting" | "requested" | "pending"
+        )
+    }) {
+        errors.push(problem("status", "invalid"));
+    }
+    let conclusion = body["conclusion"].as_str();
+    if conclusion.is_some_and(|c| {
+        !matches!(
+            c,
+            "action_required"
+                | "cancelled"
+                | "failure"
+                | "neutral"
+                | "success"
+                | "skipped"
+                | "stale"
+                | "timed_out"
+        )
+    }) {
+        errors.push(problem("conclusion", "invalid"));
+    }
+    if status == Some("completed") && conclusion.is_none() {
+        errors.push(problem("conclusion", "missing_field"));
+    }
+    if !body["output"].is_null()
+        && (body["output"]["title"].as_str().is_none()
+            || body["output"]["summary"].as_str().is_none())
+    {
+        errors.push(problem("output", "missing_field"));
+    }
+    errors
+}
+
+fn run_json(r: &CommitRun) -> Value {
+    json!({"id": r.id, "head_sha": r.sha, "node_id": format!("CR_{}", r.id), "name": r.name, "status": r.status,
+        "conclusion": r.conclusion, "external_id": r.body["external_id"], "details_url": r.body["details_url"],
+        "html_url": format!("https://github.com/acme/webapp/runs/{}", r.id), "output": r.body["output"],
+        "started_at": "2026-11-26T09:00:00Z", "completed_at": null, "check_suite": {"id": 1},
+        "app": {"id": 1, "slug": r.app, "name": r.app}, "pull_requests": []})
 }
 
 /// A pull request review as GitHub keeps it.
@@ -641,10 +755,126 @@ fn respond(
         }
         (Method::GET, ["repos", _, _, "branches", rest @ ..]) => {
             let name = rest.join("/");
+            // "Get a branch": a protected branch carries its `protection`, with the required
+            // status checks (contexts, and checks with the App that must report them).
             match hub.branches.get(&name) {
-                Some(sha) => axum::Json(json!({"name": name, "commit": {"sha": sha, "url": ""}, "protected": false})).into_response(),
+                Some(sha) => {
+                    let mut b = json!({"name": name, "commit": {"sha": sha, "url": ""}, "protected": false,
+                        "protection": {"enabled": false, "required_status_checks": {"enforcement_level": "off", "contexts": [], "checks": []}}});
+                    if let Some(required) = hub.protection.get(&name) {
+                        b["protected"] = json!(true);
+                        b["protection"] = json!({"enabled": true, "required_status_checks": {"enforcement_level": "non_admins",
+                            "contexts": required, "checks": required.iter().map(|c| json!({"context": c, "app_id": null})).collect::<Vec<_>>()}});
+                    }
+                    axum::Json(b).into_response()
+                }
                 None => error(404, "Branch not found"),
             }
+        }
+        // "List check runs for a Git reference": `check_name` filters by name, `filter=latest`
+        // (the default) keeps the newest run of each name; `{total_count, check_runs}`.
+        (Method::GET, ["repos", _, _, "commits", sha, "check-runs"]) => {
+            let name = param("check_name");
+            let latest = param("filter").unwrap_or("latest") == "latest";
+            let mut runs: Vec<&CommitRun> = hub.commit_runs.iter().rev()
+                .filter(|r| r.sha == *sha && name.is_none_or(|n| n == r.name)).collect();
+            if latest {
+                let mut seen = HashSet::new();
+                runs.retain(|r| seen.insert(r.name.clone()));
+            }
+            let per_page: usize = param("per_page").and_then(|p| p.parse().ok()).unwrap_or(30);
+            if per_page > 100 {
+                return invalid("https://docs.github.com/rest/checks/runs", json!([{"resource": "CheckRun", "field": "per_page", "code": "invalid"}]));
+            }
+            let list: Vec<Value> = runs.iter().take(per_page).map(|r| run_json(r)).collect();
+            axum::Json(json!({"total_count": runs.len(), "check_runs": list})).into_response()
+        }
+        // "Get the combined status for a specific reference": the latest status of each
+        // context, and the combined `state` (failure if any failed, pending if any is pending
+        // or none exists, else success).
+        (Method::GET, ["repos", _, _, "commits", sha, "status"]) => {
+            let mut latest: Vec<Value> = Vec::new();
+            for (s, body) in hub.statuses.iter().rev() {
+                if s == sha && !latest.iter().any(|l| l["context"] == body["context"]) {
+                    latest.push(json!({"context": body["context"], "state": body["state"], "description": body["description"],
+                        "target_url": body["target_url"], "created_at": "2026-11-26T09:00:00Z"}));
+                }
+            }
+            let state = if latest.iter().any(|l| matches!(l["state"].as_str(), Some("failure" | "error"))) {
+                "failure"
+            } else if latest.is_empty() || latest.iter().any(|l| l["state"] == "pending") {
+                "pending"
+            } else {
+                "success"
+            };
+            axum::Json(json!({"state": state, "statuses": latest, "sha": sha, "total_count": latest.len(),
+                "repository": {"full_name": "acme/webapp"}})).into_response()
+        }
+        (Method::POST, ["repos", _, _, "check-runs"]) => {
+            // Check runs are the Apps' ("Create a check run": "OAuth apps and authenticated
+            // users are not able to create a check suite"): a personal token gets 403.
+            if !auth.contains("ghs_") {
+                return error(403, "You must authenticate via a GitHub App.");
+            }
+            let problems = check_run_problems(&body, true);
+            if !problems.is_empty() {
+                return invalid("https://docs.github.com/rest/checks/runs#create-a-check-run", Value::Array(problems));
+            }
+            let id = 9000 + hub.commit_runs.len() as u64;
+            let run = CommitRun {
+                id,
+                sha: body["head_sha"].as_str().unwrap_or_default().to_string(),
+                name: body["name"].as_str().unwrap_or_default().to_string(),
+                status: body["status"].as_str().unwrap_or("queued").to_string(),
+                conclusion: body["conclusion"].as_str().map(str::to_string),
+                app: "coding-swarm-test".into(),
+                body: body.clone(),
+            };
+            let out = run_json(&run);
+            hub.commit_runs.push(run);
+            (StatusCode::CREATED, axum::Json(out)).into_response()
+        }
+        (Method::PATCH, ["repos", _, _, "check-runs", id]) => {
+            if !auth.contains("ghs_") {
+                return error(403, "You must authenticate via a GitHub App.");
+            }
+            let problems = check_run_problems(&body, false);
+            if !problems.is_empty() {
+                return invalid("https://docs.github.com/rest/checks/runs#update-a-check-run", Value::Array(problems));
+            }
+            let id: u64 = id.parse().unwrap_or(0);
+            let Some(run) = hub.commit_runs.iter_mut().find(|r| r.id == id) else {
+                return error(404, "Not Found");
+            };
+            // Only the App that created a check run may update it.
+            if run.app != "coding-swarm-test" {
+                return error(403, "Invalid app_id `1` - check run can only be modified by the GitHub App that created it.");
+            }
+            if let Some(st) = body["status"].as_str() {
+                run.status = st.to_string();
+            }
+            if let Some(c) = body["conclusion"].as_str() {
+                run.conclusion = Some(c.to_string());
+                run.status = "completed".into();
+            }
+            for (k, v) in body.as_object().into_iter().flatten() {
+                run.body[k] = v.clone();
+            }
+            axum::Json(run_json(run)).into_response()
+        }
+        // "Create reaction for an issue comment" / "... for a pull request review comment":
+        // 201 for a new reaction, 200 when the same one is there already; an unknown content
+        // is a 422.
+        (Method::POST, ["repos", _, _, kind @ ("issues" | "pulls"), "comments", id, "reactions"]) => {
+            let content = body["content"].as_str().unwrap_or_default().to_string();
+            if !matches!(content.as_str(), "+1" | "-1" | "laugh" | "confused" | "heart" | "hooray" | "rocket" | "eyes") {
+                return invalid("https://docs.github.com/rest/reactions/reactions", json!([{"resource": "Reaction", "field": "content", "code": "invalid"}]));
+            }
+            let id: u64 = id.parse().unwrap_or(0);
+            let entry = (kind.to_string(), id, content.clone());
+            let code = if hub.reactions.contains(&entry) { StatusCode::OK } else { StatusCode::CREATED };
+            hub.reactions.push(entry);
+            (code, axum::Json(json!({"id": hub.reactions.len(), "content": content, "user": user("swarm-bot", "Bot")}))).into_response()
         }
         // "Get a review for a pull request"
         // (<https://docs.github.com/en/rest/pulls/reviews#get-a-review-for-a-pull-request>).

@@ -48,7 +48,7 @@ repo = {repo:?}
 }
 
 /// A shell command that writes `content` to `path` (relative to the checkout).
-fn write_file(path: &str, content: &str) -> String {
+pub(crate) fn write_file(path: &str, content: &str) -> String {
     let dir = Path::new(path)
         .parent()
         .map(|p| p.display().to_string())
@@ -67,14 +67,14 @@ fn task_yaml(
     format!("addressee: {addressee}\nkind: {kind}\nepic: {epic}\n{branch}created_by: project-mgr-proj\nprompt: |\n  {prompt}\n")
 }
 
-fn bash(command: String) -> Step {
+pub(crate) fn bash(command: String) -> Step {
     Step::tool(
         "Bash",
         json!({"command": command, "description": "scripted step"}),
     )
 }
 
-fn read(cwd: &str, path: &str) -> Option<String> {
+pub(crate) fn read(cwd: &str, path: &str) -> Option<String> {
     std::fs::read_to_string(Path::new(cwd).join(path)).ok()
 }
 
@@ -572,6 +572,7 @@ pub(crate) async fn activate(
         poll_interval: None,
         max_running: None,
         github: None,
+        required_checks: None,
     };
     coding_swarm::steer::activate(s, &project, epic, item)
         .await
@@ -616,6 +617,7 @@ async fn results_arriving_while_an_activation_waits_are_coalesced(backend: Backe
         batch: 5,
         paused_agents: Default::default(),
         default_agent: "claude".into(),
+        ..Default::default()
     };
     assert_eq!(crate::support::claim(s, &limits, Utc::now()).await.len(), 1);
     let (k4, created4) = activate(s, "p", Some("e"), item("d")).await;
@@ -782,6 +784,7 @@ async fn two_activations_in_the_same_millisecond_get_two_keys(backend: Backend) 
         batch: 5,
         paused_agents: Default::default(),
         default_agent: "claude".into(),
+        ..Default::default()
     };
     assert_eq!(
         crate::support::claim(s, &limits, now).await.len(),

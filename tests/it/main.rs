@@ -31,12 +31,14 @@ mod kubeapi;
 mod kubeops;
 mod kubewatch;
 mod layers;
+mod merges;
 mod model;
 mod ops;
 #[cfg(feature = "otel")]
 mod otel;
 mod payloads;
 mod pgtls;
+mod pr_loop;
 mod pulls;
 mod readiness;
 mod rebuild;

@@ -32,6 +32,7 @@ fn limits() -> ClaimLimits {
         batch: 512,
         paused_agents: Default::default(),
         default_agent: "claude".into(),
+        ..Default::default()
     }
 }
 

@@ -39,6 +39,7 @@ fn limits(max: u32, per_project: u32) -> ClaimLimits {
         batch: 512,
         paused_agents: Default::default(),
         default_agent: "claude".into(),
+        ..Default::default()
     }
 }
 
@@ -391,6 +392,7 @@ async fn concurrent_claimers_keep_the_invariant(backend: Backend) {
                 batch: 1 + (c as u32 % 7),
                 paused_agents: Default::default(),
                 default_agent: "claude".into(),
+                ..Default::default()
             };
             let mut idle = 0;
             while idle < 50 {

@@ -29,6 +29,7 @@ fn project(repo: &TestRepo) -> ProjectConfig {
         poll_interval: None,
         max_running: None,
         github: None,
+        required_checks: None,
     }
 }
 
@@ -59,6 +60,7 @@ fn limits() -> ClaimLimits {
         batch: 10,
         paused_agents: Default::default(),
         default_agent: "claude".into(),
+        ..Default::default()
     }
 }
 
