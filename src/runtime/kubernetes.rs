@@ -487,6 +487,8 @@ pub struct KubeRuntime {
     cfg: Arc<KubernetesConfig>,
     completions: mpsc::UnboundedSender<Completion>,
     state: Arc<Mutex<State>>,
+    /// Logs of running pods followed for the dashboard's readers.
+    followed: super::followed::Followed,
 }
 
 impl KubeRuntime {
@@ -503,6 +505,7 @@ impl KubeRuntime {
             cfg: Arc::new(cfg.clone()),
             completions,
             state: Arc::default(),
+            followed: Default::default(),
         };
         tokio::spawn(rt.clone().watch());
         tokio::spawn(rt.clone().sweep());
@@ -804,6 +807,82 @@ impl KubeRuntime {
         let name = job.metadata.name.clone().unwrap_or_default();
         let pods = self.pods_of(&name).await;
         classify_job(job, &pods, stopped)
+    }
+
+    /// Follows the log of `run`'s pod into its buffer: each container's stream (`follow=true`)
+    /// to its end, in the order they run; a container that has not started is asked for again
+    /// each second while the run goes. A stream cut short is opened again past what was read.
+    /// Stops when nobody reads the buffer any more.
+    async fn follow(self, run: String) {
+        use futures::AsyncBufReadExt;
+        let mut pod: Option<String> = None;
+        'containers: for container in [CHECKOUT_CONTAINER, AGENT_CONTAINER, PUSH_CONTAINER] {
+            let mut seen = 0usize;
+            loop {
+                if !self.followed.push(&run, "") {
+                    return;
+                }
+                let name = match &pod {
+                    Some(p) => p.clone(),
+                    None => match self
+                        .pods_of(&run)
+                        .await
+                        .into_iter()
+                        .last()
+                        .and_then(|p| p.metadata.name)
+                    {
+                        Some(p) => {
+                            pod = Some(p.clone());
+                            p
+                        }
+                        None if self.is_tracked(&run) => {
+                            tokio::time::sleep(Duration::from_secs(1)).await;
+                            continue;
+                        }
+                        None => break 'containers,
+                    },
+                };
+                let lp = LogParams {
+                    container: Some(container.into()),
+                    follow: true,
+                    ..LogParams::default()
+                };
+                let stream = match self.pods().log_stream(&name, &lp).await {
+                    Ok(s) => s,
+                    // Not started yet (or gone with its run).
+                    Err(_) if self.is_tracked(&run) => {
+                        tokio::time::sleep(Duration::from_secs(1)).await;
+                        continue;
+                    }
+                    Err(_) => continue 'containers,
+                };
+                let mut reader = Box::pin(stream);
+                let mut skip = seen;
+                let mut line = Vec::new();
+                loop {
+                    line.clear();
+                    match reader.read_until(b'\n', &mut line).await {
+                        Ok(0) => continue 'containers,
+                        Ok(n) => {
+                            seen += n;
+                            let fresh = &line[skip.min(n)..];
+                            skip = skip.saturating_sub(n);
+                            if !fresh.is_empty()
+                                && !self.followed.push(&run, &String::from_utf8_lossy(fresh))
+                            {
+                                return;
+                            }
+                        }
+                        // Cut short: open it again, past what was read.
+                        Err(e) => {
+                            tracing::debug!(run = %run, container, "a followed log was cut: {e}");
+                            break;
+                        }
+                    }
+                }
+            }
+        }
+        self.followed.end(&run);
     }
 
     /// The pods of Job `name` (none when they cannot be listed).
@@ -1332,6 +1411,31 @@ impl Runtime for KubeRuntime {
             }
         }
         Ok(out)
+    }
+
+    /// A running pod's log is followed (`follow=true`, container after container) into a
+    /// buffer its readers share, so a reader that polls asks nothing of the API server; a run
+    /// that no longer runs is read once, as [`Runtime::logs`] reads it.
+    async fn read_log(&self, run_name: &str, offset: u64) -> Result<super::LogRead, RuntimeError> {
+        use super::followed::Visit;
+        if !self.is_tracked(run_name) && !self.followed.ended(run_name) {
+            if let Visit::Read(r) = self.followed.visit(run_name, offset) {
+                return Ok(r);
+            }
+            self.followed.forget(run_name);
+            return Ok(super::LogRead::past(self.logs(run_name).await?, offset));
+        }
+        match self.followed.visit(run_name, offset) {
+            Visit::Read(r) => Ok(r),
+            Visit::Start => {
+                tokio::spawn(self.clone().follow(run_name.to_string()));
+                Ok(super::LogRead {
+                    text: String::new(),
+                    next: offset,
+                    restarted: false,
+                })
+            }
+        }
     }
 
     async fn renew_git_token(

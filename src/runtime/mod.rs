@@ -2,6 +2,7 @@
 //! default: a process on this machine) and Kubernetes (a Job per run). Every method is keyed by
 //! the persisted run name, so a restarted engine can adopt what is running.
 
+pub mod followed;
 pub mod kubernetes;
 pub mod local;
 

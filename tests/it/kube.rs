@@ -971,3 +971,74 @@ async fn the_addressees_next_task_waits_until_the_stopped_pod_is_gone() {
         Some(ErrorClass::Cancelled)
     );
 }
+
+/// README section 7, "The transcript": on Kubernetes, a running pod's log is followed
+/// (`follow=true`), container after container, into one buffer its readers share: a reader
+/// that polls it every 20 ms asks the API server for no log again; lines show as the containers
+/// write them, a container that has not started is asked for again each second, and the run's
+/// whole log is there in order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_running_pods_log_is_followed_not_polled() {
+    let server = ApiServer::start().await;
+    let (rt, _rx) = runtime(&server).await;
+    let name = "webapp-login-form-1a2b3c4d-g2-a1";
+    rt.launch(launch(name, 600)).await.unwrap();
+    created(&server, name).await;
+    server.api.start_pod(name);
+    let pod = format!("{name}-x7k2p");
+    server
+        .api
+        .append_container_log(&pod, "checkout", "cloned\n");
+    server.api.end_container_log(&pod, "checkout");
+    let mut offset = 0;
+    let mut got = String::new();
+    let mut reads = 0;
+    let mut read_until = async |want: &str| {
+        let start = Instant::now();
+        loop {
+            let r = rt.read_log(name, offset).await.unwrap();
+            reads += 1;
+            assert!(!r.restarted);
+            got.push_str(&r.text);
+            offset = r.next;
+            if got.contains(want) {
+                return;
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(10),
+                "no {want:?} in {got:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    };
+    read_until("cloned\n").await;
+    server
+        .api
+        .append_container_log(&pod, "agent", "{\"type\":\"system\"}\n");
+    read_until("system").await;
+    server.api.append_container_log(&pod, "agent", "line tw");
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    server.api.append_container_log(&pod, "agent", "o\n");
+    read_until("line two\n").await;
+    server.api.end_container_log(&pod, "agent");
+    server.api.set_log(&pod, "pushed\n");
+    read_until("pushed\n").await;
+    assert_eq!(got, "cloned\n{\"type\":\"system\"}\nline two\npushed\n");
+    let log_requests: Vec<String> = server
+        .api
+        .requests()
+        .into_iter()
+        .filter(|r| r.path.contains("/log?"))
+        .map(|r| r.path)
+        .collect();
+    assert!(
+        log_requests.iter().all(|p| p.contains("follow=true")),
+        "{log_requests:?}"
+    );
+    assert!(
+        log_requests.len() <= 8 && reads > 20,
+        "{} reads, {} log requests: {log_requests:?}",
+        reads,
+        log_requests.len()
+    );
+}

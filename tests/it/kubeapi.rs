@@ -15,7 +15,7 @@
 //! (404 NotFound, 409 AlreadyExists, 410 Expired, 422 Invalid) from the API conventions,
 //! <https://github.com/kubernetes/community/blob/master/contributors/devel/sig-architecture/api-conventions.md#http-status-codes>.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -103,6 +103,8 @@ struct Cluster {
     /// Secrets by name, as stored: `stringData` merged into base64 `data`.
     secrets: BTreeMap<String, Value>,
     logs: BTreeMap<String, String>,
+    /// Containers (`pod/container`) that have ended: a followed log of one ends.
+    logs_ended: HashSet<String>,
     /// The resourceVersion of the last write. One counter for every resource, like etcd's
     /// revision.
     rv: u64,
@@ -576,6 +578,26 @@ impl FakeApi {
             .unwrap()
             .logs
             .insert(format!("{pod}/{container}"), text.into());
+    }
+
+    /// The container has ended: a followed log of it ends, as the kubelet ends it.
+    pub fn end_container_log(&self, pod: &str, container: &str) {
+        self.cluster
+            .lock()
+            .unwrap()
+            .logs_ended
+            .insert(format!("{pod}/{container}"));
+    }
+
+    /// Appends to a container's log, as the container writes it.
+    pub fn append_container_log(&self, pod: &str, container: &str, text: &str) {
+        self.cluster
+            .lock()
+            .unwrap()
+            .logs
+            .entry(format!("{pod}/{container}"))
+            .or_default()
+            .push_str(text);
     }
 
     /// Reports the Job as the Job controller would, with its pod as the kubelet would.
@@ -1112,6 +1134,41 @@ async fn handle(
                     Value::Null,
                 );
             };
+            // "follow": the log so far, then what the container writes, until it ends
+            // (or its pod is gone): one chunked answer that stays open meanwhile.
+            if param("follow").as_deref() == Some("true") {
+                let key = format!("{pod_name}/{container}");
+                let pod_name = pod_name.to_string();
+                let cluster = api.cluster.clone();
+                drop(c);
+                let chunks = futures::stream::unfold(0usize, move |sent| {
+                    let (cluster, key, pod_name) = (cluster.clone(), key.clone(), pod_name.clone());
+                    async move {
+                        loop {
+                            let (text, ended) = {
+                                let c = cluster.lock().unwrap();
+                                (
+                                    c.logs.get(&key).cloned().unwrap_or_default(),
+                                    c.logs_ended.contains(&key) || !c.pods.contains_key(&pod_name),
+                                )
+                            };
+                            if text.len() > sent {
+                                let chunk = Bytes::from(text[sent..].to_string());
+                                return Some((
+                                    Ok::<_, std::convert::Infallible>(chunk),
+                                    text.len(),
+                                ));
+                            }
+                            if ended {
+                                return None;
+                            }
+                            tokio::time::sleep(Duration::from_millis(20)).await;
+                        }
+                    }
+                });
+                return ([("content-type", "text/plain")], Body::from_stream(chunks))
+                    .into_response();
+            }
             let text = match param("tailLines").and_then(|n| n.parse::<usize>().ok()) {
                 Some(n) => {
                     let lines: Vec<&str> = text.split_inclusive('\n').collect();
