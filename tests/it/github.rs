@@ -180,6 +180,30 @@ pub(crate) async fn get(port: u16, path: &str) -> Option<(u16, String)> {
     .await
 }
 
+/// Delivers `body` as `event` to the engine on `port`, signed, and waits until it has
+/// processed it.
+pub(crate) async fn deliver_processed(
+    port: u16,
+    s: &Store,
+    event: &str,
+    id: &str,
+    body: &serde_json::Value,
+) {
+    let (code, text) = deliver(port, event, id, body, signed(body)).await;
+    assert_eq!(code, 202, "{text}");
+    crate::support::wait_for(
+        &format!("delivery {id} processed"),
+        Duration::from_secs(30),
+        async || {
+            s.delivery(id)
+                .await
+                .unwrap()
+                .is_some_and(|d| d.processed_at.is_some())
+        },
+    )
+    .await;
+}
+
 /// Delivers a webhook the way GitHub does: JSON body, event and delivery headers, signature.
 pub(crate) async fn deliver(
     port: u16,

@@ -12,7 +12,7 @@ use coding_swarm::store::Store;
 use serde_json::{json, Value};
 
 use crate::ghapi::{GitHubServer, Pull};
-use crate::github::{deliver, free_port, get, signed};
+use crate::github::{deliver, deliver_processed, free_port, get, signed};
 use crate::payloads::{example, in_repo, set, user};
 use crate::support::{wait_for, Backend, TestDb, TestRepo};
 
@@ -155,23 +155,6 @@ github = "acme/webapp"
     (e, store)
 }
 
-/// Delivers `body` as `event`, signed, and waits until the engine has processed it.
-async fn deliver_processed(e: &Engine, s: &Store, event: &str, id: &str, body: &Value) {
-    let (code, text) = deliver(e.port, event, id, body, signed(body)).await;
-    assert_eq!(code, 202, "{text}");
-    wait_for(
-        &format!("delivery {id} processed"),
-        Duration::from_secs(30),
-        async || {
-            s.delivery(id)
-                .await
-                .unwrap()
-                .is_some_and(|d| d.processed_at.is_some())
-        },
-    )
-    .await;
-}
-
 /// The events of task `key` as (kind, message), oldest first.
 async fn events(s: &Store, key: &str) -> Vec<(EventKind, String)> {
     s.events("webapp", key)
@@ -277,7 +260,7 @@ async fn a_merge_waits_for_its_required_checks_and_says_what_for(backend: Backen
         run.conclusion = Some("failure".into());
     }
     deliver_processed(
-        &e,
+        e.port,
         &s,
         "check_run",
         "c-1",
@@ -409,7 +392,7 @@ async fn a_pull_request_gets_its_comment_at_once_and_its_queue_place_moves() {
         json!("swarm/feature"),
     );
     user(&mut opened, "/pull_request/user", "ann", "User");
-    deliver_processed(&e, &s, "pull_request", "pr-1", &opened).await;
+    deliver_processed(e.port, &s, "pull_request", "pr-1", &opened).await;
     wait_for(
         "the comment on the new pull request",
         Duration::from_secs(20),
@@ -426,7 +409,7 @@ async fn a_pull_request_gets_its_comment_at_once_and_its_queue_place_moves() {
         json!("swarm/feature"),
     );
     user(&mut closed, "/pull_request/user", "ann", "User");
-    deliver_processed(&e, &s, "pull_request", "pr-2", &closed).await;
+    deliver_processed(e.port, &s, "pull_request", "pr-2", &closed).await;
     let log = events(&s, "feature").await;
     let prs: Vec<&str> = log
         .iter()
@@ -506,7 +489,7 @@ async fn with_an_app_a_task_is_a_check_run_that_can_be_rerun() {
     set(&mut rerun, "/check_run/name", json!("swarm/feature"));
     set(&mut rerun, "/check_run/head_sha", json!(FEATURE_SHA));
     user(&mut rerun, "/sender", "ann", "User");
-    deliver_processed(&e, &s, "check_run", "rr-1", &rerun).await;
+    deliver_processed(e.port, &s, "check_run", "rr-1", &rerun).await;
     done(2).await;
     let log = events(&s, "feature").await;
     assert!(
@@ -559,7 +542,7 @@ async fn with_an_app_a_task_is_a_check_run_that_can_be_rerun() {
     // `issue.pull_request` ("issue_comment" webhook: "if the issue is a pull request").
     ask["issue"]["pull_request"] =
         json!({"url": "https://api.github.com/repos/acme/webapp/pulls/7"});
-    deliver_processed(&e, &s, "issue_comment", "ask-1", &ask).await;
+    deliver_processed(e.port, &s, "issue_comment", "ask-1", &ask).await;
     wait_for("the reaction", Duration::from_secs(20), async || {
         github
             .hub()

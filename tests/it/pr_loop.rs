@@ -12,7 +12,7 @@ use coding_swarm::store::Store;
 use serde_json::{json, Value};
 
 use crate::ghapi::{GitHubServer, Review};
-use crate::github::{deliver, free_port, get, signed};
+use crate::github::{deliver_processed, free_port, get};
 use crate::green::{bash, read, write_file};
 use crate::model::{claude_bin, ModelServer, Step, Turn};
 use crate::payloads::{example, in_repo, set, user};
@@ -116,22 +116,6 @@ fn world(t: &Turn) -> Step {
         _ if manager => bash(manager_action(&t.cwd, &t.text)),
         other => Step::text(&format!("nothing scripted for {other}")),
     }
-}
-
-async fn deliver_processed(port: u16, s: &Store, event: &str, id: &str, body: &Value) {
-    let (code, text) = deliver(port, event, id, body, signed(body)).await;
-    assert_eq!(code, 202, "{text}");
-    wait_for(
-        &format!("delivery {id} processed"),
-        Duration::from_secs(30),
-        async || {
-            s.delivery(id)
-                .await
-                .unwrap()
-                .is_some_and(|d| d.processed_at.is_some())
-        },
-    )
-    .await;
 }
 
 /// What the engine did, for a failure's message: its tasks and the end of its log.

@@ -12,7 +12,7 @@ use coding_swarm::store::{Store, TaskFilter};
 use serde_json::{json, Value};
 
 use crate::ghapi::{GitHubServer, Review};
-use crate::github::{deliver, free_port, get, repo_with_task, signed, start_up, write_config_on};
+use crate::github::{deliver_processed, free_port, get, repo_with_task, start_up, write_config_on};
 use crate::payloads::{example, in_repo, set, user};
 use crate::support::{wait_for, Backend, TestDb, TestRepo};
 
@@ -69,23 +69,6 @@ async fn engine(db: &TestDb, github: &GitHubServer) -> Engine {
     )
     .await;
     e
-}
-
-/// Delivers `body` as `event`, signed, and waits until the engine has processed it.
-async fn deliver_processed(e: &Engine, s: &Store, event: &str, id: &str, body: &Value) {
-    let (code, text) = deliver(e.port, event, id, body, signed(body)).await;
-    assert_eq!(code, 202, "{text}");
-    wait_for(
-        &format!("delivery {id} processed"),
-        Duration::from_secs(30),
-        async || {
-            s.delivery(id)
-                .await
-                .unwrap()
-                .is_some_and(|d| d.processed_at.is_some())
-        },
-    )
-    .await;
 }
 
 /// The project manager's activations, oldest first.
@@ -203,9 +186,9 @@ async fn a_review_requesting_changes_wakes_the_manager_once_with_every_comment(b
         "changes_requested",
         "Two things before this can go in.",
     );
-    deliver_processed(&e, s, "pull_request_review_comment", "rc-1", &c1).await;
-    deliver_processed(&e, s, "pull_request_review_comment", "rc-2", &c2).await;
-    deliver_processed(&e, s, "pull_request_review", "r-1", &r).await;
+    deliver_processed(e.port, s, "pull_request_review_comment", "rc-1", &c1).await;
+    deliver_processed(e.port, s, "pull_request_review_comment", "rc-2", &c2).await;
+    deliver_processed(e.port, s, "pull_request_review", "r-1", &r).await;
     let all = activations(s).await;
     assert_eq!(all.len(), 1, "one activation: {:?}", items(&all));
     let got = items(&all);
@@ -247,21 +230,28 @@ async fn a_review_requesting_changes_wakes_the_manager_once_with_every_comment(b
     }
 
     // The same review delivered again (a redelivery under a new id) starts nothing new.
-    deliver_processed(&e, s, "pull_request_review", "r-1-again", &r).await;
+    deliver_processed(e.port, s, "pull_request_review", "r-1-again", &r).await;
     // A reader's review, the engine's own (its token's login), and a bot's start nothing,
     // and neither does an approval.
     let reader = review(2, "reader", "User", "changes_requested", "No.");
-    deliver_processed(&e, s, "pull_request_review", "r-2", &reader).await;
+    deliver_processed(e.port, s, "pull_request_review", "r-2", &reader).await;
     let own = review(3, "swarm-bot", "User", "changes_requested", "No.");
-    deliver_processed(&e, s, "pull_request_review", "r-3", &own).await;
+    deliver_processed(e.port, s, "pull_request_review", "r-3", &own).await;
     let bot = review(4, "lint-bot[bot]", "Bot", "changes_requested", "No.");
-    deliver_processed(&e, s, "pull_request_review", "r-4", &bot).await;
+    deliver_processed(e.port, s, "pull_request_review", "r-4", &bot).await;
     let bots_comment = {
         let mut v = review_comment(4, 903, "lint-bot[bot]", "nit");
         user(&mut v, "/comment/user", "lint-bot[bot]", "Bot");
         v
     };
-    deliver_processed(&e, s, "pull_request_review_comment", "rc-4", &bots_comment).await;
+    deliver_processed(
+        e.port,
+        s,
+        "pull_request_review_comment",
+        "rc-4",
+        &bots_comment,
+    )
+    .await;
     github.hub().reviews.insert(
         5,
         Review {
@@ -270,7 +260,7 @@ async fn a_review_requesting_changes_wakes_the_manager_once_with_every_comment(b
         },
     );
     let approved = review(5, "writer", "User", "approved", "Fine.");
-    deliver_processed(&e, s, "pull_request_review", "r-5", &approved).await;
+    deliver_processed(e.port, s, "pull_request_review", "r-5", &approved).await;
     let after = activations(s).await;
     assert_eq!(
         items(&after).len(),
@@ -344,14 +334,14 @@ async fn failed_checks_on_the_branch_head_wake_the_manager_until_the_cap(backend
 
     // Round 1: a failed check run (an Actions job) and a failed workflow run on the head.
     let run = failed_check_run(501, "build", &sha(1));
-    deliver_processed(&e, s, "check_run", "c-1", &run).await;
+    deliver_processed(e.port, s, "check_run", "c-1", &run).await;
     let mut workflow = in_repo(example("workflow_run", Some("completed")), "acme/webapp");
     set(&mut workflow, "/workflow_run/id", json!(9001));
     set(&mut workflow, "/workflow_run/name", json!("CI"));
     set(&mut workflow, "/workflow_run/conclusion", json!("failure"));
     set(&mut workflow, "/workflow_run/head_branch", json!(BRANCH));
     set(&mut workflow, "/workflow_run/head_sha", json!(sha(1)));
-    deliver_processed(&e, s, "workflow_run", "w-1", &workflow).await;
+    deliver_processed(e.port, s, "workflow_run", "w-1", &workflow).await;
     // Once the manager has run, the same failed job seen again as a check run, and a
     // redelivery of the first check run, add nothing.
     wait_for(
@@ -364,17 +354,17 @@ async fn failed_checks_on_the_branch_head_wake_the_manager_until_the_cap(backend
     )
     .await;
     deliver_processed(
-        &e,
+        e.port,
         s,
         "check_run",
         "c-1-job",
         &failed_check_run(502, "test", &sha(1)),
     )
     .await;
-    deliver_processed(&e, s, "check_run", "c-1-again", &run).await;
+    deliver_processed(e.port, s, "check_run", "c-1-again", &run).await;
     // A failure on a commit that is no longer the head is ignored.
     deliver_processed(
-        &e,
+        e.port,
         s,
         "check_run",
         "c-old",
@@ -449,17 +439,17 @@ async fn failed_checks_on_the_branch_head_wake_the_manager_until_the_cap(backend
         "/branches",
         json!([{"name": BRANCH, "commit": {"sha": sha(2), "url": ""}, "protected": false}]),
     );
-    deliver_processed(&e, s, "status", "s-2", &status).await;
+    deliver_processed(e.port, s, "status", "s-2", &status).await;
     head(&github, &sha(3));
     let mut suite = in_repo(example("check_suite", Some("completed")), "acme/webapp");
     set(&mut suite, "/check_suite/id", json!(77));
     set(&mut suite, "/check_suite/conclusion", json!("failure"));
     set(&mut suite, "/check_suite/head_branch", json!(BRANCH));
     set(&mut suite, "/check_suite/head_sha", json!(sha(3)));
-    deliver_processed(&e, s, "check_suite", "cs-3", &suite).await;
+    deliver_processed(e.port, s, "check_suite", "cs-3", &suite).await;
     head(&github, &sha(4));
     deliver_processed(
-        &e,
+        e.port,
         s,
         "check_run",
         "c-4",
