@@ -81,6 +81,7 @@ fn a_rebuilt_database_takes_results_from_status_files_whose_spec_matches() {
         status("activation-9", mgr, TaskState::Completed, &hash(same), None),
         // The manager's activations: restored, without task files.
         status("activation-1", mgr, TaskState::Completed, "h", Some("e")),
+        status("activation-4", mgr, TaskState::Completed, "h", Some("e")),
         // Not the manager's, not completed, not an activation's name: not restored.
         status(
             "activation-2",
@@ -105,13 +106,14 @@ fn a_rebuilt_database_takes_results_from_status_files_whose_spec_matches() {
             "fresh File pending g1 created",
             "activation-9 File completed g4 restored",
             "activation-1 Engine completed g4 restored",
+            "activation-4 Engine completed g4 restored",
         ],
         "{plan:#?}"
     );
     assert!(
         plan.epics
             .iter()
-            .any(|e| matches!(e, EpicChange::Rebuilt(r) if r.name == "e" && r.activations == 1)),
+            .any(|e| matches!(e, EpicChange::Rebuilt(r) if r.name == "e" && r.activations == 2)),
         "{:?}",
         plan.epics
     );
