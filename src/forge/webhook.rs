@@ -537,6 +537,42 @@ mod tests {
     }
 
     #[test]
+    fn reviews_count_when_submitted_and_review_comments_when_created() {
+        let user = serde_json::json!({"login": "ann", "type": "User"});
+        let pull = serde_json::json!({"number": 7, "head": {"ref": "swarm/a", "sha": "0123"}});
+        let repository = serde_json::json!({"id": 1, "full_name": "acme/webapp"});
+        // (event, the action it acts on, another action, the rest of the payload)
+        let table = [
+            (
+                "pull_request_review",
+                "submitted",
+                "dismissed",
+                serde_json::json!({"review": {"id": 6, "body": "b", "user": user, "state": "commented"}}),
+            ),
+            (
+                "pull_request_review_comment",
+                "created",
+                "edited",
+                serde_json::json!({"comment": {"id": 8, "body": "b", "user": user, "pull_request_review_id": 6}}),
+            ),
+        ];
+        for (event, acted, other, rest) in table {
+            for (action, ignored) in [(acted, false), (other, true)] {
+                let mut v = rest.clone();
+                v["action"] = action.into();
+                v["pull_request"] = pull.clone();
+                v["repository"] = repository.clone();
+                let got = parse_event(event, v.to_string().as_bytes()).unwrap();
+                assert_eq!(
+                    matches!(got, Event::Ignored { .. }),
+                    ignored,
+                    "{event}.{action}: {got:?}"
+                );
+            }
+        }
+    }
+
+    #[test]
     fn a_new_comment_is_read_an_edited_one_ignored_and_a_list_for_an_object_refused() {
         let repository = serde_json::json!({"id": 1, "full_name": "acme/webapp"});
         let created = parse_event("issue_comment", &comment("created", repository.clone()));
