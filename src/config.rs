@@ -110,7 +110,8 @@ impl Default for Limits {
     }
 }
 
-/// The identity of commits the engine and its workers make.
+/// The identity of commits the engine and its workers make, and whether workers run the
+/// repository's own pre-commit hook before they commit.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct GitIdentity {
@@ -118,6 +119,12 @@ pub struct GitIdentity {
     pub name: String,
     #[serde(default = "default_git_email")]
     pub email: String,
+    /// Run the repository's `.githooks/pre-commit` before a worker commits.
+    #[serde(default = "yes")]
+    pub run_hooks: bool,
+    /// The hook's time limit.
+    #[serde(default = "default_hook_timeout", deserialize_with = "de_duration")]
+    pub hook_timeout: Duration,
 }
 
 impl Default for GitIdentity {
@@ -125,6 +132,8 @@ impl Default for GitIdentity {
         Self {
             name: default_git_name(),
             email: default_git_email(),
+            run_hooks: true,
+            hook_timeout: default_hook_timeout(),
         }
     }
 }
@@ -650,6 +659,12 @@ fn default_git_name() -> String {
 fn default_git_email() -> String {
     "coding-swarm@localhost".into()
 }
+fn yes() -> bool {
+    true
+}
+fn default_hook_timeout() -> Duration {
+    Duration::from_secs(5 * 60)
+}
 fn default_branch() -> String {
     "main".into()
 }
@@ -899,6 +914,11 @@ impl Config {
                     "epics.{cap}: must be above 0 (a cap of 0 would end every epic at once)"
                 ));
             }
+        }
+        if self.git.hook_timeout.is_zero() {
+            return Err(
+                "git.hook_timeout: must be above 0 (set run_hooks = false to skip the hook)".into(),
+            );
         }
         if self.limits.max_running == 0 {
             return Err("limits.max_running: must be at least 1".into());

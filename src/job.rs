@@ -18,7 +18,7 @@ use crate::spec::{ErrorClass, RunResult};
 
 /// The contract this engine and worker speak: `MAJOR.MINOR`. A new optional field bumps the
 /// minor version; anything an older reader would misunderstand bumps the major version.
-pub const VERSION: Version = Version { major: 1, minor: 0 };
+pub const VERSION: Version = Version { major: 1, minor: 1 };
 
 /// Files of a run directory.
 pub const TASK_FILE: &str = "task.json";
@@ -229,6 +229,34 @@ pub struct JobSpec {
     pub agent: AgentSettings,
     pub git_name: String,
     pub git_email: String,
+    /// Run the repository's pre-commit hook before the worker commits (contract 1.1); absent:
+    /// no hook runs, as before.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hooks: Option<HookSettings>,
+}
+
+/// How the worker runs the repository's own pre-commit hook.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HookSettings {
+    /// The hook's time limit, as `5m`.
+    #[serde(with = "humantime_serde_duration")]
+    pub timeout: Duration,
+}
+
+mod humantime_serde_duration {
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(&humantime::format_duration(*d))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        let text = String::deserialize(d)?;
+        humantime::parse_duration(text.trim())
+            .map_err(|e| serde::de::Error::custom(format!("{text:?} is not a duration: {e}")))
+    }
 }
 
 impl JobSpec {
@@ -481,6 +509,9 @@ mod tests {
             agent: AgentSettings::from(&AgentProfile::default_claude()),
             git_name: "n".into(),
             git_email: "e@x".into(),
+            hooks: Some(HookSettings {
+                timeout: Duration::from_secs(300),
+            }),
         }
     }
 
@@ -509,7 +540,7 @@ mod tests {
         let r = e.to_result();
         assert_eq!(r.error_class, Some(ErrorClass::Infrastructure));
         let text = r.error.unwrap();
-        assert!(text.contains("2.0") && text.contains("1.0"), "{text}");
+        assert!(text.contains("2.0") && text.contains("1.1"), "{text}");
         let mut result = serde_json::to_value(JobResult::new(RunResult::default())).unwrap();
         result["version"] = "3.1".into();
         let r = JobResult::read(result.to_string().as_bytes());

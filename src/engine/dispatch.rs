@@ -352,6 +352,9 @@ impl<R: Runtime> Engine<R> {
             },
             git_name: self.config.git.name.clone(),
             git_email: self.config.git.email.clone(),
+            hooks: self.config.git.run_hooks.then(|| crate::job::HookSettings {
+                timeout: self.config.git.hook_timeout,
+            }),
         };
         let deadline =
             Utc::now() + chrono::Duration::from_std(timeout).unwrap_or(chrono::Duration::hours(1));

@@ -606,6 +606,90 @@ mod tests {
     use super::*;
 
     #[test]
+    fn only_failures_to_fix_are_failing() {
+        for (conclusion, failing) in [
+            ("failure", true),
+            ("timed_out", true),
+            ("startup_failure", true),
+            ("success", false),
+            ("neutral", false),
+            ("cancelled", false),
+            ("skipped", false),
+            ("action_required", false),
+            ("stale", false),
+        ] {
+            assert_eq!(is_failing(conclusion), failing, "{conclusion}");
+        }
+    }
+
+    /// An `issue_comment` delivery with `action` and `repository`, the fields the engine reads.
+    fn comment(action: &str, repository: serde_json::Value) -> Vec<u8> {
+        serde_json::json!({"action": action,
+            "comment": {"id": 5, "body": "/swarm status", "user": {"login": "ann", "type": "User"}},
+            "issue": {"number": 7, "pull_request": {"url": "u"}}, "repository": repository})
+        .to_string()
+        .into_bytes()
+    }
+
+    #[test]
+    fn reviews_count_when_submitted_and_review_comments_when_created() {
+        let user = serde_json::json!({"login": "ann", "type": "User"});
+        let pull = serde_json::json!({"number": 7, "head": {"ref": "swarm/a", "sha": "0123"}});
+        let repository = serde_json::json!({"id": 1, "full_name": "acme/webapp"});
+        // (event, the action it acts on, another action, the rest of the payload)
+        let table = [
+            (
+                "pull_request_review",
+                "submitted",
+                "dismissed",
+                serde_json::json!({"review": {"id": 6, "body": "b", "user": user, "state": "commented"}}),
+            ),
+            (
+                "pull_request_review_comment",
+                "created",
+                "edited",
+                serde_json::json!({"comment": {"id": 8, "body": "b", "user": user, "pull_request_review_id": 6}}),
+            ),
+        ];
+        for (event, acted, other, rest) in table {
+            for (action, ignored) in [(acted, false), (other, true)] {
+                let mut v = rest.clone();
+                v["action"] = action.into();
+                v["pull_request"] = pull.clone();
+                v["repository"] = repository.clone();
+                let got = parse_event(event, v.to_string().as_bytes()).unwrap();
+                assert_eq!(
+                    matches!(got, Event::Ignored { .. }),
+                    ignored,
+                    "{event}.{action}: {got:?}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn a_new_comment_is_read_an_edited_one_ignored_and_a_list_for_an_object_refused() {
+        let repository = serde_json::json!({"id": 1, "full_name": "acme/webapp"});
+        let created = parse_event("issue_comment", &comment("created", repository.clone()));
+        assert!(
+            matches!(&created, Ok(Event::Comment { repo, number: 7, .. }) if repo == "acme/webapp"),
+            "{created:?}"
+        );
+        let edited = parse_event("issue_comment", &comment("edited", repository));
+        assert!(matches!(edited, Ok(Event::Ignored { .. })), "{edited:?}");
+        let listed = parse_event(
+            "issue_comment",
+            &comment("created", serde_json::json!([{"full_name": "acme/webapp"}])),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            listed.contains("invalid type: a list at /repository, expected an object"),
+            "{listed}"
+        );
+    }
+
+    #[test]
     fn githubs_published_example_verifies() {
         // From GitHub's "Validating webhook deliveries" documentation.
         let secret = b"It's a Secret to Everybody";

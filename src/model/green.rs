@@ -871,3 +871,7 @@ mod tests {
         }
     }
 }
+
+#[cfg(test)]
+#[path = "green_tests.rs"]
+mod table_tests;

@@ -381,3 +381,7 @@ mod tests {
         );
     }
 }
+
+#[cfg(test)]
+#[path = "plan_tests.rs"]
+mod rebuild_tests;

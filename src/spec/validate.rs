@@ -108,3 +108,72 @@ fn relative(root: &Path, path: &Path) -> String {
         .collect::<Vec<_>>()
         .join("/")
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn write(root: &Path, rel: &str, text: &str) {
+        let path = root.join(rel);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(path, text).unwrap();
+    }
+
+    /// Each problem as `path:line:column: message`, as `swarm validate` prints it.
+    fn shown(root: &Path) -> Vec<String> {
+        validate_repository(root)
+            .unwrap()
+            .iter()
+            .map(ToString::to_string)
+            .collect()
+    }
+
+    #[test]
+    fn every_bad_file_under_ai_is_listed_with_its_place_and_nothing_else() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        let no_ai = shown(root);
+        assert_eq!(no_ai.len(), 1, "{no_ai:?}");
+        assert!(
+            no_ai[0].starts_with(".ai:1:1: no .ai/ directory in "),
+            "{no_ai:?}"
+        );
+
+        // Good files, and files that are not tasks or status files: nothing to say.
+        write(root, ".ai/tasks/good.yaml", "addressee: w\nprompt: p\n");
+        write(root, ".ai/tasks/notes.md", "# notes\n");
+        write(root, ".ai/tasks/.keep", "");
+        write(
+            root,
+            ".ai/status/good.yaml",
+            "key: good\naddressee: w\nstatus: completed\ngeneration: 1\nattempts: 1\nspec_hash: abc\n",
+        );
+        write(root, ".ai/status/notes.txt", "not yaml: [\n");
+        write(root, ".ai/plan.md", "# plan\n");
+        assert_eq!(shown(root), Vec::<String>::new());
+
+        // Bad ones.
+        write(root, ".ai/tasks/bad.yaml", "addressee: w\nprompty: p\n");
+        write(root, ".ai/tasks/stray.txt", "x");
+        write(root, ".ai/status/broken.yaml", "key: broken\n");
+        let got = shown(root);
+        let places: Vec<String> = got
+            .iter()
+            .map(|p| p.splitn(4, ':').take(3).collect::<Vec<_>>().join(":"))
+            .collect();
+        assert_eq!(
+            places,
+            [
+                ".ai/status/broken.yaml:1:1",
+                ".ai/tasks/bad.yaml:2:1",
+                ".ai/tasks/stray.txt:1:1",
+            ],
+            "{got:?}"
+        );
+        assert!(got[1].contains("prompty"), "{got:?}");
+        assert!(
+            got[2].ends_with("only <key>.yaml task files belong in .ai/tasks/"),
+            "{got:?}"
+        );
+    }
+}

@@ -19,7 +19,7 @@ use crate::spec::{truncate, ErrorClass, RunResult};
 
 /// Variables of the worker's environment an agent inherits, besides
 /// [`crate::job::NETWORK_ENV`] (its proxies and certificate authorities).
-const AGENT_ENV: &[&str] = &[
+pub(super) const AGENT_ENV: &[&str] = &[
     "PATH", "LANG", "LANGUAGE", "TERM", "TZ", "USER", "LOGNAME", "SHELL", "TMPDIR",
 ];
 

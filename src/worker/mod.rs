@@ -5,6 +5,7 @@
 mod agent;
 pub mod claude;
 mod git_guard;
+pub mod hooks;
 pub mod prompts;
 pub mod sandbox;
 mod stop;
@@ -218,22 +219,24 @@ fn checkout_phase(run_dir: &Path, state_dir: &Path) -> std::io::Result<()> {
 /// Its result goes to the push phase; the container succeeds so the pod goes on.
 fn agent_phase(run_dir: &Path) -> std::io::Result<()> {
     let mut redactor = Redactor::from_env();
-    let result = match read_task(run_dir) {
-        Err(failure) => failure,
+    let result: AgentDone = match read_task(run_dir) {
+        Err(failure) => failure.into(),
         Ok(task) => {
             tracing::info!(project = %task.project, task = %task.key, run = %task.run_name, agent = %task.agent_name, "agent starts");
             let checkout = run_dir.join(crate::job::CHECKOUT_DIR);
             match prepare(&task, &mut redactor) {
-                Err(refusal) => refusal,
+                Err(refusal) => refusal.into(),
                 // No checkout: the clone failed, and the push phase reports why.
                 Ok(_) if !checkout.join(".git").exists() => {
                     RunResult::failure(ErrorClass::Git, "the checkout container left no checkout")
+                        .into()
                 }
                 Ok((agent_env, credentials)) => match git2::Repository::open(&checkout) {
                     Err(e) => RunResult::failure(
                         ErrorClass::Git,
                         format!("cannot open the checkout: {}", e.message()),
-                    ),
+                    )
+                    .into(),
                     Ok(repo) => agent_step(
                         &task,
                         run_dir,
@@ -246,11 +249,40 @@ fn agent_phase(run_dir: &Path) -> std::io::Result<()> {
             }
         }
     };
-    let result = redact_result(result, &redactor);
+    let held = result.held;
+    let result = redact_result(result.result, &redactor);
+    let mut json = serde_json::to_value(crate::job::JobResult::new(result))
+        .unwrap_or_else(|_| serde_json::json!({}));
+    if let (true, Some(object)) = (held, json.as_object_mut()) {
+        object.insert("held".into(), true.into());
+    }
     write_atomic(
         &run_dir.join(AGENT_RESULT),
-        &crate::job::JobResult::new(result).to_json(),
+        &serde_json::to_vec_pretty(&json).unwrap_or_default(),
     )
+}
+
+/// What the agent phase did: its result, and whether its work is held back (the repository's
+/// pre-commit hook refused it), so that nothing is committed or pushed.
+struct AgentDone {
+    result: RunResult,
+    held: bool,
+}
+
+impl From<RunResult> for AgentDone {
+    fn from(result: RunResult) -> Self {
+        Self {
+            result,
+            held: false,
+        }
+    }
+}
+
+/// The `held` mark of the agent phase's result file.
+#[derive(serde::Deserialize)]
+struct HeldMark {
+    #[serde(default)]
+    held: bool,
 }
 
 /// The pod's last container: after the agent's container has ended, the checks, the commit
@@ -281,9 +313,10 @@ fn push_phase(run_dir: &Path, state_dir: &Path) -> RunResult {
                 .start
                 .as_deref()
                 .and_then(|s| git2::Oid::from_str(s).ok());
-            let agent_result = std::fs::read(run_dir.join(AGENT_RESULT))
-                .ok()
-                .map(|b| crate::job::JobResult::read(&b));
+            let agent_result = std::fs::read(run_dir.join(AGENT_RESULT)).ok().map(|b| {
+                let held = serde_json::from_slice::<HeldMark>(&b).is_ok_and(|m| m.held);
+                (crate::job::JobResult::read(&b), held)
+            });
             match (start, agent_result) {
                 (None, _) => RunResult::failure(
                     ErrorClass::Crash,
@@ -293,13 +326,14 @@ fn push_phase(run_dir: &Path, state_dir: &Path) -> RunResult {
                     ErrorClass::Crash,
                     "the agent's container ended without a result",
                 ),
-                (Some(start), Some(mut result)) => {
+                (Some(start), Some((mut result, held))) => {
                     // What the push establishes is not the agent's to claim.
                     result.changed = false;
                     result.commit_sha = None;
                     result.branch = None;
                     add_agent_secrets(&task, &mut redactor);
-                    push_step(&task, run_dir, result, start, &mut redactor, &auth)
+                    let done = AgentDone { result, held };
+                    push_step(&task, run_dir, done, start, &mut redactor, &auth)
                 }
             }
         }
@@ -345,9 +379,9 @@ fn work(task: &JobSpec, run_dir: &Path, redactor: &mut Redactor, auth: &GitAuth)
         Ok(r) => r,
         Err(failure) => return failure,
     };
-    let result = agent_step(task, run_dir, &repo, &agent_env, credentials, redactor);
+    let done = agent_step(task, run_dir, &repo, &agent_env, credentials, redactor);
     drop(repo);
-    push_step(task, run_dir, result, start, redactor, auth)
+    push_step(task, run_dir, done, start, redactor, auth)
 }
 
 /// The agent's environment, its values known to the redactor as secrets.
@@ -404,8 +438,74 @@ fn checkout_step(
     })
 }
 
-/// The agent on the checkout, with its role prompt and a private HOME.
+/// The agent on the checkout, with its role prompt and a private HOME; then, when the agent
+/// succeeded and changed anything, the repository's pre-commit hook on its work.
 fn agent_step(
+    task: &JobSpec,
+    run_dir: &Path,
+    repo: &git2::Repository,
+    agent_env: &BTreeMap<String, String>,
+    credentials: Option<claude::Credentials>,
+    redactor: &mut Redactor,
+) -> AgentDone {
+    // The hook as the run's start commit has it, read before the agent can change it.
+    let hook = task.hooks.as_ref().and_then(|settings| {
+        hooks::committed(repo).map(|script| {
+            let start = repo.head().and_then(|h| h.peel_to_commit()).map(|c| c.id());
+            (settings.timeout, script, start)
+        })
+    });
+    let result = run_agent_step(task, run_dir, repo, agent_env, credentials, redactor);
+    let Some((timeout, script, start)) = hook else {
+        return result.into();
+    };
+    if !result.success || stop::requested() {
+        // A failed attempt's work is evidence, pushed as it is; a stopped one pushes nothing.
+        return result.into();
+    }
+    let start = match start {
+        Ok(start) => start,
+        Err(e) => {
+            let message = format!(
+                "cannot find the commit the run started from: {}",
+                e.message()
+            );
+            return AgentDone {
+                result: hooks::refused(result, ErrorClass::Crash, message),
+                held: true,
+            };
+        }
+    };
+    let verdict = hooks::run(&hooks::HookRun {
+        task,
+        repo,
+        start,
+        script: &script,
+        run_dir,
+        checkout: &run_dir.join(crate::job::CHECKOUT_DIR),
+        home: &run_dir.join(crate::job::HOME_DIR),
+        prompt_file: &run_dir.join("prompt.md"),
+        timeout,
+        redactor,
+    });
+    match verdict {
+        hooks::Verdict::Passed => result.into(),
+        hooks::Verdict::Stopped => AgentDone {
+            result: stopped(),
+            held: true,
+        },
+        hooks::Verdict::Refused(message) => AgentDone {
+            result: hooks::refused(result, ErrorClass::Agent, message),
+            held: true,
+        },
+        hooks::Verdict::Broken(message) => AgentDone {
+            result: hooks::refused(result, ErrorClass::Crash, message),
+            held: true,
+        },
+    }
+}
+
+fn run_agent_step(
     task: &JobSpec,
     run_dir: &Path,
     repo: &git2::Repository,
@@ -459,11 +559,12 @@ fn agent_step(
 fn push_step(
     task: &JobSpec,
     run_dir: &Path,
-    mut result: RunResult,
+    done: AgentDone,
     start: git2::Oid,
     redactor: &mut Redactor,
     auth: &GitAuth,
 ) -> RunResult {
+    let AgentDone { mut result, held } = done;
     let checkout = run_dir.join(crate::job::CHECKOUT_DIR);
     if stop::requested() {
         // Stopped: the agent's group is ended, and nothing of its work is pushed.
@@ -471,6 +572,10 @@ fn push_step(
             session_id: result.session_id,
             ..stopped()
         };
+    }
+    if held {
+        // The repository's pre-commit hook refused the work: nothing is committed or pushed.
+        return result;
     }
     if matches!(
         result.error_class,

@@ -77,6 +77,7 @@ pub(crate) fn task(repo: &TestRepo, agent: AgentProfile) -> JobSpec {
         agent: (&agent).into(),
         git_name: "Swarm Bot".into(),
         git_email: "bot@example.com".into(),
+        hooks: None,
     }
 }
 

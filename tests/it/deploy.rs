@@ -323,6 +323,7 @@ pub fn worker_job(cfg: &KubernetesConfig) -> Job {
             agent: (&AgentProfile::default_claude()).into(),
             git_name: "coding-swarm".into(),
             git_email: "coding-swarm@example.com".into(),
+            hooks: None,
         },
     };
     build_job(&launch, cfg)

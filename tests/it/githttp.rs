@@ -308,6 +308,7 @@ pub mod tests {
                 .into(),
             git_name: "Swarm Bot".into(),
             git_email: "bot@example.com".into(),
+            hooks: None,
         }
     }
 

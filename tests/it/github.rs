@@ -14,6 +14,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::ghapi::GitHubServer;
 use crate::githttp::GitHttpServer;
+use crate::payloads::{example, in_repo, on_pull_request, set, user};
 use crate::support::TestRepo;
 
 pub(crate) const SECRET: &str = "webhook-secret-for-the-tests";
@@ -227,27 +228,32 @@ pub(crate) fn signed(body: &serde_json::Value) -> Option<String> {
     Some(sign(SECRET.as_bytes(), body.to_string().as_bytes()))
 }
 
-/// A `push` delivery, trimmed by hand to the fields the engine reads. GitHub sends much more;
-/// the full payloads of `@octokit/webhooks-examples` (see /work/notes/github.md) are to replace
-/// these hand-written ones.
+/// A `push` delivery to `repo`'s `main` at `after`: GitHub's example (`@octokit/webhooks-examples`),
+/// with only the repository, the ref and the commits changed.
 pub(crate) fn push(repo: &str, after: &str) -> serde_json::Value {
-    json!({"ref": "refs/heads/main", "before": "0000000000000000000000000000000000000000", "after": after, "created": false, "deleted": false, "forced": false,
-        "repository": {"id": 1, "name": repo.split('/').nth(1).unwrap(), "full_name": repo, "private": true, "default_branch": "main"},
-        "pusher": {"name": "someone", "email": "someone@example.com"}, "sender": {"login": "someone", "type": "User"}, "commits": [], "head_commit": null})
+    let mut v = in_repo(example("push", None), repo);
+    set(&mut v, "/ref", "refs/heads/main".into());
+    set(&mut v, "/after", after.into());
+    set(&mut v, "/created", false.into());
+    set(&mut v, "/repository/default_branch", "main".into());
+    v
 }
 
-/// An `issue_comment` delivery (action `created`), trimmed by hand like [`push`].
+/// An `issue_comment` delivery (action `created`) by `author` (`kind`: `User` or `Bot`) on pull
+/// request `number` of acme/webapp: GitHub's example with those fields changed.
 pub(crate) fn issue_comment(
     author: &str,
     kind: &str,
     number: u64,
     body: &str,
 ) -> serde_json::Value {
-    json!({"action": "created",
-        "issue": {"number": number, "title": "Login form", "state": "open", "pull_request": {"url": format!("https://api.github.com/repos/acme/webapp/pulls/{number}")}, "user": {"login": "someone", "type": "User"}},
-        "comment": {"id": 555, "body": body, "user": {"login": author, "type": kind}, "created_at": "2026-11-26T09:00:00Z"},
-        "repository": {"id": 1, "name": "webapp", "full_name": "acme/webapp", "private": true, "default_branch": "main"},
-        "sender": {"login": author, "type": kind}})
+    let mut v = in_repo(example("issue_comment", Some("created")), "acme/webapp");
+    on_pull_request(&mut v, "acme/webapp", number);
+    set(&mut v, "/comment/body", body.into());
+    user(&mut v, "/comment/user", author, kind);
+    user(&mut v, "/sender", author, kind);
+    set(&mut v, "/repository/default_branch", "main".into());
+    v
 }
 
 /// The engine's replies to comment commands on the fake GitHub, oldest first.
@@ -348,7 +354,7 @@ async fn webhooks_are_verified_deduplicated_and_a_push_syncs_at_once() {
             .0,
         202
     );
-    let ping = json!({"zen": "Keep it logically awesome.", "hook_id": 1});
+    let ping = in_repo(example("ping", None), "acme/webapp");
     assert_eq!(
         deliver(r.port, "ping", "d-3", &ping, signed(&ping)).await.0,
         202

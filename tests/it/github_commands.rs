@@ -8,10 +8,11 @@ use std::process::Child;
 use std::time::Duration;
 
 use coding_swarm::spec::{ErrorClass, TaskState};
-use serde_json::{json, Value};
+use serde_json::Value;
 
 use crate::ghapi::GitHubServer;
 use crate::github::{deliver, free_port, get, signed, start_up, write_config_on};
+use crate::payloads::{example, in_repo, set, user};
 use crate::support::{wait_for, TestDb, TestRepo};
 
 struct Up(Child);
@@ -23,29 +24,35 @@ impl Drop for Up {
     }
 }
 
-fn repository() -> Value {
-    json!({"id": 1, "name": "webapp", "full_name": "acme/webapp", "private": true, "default_branch": "main"})
-}
-
-fn pull(number: u64, head: &str) -> Value {
-    json!({"number": number, "state": "open", "draft": true, "title": "swarm: Build the feature.",
-        "head": {"ref": head, "sha": "0123456789abcdef0123456789abcdef01234567", "label": format!("acme:{head}")},
-        "base": {"ref": "main", "sha": "fedcba9876543210fedcba9876543210fedcba98", "label": "acme:main"},
-        "user": {"login": "coding-swarm[bot]", "type": "Bot"}})
-}
-
-/// A review submitted by `author` with `body` (GitHub's `pull_request_review`, trimmed).
+/// A review submitted by `author` with `body` on pull request `number` (branch `head`):
+/// GitHub's `pull_request_review` example with those fields changed.
 fn review(author: &str, number: u64, head: &str, body: &str) -> Value {
-    json!({"action": "submitted",
-        "review": {"id": 71, "body": body, "state": "commented", "user": {"login": author, "type": "User"}, "submitted_at": "2026-11-26T09:00:00Z"},
-        "pull_request": pull(number, head), "repository": repository(), "sender": {"login": author, "type": "User"}})
+    let mut v = in_repo(
+        example("pull_request_review", Some("submitted")),
+        "acme/webapp",
+    );
+    set(&mut v, "/review/body", body.into());
+    set(&mut v, "/review/state", "commented".into());
+    user(&mut v, "/review/user", author, "User");
+    user(&mut v, "/sender", author, "User");
+    set(&mut v, "/pull_request/number", number.into());
+    set(&mut v, "/pull_request/head/ref", head.into());
+    v
 }
 
-/// A comment on a line of a pull request's diff (`pull_request_review_comment`, trimmed).
+/// A comment on a line of a pull request's diff: GitHub's `pull_request_review_comment`
+/// example with its author, body, pull request and branch changed.
 fn review_comment(author: &str, number: u64, head: &str, body: &str) -> Value {
-    json!({"action": "created",
-        "comment": {"id": 72, "body": body, "path": "out-feature.txt", "line": 1, "user": {"login": author, "type": "User"}, "created_at": "2026-11-26T09:00:00Z"},
-        "pull_request": pull(number, head), "repository": repository(), "sender": {"login": author, "type": "User"}})
+    let mut v = in_repo(
+        example("pull_request_review_comment", Some("created")),
+        "acme/webapp",
+    );
+    set(&mut v, "/comment/body", body.into());
+    user(&mut v, "/comment/user", author, "User");
+    user(&mut v, "/sender", author, "User");
+    set(&mut v, "/pull_request/number", number.into());
+    set(&mut v, "/pull_request/head/ref", head.into());
+    v
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -72,6 +72,7 @@ pub(crate) fn launch(name: &str, timeout_secs: i64) -> Launch {
             agent: (&agent).into(),
             git_name: "swarm".into(),
             git_email: "swarm@example.com".into(),
+            hooks: None,
         },
     }
 }

@@ -26,6 +26,7 @@ mod github;
 mod github_commands;
 mod github_outbox;
 mod green;
+mod hooks;
 mod kube;
 mod kubeapi;
 mod kubeops;

@@ -65,3 +65,25 @@ pub fn user(v: &mut Value, at: &str, login: &str, kind: &str) {
     set(v, &format!("{at}/login"), login.into());
     set(v, &format!("{at}/type"), kind.into());
 }
+
+/// Makes the example's issue a pull request, as GitHub's `issue_comment` deliveries for a
+/// comment on a pull request are: "`issue.pull_request`: present if the issue is a pull
+/// request" (docs.github.com, webhook events and payloads, `issue_comment`). The package's
+/// `issue_comment` examples are all on plain issues, so this field is the one a test adds.
+pub fn on_pull_request(v: &mut Value, full_name: &str, number: u64) {
+    set(v, "/issue/number", number.into());
+    let issue = v
+        .pointer_mut("/issue")
+        .and_then(Value::as_object_mut)
+        .expect("the example has an issue");
+    issue.insert(
+        "pull_request".into(),
+        serde_json::json!({
+            "url": format!("https://api.github.com/repos/{full_name}/pulls/{number}"),
+            "html_url": format!("https://github.com/{full_name}/pull/{number}"),
+            "diff_url": format!("https://github.com/{full_name}/pull/{number}.diff"),
+            "patch_url": format!("https://github.com/{full_name}/pull/{number}.patch"),
+            "merged_at": null
+        }),
+    );
+}

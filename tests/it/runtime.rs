@@ -42,6 +42,7 @@ fn launch(repo: &TestRepo, name: &str, script: &str, timeout: Duration) -> Launc
             agent: (&AgentProfile::command(vec!["sh".into(), "-c".into(), script.into()])).into(),
             git_name: "swarm".into(),
             git_email: "swarm@example.com".into(),
+            hooks: None,
         },
     }
 }

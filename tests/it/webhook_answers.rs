@@ -20,6 +20,7 @@ use crate::githttp::GitHttpServer;
 use crate::github::{
     deliver, free_port, get, http, push, signed, start_up, write_config_on, GIT_TOKEN,
 };
+use crate::payloads::{example, in_repo, set};
 use crate::support::{wait_for, Backend, TestDb, TestRepo};
 
 crate::on_both_backends!(refusals_keep_nothing_and_lose_nothing);
@@ -97,12 +98,18 @@ fn chunked(body: &[u8]) -> Vec<u8> {
     out
 }
 
-/// A ping whose JSON text is exactly `len` bytes long.
+/// GitHub's `ping` example for acme/webapp.
+fn ping() -> serde_json::Value {
+    in_repo(example("ping", None), "acme/webapp")
+}
+
+/// A ping whose JSON text is exactly `len` bytes long (its `zen` padded).
 fn ping_of_len(len: usize) -> Vec<u8> {
-    let frame = json!({"zen": "", "hook_id": 1}).to_string().len();
-    let body = json!({"zen": "x".repeat(len - frame), "hook_id": 1})
-        .to_string()
-        .into_bytes();
+    let mut v = ping();
+    set(&mut v, "/zen", json!(""));
+    let frame = v.to_string().len();
+    set(&mut v, "/zen", json!("x".repeat(len - frame)));
+    let body = v.to_string().into_bytes();
     assert_eq!(body.len(), len);
     body
 }
@@ -207,7 +214,7 @@ async fn refusals_keep_nothing_and_lose_nothing(backend: Backend) {
     assert_eq!(s.delivery("big").await.unwrap().unwrap().body, most);
 
     // Signed, but without the delivery id or the event: 400, nothing kept.
-    let ping = json!({"zen": "Design for failure.", "hook_id": 1});
+    let ping = ping();
     let text = ping.to_string();
     for (missing, hdrs) in [
         (
@@ -353,7 +360,7 @@ async fn without_github_webhooks_are_not_found() {
     let github = GitHubServer::start().await;
     let repo = TestRepo::new();
     repo.commit(&[("README.md", Some("x\n"))], "init");
-    let ping = json!({"zen": "Approachable is better than simple.", "hook_id": 1});
+    let ping = ping();
     for case in ["no [github]", "no project on GitHub", "no secret"] {
         let dir = tempfile::tempdir().unwrap();
         let port = free_port();

@@ -19,6 +19,7 @@ use crate::github::{
     deliver, free_port, get, issue_comment, replies, repo_with_task, signed, start_up,
     write_config_on,
 };
+use crate::payloads::{example, in_repo};
 use crate::support::{apply, create_plan, task, wait_exit, wait_for, Backend, TestDb};
 
 crate::on_both_backends!(
@@ -368,7 +369,7 @@ async fn a_delivery_accepted_by_a_standby_killed_with_sigkill_is_processed_once_
     )
     .await;
     // More deliveries than the leader reads at once (16) come first.
-    let ping = json!({"zen": "Keep it logically awesome.", "hook_id": 1});
+    let ping = in_repo(example("ping", None), "acme/webapp");
     for i in 0..20 {
         let id = format!("p-{i:02}");
         assert_eq!(

@@ -39,6 +39,9 @@ pub(crate) fn task(repo: &TestRepo, branch: &str, script: &str) -> JobSpec {
             .into(),
         git_name: "Swarm Bot".into(),
         git_email: "bot@example.com".into(),
+        hooks: Some(coding_swarm::job::HookSettings {
+            timeout: Duration::from_secs(60),
+        }),
     }
 }
 
