@@ -383,3 +383,42 @@ async fn a_pods_checkout_is_shallow_and_still_pushes() {
         main
     );
 }
+
+/// The agent points the checkout's `objects/info/alternates` at another repository on the
+/// machine and commits a file whose content only that repository has: the worker writes the
+/// alternates again before it pushes, so the commit cannot be read and nothing of the other
+/// repository reaches the remote.
+#[test]
+fn what_the_agent_writes_into_alternates_lends_the_push_nothing() {
+    let repo = TestRepo::new();
+    history(&repo, 3);
+    let other = TestRepo::new();
+    let stolen = other
+        .repo
+        .blob(b"another project's private file\n")
+        .unwrap();
+    let script = format!(
+        "echo {objects} >> .git/objects/info/alternates; \
+         git update-index --add --cacheinfo 100644,{stolen},stolen.txt && \
+         git -c user.name=a -c user.email=a@example.com commit -q -m take && echo took",
+        objects = other.path().join("objects").display()
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let result = worker(dir.path(), &task(&repo.url(), &script), None);
+    assert_eq!(
+        result.summary.as_deref(),
+        Some("took"),
+        "{result:?}\n{}",
+        log_of(dir.path())
+    );
+    assert!(!result.success, "{result:?}");
+    assert!(
+        repo.repo.find_blob(stolen).is_err(),
+        "the other repository's blob was pushed"
+    );
+    assert!(repo.repo.refname_to_id("refs/heads/swarm/job").is_err());
+    assert_eq!(
+        std::fs::read_to_string(dir.path().join("checkout/.git/objects/info/alternates")).unwrap(),
+        format!("{}\n", repo.path().join("objects").display())
+    );
+}
