@@ -659,9 +659,6 @@ fn default_git_name() -> String {
 fn default_git_email() -> String {
     "coding-swarm@localhost".into()
 }
-fn yes() -> bool {
-    true
-}
 fn default_hook_timeout() -> Duration {
     Duration::from_secs(5 * 60)
 }

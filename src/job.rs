@@ -34,6 +34,10 @@ pub const HOME_DIR: &str = "home";
 /// The clone the agent works in.
 pub const CHECKOUT_DIR: &str = "checkout";
 
+/// The variable that names the project's cache (a bare repository on this machine) to a worker
+/// of the local runtime: its checkout borrows the cache's objects.
+pub const CACHE_ENV: &str = "SWARM_GIT_CACHE";
+
 /// What a worker takes from the engine's environment on the local runtime, nothing else (an
 /// allow-list: the engine's GitHub token, API token, webhook secret and database URL stay with
 /// the engine): what it needs to clone and push, to run the agent, and to reach anything

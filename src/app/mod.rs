@@ -182,7 +182,8 @@ impl App {
         match config.runtime {
             RuntimeKind::Local => {
                 let runtime =
-                    LocalRuntime::new(config.data_dir.join("runs"), self.worker_exe.clone(), tx);
+                    LocalRuntime::new(config.data_dir.join("runs"), self.worker_exe.clone(), tx)
+                        .with_caches(config.data_dir.clone());
                 self.run_engine(store, runtime, rx, stop_rx, web).await?
             }
             RuntimeKind::Kubernetes => {

@@ -67,7 +67,8 @@ impl Engine<LocalRuntime> {
     /// An engine on the local runtime; `worker_exe` is the binary it starts as `swarm worker`.
     pub fn new(config: Config, store: Store, worker_exe: std::path::PathBuf) -> Self {
         let (tx, rx) = mpsc::unbounded_channel();
-        let runtime = LocalRuntime::new(config.data_dir.join("runs"), worker_exe, tx);
+        let runtime = LocalRuntime::new(config.data_dir.join("runs"), worker_exe, tx)
+            .with_caches(config.data_dir.clone());
         Engine::with_runtime(config, store, runtime, rx)
     }
 }

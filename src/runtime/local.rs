@@ -45,6 +45,9 @@ pub struct LocalRuntime {
     runs: Arc<Mutex<HashMap<String, Arc<RunState>>>>,
     /// Variables given to every worker on top of the engine's own environment.
     env: Arc<Vec<(String, String)>>,
+    /// The engine's data directory, whose per-project caches the workers' checkouts borrow
+    /// their objects from.
+    data_dir: Option<PathBuf>,
 }
 
 impl LocalRuntime {
@@ -60,7 +63,15 @@ impl LocalRuntime {
             completions,
             runs: Arc::default(),
             env: Arc::default(),
+            data_dir: None,
         }
+    }
+
+    /// Lets every worker's checkout borrow the objects of its project's cache under
+    /// `data_dir` (the engine's), instead of copying the history.
+    pub fn with_caches(mut self, data_dir: PathBuf) -> Self {
+        self.data_dir = Some(data_dir);
+        self
     }
 
     /// Gives every worker `vars` on top of the engine's environment: for an engine embedded in
@@ -146,6 +157,10 @@ impl LocalRuntime {
         // check, which copies its credentials into the run's own HOME.
         if let Some(home) = std::env::var_os("HOME") {
             cmd.env("SWARM_WORKER_HOME", home);
+        }
+        if let Some(data_dir) = &self.data_dir {
+            let cache = crate::gitops::cache_path(data_dir, &launch.task.project);
+            cmd.env(crate::job::CACHE_ENV, cache);
         }
         cmd.envs(self.env.iter().map(|(k, v)| (k, v)));
         for name in WITHHELD_ENV {

@@ -152,6 +152,10 @@ pub(super) fn run_agent(run: &AgentRun<'_>) -> RunResult {
                     path: &path,
                     extra_files,
                     local_repo: crate::gitops::local_git_dir(&task.repo),
+                    shared_objects: super::checkout::shared_objects(
+                        task,
+                        super::checkout::cache().as_deref(),
+                    ),
                 },
             )
         }

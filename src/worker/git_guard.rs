@@ -2,7 +2,8 @@
 //! `url.<x>.insteadOf` or `pushInsteadOf`, an `http.proxy`, an `include.path`) and, as the
 //! worker shares the run's HOME with it, `~/.gitconfig` and `$XDG_CONFIG_HOME/git/config`.
 //! The worker reads no configuration but the repository's own, and restores that to what the
-//! clone wrote before it commits and pushes. I/O.
+//! clone wrote before it commits and pushes; so are the objects it borrows (`objects/info/
+//! alternates`). I/O.
 
 use std::path::Path;
 
@@ -28,7 +29,11 @@ pub(super) fn ignore_user_config() {
 /// Replaces the checkout's configuration with the one the clone wrote (its remote `origin` at
 /// `url`, nothing else) and opens the repository afresh, so nothing the agent wrote into it
 /// applies to the commit and the push.
-pub(super) fn restore_config(checkout: &Path, url: &str) -> Result<Repository, git2::Error> {
+pub(super) fn restore_config(
+    checkout: &Path,
+    url: &str,
+    shared: &[std::path::PathBuf],
+) -> Result<Repository, git2::Error> {
     let git_dir = checkout.join(".git");
     // A `.git` the agent turned into a symlink or a gitfile points the push at another
     // repository: refused before anything is written through it.
@@ -59,5 +64,13 @@ pub(super) fn restore_config(checkout: &Path, url: &str) -> Result<Repository, g
             "the agent replaced the checkout's .git; nothing is pushed",
         ));
     }
+    // The objects the checkout borrows: from where the worker said, nowhere else (another
+    // repository's objects named there would be packed into the push).
+    super::checkout::write_alternates(&git_dir, shared).map_err(|e| {
+        git2::Error::from_str(&format!(
+            "cannot restore {}/objects/info: {e}",
+            git_dir.display()
+        ))
+    })?;
     Repository::open(checkout)
 }

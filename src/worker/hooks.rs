@@ -168,6 +168,10 @@ fn spawn_and_wait(h: &HookRun<'_>, hook: &Path, output: &Path) -> Result<Option<
                 path: &path,
                 extra_files: vec![PathBuf::from(hook)],
                 local_repo: crate::gitops::local_git_dir(&h.task.repo),
+                shared_objects: super::checkout::shared_objects(
+                    h.task,
+                    super::checkout::cache().as_deref(),
+                ),
             },
         ),
         None => argv,

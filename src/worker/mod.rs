@@ -3,6 +3,7 @@
 //! push, and the result. All I/O; one run per process.
 
 mod agent;
+pub mod checkout;
 pub mod claude;
 mod git_guard;
 pub mod hooks;
@@ -381,7 +382,16 @@ fn work(task: &JobSpec, run_dir: &Path, redactor: &mut Redactor, auth: &GitAuth)
     };
     let done = agent_step(task, run_dir, &repo, &agent_env, credentials, redactor);
     drop(repo);
-    push_step(task, run_dir, done, start, redactor, auth)
+    let result = push_step(task, run_dir, done, start, redactor, auth);
+    if let Some(cache) = checkout::cache() {
+        if let Err(e) = checkout::unpin(&cache, &task.run_name) {
+            tracing::warn!(
+                "cannot remove the run's pins from the cache: {}",
+                e.message()
+            );
+        }
+    }
+    result
 }
 
 /// The agent's environment, its values known to the redactor as secrets.
@@ -429,13 +439,48 @@ fn checkout_step(
     auth: &GitAuth,
 ) -> Result<(git2::Repository, git2::Oid), RunResult> {
     let checkout = run_dir.join(crate::job::CHECKOUT_DIR);
-    let _ = std::fs::remove_dir_all(&checkout);
-    prepare_checkout(task, &checkout, auth).map_err(|e| {
+    let cache = checkout::cache();
+    let shared = checkout::shared_objects(task, cache.as_deref());
+    let failed = |e: String| {
         RunResult::failure(
             ErrorClass::Git,
             format!("cannot check out {}: {e}", task.branch),
         )
-    })
+    };
+    // A repository on this machine may be repacked by the engine while it is read (its
+    // loose objects packed and removed): a checkout that finds an object gone is tried again.
+    let mut tries = 0;
+    let prepared = loop {
+        match checkout::prepare(task, &checkout, auth, cache.as_deref(), &shared) {
+            Ok(c) => break c,
+            Err(e)
+                if (e.contains("object not found") || e.contains("no match for id"))
+                    && tries < 3 =>
+            {
+                tries += 1;
+                tracing::warn!("checkout found an object gone ({e}); checking out again");
+                std::thread::sleep(std::time::Duration::from_millis(200 * tries));
+            }
+            Err(e) => return Err(failed(e)),
+        }
+    };
+    if let Some(cache) = cache.filter(|_| !shared.is_empty()) {
+        // Without its pins the run could lose what it borrows to a gc of the cache: it does
+        // not start.
+        checkout::pin(&cache, &task.run_name, &prepared.borrowed).map_err(|e| {
+            failed(format!(
+                "cannot pin its commits in the cache: {}",
+                e.message()
+            ))
+        })?;
+    }
+    tracing::info!(
+        borrowed_from = ?shared.first(),
+        "checked out {} at {}",
+        task.branch,
+        prepared.start
+    );
+    Ok((prepared.repo, prepared.start))
 }
 
 /// The agent on the checkout, with its role prompt and a private HOME; then, when the agent
@@ -589,7 +634,11 @@ fn push_step(
     // The agent could write the checkout's git configuration (a `url.<x>.insteadOf` sends the
     // push and its credential elsewhere): it is replaced before anything is pushed, and the
     // credential goes to the project's own remote only.
-    let repo = match git_guard::restore_config(&checkout, &task.repo) {
+    let repo = match git_guard::restore_config(
+        &checkout,
+        &task.repo,
+        &checkout::shared_objects(task, checkout::cache().as_deref()),
+    ) {
         Ok(r) => r,
         Err(e) => {
             return RunResult {
@@ -666,75 +715,6 @@ fn stopped() -> RunResult {
         ErrorClass::Cancelled,
         "the run was stopped (the worker got SIGTERM); the agent was ended and nothing was pushed",
     )
-}
-
-/// Clones the repository and checks out the task's branch: the remote's, if it exists, else a
-/// new one from the base. Returns the repository and the commit the run starts from.
-fn prepare_checkout(
-    task: &JobSpec,
-    checkout: &Path,
-    auth: &GitAuth,
-) -> Result<(git2::Repository, git2::Oid), String> {
-    let m = |e: git2::Error| e.message().to_string();
-    // A repository on this machine may be repacked by the engine while it is cloned (its
-    // loose objects packed and removed): a clone that finds an object gone is tried again.
-    let mut tries = 0;
-    let repo = loop {
-        match git2::build::RepoBuilder::new()
-            .fetch_options(auth.fetch_options())
-            .clone(&task.repo, checkout)
-        {
-            Ok(repo) => break repo,
-            Err(e) if e.code() == git2::ErrorCode::NotFound && tries < 3 => {
-                tries += 1;
-                tracing::warn!(
-                    "clone found an object gone ({}); cloning again",
-                    e.message()
-                );
-                let _ = std::fs::remove_dir_all(checkout);
-                std::thread::sleep(std::time::Duration::from_millis(200 * tries));
-            }
-            Err(e) => return Err(format!("clone failed: {}", e.message())),
-        }
-    };
-    let start = match repo.refname_to_id(&format!("refs/remotes/origin/{}", task.branch)) {
-        Ok(id) => id,
-        Err(_) => repo
-            .refname_to_id(&format!("refs/remotes/origin/{}", task.base))
-            .map_err(|_| {
-                format!(
-                    "neither the branch {} nor its base {} exists on the remote",
-                    task.branch, task.base
-                )
-            })?,
-    };
-    // The clone has the remote's default branch checked out already; any other branch is
-    // created (or reset) at its start and checked out.
-    let current = repo
-        .head()
-        .ok()
-        .and_then(|h| h.shorthand().map(str::to_string));
-    if current.as_deref() != Some(task.branch.as_str()) {
-        let commit = repo.find_commit(start).map_err(m)?;
-        let refname = repo
-            .branch(&task.branch, &commit, true)
-            .map_err(m)?
-            .get()
-            .name()
-            .unwrap_or_default()
-            .to_string();
-        repo.checkout_tree(
-            commit.as_object(),
-            Some(git2::build::CheckoutBuilder::new().force()),
-        )
-        .map_err(m)?;
-        repo.set_head(&refname).map_err(m)?;
-    }
-    // Commits the agent makes itself (a merge, say) carry the engine's identity.
-    let mut config = repo.config().map_err(m)?;
-    config.set_str("user.name", &task.git_name).map_err(m)?;
-    config.set_str("user.email", &task.git_email).map_err(m)?;
-    Ok((repo, start))
 }
 
 enum CommitError {

@@ -3,8 +3,9 @@
 //! agent sees read-only system directories (`/usr`, `/bin`, `/lib*`, `/etc`), the directories
 //! of its `PATH` and of its own program, a private `/tmp` and `/dev`, a `/proc` of its own PID
 //! namespace (so no other process of the machine, the worker and the engine included), and
-//! read-write only its checkout and its HOME. Nothing of the engine: not its data directory,
-//! database, config, caches, or other runs. I/O (paths only; the caller spawns).
+//! read-write only its checkout and its HOME; read-only the object directory of its project's
+//! cache, which the checkout borrows from. Nothing else of the engine: not its data directory,
+//! database, config, other caches, or other runs. I/O (paths only; the caller spawns).
 
 use std::path::{Path, PathBuf};
 
@@ -39,6 +40,9 @@ pub(super) struct Paths<'a> {
     /// The project's repository when it is a directory on this machine: the agent may read it
     /// (fetch from it), as it would a remote over the network, but not write it.
     pub local_repo: Option<PathBuf>,
+    /// The object directories the checkout borrows from (the project's cache): the agent reads
+    /// its history from them, and cannot write them.
+    pub shared_objects: Vec<PathBuf>,
 }
 
 /// The `bwrap` command line that runs `argv` in the sandbox.
@@ -107,6 +111,11 @@ pub(super) fn wrap(argv: &[String], settings: &SandboxSettings, p: &Paths<'_>) -
     if let Some(repo) = &p.local_repo {
         ro(&mut a, repo);
     }
+    for dir in &p.shared_objects {
+        if p.local_repo.as_ref().is_none_or(|r| !dir.starts_with(r)) && !under_system(dir) {
+            ro(&mut a, dir);
+        }
+    }
     for rw in [p.checkout, p.home] {
         let s = rw.display().to_string();
         a.extend(["--bind".into(), s.clone(), s]);
@@ -151,6 +160,7 @@ pub fn probe() -> Result<(), String> {
             path: "",
             extra_files: Vec::new(),
             local_repo: None,
+            shared_objects: Vec::new(),
         },
     );
     match std::process::Command::new(&argv[0])

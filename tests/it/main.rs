@@ -5,6 +5,7 @@
 mod support;
 
 mod api;
+mod checkout;
 mod claude;
 mod claude_limits;
 mod cli;

@@ -19,6 +19,10 @@ fn snoop(data: &Path, config: &Path, home: &Path, repo: &Path) -> String {
          echo \"processes: $(ls -d /proc/[0-9]* | wc -l)\"; \
          echo \"interfaces: $(grep -c : /proc/net/dev)\"; \
          echo \"repo_write: $(touch {repo}/agent-was-here && echo yes)\"; \
+         echo \"shared: $(cat .git/objects/info/alternates)\"; \
+         echo \"history: $(git rev-list --count HEAD)\"; \
+         echo \"cache_write: $(touch {data}/repos/proj.git/objects/agent-was-here && echo yes)\"; \
+         echo \"cache_config: $(grep -c url {data}/repos/proj.git/config)\"; \
          echo done",
         data = data.display(),
         config = config.display(),
@@ -93,6 +97,8 @@ fn a_sandboxed_agent_sees_nothing_of_the_engine_and_an_unconfined_one_sees_it_al
     assert_eq!(open["ssh"], "ssh-canary-key-material", "{open:?}");
     assert_ne!(open["environ"], "0", "the engine's environment: {open:?}");
     assert_eq!(open["repo_write"], "yes", "{open:?}");
+    assert_eq!(open["cache_write"], "yes", "{open:?}");
+    assert_ne!(open["cache_config"], "", "{open:?}");
 
     // The default: bubblewrap.
     let boxed = run("", "");
@@ -104,6 +110,18 @@ fn a_sandboxed_agent_sees_nothing_of_the_engine_and_an_unconfined_one_sees_it_al
         boxed["repo_write"], "",
         "the project's repository on this machine is read-only: {boxed:?}"
     );
+    // The checkout borrows the history of the project's cache, which the agent reads and
+    // cannot write; the rest of the cache (its configuration) it does not see.
+    assert!(
+        boxed["shared"].ends_with("/data/repos/proj.git/objects"),
+        "{boxed:?}"
+    );
+    assert!(
+        boxed["history"].parse::<u32>().is_ok_and(|n| n >= 1),
+        "{boxed:?}"
+    );
+    assert_eq!(boxed["cache_write"], "", "{boxed:?}");
+    assert_eq!(boxed["cache_config"], "", "{boxed:?}");
     assert_eq!(
         boxed["environ"], "0",
         "no other process's environment: {boxed:?}"
