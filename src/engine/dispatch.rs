@@ -77,6 +77,9 @@ impl<R: Runtime> Engine<R> {
                 .instrument(tracing::info_span!("claim"))
                 .await?;
             let n = claimed.len() as u32;
+            if n > 0 {
+                self.activity.touch();
+            }
             tracing::info_span!("claim").in_scope(|| {
                 for row in &claimed {
                     tracing::info!(project = %row.project, task = %row.key, attempt = row.attempts, "claimed");

@@ -49,6 +49,7 @@ impl<R: Runtime> Engine<R> {
         if batch.is_empty() {
             return;
         }
+        self.activity.touch();
         let finished = match self.record(&batch).await {
             Ok(f) => f,
             // One run that cannot be recorded must not hold up the others of its batch: on a
