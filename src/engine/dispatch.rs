@@ -14,7 +14,7 @@ use crate::spec::{ErrorClass, RunResult};
 use crate::store::StoreError;
 
 /// Most tasks claimed in one statement.
-const CLAIM_BATCH: u32 = 512;
+const CLAIM_BATCH: u32 = 1024;
 /// Longest a launched run waits for its `launched` event to be logged.
 const LAUNCH_LOG_DELAY: Duration = Duration::from_millis(200);
 
