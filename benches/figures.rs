@@ -534,9 +534,11 @@ async fn bench_sync(backend: Backend, quick: bool) -> Value {
 async fn bench_dispatch(backend: Backend, quick: bool) -> Value {
     let (tasks, addressees) = (10_000usize, 1_000usize);
     let rounds = if quick { 2 } else { 5 };
-    let remote = Remote::new(tasks, addressees);
     let mut rates = Vec::new();
     for _ in 0..rounds {
+        // A remote of its own: the status files an earlier round committed would make a
+        // first sync find those tasks done.
+        let remote = Remote::new(tasks, addressees);
         let db = Db::new(backend).await;
         let store = Store::connect(&db.url).await.unwrap();
         let data = tempfile::tempdir().unwrap();
@@ -956,6 +958,112 @@ fn run_peer(quick: bool) -> Value {
     serde_json::from_slice(&out.stdout).expect("the peer prints one JSON object")
 }
 
+// ---- the targets of issue #17 ------------------------------------------------------------------
+
+/// The engine's rows of issue #17's table, from this run's figures on Postgres and, where the
+/// target is relative to the peer, this run's graphile-worker figures: each with its numbers,
+/// its ratio and whether it was met. `None` when Postgres was not measured.
+fn issue_17_targets(results: &serde_json::Map<String, Value>) -> Option<Value> {
+    let pg = results.get("postgres")?;
+    let peer = results.get("graphile_worker");
+    let peer_configs: Vec<&Value> = peer
+        .and_then(|p| p["configs"].as_array())
+        .map(|c| c.iter().collect())
+        .unwrap_or_default();
+    let mut out = serde_json::Map::new();
+
+    if let Some(lat) = pg.get("latency") {
+        let (p50, p99) = (lat["p50"].as_f64()?, lat["p99"].as_f64()?);
+        let peer_lat: Vec<Value> = peer_configs
+            .iter()
+            .map(|c| {
+                json!({
+                    "config": c["name"], "concurrency": c["concurrency"],
+                    "p50": c["latency_ms"]["p50"], "p99": c["latency_ms"]["p99"],
+                })
+            })
+            .collect();
+        let best = |field: &str| {
+            peer_lat
+                .iter()
+                .filter_map(|c| c[field].as_f64())
+                .min_by(f64::total_cmp)
+        };
+        let (peer_p50, peer_p99) = (best("p50"), best("p99"));
+        let ahead = |ours: f64, theirs: Option<f64>| theirs.map(|t| ours < t);
+        out.insert(
+            "pending_to_launch".into(),
+            json!({
+                "target": "p99 <= 5 ms, and ahead of graphile-worker's pickup latency at p50 and p99",
+                "p50_ms": p50, "p99_ms": p99,
+                "peer_best_p50_ms": peer_p50, "peer_best_p99_ms": peer_p99,
+                "peer": peer_lat,
+                "ratio_p50": peer_p50.map(|t| round3(p50 / t)),
+                "ratio_p99": peer_p99.map(|t| round3(p99 / t)),
+                "met": p99 <= 5.0 && ahead(p50, peer_p50) == Some(true) && ahead(p99, peer_p99) == Some(true),
+            }),
+        );
+    }
+
+    if let Some(sizes) = pg.get("sync").and_then(Value::as_array) {
+        let at = |files: u64| {
+            sizes
+                .iter()
+                .find(|r| r["files"].as_u64() == Some(files))
+                .and_then(|r| r["incremental_ms"]["p50"].as_f64())
+        };
+        if let (Some(small), Some(large)) = (at(1_000), at(100_000)) {
+            out.insert(
+                "incremental_sync".into(),
+                json!({
+                    "target": "one file changed: <= 10 ms at 100,000 task files, within 2 x of the 1,000-file figure",
+                    "p50_ms_at_1000": small, "p50_ms_at_10000": at(10_000), "p50_ms_at_100000": large,
+                    "ratio_100000_to_1000": round3(large / small),
+                    "met": large <= 10.0 && large <= 2.0 * small,
+                }),
+            );
+        }
+    }
+
+    if let Some(ours) = pg
+        .get("dispatch")
+        .and_then(|d| d["arrival_to_completion"]["median_tasks_per_s"].as_f64())
+    {
+        // The peer's configurations that ran one job at a time per named queue in every round.
+        let one_at_a_time: Vec<Value> = peer_configs
+            .iter()
+            .filter(|c| {
+                c["throughput"]["same_queue_jobs_locked_together"]
+                    .as_array()
+                    .is_some_and(|r| r.iter().all(|n| n.as_u64() == Some(0)))
+            })
+            .map(|c| {
+                json!({
+                    "config": c["name"], "concurrency": c["concurrency"],
+                    "median_jobs_per_s": c["throughput"]["median_jobs_per_s"],
+                })
+            })
+            .collect();
+        let best = one_at_a_time
+            .iter()
+            .filter_map(|c| c["median_jobs_per_s"].as_f64())
+            .max_by(f64::total_cmp);
+        out.insert(
+            "arrival_to_completion".into(),
+            json!({
+                "target": ">= 10,000 tasks/s, and ahead of every graphile-worker configuration that kept one job at a time per queue",
+                "median_tasks_per_s": ours,
+                "dispatch_only_median_tasks_per_s": pg["dispatch"]["median_tasks_per_s"],
+                "peer_one_at_a_time": one_at_a_time,
+                "peer_best": best,
+                "ratio_to_peer_best": best.map(|b| round3(ours / b)),
+                "met": ours >= 10_000.0 && best.is_some_and(|b| ours > b),
+            }),
+        );
+    }
+    Some(Value::Object(out))
+}
+
 // ---- main -----------------------------------------------------------------------------------
 
 fn machine() -> Value {
@@ -1017,6 +1125,10 @@ async fn main() {
     if o.peer {
         eprintln!("== graphile-worker on the same Postgres");
         results.insert("graphile_worker".into(), run_peer(o.quick));
+    }
+    if let Some(t) = issue_17_targets(&results) {
+        eprintln!("== the targets of issue #17 (this run)\n{t:#}");
+        results.insert("issue_17".into(), t);
     }
     let out = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/bench");
     std::fs::create_dir_all(&out).unwrap();

@@ -116,13 +116,13 @@ pub async fn report_project(
     );
     let pname = project.name.clone();
     let auth = auth.clone();
-    let commit = tokio::task::spawn_blocking(move || {
+    let commit = at_low_priority(move || {
         push_status_commit(
             &cache, &url, &branch, &files, &message, &git.name, &git.email, &pname, &auth,
         )
     })
     .await
-    .map_err(|_| ReportError::Panicked {
+    .ok_or_else(|| ReportError::Panicked {
         project: name.clone(),
     })??;
     // The tasks are marked reported unless they moved on meanwhile (the model decides on
@@ -142,6 +142,33 @@ pub async fn report_project(
         .await
         .map_err(store_err)?;
     Ok(count)
+}
+
+/// The CPU priority (nice value) of the status commit's git work.
+pub const REPORT_NICE: i32 = 19;
+
+/// Runs `f` on a thread of its own at the lowest CPU priority ([`REPORT_NICE`]), so that the
+/// status commit's git work (building trees, writing a pack) yields the cores to dispatch and
+/// the database whenever they want them: reporting is never what a claim waits behind.
+/// `None` when `f` panicked or no thread could be started.
+pub async fn at_low_priority<T: Send + 'static>(
+    f: impl FnOnce() -> T + Send + 'static,
+) -> Option<T> {
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    std::thread::Builder::new()
+        .name("swarm-report".into())
+        .spawn(move || {
+            // On Linux the nice value belongs to the thread (PRIO_PROCESS with a thread id);
+            // failing to lower it only costs the priority.
+            #[cfg(target_os = "linux")]
+            unsafe {
+                let tid = libc::syscall(libc::SYS_gettid) as libc::id_t;
+                libc::setpriority(libc::PRIO_PROCESS, tid, REPORT_NICE);
+            }
+            let _ = tx.send(f());
+        })
+        .ok()?;
+    rx.await.ok()
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -194,4 +221,28 @@ fn push_status_commit(
         url: url.into(),
         branch: branch.into(),
     })))
+}
+
+#[cfg(test)]
+mod tests {
+    /// The status commit's git work runs on a thread whose CPU priority is the lowest, so it
+    /// yields the cores to dispatch; the caller's thread keeps its own.
+    #[cfg(target_os = "linux")]
+    #[tokio::test]
+    async fn the_status_commit_runs_at_the_lowest_cpu_priority() {
+        let nice = || unsafe {
+            let tid = libc::syscall(libc::SYS_gettid) as libc::id_t;
+            libc::getpriority(libc::PRIO_PROCESS, tid)
+        };
+        let before = nice();
+        let theirs = super::at_low_priority(nice).await.unwrap();
+        assert_eq!(theirs, super::REPORT_NICE);
+        assert_eq!(nice(), before, "the caller's priority is unchanged");
+        assert!(
+            super::at_low_priority(|| -> i32 { panic!("boom") })
+                .await
+                .is_none(),
+            "a panic is an error, not a hang"
+        );
+    }
 }

@@ -14,7 +14,7 @@ use crate::spec::{ErrorClass, RunResult};
 use crate::store::StoreError;
 
 /// Most tasks claimed in one statement.
-const CLAIM_BATCH: u32 = 512;
+const CLAIM_BATCH: u32 = 1024;
 /// Longest a launched run waits for its `launched` event to be logged.
 const LAUNCH_LOG_DELAY: Duration = Duration::from_millis(200);
 
@@ -80,6 +80,9 @@ impl<R: Runtime> Engine<R> {
                 .instrument(tracing::info_span!("claim"))
                 .await?;
             let n = claimed.len() as u32;
+            if n > 0 {
+                self.activity.touch();
+            }
             tracing::info_span!("claim").in_scope(|| {
                 for row in &claimed {
                     tracing::info!(project = %row.project, task = %row.key, attempt = row.attempts, "claimed");

@@ -12,7 +12,7 @@ use crate::model::{decide, transition, Change, EventKind, NewEvent, Outcome, Tas
 use crate::runtime::{Completion, Runtime};
 
 /// Most run ends recorded in one transaction.
-const COMPLETION_BATCH: usize = 512;
+const COMPLETION_BATCH: usize = 1024;
 
 /// A run end as recorded: the row as it was, and what was decided.
 struct Finished {
@@ -49,6 +49,7 @@ impl<R: Runtime> Engine<R> {
         if batch.is_empty() {
             return;
         }
+        self.activity.touch();
         let finished = match self.record(&batch).await {
             Ok(f) => f,
             // One run that cannot be recorded must not hold up the others of its batch: on a

@@ -103,13 +103,60 @@ impl Sync {
     }
 }
 
+/// How long the reporter lets finishing runs pile up before it commits their status files.
+const REPORT_BATCH: Duration = Duration::from_millis(200);
+/// How long dispatch must have been quiet before the reporter starts.
+const REPORT_QUIET: Duration = Duration::from_millis(50);
+/// The longest the reporter waits for dispatch to go quiet.
+const REPORT_MAX_DEFER: Duration = Duration::from_secs(2);
+
+/// When dispatch last claimed, launched or recorded a run end. The reporter waits for a quiet
+/// moment, so its database and git work does not share the cores with a claim.
+#[derive(Debug)]
+pub(super) struct Activity(std::sync::Mutex<tokio::time::Instant>);
+
+impl Default for Activity {
+    fn default() -> Self {
+        Self(std::sync::Mutex::new(tokio::time::Instant::now()))
+    }
+}
+
+impl Activity {
+    pub fn touch(&self) {
+        if let Ok(mut at) = self.0.lock() {
+            *at = tokio::time::Instant::now();
+        }
+    }
+
+    fn idle_for(&self) -> Duration {
+        self.0
+            .lock()
+            .map(|at| at.elapsed())
+            .unwrap_or(Duration::MAX)
+    }
+}
+
+/// How much longer the reporter waits, `waited` after it was woken, with dispatch quiet for
+/// `quiet`: at least [`REPORT_BATCH`] (so one commit carries several runs), then until dispatch
+/// has been quiet for [`REPORT_QUIET`], but never past [`REPORT_MAX_DEFER`]. `None`: go.
+pub(super) fn report_delay(waited: Duration, quiet: Duration) -> Option<Duration> {
+    if waited < REPORT_BATCH {
+        return Some(REPORT_BATCH - waited);
+    }
+    if quiet >= REPORT_QUIET || waited >= REPORT_MAX_DEFER {
+        return None;
+    }
+    Some((REPORT_QUIET - quiet).min(REPORT_MAX_DEFER - waited))
+}
+
 /// Commits status files whenever runs finish (batched: everything due at that moment goes in
-/// one commit per project), and retries failed reports with backoff.
+/// one commit per project, once dispatch is quiet), and retries failed reports with backoff.
 pub(super) async fn report(
     store: Store,
     config: Arc<Config>,
     auth: GitAuth,
     wake: Arc<Notify>,
+    activity: Arc<Activity>,
     failing: Arc<AtomicU32>,
     mut shutdown: watch::Receiver<bool>,
 ) {
@@ -122,8 +169,10 @@ pub(super) async fn report(
         };
         tokio::select! {
             _ = wake.notified() => {
-                // Let finishing runs pile up a little, so one commit carries several.
-                tokio::time::sleep(Duration::from_millis(200)).await;
+                let woken = tokio::time::Instant::now();
+                while let Some(d) = report_delay(woken.elapsed(), activity.idle_for()) {
+                    tokio::time::sleep(d).await;
+                }
             }
             _ = tokio::time::sleep(wait) => {}
             _ = shutdown.changed() => return,
@@ -179,4 +228,29 @@ pub(super) fn watch_local_repos(
         }
     });
     Some(watcher)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MS: Duration = Duration::from_millis(1);
+
+    #[test]
+    fn the_reporter_batches_then_waits_for_dispatch_to_go_quiet_but_not_for_ever() {
+        // Woken: it lets runs pile up first, however quiet dispatch is.
+        assert_eq!(
+            report_delay(Duration::ZERO, Duration::MAX),
+            Some(REPORT_BATCH)
+        );
+        assert_eq!(report_delay(150 * MS, Duration::MAX), Some(50 * MS));
+        // Then it goes once dispatch has been quiet long enough...
+        assert_eq!(report_delay(REPORT_BATCH, REPORT_QUIET), None);
+        // ...and waits for the rest of the quiet while dispatch works.
+        assert_eq!(report_delay(REPORT_BATCH, 10 * MS), Some(40 * MS));
+        assert_eq!(report_delay(600 * MS, Duration::ZERO), Some(REPORT_QUIET));
+        // A dispatch that never rests defers reporting by REPORT_MAX_DEFER at most.
+        assert_eq!(report_delay(1990 * MS, Duration::ZERO), Some(10 * MS));
+        assert_eq!(report_delay(REPORT_MAX_DEFER, Duration::ZERO), None);
+    }
 }

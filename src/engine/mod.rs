@@ -46,6 +46,8 @@ pub struct Engine<R: Runtime = LocalRuntime> {
     /// How the engine's own git operations (fetches, status commits) authenticate.
     auth: GitAuth,
     report_wake: Arc<Notify>,
+    /// When dispatch last did something; the reporter waits for a quiet moment.
+    activity: Arc<loops::Activity>,
     /// Consecutive failed report passes.
     report_failures: Arc<AtomicU32>,
     sync_triggers: HashMap<String, Arc<Notify>>,
@@ -97,6 +99,7 @@ impl<R: Runtime> Engine<R> {
             completions,
             auth: GitAuth::default(),
             report_wake: Arc::new(Notify::new()),
+            activity: Arc::default(),
             report_failures: Arc::default(),
             sync_triggers,
             policy,
@@ -188,6 +191,7 @@ impl<R: Runtime> Engine<R> {
             self.config.clone(),
             self.auth.clone(),
             self.report_wake.clone(),
+            self.activity.clone(),
             self.report_failures.clone(),
             shutdown.clone(),
         ));
@@ -287,13 +291,15 @@ impl<R: Runtime> Engine<R> {
         }
     }
 
-    /// One level-triggered pass: record what ended, stop what was asked to stop, watch again
-    /// what nobody watches, claim and launch what may run.
+    /// One level-triggered pass: record what ended, claim and launch what may run, stop what
+    /// was asked to stop, watch again what nobody watches. The claim comes before the look at
+    /// what runs: a task made pending waits for one claim, not for a read of every run first.
     pub async fn reconcile(&mut self) -> Result<(), StoreError> {
         let mut batch = Vec::new();
         self.drain_completions(&mut batch);
         self.complete_all(batch).await;
+        let claimed = self.claim_and_launch().await;
         self.watch_running().await?;
-        self.claim_and_launch().await
+        claimed
     }
 }

@@ -119,6 +119,12 @@ trait BeginImmediate {
         &self,
     ) -> impl std::future::Future<Output = Result<sqlx::Transaction<'static, Self::Db>, sqlx::Error>>
            + Send;
+    /// Opens a claim's transaction: on Postgres with the claimers' advisory lock taken in the
+    /// same round trip as the `BEGIN`; on SQLite as [`BeginImmediate::begin_immediate`].
+    fn begin_claim(
+        &self,
+    ) -> impl std::future::Future<Output = Result<sqlx::Transaction<'static, Self::Db>, sqlx::Error>>
+           + Send;
 }
 
 impl BeginImmediate for PgPool {
@@ -130,7 +136,17 @@ impl BeginImmediate for PgPool {
     > + Send {
         self.begin()
     }
+    fn begin_claim(
+        &self,
+    ) -> impl std::future::Future<
+        Output = Result<sqlx::Transaction<'static, sqlx::Postgres>, sqlx::Error>,
+    > + Send {
+        self.begin_with(CLAIM_BEGIN)
+    }
 }
+
+/// `BEGIN` and the advisory lock that serialises claimers, as one simple query.
+const CLAIM_BEGIN: &str = "BEGIN; SELECT pg_advisory_xact_lock(7353012)";
 
 impl BeginImmediate for SqlitePool {
     type Db = sqlx::Sqlite;
@@ -140,6 +156,13 @@ impl BeginImmediate for SqlitePool {
         Output = Result<sqlx::Transaction<'static, sqlx::Sqlite>, sqlx::Error>,
     > + Send {
         self.begin_with("BEGIN IMMEDIATE")
+    }
+    fn begin_claim(
+        &self,
+    ) -> impl std::future::Future<
+        Output = Result<sqlx::Transaction<'static, sqlx::Sqlite>, sqlx::Error>,
+    > + Send {
+        self.begin_immediate()
     }
 }
 

@@ -375,11 +375,9 @@ impl Store {
             ),
         };
         let claimed = on_pool!(self, pool => {
-            let mut tx = pool.begin_immediate().await.map_err(q("begin a claim"))?;
+            // On Postgres the claimers' advisory lock comes with the BEGIN (see `begin_claim`).
+            let mut tx = pool.begin_claim().await.map_err(q("begin and lock a claim"))?;
             fenced!(self, tx);
-            if let Backend::Postgres(_) = &self.backend {
-                sqlx::query("SELECT pg_advisory_xact_lock(7353012)").execute(&mut *tx).await.map_err(q("lock the claim"))?;
-            }
             let running: Vec<(String, i64)> = sqlx::query_as(
                 "SELECT project, COUNT(*) FROM tasks WHERE status = 'running' GROUP BY project")
                 .fetch_all(&mut *tx).await.map_err(q("count running tasks"))?;

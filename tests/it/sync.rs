@@ -637,3 +637,75 @@ fn the_tasks_diff_agrees_with_the_general_tree_diff() {
         "the rounds changed files: {changes_seen}"
     );
 }
+
+/// A sync keeps the listing of `.ai/tasks` it read last in memory, so the next pass reads
+/// only the new listing (at 100,000 task files each is a 4 MB object to inflate): with the
+/// last listing's object gone from the repository, the next diff still works, from memory;
+/// and a diff from any other commit reads that commit's listing, not the kept one.
+#[test]
+fn the_last_tasks_listing_is_kept_and_only_used_for_its_own_tree() {
+    use coding_swarm::gitops::changed_files;
+    use git2::{Oid, Repository};
+
+    let dir = tempfile::tempdir().unwrap();
+    let repo = Repository::init_bare(dir.path()).unwrap();
+    // A commit whose `.ai/tasks` holds t0..t49, with `t{changed}` at revision `rev`; returns
+    // the commit and its tasks tree.
+    let commit = |changed: &[(usize, usize)]| -> (Oid, Oid) {
+        let mut tasks = repo.treebuilder(None).unwrap();
+        for i in 0..50 {
+            let rev = changed.iter().find(|c| c.0 == i).map_or(0, |c| c.1);
+            let blob = repo
+                .blob(format!("addressee: a\nprompt: task {i} rev {rev}\n").as_bytes())
+                .unwrap();
+            tasks
+                .insert(format!("t{i:02}.yaml"), blob, 0o100644)
+                .unwrap();
+        }
+        let tasks = tasks.write().unwrap();
+        let mut ai = repo.treebuilder(None).unwrap();
+        ai.insert("tasks", tasks, 0o040000).unwrap();
+        let mut root = repo.treebuilder(None).unwrap();
+        root.insert(".ai", ai.write().unwrap(), 0o040000).unwrap();
+        let root = repo.find_tree(root.write().unwrap()).unwrap();
+        let sig = git2::Signature::now("t", "t@example.com").unwrap();
+        (
+            repo.commit(None, &sig, &sig, "m", &root, &[]).unwrap(),
+            tasks,
+        )
+    };
+    let paths = |repo: &Repository, old: Option<Oid>, new: Oid| -> Vec<String> {
+        let mut p: Vec<String> = changed_files(repo, old, new, ".ai/tasks")
+            .unwrap()
+            .into_iter()
+            .map(|f| f.path)
+            .collect();
+        p.sort();
+        p
+    };
+    let (c1, _) = commit(&[]);
+    let (c2, tasks2) = commit(&[(7, 1)]);
+    let (c3, _) = commit(&[(7, 1), (31, 1)]);
+    assert_eq!(paths(&repo, Some(c1), c2), [".ai/tasks/t07.yaml"]);
+
+    // The listing synced last is gone from the object database (a loose object here).
+    let hex = tasks2.to_string();
+    let loose = dir.path().join("objects").join(&hex[..2]).join(&hex[2..]);
+    std::fs::remove_file(&loose).unwrap();
+    // A new handle: libgit2 keeps objects it read in a cache of its own, per handle.
+    let repo = Repository::open_bare(dir.path()).unwrap();
+    assert!(
+        repo.odb().unwrap().read(tasks2).is_err(),
+        "the listing is gone from git"
+    );
+    assert_eq!(
+        paths(&repo, Some(c2), c3),
+        [".ai/tasks/t31.yaml"],
+        "the next pass diffs from the kept listing"
+    );
+    // c3's listing is kept now; a diff from c1 must read c1's, not reuse c3's.
+    assert_eq!(
+        paths(&repo, Some(c1), c3),
+        [".ai/tasks/t07.yaml", ".ai/tasks/t31.yaml"]
+    );
+}
