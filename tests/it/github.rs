@@ -249,6 +249,7 @@ pub(crate) fn issue_comment(
 ) -> serde_json::Value {
     let mut v = in_repo(example("issue_comment", Some("created")), "acme/webapp");
     on_pull_request(&mut v, "acme/webapp", number);
+    set(&mut v, "/comment/id", 555.into());
     set(&mut v, "/comment/body", body.into());
     user(&mut v, "/comment/user", author, kind);
     user(&mut v, "/sender", author, kind);

@@ -250,7 +250,7 @@ github = "acme/webapp"
     )
     .unwrap();
     let log = std::fs::File::create(dir.path().join("engine.log")).unwrap();
-    let mut child = crate::support::command(env!("CARGO_BIN_EXE_swarm"))
+    let child = crate::support::command(env!("CARGO_BIN_EXE_swarm"))
         .args(["up", "--config", "swarm.toml"])
         .current_dir(dir.path())
         .env("SWARM_GITHUB_WEBHOOK_SECRET", crate::github::SECRET)
@@ -264,6 +264,15 @@ github = "acme/webapp"
         .stderr(log)
         .spawn()
         .unwrap();
+    // Stopped however the test ends.
+    struct Stop(std::process::Child);
+    impl Drop for Stop {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let _engine = Stop(child);
     let engine_log = || std::fs::read_to_string(dir.path().join("engine.log")).unwrap_or_default();
     wait_for("the engine", Duration::from_secs(60), async || {
         get(port, "/healthz").await.is_some() && dir.path().join("d/swarm.db").exists()
@@ -418,6 +427,4 @@ github = "acme/webapp"
     assert!(asked.contains("This must say v2."));
     assert!(asked.contains("`ci/test`: failure"));
     mirror.abort();
-    let _ = child.kill();
-    let _ = child.wait();
 }

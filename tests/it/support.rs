@@ -275,9 +275,18 @@ impl TestRepo {
         self.repo.refname_to_id("refs/heads/main").ok()
     }
 
-    /// Commits on `main`: `Some(content)` writes a file, `None` deletes it.
+    /// Commits on `main`: `Some(content)` writes a file, `None` deletes it. When `main` moved
+    /// under it (an engine pushed a status commit meanwhile), it commits again on the new head,
+    /// as a person's push after a pull would.
     pub fn commit(&self, files: &[(&str, Option<&str>)], message: &str) -> Oid {
-        self.try_commit(files, message).unwrap()
+        let mut tries = 0;
+        loop {
+            match self.try_commit(files, message) {
+                Ok(id) => return id,
+                Err(e) if e.code() == git2::ErrorCode::Modified && tries < 50 => tries += 1,
+                Err(e) => panic!("cannot commit {message:?}: {e}"),
+            }
+        }
     }
 
     /// [`TestRepo::commit`], failing (instead of panicking) when `main` moved under it, as it
