@@ -315,6 +315,20 @@ impl GitHub {
         self.send(&client, method, path, body).await
     }
 
+    /// [`Self::call`], refused unless GitHub answered with a success.
+    async fn checked(
+        &self,
+        repo: &str,
+        method: http::Method,
+        path: &str,
+        body: Option<&Value>,
+        what: &str,
+    ) -> Result<Response, ForgeError> {
+        let r = self.call(repo, method, path, body).await?;
+        expect_ok(&r, what)?;
+        Ok(r)
+    }
+
     /// The permission of `user` on `repo` (`admin`, `write`, `read` or `none`), cached.
     pub async fn permission(&self, repo: &str, user: &str) -> Result<String, ForgeError> {
         let key = (repo.to_string(), user.to_string());
@@ -356,14 +370,14 @@ impl GitHub {
     ) -> Result<Option<u64>, ForgeError> {
         let owner = repo.split('/').next().unwrap_or("");
         let r = self
-            .call(
+            .checked(
                 repo,
                 http::Method::GET,
                 &format!("/repos/{repo}/pulls?head={owner}:{branch}&state=open&per_page=1"),
                 None,
+                "find a pull request",
             )
             .await?;
-        expect_ok(&r, "find a pull request")?;
         Ok(r.body
             .as_array()
             .and_then(|a| a.first())
@@ -374,28 +388,28 @@ impl GitHub {
     pub async fn any_pull_for_branch(&self, repo: &str, branch: &str) -> Result<bool, ForgeError> {
         let owner = repo.split('/').next().unwrap_or("");
         let r = self
-            .call(
+            .checked(
                 repo,
                 http::Method::GET,
                 &format!("/repos/{repo}/pulls?head={owner}:{branch}&state=all&per_page=1"),
                 None,
+                "find a pull request",
             )
             .await?;
-        expect_ok(&r, "find a pull request")?;
         Ok(r.body.as_array().is_some_and(|a| !a.is_empty()))
     }
 
     /// The head branch of pull request `number`.
     pub async fn pull_head(&self, repo: &str, number: u64) -> Result<String, ForgeError> {
         let r = self
-            .call(
+            .checked(
                 repo,
                 http::Method::GET,
                 &format!("/repos/{repo}/pulls/{number}"),
                 None,
+                "read a pull request",
             )
             .await?;
-        expect_ok(&r, "read a pull request")?;
         Ok(r.body["head"]["ref"]
             .as_str()
             .unwrap_or_default()
@@ -444,14 +458,14 @@ impl GitHub {
         body: &str,
     ) -> Result<u64, ForgeError> {
         let r = self
-            .call(
+            .checked(
                 repo,
                 http::Method::POST,
                 &format!("/repos/{repo}/issues/{number}/comments"),
                 Some(&json!({"body": body})),
+                "create a comment",
             )
             .await?;
-        expect_ok(&r, "create a comment")?;
         r.body["id"]
             .as_u64()
             .ok_or_else(|| http_error(&r, "create a comment"))
@@ -506,15 +520,15 @@ impl GitHub {
         sha: &str,
         status: &Value,
     ) -> Result<(), ForgeError> {
-        let r = self
-            .call(
-                repo,
-                http::Method::POST,
-                &format!("/repos/{repo}/statuses/{sha}"),
-                Some(status),
-            )
-            .await?;
-        expect_ok(&r, "set a commit status")
+        self.checked(
+            repo,
+            http::Method::POST,
+            &format!("/repos/{repo}/statuses/{sha}"),
+            Some(status),
+            "set a commit status",
+        )
+        .await
+        .map(|_| ())
     }
 
     /// The checks a protected branch requires before a merge ("Get a branch": its
@@ -527,14 +541,14 @@ impl GitHub {
         branch: &str,
     ) -> Result<Option<Vec<String>>, ForgeError> {
         let r = self
-            .call(
+            .checked(
                 repo,
                 http::Method::GET,
                 &format!("/repos/{repo}/branches/{branch}"),
                 None,
+                "read a branch's protection",
             )
             .await?;
-        expect_ok(&r, "read a branch's protection")?;
         let checks = &r.body["protection"]["required_status_checks"];
         if r.body["protected"] != true || !checks.is_object() {
             return Ok(None);
@@ -637,28 +651,28 @@ impl GitHub {
         content: &str,
     ) -> Result<(), ForgeError> {
         let kind = if on_diff { "pulls" } else { "issues" };
-        let r = self
-            .call(
-                repo,
-                http::Method::POST,
-                &format!("/repos/{repo}/{kind}/comments/{id}/reactions"),
-                Some(&serde_json::json!({ "content": content })),
-            )
-            .await?;
-        expect_ok(&r, "react to a comment")
+        self.checked(
+            repo,
+            http::Method::POST,
+            &format!("/repos/{repo}/{kind}/comments/{id}/reactions"),
+            Some(&serde_json::json!({ "content": content })),
+            "react to a comment",
+        )
+        .await
+        .map(|_| ())
     }
 
     /// Creates a check run ("Create a check run"); returns its id.
     pub async fn create_check_run(&self, repo: &str, run: &Value) -> Result<u64, ForgeError> {
         let r = self
-            .call(
+            .checked(
                 repo,
                 http::Method::POST,
                 &format!("/repos/{repo}/check-runs"),
                 Some(run),
+                "create a check run",
             )
             .await?;
-        expect_ok(&r, "create a check run")?;
         Ok(r.body["id"].as_u64().unwrap_or_default())
     }
 
@@ -688,14 +702,14 @@ impl GitHub {
     /// `APPROVED`, ...), body and author ("Get a review for a pull request").
     pub async fn review(&self, repo: &str, number: u64, id: u64) -> Result<Value, ForgeError> {
         let r = self
-            .call(
+            .checked(
                 repo,
                 http::Method::GET,
                 &format!("/repos/{repo}/pulls/{number}/reviews/{id}"),
                 None,
+                "read a review",
             )
             .await?;
-        expect_ok(&r, "read a review")?;
         Ok(r.body)
     }
 
@@ -841,14 +855,14 @@ impl GitHub {
 
     pub async fn create_pull(&self, repo: &str, pull: &Value) -> Result<u64, ForgeError> {
         let r = self
-            .call(
+            .checked(
                 repo,
                 http::Method::POST,
                 &format!("/repos/{repo}/pulls"),
                 Some(pull),
+                "open a pull request",
             )
             .await?;
-        expect_ok(&r, "open a pull request")?;
         r.body["number"]
             .as_u64()
             .ok_or_else(|| http_error(&r, "open a pull request"))

@@ -1,6 +1,6 @@
 //! GitHub, the parts README section 6 promises that other modules leave out, with a real
 //! `swarm up` against the fake GitHub: the draft pull request opened for a finished
-//! implementation (`draft_pull_requests = true`), and comment commands given in a review
+//! implementation (`draft_pull_requests`, on by default), and comment commands given in a review
 //! (`pull_request_review`) and in a review comment (`pull_request_review_comment`): `/swarm stop`
 //! and an unknown command, answered with the list of commands.
 
@@ -103,7 +103,7 @@ async fn a_draft_pull_request_and_commands_in_reviews_and_review_comments() {
         &config,
         text.replace(
             "min_write_interval = \"20ms\"\n",
-            "min_write_interval = \"20ms\"\ndraft_pull_requests = true\n",
+            "min_write_interval = \"20ms\"\n",
         ),
     )
     .unwrap();
