@@ -668,6 +668,80 @@ mod tests {
     }
 
     #[test]
+    fn checks_count_when_completed_pull_requests_on_their_actions_and_reruns_when_asked() {
+        let user = serde_json::json!({"login": "ann", "type": "User"});
+        let repository = serde_json::json!({"id": 1, "full_name": "acme/webapp"});
+        let run = serde_json::json!({"check_run": {"id": 1, "name": "swarm/a", "head_sha": "0123", "status": "completed",
+            "conclusion": "failure", "check_suite": {"head_branch": "swarm/a"}}});
+        let suite = serde_json::json!({"check_suite": {"id": 1, "head_branch": "swarm/a", "head_sha": "0123", "conclusion": "failure"}});
+        let workflow = serde_json::json!({"workflow_run": {"id": 1, "name": "CI", "head_branch": "swarm/a", "head_sha": "0123", "conclusion": "failure"}});
+        let pull = serde_json::json!({"number": 7, "pull_request": {"number": 7, "head": {"ref": "swarm/a"}, "merged": true, "user": user}});
+        // (event, action, what it parses to: "checks", "rerun", "pull" or "ignored", payload)
+        let table = [
+            ("check_run", "completed", "checks", &run),
+            ("check_run", "rerequested", "rerun", &run),
+            ("check_run", "created", "ignored", &run),
+            ("check_run", "requested_action", "ignored", &run),
+            ("check_suite", "completed", "checks", &suite),
+            ("check_suite", "requested", "ignored", &suite),
+            ("check_suite", "rerequested", "ignored", &suite),
+            ("workflow_run", "completed", "checks", &workflow),
+            ("workflow_run", "requested", "ignored", &workflow),
+            ("workflow_run", "in_progress", "ignored", &workflow),
+            ("pull_request", "opened", "pull", &pull),
+            ("pull_request", "reopened", "pull", &pull),
+            ("pull_request", "ready_for_review", "pull", &pull),
+            ("pull_request", "synchronize", "pull", &pull),
+            ("pull_request", "closed", "pull", &pull),
+            ("pull_request", "labeled", "ignored", &pull),
+            ("pull_request", "edited", "ignored", &pull),
+        ];
+        for (event, action, want, rest) in table {
+            let mut v = rest.clone();
+            v["action"] = action.into();
+            v["repository"] = repository.clone();
+            v["sender"] = user.clone();
+            let got = parse_event(event, v.to_string().as_bytes()).unwrap();
+            let kind = match &got {
+                Event::ChecksCompleted { branches, sha, .. } => {
+                    assert_eq!(
+                        (branches.as_slice(), sha.as_str()),
+                        (&["swarm/a".to_string()][..], "0123")
+                    );
+                    "checks"
+                }
+                Event::CheckRerun { name, author, .. } => {
+                    assert_eq!((name.as_str(), author.as_str()), ("swarm/a", "ann"));
+                    "rerun"
+                }
+                Event::PullRequest {
+                    number,
+                    head_branch,
+                    action: a,
+                    merged,
+                    author,
+                    ..
+                } => {
+                    assert_eq!(
+                        (
+                            *number,
+                            head_branch.as_str(),
+                            a.as_str(),
+                            *merged,
+                            author.as_str()
+                        ),
+                        (7, "swarm/a", action, true, "ann")
+                    );
+                    "pull"
+                }
+                Event::Ignored { .. } => "ignored",
+                other => panic!("{event}.{action}: {other:?}"),
+            };
+            assert_eq!(kind, want, "{event}.{action}: {got:?}");
+        }
+    }
+
+    #[test]
     fn a_new_comment_is_read_an_edited_one_ignored_and_a_list_for_an_object_refused() {
         let repository = serde_json::json!({"id": 1, "full_name": "acme/webapp"});
         let created = parse_event("issue_comment", &comment("created", repository.clone()));
