@@ -108,6 +108,23 @@ fn history(repo: &TestRepo, commits: usize) {
     }
 }
 
+/// The run succeeded and changed something; else its result and log, to say why.
+fn assert_changed(result: &RunResult, dir: &Path) {
+    assert!(
+        result.success && result.changed,
+        "{result:?}\n{}",
+        log_of(dir)
+    );
+}
+
+/// What the agent's script wrote to `count` beside the checkout (a number of commits).
+fn counted(dir: &Path) -> String {
+    std::fs::read_to_string(dir.join("count"))
+        .unwrap()
+        .trim()
+        .to_string()
+}
+
 fn log_of(dir: &Path) -> String {
     std::fs::read_to_string(dir.join("log")).unwrap_or_default()
 }
@@ -132,11 +149,7 @@ async fn a_checkout_borrows_the_caches_history_fetches_only_what_is_new_and_push
     let result = tokio::task::spawn_blocking(move || worker(&d, &t, Some(&c)))
         .await
         .unwrap();
-    assert!(
-        result.success && result.changed,
-        "{result:?}\n{}",
-        log_of(dir.path())
-    );
+    assert_changed(&result, dir.path());
 
     let checkout = dir.path().join("checkout");
     assert_eq!(
@@ -145,12 +158,7 @@ async fn a_checkout_borrows_the_caches_history_fetches_only_what_is_new_and_push
         "the checkout borrows the cache's objects"
     );
     // The agent had the whole history to read: 61 commits.
-    assert_eq!(
-        std::fs::read_to_string(dir.path().join("count"))
-            .unwrap()
-            .trim(),
-        "61"
-    );
+    assert_eq!(counted(dir.path()), "61");
     // Its own object directory holds the one new commit (commit, two trees, a blob) and the
     // run's commit (commit, tree, blob), not the 60 commits before.
     let own = own_objects(&checkout);
@@ -263,17 +271,8 @@ async fn a_force_push_and_a_gc_of_the_cache_during_a_run_do_not_break_it() {
     let result = tokio::task::spawn_blocking(move || run.join().unwrap())
         .await
         .unwrap();
-    assert!(
-        result.success && result.changed,
-        "{result:?}\n{}",
-        log_of(dir.path())
-    );
-    assert_eq!(
-        std::fs::read_to_string(dir.path().join("count"))
-            .unwrap()
-            .trim(),
-        "30"
-    );
+    assert_changed(&result, dir.path());
+    assert_eq!(counted(dir.path()), "30");
     let pushed = repo.repo.refname_to_id("refs/heads/swarm/job").unwrap();
     assert_eq!(
         repo.repo.find_commit(pushed).unwrap().parent_id(0).unwrap(),
@@ -327,19 +326,11 @@ async fn a_pods_checkout_is_shallow_and_still_pushes() {
     let result = tokio::task::spawn_blocking(move || worker(&d, &t, None))
         .await
         .unwrap();
-    assert!(
-        result.success && result.changed,
-        "{result:?}\n{}",
-        log_of(dir.path())
-    );
+    assert_changed(&result, dir.path());
     let checkout = dir.path().join("checkout");
     assert!(checkout.join(".git/shallow").exists(), "a shallow checkout");
     assert!(!checkout.join(".git/objects/info/alternates").exists());
-    let count: u32 = std::fs::read_to_string(dir.path().join("count"))
-        .unwrap()
-        .trim()
-        .parse()
-        .unwrap();
+    let count: u32 = counted(dir.path()).parse().unwrap();
     assert!(count < 60, "{count} of 82 commits fetched");
     assert_eq!(
         std::fs::read_to_string(dir.path().join("base"))
@@ -367,17 +358,8 @@ async fn a_pods_checkout_is_shallow_and_still_pushes() {
     let result = tokio::task::spawn_blocking(move || worker(&d, &t, None))
         .await
         .unwrap();
-    assert!(
-        result.success && result.changed,
-        "{result:?}\n{}",
-        log_of(dir.path())
-    );
-    assert_eq!(
-        std::fs::read_to_string(dir.path().join("count"))
-            .unwrap()
-            .trim(),
-        "1"
-    );
+    assert_changed(&result, dir.path());
+    assert_eq!(counted(dir.path()), "1");
     let pushed = repo.repo.refname_to_id("refs/heads/swarm/new").unwrap();
     assert_eq!(
         repo.repo.find_commit(pushed).unwrap().parent_id(0).unwrap(),
