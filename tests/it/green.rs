@@ -16,7 +16,7 @@ use coding_swarm::spec::TaskState;
 use coding_swarm::store::{Store, TaskFilter};
 use serde_json::json;
 
-use crate::model::{claude_bin, ModelServer, Step, Turn};
+use crate::model::{ModelServer, Step, Turn};
 use crate::support::{create_plan, task, Backend, TestDb, TestRepo};
 
 const SWARM: &str = env!("CARGO_BIN_EXE_swarm");
@@ -29,19 +29,14 @@ database_url = {db:?}
 retry_backoff = "500ms"
 poll_interval = "1s"
 {extra}
-[agents.claude]
-kind = "claude"
-command = [{bin:?}]
-env = {{ CLAUDE_CODE_OAUTH_TOKEN = "${{TEST_OAUTH_TOKEN}}", ANTHROPIC_BASE_URL = {url:?}, IS_SANDBOX = "1" }}
-max_turns = 8
+{agent}
 [[projects]]
 name = "proj"
 repo = {repo:?}
 "#,
         data = data.display().to_string(),
         db = db.url,
-        bin = claude_bin(),
-        url = server.url,
+        agent = crate::model::claude_agent_toml(server, 8),
         repo = repo.url()
     );
     Config::parse(&text, "test", data, std::iter::empty()).unwrap()

@@ -283,6 +283,18 @@ async fn answer(
 }
 
 /// The Claude Code CLI the tests run: `SWARM_TEST_CLAUDE`, else where `.ci/run` installs it.
+/// The `[agents.claude]` table of a config for the real CLI against `server`, its OAuth token
+/// taken from `TEST_OAUTH_TOKEN` (given to the engine, not set in the tests' environment).
+pub fn claude_agent_toml(server: &ModelServer, max_turns: u32) -> String {
+    format!(
+        "[agents.claude]\nkind = \"claude\"\ncommand = [{bin:?}]\n\
+         env = {{ CLAUDE_CODE_OAUTH_TOKEN = \"${{TEST_OAUTH_TOKEN}}\", ANTHROPIC_BASE_URL = {url:?}, IS_SANDBOX = \"1\" }}\n\
+         max_turns = {max_turns}\n",
+        bin = claude_bin(),
+        url = server.url
+    )
+}
+
 pub fn claude_bin() -> String {
     if let Ok(p) = std::env::var("SWARM_TEST_CLAUDE") {
         return p;

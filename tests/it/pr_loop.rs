@@ -14,7 +14,7 @@ use serde_json::{json, Value};
 use crate::ghapi::{GitHubServer, Review};
 use crate::github::{deliver_processed, free_port, get};
 use crate::green::{bash, read, write_file};
-use crate::model::{claude_bin, ModelServer, Step, Turn};
+use crate::model::{ModelServer, Step, Turn};
 use crate::payloads::{example, in_repo, set, user};
 use crate::support::{wait_for, TestRepo};
 
@@ -232,19 +232,14 @@ listen = "127.0.0.1:{port}"
 api_url = "{github}"
 min_write_interval = "10ms"
 checks_interval = "1s"
-[agents.claude]
-kind = "claude"
-command = [{bin:?}]
-env = {{ CLAUDE_CODE_OAUTH_TOKEN = "${{TEST_OAUTH_TOKEN}}", ANTHROPIC_BASE_URL = {url:?}, IS_SANDBOX = "1" }}
-max_turns = 8
+{agent}
 [[projects]]
 name = "webapp"
 repo = {repo:?}
 github = "acme/webapp"
 "#,
             github = github.url,
-            bin = claude_bin(),
-            url = model.url,
+            agent = crate::model::claude_agent_toml(&model, 8),
             repo = repo.url()
         ),
     )
