@@ -8,11 +8,11 @@ use super::{effective_branch, Role, TaskRow};
 pub const OWN_PREFIX: &str = "swarm/";
 
 /// Whether `row` waits for required checks before it is claimed (when its project is on
-/// GitHub): `requires_checks` from the task file, else true for a `merge` task.
+/// GitHub): every `merge` task, and any task whose file says `requires_checks: true`. A task
+/// file cannot turn the wait off for a merge: the manager that writes task files is an agent,
+/// and only the engine's config (`required_checks = []`) may let merges skip CI.
 pub fn requires_checks(row: &TaskRow) -> bool {
-    row.spec
-        .requires_checks
-        .unwrap_or(row.role() == Role::Merge)
+    row.role() == Role::Merge || row.spec.requires_checks == Some(true)
 }
 
 /// The branches whose head's checks `row` waits for: those it merges, else its own branch.
@@ -179,6 +179,11 @@ mod tests {
             ),
             (
                 "addressee: a\nprompt: p\nkind: merge\nrequires_checks: false\n",
+                true,
+                vec!["swarm/t"],
+            ),
+            (
+                "addressee: a\nprompt: p\nrequires_checks: false\n",
                 false,
                 vec!["swarm/t"],
             ),

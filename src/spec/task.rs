@@ -58,8 +58,8 @@ pub struct TaskSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub merges: Option<MergeBranches>,
     /// Whether the task waits, pending, until the required CI checks of the branches it
-    /// merges (else of its own branch) pass. Only for projects on GitHub. Default: true for
-    /// `kind: merge`, false otherwise.
+    /// merges (else of its own branch) pass. Only for projects on GitHub. A `merge` task always
+    /// waits; for other kinds the default is false.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub requires_checks: Option<bool>,
 }
