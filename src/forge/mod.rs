@@ -83,6 +83,9 @@ pub struct Forge {
     gated: std::collections::HashSet<String>,
     /// The checks each repository's default branch requires, as last read, and when.
     required: tokio::sync::Mutex<HashMap<String, (std::time::Instant, Option<Vec<String>>)>>,
+    /// Held across each look at a gate (read from GitHub, then written): a delivery's look and
+    /// the periodic one never interleave, so an older reading never overwrites a newer one.
+    gate_lock: tokio::sync::Mutex<()>,
 }
 
 /// How long the checks a branch protection requires are remembered.
@@ -118,6 +121,7 @@ impl Forge {
             http: config.http.clone(),
             gated: config.gated_projects(),
             required: Default::default(),
+            gate_lock: Default::default(),
         })))
     }
 
@@ -467,6 +471,7 @@ impl Forge {
     /// failure to read leaves the gate as it was, for the next look.
     async fn check_gate(&self, repo: &str, project: &ProjectConfig, row: &TaskRow) {
         use crate::model::checks;
+        let _one_at_a_time = self.gate_lock.lock().await;
         let read = async {
             let required = match &project.required_checks {
                 Some(r) => Some(r.clone()),
