@@ -14,6 +14,9 @@
 //! benchmark makes and drops its own database. Progress goes to stderr; the results, as JSON,
 //! to stdout and to `target/bench/figures.json`.
 
+#[path = "rows/checkout.rs"]
+mod checkout_rows;
+
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -285,6 +288,50 @@ impl Remote {
         repo.reference("refs/heads/main", id, true, message)
             .unwrap();
         id
+    }
+
+    /// Adds the task file `key` on top of `main` and moves `main` only from the head it read,
+    /// so a status commit the engine pushed meanwhile is never overwritten (it tries again).
+    fn add_task(&self, key: &str, yaml: &str) -> Oid {
+        loop {
+            let head = self.repo.refname_to_id("refs/heads/main").unwrap();
+            let commit = self.repo.find_commit(head).unwrap();
+            let mut index = git2::Index::new().unwrap();
+            index.read_tree(&commit.tree().unwrap()).unwrap();
+            let blob = self.repo.blob(yaml.as_bytes()).unwrap();
+            let path = format!(".ai/tasks/{key}.yaml");
+            let entry = git2::IndexEntry {
+                ctime: git2::IndexTime::new(0, 0),
+                mtime: git2::IndexTime::new(0, 0),
+                dev: 0,
+                ino: 0,
+                mode: 0o100644,
+                uid: 0,
+                gid: 0,
+                file_size: yaml.len() as u32,
+                id: blob,
+                flags: path.len() as u16,
+                flags_extended: 0,
+                path: path.into_bytes(),
+            };
+            index.add(&entry).unwrap();
+            let tree = self
+                .repo
+                .find_tree(index.write_tree_to(&self.repo).unwrap())
+                .unwrap();
+            let sig = Signature::now("bench", "bench@example.com").unwrap();
+            let id = self
+                .repo
+                .commit(None, &sig, &sig, &format!("add {key}"), &tree, &[&commit])
+                .unwrap();
+            if self
+                .repo
+                .reference_matching("refs/heads/main", id, true, head, "add a task")
+                .is_ok()
+            {
+                return id;
+            }
+        }
     }
 
     /// Changes the prompt of one task file and commits.
@@ -811,6 +858,200 @@ async fn bench_webhook(backend: Backend, quick: bool) -> Value {
     })
 }
 
+/// From a signed push delivery to the agent's process started: `swarm up` as a user runs it
+/// (the local runtime, its bubblewrap sandbox, a small repository), one new task file per
+/// sample. Each stage is read from where it happened: the webhook's answer, the task's
+/// `created` and `launched` events, the worker's log lines and the agent's own clock.
+async fn bench_agent_start(backend: Backend, quick: bool) -> Value {
+    let samples = if quick { 20 } else { 100 };
+    let warmup = 3;
+    let db = Db::new(backend).await;
+    let data = tempfile::tempdir().unwrap();
+    let remote = Remote::new(1, 1);
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    // The agent says when it started, by bash's own clock (no process of its own to read it).
+    // `[github]` with no token: webhooks are read, nothing is written to GitHub.
+    let text = format!(
+        "data_dir = {:?}\ndatabase_url = {:?}\ndefault_agent = \"stamp\"\npoll_interval = \"1h\"\n\
+         [http]\nlisten = \"127.0.0.1:{port}\"\n\
+         [github]\napi_url = \"http://127.0.0.1:9\"\n\
+         [agents.stamp]\ncommand = [\"bash\", \"-c\", \"echo AGENT_EXEC $EPOCHREALTIME\"]\n\
+         [[projects]]\nname = \"bench\"\nrepo = {:?}\ndefault_branch = \"main\"\ngithub = \"bench/small\"\n",
+        data.path().join("d").display().to_string(),
+        db.url,
+        remote.url(),
+    );
+    let cfg_path = data.path().join("swarm.toml");
+    std::fs::write(&cfg_path, text).unwrap();
+    let secret = "bench-agent-start-secret";
+    // The schema first, so the engine and this connection do not both migrate.
+    let store = Store::connect(&db.url).await.unwrap();
+    let log_path = data.path().join("engine.log");
+    let mut child = std::process::Command::new(SWARM)
+        .args(["up", "--config"])
+        .arg(&cfg_path)
+        .env("SWARM_GITHUB_WEBHOOK_SECRET", secret)
+        .env("RUST_LOG", "info")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(&log_path).unwrap())
+        .spawn()
+        .unwrap();
+    let engine_log = || std::fs::read_to_string(&log_path).unwrap_or_default();
+    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+    let mut up = false;
+    for _ in 0..3000 {
+        if tokio::net::TcpStream::connect(addr).await.is_ok() {
+            up = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(
+        up,
+        "the engine's HTTP server did not come up\n{}",
+        engine_log()
+    );
+    let mut buf = Vec::with_capacity(4096);
+    let runs = data.path().join("d/runs");
+    let reported = async |key: &str| {
+        wait_until(
+            &format!("{key}'s status report"),
+            Duration::from_secs(60),
+            async || {
+                store.events("bench", key).await.is_ok_and(|e| {
+                    e.iter()
+                        .any(|e| e.kind == coding_swarm::model::EventKind::Reported)
+                })
+            },
+        )
+        .await
+    };
+    reported("t000000").await;
+
+    let stamp = |line: &str| {
+        chrono::DateTime::parse_from_rfc3339(line.split_whitespace().next()?)
+            .ok()
+            .map(|t| t.with_timezone(&chrono::Utc))
+    };
+    let ms = |a: chrono::DateTime<chrono::Utc>, b: chrono::DateTime<chrono::Utc>| {
+        Duration::from_micros((b - a).num_microseconds().unwrap_or(0).max(0) as u64)
+    };
+    let names = [
+        "ack",
+        "webhook_to_synced",
+        "synced_to_launched",
+        "launched_to_worker",
+        "checkout",
+        "agent_exec",
+        "total",
+    ];
+    let mut stages: Vec<Vec<Duration>> = vec![Vec::new(); names.len()];
+    for i in 0..warmup + samples {
+        let key = format!("s{i:05}");
+        let after = remote.add_task(&key, &format!("addressee: a{}\nprompt: start\n", i % 7));
+        let body = serde_json::to_vec(&json!({
+            "ref": "refs/heads/main",
+            "before": "0000000000000000000000000000000000000000",
+            "after": after.to_string(),
+            "repository": {"full_name": "bench/small", "name": "small", "owner": {"login": "bench"}},
+            "sender": {"login": "someone", "type": "User"},
+            "commits": [],
+        }))
+        .unwrap();
+        let signature = coding_swarm::forge::webhook::sign(secret.as_bytes(), &body);
+        let mut req = format!(
+            "POST /webhooks/github HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n\
+             X-GitHub-Event: push\r\nX-GitHub-Delivery: bench-start-{i}\r\nX-Hub-Signature-256: {signature}\r\n\
+             Content-Length: {}\r\nConnection: close\r\n\r\n",
+            body.len()
+        )
+        .into_bytes();
+        req.extend_from_slice(&body);
+        let t0 = chrono::Utc::now();
+        let sent = Instant::now();
+        let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+        stream.set_nodelay(true).unwrap();
+        stream.write_all(&req).await.unwrap();
+        let status = read_response(&mut stream, &mut buf).await;
+        let ack = sent.elapsed();
+        drop(stream);
+        assert_eq!(status, 202, "{}", engine_log());
+        // The agent's line in its run's log (the run directory starts with the run's name).
+        let prefix = format!("bench-{key}-");
+        let mut log = String::new();
+        wait_until(
+            &format!("{key}'s agent to start"),
+            Duration::from_secs(60),
+            async || {
+                let Some(dir) = std::fs::read_dir(&runs).ok().and_then(|d| {
+                    d.flatten()
+                        .find(|e| e.file_name().to_string_lossy().starts_with(&prefix))
+                }) else {
+                    return false;
+                };
+                log = std::fs::read_to_string(dir.path().join("log")).unwrap_or_default();
+                log.contains("AGENT_EXEC ")
+            },
+        )
+        .await;
+        let line = |needle: &str| {
+            log.lines()
+                .find(|l| l.contains(needle))
+                .and_then(stamp)
+                .unwrap_or_else(|| panic!("no {needle:?} in the run's log:\n{log}"))
+        };
+        let exec: f64 = log
+            .lines()
+            .find_map(|l| l.split("AGENT_EXEC ").nth(1))
+            .and_then(|v| v.trim().parse().ok())
+            .expect("the agent's stamp");
+        let exec = chrono::DateTime::from_timestamp_micros((exec * 1e6) as i64).unwrap();
+        let (worker, checked_out) = (line(" worker starts"), line(" checked out "));
+        reported(&key).await;
+        let events = store.events("bench", &key).await.unwrap();
+        let at = |kind: coding_swarm::model::EventKind| {
+            events
+                .iter()
+                .find(|e| e.kind == kind)
+                .map(|e| e.at)
+                .expect("the event")
+        };
+        let (created, launched) = (
+            at(coding_swarm::model::EventKind::Created),
+            at(coding_swarm::model::EventKind::Launched),
+        );
+        if i >= warmup {
+            for (s, d) in stages.iter_mut().zip([
+                ack,
+                ms(t0, created),
+                ms(created, launched),
+                ms(launched, worker),
+                ms(worker, checked_out),
+                ms(checked_out, exec),
+                ms(t0, exec),
+            ]) {
+                s.push(d);
+            }
+        }
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    store.close().await;
+    db.drop().await;
+    let mut out = serde_json::Map::new();
+    out.insert("samples".into(), json!(samples));
+    for (name, s) in names.iter().zip(&stages) {
+        out.insert(format!("{name}_ms"), summary_ms(s));
+    }
+    let v = Value::Object(out);
+    eprintln!("  agent_start {}: {v}", backend.name());
+    v
+}
+
 /// Reads one HTTP/1.1 response with a Content-Length body; returns its status.
 async fn read_response(stream: &mut tokio::net::TcpStream, buf: &mut Vec<u8>) -> u16 {
     buf.clear();
@@ -962,9 +1203,10 @@ fn run_peer(quick: bool) -> Value {
 
 /// The engine's rows of issue #17's table, from this run's figures on Postgres and, where the
 /// target is relative to the peer, this run's graphile-worker figures: each with its numbers,
-/// its ratio and whether it was met. `None` when Postgres was not measured.
+/// its ratio and whether it was met (and the checkout rows, when measured). `None` when none was.
 fn issue_17_targets(results: &serde_json::Map<String, Value>) -> Option<Value> {
-    let pg = results.get("postgres")?;
+    let none = json!({});
+    let pg = results.get("postgres").unwrap_or(&none);
     let peer = results.get("graphile_worker");
     let peer_configs: Vec<&Value> = peer
         .and_then(|p| p["configs"].as_array())
@@ -1025,6 +1267,48 @@ fn issue_17_targets(results: &serde_json::Map<String, Value>) -> Option<Value> {
         }
     }
 
+    if let Some(c) = results.get("checkout") {
+        let ratio = |row: &str| c[row]["ratio"].as_f64();
+        let history = c["history"]["ratio_100000_to_1000"].as_f64();
+        if let (Some(local), Some(history)) = (ratio("local_path"), history) {
+            out.insert(
+                "checkout_local".into(),
+                json!({
+                    "target": "p50 <= 0.6 x git clone --depth 1 --single-branch, flat in history length",
+                    "ratio_path": local, "ratio_file_url": ratio("local_file_url"),
+                    "ratio_remote_http": ratio("remote_http"),
+                    "ratio_100000_to_1000_commits": history,
+                    // "Flat": the 100-times longer history costs at most a fifth more.
+                    "met": local <= 0.6 && ratio("local_file_url").is_none_or(|r| r <= 0.6) && history <= 1.2,
+                }),
+            );
+        }
+        if let (Some(pod), Some(disk)) = (ratio("pod_http"), c["pod_http"]["disk_ratio"].as_f64()) {
+            out.insert(
+                "checkout_pod".into(),
+                json!({
+                    "target": "<= 1.0 x git's shallow clone over the same HTTP, disk <= 1.2 x the tree",
+                    "ratio": pod, "disk_ratio": disk,
+                    "met": pod <= 1.0 && disk <= 1.2,
+                }),
+            );
+        }
+    }
+
+    if let Some(start) = pg.get("agent_start") {
+        let total = &start["total_ms"];
+        let (p50, p99) = (total["p50"].as_f64()?, total["p99"].as_f64()?);
+        out.insert(
+            "push_to_agent_start".into(),
+            json!({
+                "target": "p50 <= 150 ms, p99 <= 400 ms, each stage reported",
+                "p50_ms": p50, "p99_ms": p99,
+                "stages": start,
+                "met": p50 <= 150.0 && p99 <= 400.0,
+            }),
+        );
+    }
+
     if let Some(ours) = pg
         .get("dispatch")
         .and_then(|d| d["arrival_to_completion"]["median_tasks_per_s"].as_f64())
@@ -1061,7 +1345,7 @@ fn issue_17_targets(results: &serde_json::Map<String, Value>) -> Option<Value> {
             }),
         );
     }
-    Some(Value::Object(out))
+    (!out.is_empty()).then_some(Value::Object(out))
 }
 
 // ---- main -----------------------------------------------------------------------------------
@@ -1106,6 +1390,7 @@ async fn main() {
             ("latency", 2),
             ("webhook", 3),
             ("idle", 4),
+            ("agent_start", 5),
         ] {
             if !o.wants(name) {
                 continue;
@@ -1116,11 +1401,29 @@ async fn main() {
                 1 => bench_dispatch(backend, o.quick).await,
                 2 => bench_latency(backend, o.quick, o.latency_gap).await,
                 3 => bench_webhook(backend, o.quick).await,
+                5 => bench_agent_start(backend, o.quick).await,
                 _ => bench_idle(backend, o.quick).await,
             };
             r.insert(name.into(), v);
         }
         results.insert(backend.name().into(), Value::Object(r));
+    }
+    // The checkout rows of `benches/checkout.rs`, in the same invocation (they need no database).
+    if o.only
+        .as_ref()
+        .is_some_and(|only| only.contains("checkout"))
+    {
+        eprintln!("== checkout");
+        let rows = checkout_rows::Options {
+            rounds: if o.quick { 3 } else { 7 },
+            only: None,
+        };
+        let v = tokio::task::block_in_place(|| {
+            std::thread::spawn(move || checkout_rows::measure(&rows))
+                .join()
+                .unwrap()
+        });
+        results.insert("checkout".into(), v);
     }
     if o.peer {
         eprintln!("== graphile-worker on the same Postgres");

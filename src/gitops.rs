@@ -186,6 +186,25 @@ impl GitAuth {
         }
     }
 
+    /// What the git CLI needs to send this auth's token to `url`: the value of an
+    /// `http.extraHeader` (`Authorization: Basic`, user `x-access-token`, as libgit2 sends it),
+    /// for the CLI's environment (`GIT_CONFIG_*`), never its arguments or a URL. `None`: no
+    /// token, or `url` is not the remote this auth is for.
+    pub fn cli_header_for(&self, url: &str) -> Option<crate::config::Secret> {
+        if self
+            .only_for
+            .as_ref()
+            .is_some_and(|own| !same_remote(url, own))
+        {
+            return None;
+        }
+        use base64::Engine as _;
+        let token = self.token_for(url)?;
+        let basic = base64::engine::general_purpose::STANDARD
+            .encode(format!("x-access-token:{}", token.expose()));
+        crate::config::Secret::new(format!("Authorization: Basic {basic}"))
+    }
+
     /// Options for a fetch (or clone): [`Self::callbacks`] and [`proxy`].
     pub fn fetch_options(&self) -> FetchOptions<'_> {
         let mut opts = FetchOptions::new();

@@ -86,10 +86,12 @@ impl Sync {
                 };
                 tokio::select! {
                     _ = tokio::time::sleep(wait) => {}
-                    _ = trigger.notified() => {
-                        // Coalesce a burst of ref changes into one sync.
-                        tokio::time::sleep(Duration::from_millis(50)).await;
-                    }
+                    // At once: a trigger is a person or a webhook waiting. A burst coalesces
+                    // all the same: the triggers that arrive while this sync runs leave one
+                    // permit, so a burst costs at most one more pass (an unmoved pass is one
+                    // ls-remote). It used to wait 50 ms first, a third of a push's way to its
+                    // agent (BENCHMARKS.md, issue #17).
+                    _ = trigger.notified() => {}
                     _ = shutdown.changed() => return,
                 }
             }

@@ -121,8 +121,8 @@ pub fn prepare(
             }
         }
     }
-    if shared.is_empty() && Role::of_kind(task.kind.as_deref()) != Role::Merge {
-        fetch_shallow(&repo, task, auth)?;
+    let repo = if shared.is_empty() && Role::of_kind(task.kind.as_deref()) != Role::Merge {
+        fetch_shallow(repo, task, auth)?
     } else {
         let mut remote = repo.find_remote("origin").map_err(m)?;
         let mut opts = auth.fetch_options();
@@ -130,7 +130,9 @@ pub fn prepare(
         remote
             .fetch::<&str>(&[], Some(&mut opts), None)
             .map_err(|e| format!("fetch failed: {}", e.message()))?;
-    }
+        drop(remote);
+        repo
+    };
     let start = match repo.refname_to_id(&format!("refs/remotes/origin/{}", task.branch)) {
         Ok(id) => id,
         Err(_) => repo
@@ -152,9 +154,8 @@ pub fn prepare(
         repo.reference(&refname, start, true, "the run's branch")
             .map_err(m)?;
         repo.set_head(&refname).map_err(m)?;
-        repo.checkout_head(Some(git2::build::CheckoutBuilder::new().force()))
-            .map_err(m)?;
     }
+    let repo = write_work_tree(repo, checkout)?;
     // Commits the agent makes itself (a merge, say) carry the engine's identity.
     let mut config = repo.config().map_err(m)?;
     config.set_str("user.name", &task.git_name).map_err(m)?;
@@ -167,14 +168,70 @@ pub fn prepare(
     })
 }
 
+/// Writes HEAD's files into the (empty) work tree of `repo` at `dir`, and returns the
+/// repository opened again (its index is the one written here).
+///
+/// With the git CLI when it is on the machine: its parallel checkout (`checkout.workers`)
+/// writes several files at once, and writing the files is what a checkout costs once the
+/// objects are borrowed. On the machines measured, creating a file waits on the file system
+/// more than on a core: 20,000 files took 1.1 s with four writers against 5.8 to 7.4 s with
+/// libgit2's one (issue #17, BENCHMARKS.md "Checkout"). The CLI reads no configuration but the
+/// checkout's own (no system or global file, no hooks, no fsmonitor), as libgit2 in the worker
+/// does not ([`super::git_guard`]). Without git, or if it fails, libgit2 writes the tree.
+fn write_work_tree(repo: Repository, dir: &Path) -> Result<Repository, String> {
+    let workers = std::thread::available_parallelism()
+        .map_or(4, |n| n.get())
+        .max(4);
+    let mut git = std::process::Command::new("git");
+    git.env_clear()
+        .envs(std::env::var_os("PATH").map(|p| ("PATH", p)))
+        .env("GIT_CONFIG_NOSYSTEM", "1")
+        .env("GIT_CONFIG_GLOBAL", "/dev/null")
+        .env("LC_ALL", "C")
+        .arg("-C")
+        .arg(dir)
+        .args([
+            "-c",
+            "core.hooksPath=/dev/null",
+            "-c",
+            "core.fsmonitor=false",
+        ])
+        .arg("-c")
+        .arg(format!("checkout.workers={workers}"))
+        .args(["checkout", "--quiet", "--force"])
+        .stdin(std::process::Stdio::null());
+    match git.output() {
+        Ok(out) if out.status.success() => {
+            tracing::info!(workers, "wrote the work tree with the git CLI");
+            drop(repo);
+            return Repository::open(dir).map_err(|e| e.message().to_string());
+        }
+        Ok(out) => tracing::warn!(
+            "git checkout failed ({}), libgit2 writes the tree: {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim()
+        ),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => tracing::warn!("cannot run git checkout ({e}), libgit2 writes the tree"),
+    }
+    repo.checkout_head(Some(git2::build::CheckoutBuilder::new().force()))
+        .map_err(|e| e.message().to_string())?;
+    Ok(repo)
+}
+
 /// Depths a shallow checkout deepens to, in turn, until its branch and base meet (the last:
 /// the whole history).
 const DEEPEN: &[i32] = &[32, 512, 8192, i32::MAX];
 
 /// With nothing on this machine to borrow from (a pod): the task's branch and its base only,
 /// one commit deep; when the branch exists apart from its base, deepened until they meet, so
-/// `git diff base...branch` (a review) and `git log base..` work.
-fn fetch_shallow(repo: &Repository, task: &JobSpec, auth: &GitAuth) -> Result<(), String> {
+/// `git diff base...branch` (a review) and `git log base..` work. Returns the repository opened
+/// again (after the CLI wrote to it).
+///
+/// Over HTTP(S) with the git CLI when it is on the machine (the worker image has it): its
+/// fetch indexes the pack on every core, where libgit2's took about 1.2 s more for a tree of
+/// 20,000 files (BENCHMARKS.md, "Checkout"). Otherwise, or if the CLI fails, libgit2.
+fn fetch_shallow(repo: Repository, task: &JobSpec, auth: &GitAuth) -> Result<Repository, String> {
     let mut branches = vec![task.branch.as_str()];
     if task.base != task.branch {
         branches.push(task.base.as_str());
@@ -183,7 +240,40 @@ fn fetch_shallow(repo: &Repository, task: &JobSpec, auth: &GitAuth) -> Result<()
         .iter()
         .map(|b| format!("+refs/heads/{b}:refs/remotes/origin/{b}"))
         .collect();
-    let fetch = |depth: i32| {
+    let git_dir = repo.path().to_path_buf();
+    let mut cli = task.repo.starts_with("https://") || task.repo.starts_with("http://");
+    // The CLI, unlike libgit2, refuses a refspec whose branch the remote lacks (a new task's
+    // branch): such a refspec is dropped and the fetch made again.
+    let mut cli_specs = refspecs.clone();
+    let mut fetch = |depth: i32| -> Result<(), String> {
+        while cli {
+            match fetch_cli(&git_dir, &task.repo, &cli_specs, depth, auth) {
+                Ok(()) => {
+                    tracing::info!(depth, "fetched {} with the git CLI", cli_specs.join(" "));
+                    return Ok(());
+                }
+                Err(Some(why))
+                    if cli_specs.len() > 1 && why.contains("couldn't find remote ref") =>
+                {
+                    let before = cli_specs.len();
+                    cli_specs.retain(|spec| {
+                        let src = spec.trim_start_matches('+').split(':').next().unwrap_or("");
+                        !why.contains(&format!("remote ref {src}"))
+                    });
+                    if cli_specs.len() == before {
+                        tracing::warn!("git fetch failed, libgit2 fetches instead: {why}");
+                        cli = false;
+                    }
+                }
+                Err(why) => {
+                    if let Some(why) = why {
+                        tracing::warn!("git fetch failed, libgit2 fetches instead: {why}");
+                    }
+                    cli = false;
+                }
+            }
+        }
+        let repo = Repository::open(&git_dir).map_err(|e| e.message().to_string())?;
         let mut remote = repo
             .find_remote("origin")
             .map_err(|e| e.message().to_string())?;
@@ -193,18 +283,96 @@ fn fetch_shallow(repo: &Repository, task: &JobSpec, auth: &GitAuth) -> Result<()
             .fetch(&refspecs, Some(&mut opts), None)
             .map_err(|e| format!("fetch failed: {}", e.message()))
     };
+    drop(repo);
     fetch(1)?;
-    let head = |b: &str| repo.refname_to_id(&format!("refs/remotes/origin/{b}")).ok();
-    let (Some(branch), Some(base)) = (head(&task.branch), head(&task.base)) else {
-        return Ok(());
+    let reopen = || Repository::open(&git_dir).map_err(|e| e.message().to_string());
+    let repo = reopen()?;
+    let head = |r: &Repository, b: &str| r.refname_to_id(&format!("refs/remotes/origin/{b}")).ok();
+    let (Some(branch), Some(base)) = (head(&repo, &task.branch), head(&repo, &task.base)) else {
+        return Ok(repo);
     };
+    let mut repo = repo;
     for depth in DEEPEN {
         if branch == base || repo.merge_base(branch, base).is_ok() {
-            return Ok(());
+            return Ok(repo);
         }
+        drop(repo);
         fetch(*depth)?;
+        // Opened again: the shallow boundary moved.
+        repo = reopen()?;
     }
-    Ok(())
+    Ok(repo)
+}
+
+/// `git fetch --depth DEPTH` of `refspecs` from `url` into `git_dir`, the token (if any) in
+/// the CLI's environment as an `http.extraHeader`, no configuration but the repository's own,
+/// no redirects (a header must not follow one to another host). `Err(None)`: no git on this
+/// machine; `Err(Some(why))`: it failed (what it said, without the header).
+fn fetch_cli(
+    git_dir: &Path,
+    url: &str,
+    refspecs: &[String],
+    depth: i32,
+    auth: &GitAuth,
+) -> Result<(), Option<String>> {
+    let mut git = std::process::Command::new("git");
+    git.env_clear();
+    for (k, v) in std::env::vars_os() {
+        let Some(name) = k.to_str() else { continue };
+        // What the CLI needs to reach the remote as libgit2 would: the path, proxies, CAs.
+        if name == "PATH"
+            || name.eq_ignore_ascii_case("http_proxy")
+            || name.eq_ignore_ascii_case("https_proxy")
+            || name.eq_ignore_ascii_case("all_proxy")
+            || name.eq_ignore_ascii_case("no_proxy")
+            || matches!(
+                name,
+                "SSL_CERT_FILE" | "SSL_CERT_DIR" | "GIT_SSL_CAINFO" | "GIT_SSL_CAPATH"
+            )
+        {
+            git.env(k, v);
+        }
+    }
+    git.env("GIT_CONFIG_NOSYSTEM", "1")
+        .env("GIT_CONFIG_GLOBAL", "/dev/null")
+        .env("GIT_TERMINAL_PROMPT", "0")
+        .env("LC_ALL", "C");
+    let mut config = vec![
+        ("http.followRedirects".to_string(), "false".to_string()),
+        ("core.hooksPath".into(), "/dev/null".into()),
+    ];
+    let header = auth.cli_header_for(url);
+    if let Some(h) = &header {
+        config.push(("http.extraHeader".into(), h.expose().to_string()));
+    }
+    git.env("GIT_CONFIG_COUNT", config.len().to_string());
+    for (i, (k, v)) in config.iter().enumerate() {
+        git.env(format!("GIT_CONFIG_KEY_{i}"), k)
+            .env(format!("GIT_CONFIG_VALUE_{i}"), v);
+    }
+    git.arg("--git-dir")
+        .arg(git_dir)
+        .args(["fetch", "--quiet", "--no-tags", "--no-write-fetch-head"])
+        .arg(if depth == i32::MAX {
+            "--unshallow".to_string()
+        } else {
+            format!("--depth={depth}")
+        })
+        .arg(url)
+        .args(refspecs)
+        .stdin(std::process::Stdio::null());
+    match git.output() {
+        Ok(out) if out.status.success() => Ok(()),
+        Ok(out) => {
+            let mut said = String::from_utf8_lossy(&out.stderr).trim().to_string();
+            if let Some(h) = &header {
+                said = said.replace(h.expose(), "[redacted]");
+            }
+            Err(Some(format!("{}: {said}", out.status)))
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(None),
+        Err(e) => Err(Some(e.to_string())),
+    }
 }
 
 /// The cache the engine named to this worker, if any.

@@ -300,6 +300,23 @@ pub mod tests {
         .await
         .unwrap();
         assert_eq!(checkout.0, Some(0), "{}", checkout.1);
+        // The git CLI fetched (the task's branch, which the remote lacks, dropped; the token in
+        // its environment only) and wrote the tree; libgit2 did neither.
+        for said in [
+            "fetched +refs/heads/main:refs/remotes/origin/main with the git CLI",
+            "wrote the work tree with the git CLI",
+        ] {
+            assert!(
+                checkout.1.contains(said),
+                "{said:?} not in:\n{}",
+                checkout.1
+            );
+        }
+        assert!(
+            !checkout.1.contains("libgit2") && !checkout.1.contains(TOKEN),
+            "{}",
+            checkout.1
+        );
         assert_eq!(push.0, Some(0), "{}", push.1);
         let result: RunResult = coding_swarm::job::JobResult::read(
             &std::fs::read(pod.path().join("termination")).unwrap(),
