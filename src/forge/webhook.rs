@@ -809,4 +809,99 @@ mod tests {
         );
         assert_eq!(parse_command("looks good to me", "@swarm"), None);
     }
+
+    #[test]
+    fn a_bot_is_known_by_its_type_and_a_check_run_by_its_links_and_app() {
+        let repository = serde_json::json!({"id": 1, "full_name": "acme/webapp"});
+        let pull = serde_json::json!({"number": 7, "head": {"ref": "swarm/a"}});
+        for kind in ["Bot", "User"] {
+            let user = serde_json::json!({"login": "ann", "type": kind});
+            let deliveries = [
+                (
+                    "issue_comment",
+                    serde_json::json!({"action": "created", "comment": {"id": 5, "body": "b", "user": user},
+                        "issue": {"number": 7}, "repository": repository}),
+                ),
+                (
+                    "pull_request_review",
+                    serde_json::json!({"action": "submitted", "review": {"id": 6, "body": "b", "user": user, "state": "COMMENTED"},
+                        "pull_request": pull, "repository": repository}),
+                ),
+                (
+                    "pull_request_review_comment",
+                    serde_json::json!({"action": "created", "comment": {"id": 8, "body": "b", "user": user},
+                        "pull_request": pull, "repository": repository}),
+                ),
+            ];
+            for (event, v) in deliveries {
+                let got = parse_event(event, v.to_string().as_bytes()).unwrap();
+                let bot = match &got {
+                    Event::Comment { author_is_bot, .. }
+                    | Event::Review { author_is_bot, .. }
+                    | Event::ReviewComment { author_is_bot, .. } => *author_is_bot,
+                    other => panic!("{event}: {other:?}"),
+                };
+                assert_eq!(bot, kind == "Bot", "{event} by a {kind}");
+            }
+        }
+
+        // (details_url, app, the link the event keeps, whether its log is an Actions job's)
+        let cases = [
+            (
+                Some("https://ci/d"),
+                Some("github-actions"),
+                Some("https://ci/d"),
+                true,
+            ),
+            (Some(""), Some("circleci"), Some("https://github/h"), false),
+            (None, None, Some("https://github/h"), false),
+        ];
+        for (details, app, want_url, want_actions) in cases {
+            let mut run = serde_json::json!({"id": 1, "name": "ci", "head_sha": "0123", "conclusion": "failure",
+                "html_url": "https://github/h", "check_suite": {"head_branch": "swarm/a"}});
+            if let Some(d) = details {
+                run["details_url"] = d.into();
+            }
+            if let Some(a) = app {
+                run["app"] = serde_json::json!({"slug": a});
+            }
+            let v = serde_json::json!({"action": "completed", "check_run": run, "repository": repository});
+            let got = parse_event("check_run", v.to_string().as_bytes()).unwrap();
+            let Event::ChecksCompleted {
+                source:
+                    CheckSource::Run {
+                        details_url,
+                        actions,
+                        ..
+                    },
+                ..
+            } = &got
+            else {
+                panic!("{got:?}");
+            };
+            assert_eq!(
+                (details_url.as_deref(), *actions),
+                (want_url, want_actions),
+                "{details:?} {app:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn the_mention_counts_after_a_space_or_an_opening_and_after_a_longer_name() {
+        for (body, want) in [
+            ("thanks, @swarm please retry", Some("please retry")),
+            ("(@swarm fix the build)", Some("fix the build)")),
+            (">@swarm quoted", Some("quoted")),
+            ("\"@swarm said\"", Some("said\"")),
+            ("ping @swarmbot, then @swarm go", Some("go")),
+            ("ask x@swarm about it", None),
+        ] {
+            assert_eq!(
+                parse_command(body, "@swarm"),
+                want.map(|w| Command::Request(w.into())),
+                "{body}"
+            );
+        }
+    }
 }

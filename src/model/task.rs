@@ -363,3 +363,7 @@ pub fn effective_branch(row: &TaskRow, default_branch: &str) -> String {
         row.branch.clone()
     }
 }
+
+#[cfg(test)]
+#[path = "task_tests.rs"]
+mod tests;

@@ -73,3 +73,37 @@ fn with_id(schema: schemars::Schema, name: &str) -> serde_json::Value {
     }
     value
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// What `tests/it/schema.rs` checks against the files, here as a unit test beside the types
+    /// (to update the files: `SWARM_UPDATE_SCHEMAS=1 cargo test --test it schema`).
+    #[test]
+    fn the_committed_schemas_are_the_generated_ones() {
+        for (name, generated, committed) in [
+            (
+                "task",
+                task_schema(),
+                include_str!("../../schemas/task.schema.json"),
+            ),
+            (
+                "status",
+                status_schema(),
+                include_str!("../../schemas/status.schema.json"),
+            ),
+        ] {
+            let committed: serde_json::Value = serde_json::from_str(committed).unwrap();
+            assert_eq!(generated, committed, "schemas/{name}.schema.json is stale");
+        }
+    }
+
+    #[test]
+    fn a_key_has_its_task_and_status_paths() {
+        let key = TaskKey::new("login-form").unwrap();
+        assert_eq!(task_path(&key), ".ai/tasks/login-form.yaml");
+        assert_eq!(status_path(&key), ".ai/status/login-form.yaml");
+        assert_eq!(task_key_of_path(&task_path(&key)), Some(Ok(key)));
+    }
+}

@@ -123,3 +123,65 @@ pub fn truncate(text: &str, max: usize) -> String {
     }
     format!("{}… [truncated, {} bytes in all]", &text[..end], text.len())
 }
+
+#[cfg(test)]
+mod tests {
+    use chrono::TimeZone;
+
+    use super::*;
+
+    #[test]
+    fn each_class_has_its_column_name_and_only_the_passing_troubles_are_retried() {
+        use ErrorClass::*;
+        for (class, name, transient) in [
+            (Agent, "agent", false),
+            (RateLimit, "rate_limit", true),
+            (Timeout, "timeout", false),
+            (Crash, "crash", true),
+            (MissingCli, "missing_cli", false),
+            (Auth, "auth", false),
+            (BillingGuard, "billing_guard", false),
+            (Git, "git", true),
+            (Infrastructure, "infrastructure", true),
+            (Cancelled, "cancelled", false),
+        ] {
+            assert_eq!(
+                (class.as_str(), class.is_transient()),
+                (name, transient),
+                "{class:?}"
+            );
+            assert_eq!(serde_json::to_value(class).unwrap(), name);
+        }
+    }
+
+    #[test]
+    fn a_failure_carries_its_class_and_error_and_a_run_its_duration() {
+        let f = RunResult::failure(ErrorClass::Git, "push refused");
+        assert_eq!(
+            (f.success, f.error_class, f.error.as_deref()),
+            (false, Some(ErrorClass::Git), Some("push refused"))
+        );
+        let at = |ms| Utc.timestamp_millis_opt(1_800_000_000_000 + ms).unwrap();
+        let run = |started: Option<i64>, finished: Option<i64>| RunResult {
+            started_at: started.map(at),
+            finished_at: finished.map(at),
+            ..RunResult::default()
+        };
+        assert_eq!(run(Some(500), Some(3_000)).duration_seconds(), Some(2.5));
+        assert_eq!(run(Some(0), None).duration_seconds(), None);
+        assert_eq!(run(None, Some(0)).duration_seconds(), None);
+    }
+
+    #[test]
+    fn a_long_text_is_cut_on_a_character_boundary_and_says_so() {
+        for (text, max, want) in [
+            ("short", 5, "short"),
+            ("abcdef", 3, "abc… [truncated, 6 bytes in all]"),
+            // `é` is two bytes, 1 and 2: a cut after byte 2 would split it.
+            ("aébc", 2, "a… [truncated, 5 bytes in all]"),
+            ("aébc", 3, "aé… [truncated, 5 bytes in all]"),
+        ] {
+            assert_eq!(truncate(text, max), want, "{text} {max}");
+        }
+    }
+}

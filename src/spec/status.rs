@@ -120,3 +120,56 @@ pub struct StatusSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub result: Option<RunResult>,
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn states_read_back_from_their_names() {
+        for (state, name) in [
+            (TaskState::Pending, "pending"),
+            (TaskState::Running, "running"),
+            (TaskState::Completed, "completed"),
+        ] {
+            assert_eq!(
+                (state.as_str(), state.to_string()),
+                (name, name.to_string())
+            );
+            assert_eq!(TaskState::parse(name), Some(state));
+        }
+        assert_eq!(TaskState::parse("blocked"), None);
+    }
+
+    #[test]
+    fn a_status_file_reads_back_as_written_and_other_files_do_not_read() {
+        let status = StatusSpec {
+            key: TaskKey::new("login-form").unwrap(),
+            addressee: Addressee::new("worker-web").unwrap(),
+            status: TaskState::Completed,
+            generation: 2,
+            attempts: 1,
+            spec_hash: "ab12".into(),
+            source_commit: Some("c0ffee".into()),
+            epic: Some("auth".into()),
+            completed_at: None,
+            duration_seconds: Some(2.5),
+            result: Some(RunResult {
+                success: true,
+                summary: Some("done".into()),
+                ..RunResult::default()
+            }),
+        };
+        let text = String::from_utf8(render_status(&status)).unwrap();
+        assert!(
+            text.starts_with("# Written by coding-swarm. Do not edit: the engine overwrites this file.\nkey: login-form\n"),
+            "{text}"
+        );
+        assert_eq!(read_status(text.as_bytes()), Some(status));
+        // A field a newer engine writes is skipped; a task file is not a status file.
+        let newer = format!("{text}reviewed_by: ann\n");
+        assert!(read_status(newer.as_bytes()).is_some(), "{newer}");
+        assert_eq!(read_status(b"addressee: a\nprompt: p\n"), None);
+        assert_eq!(read_status(b"\xff"), None);
+    }
+}

@@ -468,4 +468,20 @@ mod tests {
             .message
             .contains("UTF-8"));
     }
+
+    #[test]
+    fn a_timeout_is_one_second_to_seven_days() {
+        for (text, ok) in [
+            ("0s", false),
+            ("1s", true),
+            ("2h", true),
+            ("7days", true),
+            ("168h", true),
+            ("7days 1s", false),
+            ("8days", false),
+        ] {
+            assert_eq!(Timeout::parse(text).is_ok(), ok, "{text}");
+        }
+        assert_eq!(Timeout::MAX, Duration::from_secs(604_800));
+    }
 }

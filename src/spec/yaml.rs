@@ -130,3 +130,45 @@ fn line_col(bytes: &[u8], offset: usize) -> (u64, u64) {
     let column = before.iter().rev().take_while(|b| **b != b'\n').count() as u64 + 1;
     (line, column)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(bytes: &[u8]) -> Result<serde_json::Value, SpecError> {
+        from_yaml(bytes)
+    }
+
+    #[test]
+    fn a_file_of_the_limit_reads_one_byte_more_does_not() {
+        let head = "addressee: a\n# ";
+        let at_limit = format!("{head}{}\n", "x".repeat(MAX_FILE_BYTES - head.len() - 1));
+        assert_eq!(at_limit.len(), 256 * 1024);
+        assert!(parse(at_limit.as_bytes()).is_ok());
+        let over = format!("{at_limit} ");
+        assert_eq!(
+            parse(over.as_bytes()).unwrap_err().to_string(),
+            "1:1: file is 262145 bytes; the limit is 262144 bytes"
+        );
+    }
+
+    #[test]
+    fn bytes_that_are_not_utf8_are_placed_at_their_line_and_column() {
+        for (bytes, line, column) in [
+            (&b"\xff"[..], 1, 1),
+            (b"addressee: a\nprompt: \xff\n", 2, 9),
+            (b"a: b\n\nc: d\nprompt: pq\xfe", 4, 11),
+        ] {
+            let err = parse(bytes).unwrap_err();
+            assert_eq!(
+                (err.line, err.column, err.message.as_str()),
+                (line, column, "file is not valid UTF-8"),
+                "{bytes:?}"
+            );
+        }
+        assert_eq!(
+            parse(b" \n\n").unwrap_err().to_string(),
+            "1:1: file is empty"
+        );
+    }
+}
