@@ -29,6 +29,13 @@ fn main() {
             _ => {} // cargo's own (--bench)
         }
     }
+    // SWARM_BENCH_LOG=info: the checkout's own log lines (which tool fetched and wrote), timed.
+    if let Ok(filter) = std::env::var("SWARM_BENCH_LOG") {
+        tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+            .with_writer(std::io::stderr)
+            .init();
+    }
     let out = rows::measure(&o);
     println!("{}", serde_json::to_string_pretty(&out).unwrap());
 }

@@ -1012,6 +1012,9 @@ async fn bench_agent_start(backend: Backend, quick: bool) -> Value {
         let exec = chrono::DateTime::from_timestamp_micros((exec * 1e6) as i64).unwrap();
         let (worker, checked_out) = (line(" worker starts"), line(" checked out "));
         reported(&key).await;
+        if i + 1 == warmup + samples && std::env::var_os("SWARM_BENCH_SHOW_LOG").is_some() {
+            eprintln!("the last run's log:\n{log}");
+        }
         let events = store.events("bench", &key).await.unwrap();
         let at = |kind: coding_swarm::model::EventKind| {
             events
@@ -1396,6 +1399,10 @@ async fn main() {
                 continue;
             }
             eprintln!("== {name} on {}", backend.name());
+            // Each row starts with nothing of the last one left to write back (the sync rows
+            // write 100,000s of files; their write-back slowed the next row's file writes).
+            // SAFETY: sync(2) takes no arguments and cannot fail.
+            unsafe { libc::sync() };
             let v = match run {
                 0 => bench_sync(backend, o.quick).await,
                 1 => bench_dispatch(backend, o.quick).await,

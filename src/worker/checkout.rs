@@ -174,8 +174,8 @@ pub fn prepare(
 /// With the git CLI when it is on the machine: its parallel checkout (`checkout.workers`)
 /// writes several files at once, and writing the files is what a checkout costs once the
 /// objects are borrowed. On the machines measured, creating a file waits on the file system
-/// more than on a core: 20,000 files took 1.1 s with four writers against 5.8 to 7.4 s with
-/// libgit2's one (issue #17, BENCHMARKS.md "Checkout"). The CLI reads no configuration but the
+/// more than on a core: `git checkout` wrote 20,000 files in 1.1 s with four writers and in 5.8
+/// to 7.4 s with one, as libgit2 writes (issue #17, BENCHMARKS.md "Checkout"). The CLI reads no configuration but the
 /// checkout's own (no system or global file, no hooks, no fsmonitor), as libgit2 in the worker
 /// does not ([`super::git_guard`]). Without git, or if it fails, libgit2 writes the tree.
 fn write_work_tree(repo: Repository, dir: &Path) -> Result<Repository, String> {
@@ -229,8 +229,8 @@ const DEEPEN: &[i32] = &[32, 512, 8192, i32::MAX];
 /// again (after the CLI wrote to it).
 ///
 /// Over HTTP(S) with the git CLI when it is on the machine (the worker image has it): its
-/// fetch indexes the pack on every core, where libgit2's took about 1.2 s more for a tree of
-/// 20,000 files (BENCHMARKS.md, "Checkout"). Otherwise, or if the CLI fails, libgit2.
+/// fetch indexes the pack on every core, libgit2's on one (BENCHMARKS.md, "Checkout").
+/// Otherwise, or if the CLI fails, libgit2.
 fn fetch_shallow(repo: Repository, task: &JobSpec, auth: &GitAuth) -> Result<Repository, String> {
     let mut branches = vec![task.branch.as_str()];
     if task.base != task.branch {
