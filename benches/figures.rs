@@ -891,15 +891,17 @@ async fn bench_agent_start(backend: Backend, quick: bool) -> Value {
     // The schema first, so the engine and this connection do not both migrate.
     let store = Store::connect(&db.url).await.unwrap();
     let log_path = data.path().join("engine.log");
-    let mut child = std::process::Command::new(SWARM)
-        .args(["up", "--config"])
-        .arg(&cfg_path)
-        .env("SWARM_GITHUB_WEBHOOK_SECRET", secret)
-        .env("RUST_LOG", "info")
-        .stdout(std::process::Stdio::null())
-        .stderr(std::fs::File::create(&log_path).unwrap())
-        .spawn()
-        .unwrap();
+    let child = KillOnDrop(
+        std::process::Command::new(SWARM)
+            .args(["up", "--config"])
+            .arg(&cfg_path)
+            .env("SWARM_GITHUB_WEBHOOK_SECRET", secret)
+            .env("RUST_LOG", "info")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::fs::File::create(&log_path).unwrap())
+            .spawn()
+            .unwrap(),
+    );
     let engine_log = || std::fs::read_to_string(&log_path).unwrap_or_default();
     let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
     let mut up = false;
@@ -1041,8 +1043,7 @@ async fn bench_agent_start(backend: Backend, quick: bool) -> Value {
             }
         }
     }
-    let _ = child.kill();
-    let _ = child.wait();
+    drop(child);
     store.close().await;
     db.drop().await;
     let mut out = serde_json::Map::new();
@@ -1109,15 +1110,17 @@ async fn bench_idle(backend: Backend, quick: bool) -> Value {
     std::fs::write(&cfg_path, text).unwrap();
     // The schema first, so the engine and this connection do not both migrate.
     let store = Store::connect(&db.url).await.unwrap();
-    let mut child = std::process::Command::new(SWARM)
-        .args(["up", "--config"])
-        .arg(&cfg_path)
-        .env("RUST_LOG", "warn")
-        .stdout(std::process::Stdio::null())
-        .stderr(std::fs::File::create(data.path().join("engine.log")).unwrap())
-        .spawn()
-        .unwrap();
-    let pid = child.id();
+    let child = KillOnDrop(
+        std::process::Command::new(SWARM)
+            .args(["up", "--config"])
+            .arg(&cfg_path)
+            .env("RUST_LOG", "warn")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::fs::File::create(data.path().join("engine.log")).unwrap())
+            .spawn()
+            .unwrap(),
+    );
+    let pid = child.0.id();
     // Let it sync and run the 30 tasks, then measure the quiet.
     let started = Instant::now();
     loop {
@@ -1145,8 +1148,7 @@ async fn bench_idle(backend: Backend, quick: bool) -> Value {
     };
     let (rss, hwm) = (kb("VmRSS:"), kb("VmHWM:"));
     let threads = kb("Threads:");
-    let _ = child.kill();
-    let _ = child.wait();
+    drop(child);
     store.close().await;
     db.drop().await;
     let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
@@ -1162,6 +1164,17 @@ async fn bench_idle(backend: Backend, quick: bool) -> Value {
     });
     eprintln!("  idle {}: {v}", backend.name());
     v
+}
+
+/// A `swarm up` the harness started: killed and reaped when dropped, on a failed assertion too,
+/// so a row that panics leaves no engine running.
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
 }
 
 /// utime + stime of a process, in clock ticks.
